@@ -1,0 +1,134 @@
+"""Envelopes: what a user sends, sealed to the committee's epoch key.
+
+Wire format (bytes)::
+
+    version (1) | epoch (8, big-endian) | ephemeral X25519 public key (32) | nonce (12) | AES-256-GCM ciphertext+tag
+
+    shared  = X25519(ephemeral, epoch public key)
+    keys    = HKDF-SHA256(shared, salt = eph_pub || epoch_pub, info = "EnclaveNet.envelope.v1" || chain_id(8) || epoch(8), 64)
+    tx key  = keys[:32],  receipt key = keys[32:]
+    aad     = "EnclaveNet.envelope.v1" || version || chain_id(8) || epoch(8) || eph_pub
+
+Receipts go back under ``receipt key``,
+readable only by the holder of the ephemeral private key (the sender). Receipt nonces
+are derived from the plaintext so every committee member produces the same bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass, field
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from .hashing import keccak256
+
+VERSION = 1
+HEADER_LEN = 1 + 8 + 32 + 12
+TAG_LEN = 16
+MAX_ENVELOPE_BYTES = 128 * 1024  # refuse larger payloads before any crypto
+
+
+class EnvelopeError(ValueError):
+    """An envelope is malformed or does not decrypt. Messages never carry secrets."""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    epoch: int
+    eph_pub: bytes
+    nonce: bytes
+    ciphertext: bytes
+
+    def encode(self) -> bytes:
+        return bytes([VERSION]) + struct.pack(">Q", self.epoch) + self.eph_pub + self.nonce + self.ciphertext
+
+    @classmethod
+    def decode(cls, data: bytes) -> Envelope:
+        if len(data) > MAX_ENVELOPE_BYTES:
+            raise EnvelopeError(f"envelope too large: {len(data)} bytes > {MAX_ENVELOPE_BYTES}")
+        if len(data) < HEADER_LEN + TAG_LEN:
+            raise EnvelopeError(f"envelope too short: {len(data)} bytes")
+        if data[0] != VERSION:
+            raise EnvelopeError(f"unknown envelope version {data[0]} (expected {VERSION})")
+        (epoch,) = struct.unpack(">Q", data[1:9])
+        return cls(epoch, data[9:41], data[41:53], data[53:])
+
+
+def _kdf(shared: bytes, eph_pub: bytes, epoch_pub: bytes, chain_id: int, epoch: int) -> tuple[bytes, bytes]:
+    """(tx key, receipt key): one HKDF call, both keys bound to chain id and epoch."""
+    okm = HKDF(
+        algorithm=hashes.SHA256(),
+        length=64,
+        salt=eph_pub + epoch_pub,
+        info=b"EnclaveNet.envelope.v1" + struct.pack(">QQ", chain_id, epoch),
+    ).derive(shared)
+    return okm[:32], okm[32:]
+
+
+def _aad(chain_id: int, epoch: int, eph_pub: bytes) -> bytes:
+    return b"EnclaveNet.envelope.v1" + bytes([VERSION]) + struct.pack(">QQ", chain_id, epoch) + eph_pub
+
+
+@dataclass(frozen=True)
+class SealedRequest:
+    """What the sender keeps to read the receipt: the envelope and its receipt key."""
+
+    envelope: Envelope
+    receipt_key: bytes = field(repr=False)
+
+
+def seal(plaintext: bytes, epoch_pub: bytes, chain_id: int, epoch: int) -> SealedRequest:
+    """Encrypt ``plaintext`` (a signed transaction) to the committee's epoch key."""
+    eph = X25519PrivateKey.generate()
+    eph_pub = eph.public_key().public_bytes_raw()
+    shared = eph.exchange(X25519PublicKey.from_public_bytes(epoch_pub))
+    key, rkey = _kdf(shared, eph_pub, epoch_pub, chain_id, epoch)
+    nonce = os.urandom(12)
+    ct = AESGCM(key).encrypt(nonce, plaintext, _aad(chain_id, epoch, eph_pub))
+    return SealedRequest(Envelope(epoch, eph_pub, nonce, ct), rkey)
+
+
+@dataclass(frozen=True)
+class OpenedEnvelope:
+    plaintext: bytes
+    receipt_key: bytes = field(repr=False)
+
+
+def open_envelope(env: Envelope, epoch_priv: X25519PrivateKey, chain_id: int) -> OpenedEnvelope:
+    """Decrypt with the epoch private key (inside the enclave). Raises EnvelopeError."""
+    if len(env.eph_pub) != 32 or len(env.nonce) != 12:
+        raise EnvelopeError("envelope has a malformed ephemeral key or nonce")
+    epoch_pub = epoch_priv.public_key().public_bytes_raw()
+    try:
+        shared = epoch_priv.exchange(X25519PublicKey.from_public_bytes(env.eph_pub))
+    except ValueError as exc:
+        raise EnvelopeError("envelope ephemeral key is not a valid X25519 point") from exc
+    key, rkey = _kdf(shared, env.eph_pub, epoch_pub, chain_id, env.epoch)
+    try:
+        pt = AESGCM(key).decrypt(env.nonce, env.ciphertext, _aad(chain_id, env.epoch, env.eph_pub))
+    except InvalidTag as exc:
+        raise EnvelopeError(
+            "envelope does not decrypt: bad tag (wrong epoch key, chain id or tampered ciphertext)"
+        ) from exc
+    return OpenedEnvelope(pt, rkey)
+
+
+def seal_receipt(receipt_key: bytes, plaintext: bytes) -> bytes:
+    """Deterministic: nonce = keccak(key || plaintext)[:12] (SIV-style; same bytes on every member)."""
+    nonce = keccak256(receipt_key, plaintext)[:12]
+    return nonce + AESGCM(receipt_key).encrypt(nonce, plaintext, b"EnclaveNet.receipt.v1")
+
+
+def open_receipt(receipt_key: bytes, sealed: bytes) -> bytes:
+    if len(sealed) < 12 + TAG_LEN:
+        raise EnvelopeError("encrypted receipt too short")
+    try:
+        return AESGCM(receipt_key).decrypt(sealed[:12], sealed[12:], b"EnclaveNet.receipt.v1")
+    except InvalidTag as exc:
+        raise EnvelopeError("receipt does not decrypt with this request's key") from exc

@@ -1,0 +1,54 @@
+"""Binary Merkle tree over 32-byte leaves (tx root, receipts root, DAP data commitment).
+
+    leaf node   = keccak256(0x00 || leaf)
+    inner node  = keccak256(0x01 || left || right)
+    odd node    = promoted unchanged to the next level
+    empty tree  = 32 zero bytes
+
+A proof is the list of (sibling, sibling_is_left) pairs from the leaf up; a promoted
+level contributes no pair. The L1 verifies the same way (DAP answers, issue 6).
+"""
+
+from __future__ import annotations
+
+from .hashing import ZERO32, keccak256
+
+_LEAF = b"\x00"
+_NODE = b"\x01"
+
+
+def _levels(leaves: list[bytes]) -> list[list[bytes]]:
+    level = [keccak256(_LEAF, x) for x in leaves]
+    levels = [level]
+    while len(level) > 1:
+        nxt = [keccak256(_NODE, level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+        levels.append(level)
+    return levels
+
+
+def merkle_root(leaves: list[bytes]) -> bytes:
+    if not leaves:
+        return ZERO32
+    return _levels(leaves)[-1][0]
+
+
+def merkle_proof(leaves: list[bytes], index: int) -> list[tuple[bytes, bool]]:
+    if not 0 <= index < len(leaves):
+        raise IndexError("leaf index out of range")
+    proof: list[tuple[bytes, bool]] = []
+    for level in _levels(leaves)[:-1]:
+        sib = index ^ 1
+        if sib < len(level):
+            proof.append((level[sib], sib < index))
+        index //= 2
+    return proof
+
+
+def merkle_verify(root: bytes, leaf: bytes, proof: list[tuple[bytes, bool]]) -> bool:
+    h = keccak256(_LEAF, leaf)
+    for sib, sib_is_left in proof:
+        h = keccak256(_NODE, sib, h) if sib_is_left else keccak256(_NODE, h, sib)
+    return h == root

@@ -129,7 +129,7 @@ def test_envelope_roundtrip_and_refusals() -> None:
     tampered = wire[:-1] + bytes([wire[-1] ^ 1])
     with pytest.raises(EnvelopeError, match="bad tag"):
         open_envelope(Envelope.decode(tampered), epoch_key, 77)
-    relabelled = wire[:1] + (4).to_bytes(8, "big") + wire[9:]
+    relabelled = wire[:2] + (4).to_bytes(8, "big") + wire[10:]
     with pytest.raises(EnvelopeError, match="bad tag"):
         open_envelope(Envelope.decode(relabelled), epoch_key, 77)
     with pytest.raises(EnvelopeError, match="too short"):
@@ -173,3 +173,24 @@ def test_smt_proofs_and_salt_hides_balance() -> None:
         assert len(proof) < 20  # compact: ~log2(n), not 256
     # the same balance under another salt is another leaf: a leaf does not reveal the balance
     assert smt_leaf(keys[0], 1000, salts[0]) != smt_leaf(keys[0], 1000, RNG(32))
+
+
+def test_routing_hint_is_bound_to_the_envelope() -> None:
+    from enclavenet.crypto.envelope import RoutingHint
+
+    epoch_key = X25519PrivateKey.generate()
+    hint = RoutingHint(b"\x11" * 20, 5)
+    req = seal(b"tx", epoch_key.public_key().public_bytes_raw(), 1, 2, hint=hint)
+    wire = req.envelope.encode()
+    env = Envelope.decode(wire)
+    assert env.hint == hint
+    assert open_envelope(env, epoch_key, 1).plaintext == b"tx"
+    # a host that rewrites the cleartext hint (to reorder or misattribute) breaks the tag
+    forged = Envelope(env.epoch, env.eph_pub, env.nonce, env.ciphertext, RoutingHint(b"\x22" * 20, 5))
+    with pytest.raises(EnvelopeError, match="bad tag"):
+        open_envelope(Envelope.decode(forged.encode()), epoch_key, 1)
+    stripped = Envelope(env.epoch, env.eph_pub, env.nonce, env.ciphertext, None)
+    with pytest.raises(EnvelopeError, match="bad tag"):
+        open_envelope(Envelope.decode(stripped.encode()), epoch_key, 1)
+    with pytest.raises(EnvelopeError, match="flags"):
+        Envelope.decode(wire[:1] + b"\x04" + wire[2:])

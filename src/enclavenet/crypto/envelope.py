@@ -2,12 +2,19 @@
 
 Wire format (bytes)::
 
-    version (1) | epoch (8, big-endian) | ephemeral X25519 public key (32) | nonce (12) | AES-256-GCM ciphertext+tag
+    version (1) | flags (1) | epoch (8, big-endian) | ephemeral X25519 public key (32) | nonce (12)
+    | [routing hint (28) if flags & 1] | AES-256-GCM ciphertext+tag
+
+The optional routing hint is ``sender address (20) || sender nonce (8)`` in clear, bound as
+associated data: it lets an untrusted node's mempool order each sender's transactions by nonce
+and bound them per sender. It reveals who sends and how many (as Ethereum and Sapphire do), never
+the target, function, arguments or value. The enclave refuses an envelope whose hint differs from
+the decrypted transaction.
 
     shared  = X25519(ephemeral, epoch public key)
     keys    = HKDF-SHA256(shared, salt = eph_pub || epoch_pub, info = "EnclaveNet.envelope.v1" || chain_id(8) || epoch(8), 64)
     tx key  = keys[:32],  receipt key = keys[32:]
-    aad     = "EnclaveNet.envelope.v1" || version || chain_id(8) || epoch(8) || eph_pub
+    aad     = "EnclaveNet.envelope.v1" || version || flags || chain_id(8) || epoch(8) || eph_pub || hint
 
 Receipts go back under ``receipt key``,
 readable only by the holder of the ephemeral private key (the sender). Receipt nonces
@@ -29,7 +36,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from .hashing import keccak256
 
 VERSION = 1
-HEADER_LEN = 1 + 8 + 32 + 12
+HEADER_LEN = 1 + 1 + 8 + 32 + 12
+HINT_LEN = 20 + 8
+FLAG_HINT = 1
 TAG_LEN = 16
 MAX_ENVELOPE_BYTES = 128 * 1024  # refuse larger payloads before any crypto
 
@@ -39,14 +48,46 @@ class EnvelopeError(ValueError):
 
 
 @dataclass(frozen=True)
+class RoutingHint:
+    """Cleartext (sender, nonce) for mempool ordering; authenticated, checked by the enclave."""
+
+    sender: bytes  # 20-byte address
+    nonce: int
+
+    def encode(self) -> bytes:
+        if len(self.sender) != 20:
+            raise EnvelopeError("a routing hint's sender has 20 bytes")
+        return self.sender + struct.pack(">Q", self.nonce)
+
+    @property
+    def sender_hex(self) -> str:
+        return "0x" + self.sender.hex()
+
+
+@dataclass(frozen=True)
 class Envelope:
     epoch: int
     eph_pub: bytes
     nonce: bytes
     ciphertext: bytes
+    hint: RoutingHint | None = None
+
+    @property
+    def flags(self) -> int:
+        return FLAG_HINT if self.hint is not None else 0
+
+    def hint_bytes(self) -> bytes:
+        return self.hint.encode() if self.hint is not None else b""
 
     def encode(self) -> bytes:
-        return bytes([VERSION]) + struct.pack(">Q", self.epoch) + self.eph_pub + self.nonce + self.ciphertext
+        return (
+            bytes([VERSION, self.flags])
+            + struct.pack(">Q", self.epoch)
+            + self.eph_pub
+            + self.nonce
+            + self.hint_bytes()
+            + self.ciphertext
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> Envelope:
@@ -56,8 +97,18 @@ class Envelope:
             raise EnvelopeError(f"envelope too short: {len(data)} bytes")
         if data[0] != VERSION:
             raise EnvelopeError(f"unknown envelope version {data[0]} (expected {VERSION})")
-        (epoch,) = struct.unpack(">Q", data[1:9])
-        return cls(epoch, data[9:41], data[41:53], data[53:])
+        flags = data[1]
+        if flags & ~FLAG_HINT:
+            raise EnvelopeError(f"unknown envelope flags {flags:#x}")
+        (epoch,) = struct.unpack(">Q", data[2:10])
+        body = data[HEADER_LEN:]
+        hint = None
+        if flags & FLAG_HINT:
+            if len(body) < HINT_LEN + TAG_LEN:
+                raise EnvelopeError(f"envelope too short for its routing hint: {len(data)} bytes")
+            hint = RoutingHint(body[:20], struct.unpack(">Q", body[20:28])[0])
+            body = body[HINT_LEN:]
+        return cls(epoch, data[10:42], data[42:54], body, hint)
 
 
 def _kdf(shared: bytes, eph_pub: bytes, epoch_pub: bytes, chain_id: int, epoch: int) -> tuple[bytes, bytes]:
@@ -71,8 +122,14 @@ def _kdf(shared: bytes, eph_pub: bytes, epoch_pub: bytes, chain_id: int, epoch: 
     return okm[:32], okm[32:]
 
 
-def _aad(chain_id: int, epoch: int, eph_pub: bytes) -> bytes:
-    return b"EnclaveNet.envelope.v1" + bytes([VERSION]) + struct.pack(">QQ", chain_id, epoch) + eph_pub
+def _aad(chain_id: int, epoch: int, eph_pub: bytes, flags: int, hint: bytes) -> bytes:
+    return (
+        b"EnclaveNet.envelope.v1"
+        + bytes([VERSION, flags])
+        + struct.pack(">QQ", chain_id, epoch)
+        + eph_pub
+        + hint
+    )
 
 
 @dataclass(frozen=True)
@@ -83,15 +140,22 @@ class SealedRequest:
     receipt_key: bytes = field(repr=False)
 
 
-def seal(plaintext: bytes, epoch_pub: bytes, chain_id: int, epoch: int) -> SealedRequest:
+def seal(
+    plaintext: bytes,
+    epoch_pub: bytes,
+    chain_id: int,
+    epoch: int,
+    hint: RoutingHint | None = None,
+) -> SealedRequest:
     """Encrypt ``plaintext`` (a signed transaction) to the committee's epoch key."""
     eph = X25519PrivateKey.generate()
     eph_pub = eph.public_key().public_bytes_raw()
     shared = eph.exchange(X25519PublicKey.from_public_bytes(epoch_pub))
     key, rkey = _kdf(shared, eph_pub, epoch_pub, chain_id, epoch)
     nonce = os.urandom(12)
-    ct = AESGCM(key).encrypt(nonce, plaintext, _aad(chain_id, epoch, eph_pub))
-    return SealedRequest(Envelope(epoch, eph_pub, nonce, ct), rkey)
+    env = Envelope(epoch, eph_pub, nonce, b"", hint)
+    ct = AESGCM(key).encrypt(nonce, plaintext, _aad(chain_id, epoch, eph_pub, env.flags, env.hint_bytes()))
+    return SealedRequest(Envelope(epoch, eph_pub, nonce, ct, hint), rkey)
 
 
 @dataclass(frozen=True)
@@ -111,7 +175,11 @@ def open_envelope(env: Envelope, epoch_priv: X25519PrivateKey, chain_id: int) ->
         raise EnvelopeError("envelope ephemeral key is not a valid X25519 point") from exc
     key, rkey = _kdf(shared, env.eph_pub, epoch_pub, chain_id, env.epoch)
     try:
-        pt = AESGCM(key).decrypt(env.nonce, env.ciphertext, _aad(chain_id, env.epoch, env.eph_pub))
+        pt = AESGCM(key).decrypt(
+            env.nonce,
+            env.ciphertext,
+            _aad(chain_id, env.epoch, env.eph_pub, env.flags, env.hint_bytes()),
+        )
     except InvalidTag as exc:
         raise EnvelopeError(
             "envelope does not decrypt: bad tag (wrong epoch key, chain id or tampered ciphertext)"

@@ -1,0 +1,219 @@
+"""Batch input, its binding to the enclave's head, and the batch data the DAPs store.
+
+A batch at height h is executed only on top of the enclave's head at h-1: same prev hash,
+a known epoch, L1 messages continuing the head's message chain (crypto/messages.py) in
+whole L1 blocks after the head's ``l1_block``.
+
+Batch data (what the DAPs store, committed by ``Header.data_commitment``) is a CBOR array of
+byte strings ``[meta, envelope_1 .. envelope_n, entry_1 .. entry_m]``:
+
+* ``meta`` = canonical CBOR map ``{v: 1, height, prev_hash, epoch, l1_block, timestamp,
+  msg_start, msg_count, msg_acc, n_envelopes, n_entries}``;
+* ``envelope_i`` = the fast-path envelopes as received, in execution order;
+* ``entry_j`` = one receipt entry per executed item, in execution order (L1 payloads first,
+  then envelopes): the sealed receipt (``crypto.envelope.seal_receipt``) when the item
+  decrypted, else ``b"EnclaveNet.error:" + utf-8 reason``.
+
+``data_commitment = merkle_root([keccak256(item) for item in items])``: a DAP challenged for
+item i answers with the item and its ``merkle_proof``. ``tx_root`` is the Merkle root over
+``keccak256(envelope)`` of the fast-path envelopes (their receipt ids), ``receipts_root`` over
+``keccak256(entry)`` of the entries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+
+from ..crypto.hashing import ZERO32, keccak256
+from ..crypto.header import GENESIS_PREV_HASH
+from ..crypto.merkle import merkle_root
+from ..crypto.messages import KIND_CHALLENGE, KIND_USER, MSG_GENESIS_ACC, L1Message
+from .codec import U64_MAX, Request, as_address, as_bytes, encode
+from .errors import EnclaveRefusal
+
+MAX_BATCH_ENVELOPES = 20_000
+MAX_BATCH_MESSAGES = 20_000
+MAX_MESSAGE_PAYLOAD = 128 * 1024
+ERROR_ENTRY_PREFIX = b"EnclaveNet.error:"
+BATCH_DATA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """What the enclave's tentative chain ends with (height 0 = genesis, before any batch)."""
+
+    height: int = 0
+    hash: bytes = GENESIS_PREV_HASH
+    l1_block: int = 0
+    msg_count: int = 0
+    msg_acc: bytes = MSG_GENESIS_ACC
+    timestamp: int = 0
+
+    def to_cbor(self) -> dict[str, Any]:
+        return {
+            "height": self.height,
+            "hash": self.hash,
+            "l1_block": self.l1_block,
+            "msg_count": self.msg_count,
+            "msg_acc": self.msg_acc,
+            "timestamp": self.timestamp,
+        }
+
+    @classmethod
+    def from_cbor(cls, m: dict[str, Any]) -> ChainHead:
+        r = Request(m, "head")
+        return cls(
+            r.integer("height", hi=U64_MAX),
+            r.blob("hash", 32),
+            r.integer("l1_block", hi=U64_MAX),
+            r.integer("msg_count", hi=U64_MAX),
+            r.blob("msg_acc", 32),
+            r.integer("timestamp", hi=U64_MAX),
+        )
+
+
+@dataclass(frozen=True)
+class BatchInput:
+    height: int
+    prev_hash: bytes
+    epoch: int
+    l1_block: int
+    timestamp: int
+    messages: list[L1Message]
+    envelopes: list[bytes]
+
+    @classmethod
+    def parse(cls, r: Request) -> BatchInput:
+        msgs_raw = r.items("messages", MAX_BATCH_MESSAGES, default=[])
+        envs_raw = r.items("envelopes", MAX_BATCH_ENVELOPES, default=[])
+        messages = [_parse_message(m, i, r) for i, m in enumerate(msgs_raw)]
+        envelopes = [as_bytes(e, f"envelopes[{i}]", "batch", max_len=1 << 20) for i, e in enumerate(envs_raw)]
+        return cls(
+            height=r.integer("height", lo=1, hi=U64_MAX),
+            prev_hash=r.blob("prev_hash", 32),
+            epoch=r.integer("epoch", hi=U64_MAX),
+            l1_block=r.integer("l1_block", hi=U64_MAX),
+            timestamp=r.integer("timestamp", hi=U64_MAX),
+            messages=messages,
+            envelopes=envelopes,
+        )
+
+    def check_continues(self, head: ChainHead) -> None:
+        """Refuse a batch that does not extend ``head`` (stale, replayed or out of order)."""
+        if self.height != head.height + 1:
+            raise EnclaveRefusal(
+                f"batch height {self.height} does not extend the enclave's head at height "
+                f"{head.height} (expected {head.height + 1})"
+            )
+        if self.prev_hash != head.hash:
+            raise EnclaveRefusal(
+                f"batch prev_hash 0x{self.prev_hash.hex()} is not the hash of the enclave's head "
+                f"0x{head.hash.hex()} at height {head.height}"
+            )
+        if self.l1_block < head.l1_block:
+            raise EnclaveRefusal(
+                f"batch l1_block {self.l1_block} is before the head's l1_block {head.l1_block}"
+            )
+        if self.timestamp < head.timestamp:
+            raise EnclaveRefusal(
+                f"batch timestamp {self.timestamp} is before the head's timestamp {head.timestamp}"
+            )
+        prev_block = head.l1_block
+        for i, m in enumerate(self.messages):
+            if m.index != head.msg_count + i:
+                raise EnclaveRefusal(
+                    f"L1 message {i} has index {m.index}, expected {head.msg_count + i} "
+                    "(messages must continue the head's message chain without gaps)"
+                )
+            if m.l1_block <= head.l1_block:
+                raise EnclaveRefusal(
+                    f"L1 message {m.index} is from L1 block {m.l1_block}, already consumed "
+                    f"(head covers L1 blocks <= {head.l1_block})"
+                )
+            if m.l1_block < prev_block or m.l1_block > self.l1_block:
+                raise EnclaveRefusal(
+                    f"L1 message {m.index} is from L1 block {m.l1_block}: out of L1 order or after "
+                    f"the batch's l1_block {self.l1_block}"
+                )
+            prev_block = m.l1_block
+
+
+def _parse_message(m: Any, i: int, r: Request) -> L1Message:
+    if not isinstance(m, list | dict):
+        raise EnclaveRefusal(f"batch: messages[{i}] must be an array [index, kind, sender, value, l1_block, payload]")
+    if isinstance(m, dict):
+        mm = Request(m, f"batch.messages[{i}]")
+        vals = [mm.raw(k) for k in ("index", "kind", "sender", "value", "l1_block", "payload")]
+    else:
+        if len(m) != 6:
+            raise EnclaveRefusal(f"batch: messages[{i}] must have 6 items [index, kind, sender, value, l1_block, payload]")
+        vals = list(m)
+    what = f"batch.messages[{i}]"
+    q = Request(dict(zip(("index", "kind", "sender", "value", "l1_block", "payload"), vals, strict=True)), what)
+    kind = q.integer("kind", hi=255)
+    if kind not in (KIND_USER, KIND_CHALLENGE):
+        raise EnclaveRefusal(f"{what}: unknown message kind {kind}")
+    return L1Message(
+        index=q.integer("index", hi=U64_MAX),
+        kind=kind,
+        sender=as_address(q.raw("sender"), "sender", what),
+        value=q.integer("value"),
+        l1_block=q.integer("l1_block", hi=U64_MAX),
+        payload=q.blob("payload", max_len=MAX_MESSAGE_PAYLOAD),
+    )
+
+
+def error_entry(reason: str) -> bytes:
+    """The receipt entry of an item that did not decrypt (nobody could read a sealed one)."""
+    return ERROR_ENTRY_PREFIX + reason.encode()
+
+
+@dataclass(frozen=True)
+class BatchCommitments:
+    tx_root: bytes
+    receipts_root: bytes
+    data_commitment: bytes
+    batch_data: bytes
+
+
+def commit_batch_data(
+    inp: BatchInput,
+    msg_start: int,
+    msg_count: int,
+    msg_acc: bytes,
+    envelope_ids: list[bytes],
+    entries: list[bytes],
+) -> BatchCommitments:
+    """tx root, receipts root, the batch data bytes and its data commitment."""
+    meta = encode(
+        {
+            "v": BATCH_DATA_VERSION,
+            "height": inp.height,
+            "prev_hash": inp.prev_hash,
+            "epoch": inp.epoch,
+            "l1_block": inp.l1_block,
+            "timestamp": inp.timestamp,
+            "msg_start": msg_start,
+            "msg_count": msg_count,
+            "msg_acc": msg_acc,
+            "n_envelopes": len(inp.envelopes),
+            "n_entries": len(entries),
+        }
+    )
+    entry_hashes = [keccak256(e) for e in entries]
+    tx_root = merkle_root(envelope_ids) if envelope_ids else ZERO32
+    receipts_root = merkle_root(entry_hashes) if entry_hashes else ZERO32
+    data_commitment = merkle_root([keccak256(meta), *envelope_ids, *entry_hashes])
+    batch_data = cbor2.dumps([meta, *inp.envelopes, *entries])
+    return BatchCommitments(tx_root, receipts_root, data_commitment, batch_data)
+
+
+def batch_data_items(batch_data: bytes) -> list[bytes]:
+    """Split stored batch data into its items (for DAPs and audits)."""
+    items = cbor2.loads(batch_data)
+    if not isinstance(items, list) or not all(isinstance(x, bytes) for x in items) or not items:
+        raise ValueError("batch data must be a non-empty CBOR array of byte strings")
+    return items

@@ -1,0 +1,133 @@
+"""The enclave program's own formats: EIP-712 view requests, request decoding, batch binding."""
+
+from __future__ import annotations
+
+import cbor2
+import pytest
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+
+from enclavenet.crypto.hashing import keccak256
+from enclavenet.crypto.merkle import merkle_proof, merkle_root, merkle_verify
+from enclavenet.crypto.messages import MSG_GENESIS_ACC, L1Message
+from enclavenet.enclave.batch import (
+    BatchInput,
+    ChainHead,
+    batch_data_items,
+    commit_batch_data,
+    error_entry,
+)
+from enclavenet.enclave.codec import Request, decode_map, encode
+from enclavenet.enclave.errors import EnclaveRefusal
+from enclavenet.enclave.views import parse_view_request, typed_data, view_call_digest
+
+CHAIN = 4242
+ALICE = Account.create()
+BOB = "0x" + "22" * 20
+
+
+def _signed_view(epoch: int = 3, chain_id: int = CHAIN, **over: object) -> dict[str, object]:
+    msg: dict[str, object] = dict(sender=ALICE.address, to=BOB, data=b"\x01\x02", value=5, gas=100_000, epoch=epoch)
+    td = typed_data(chain_id, **msg)  # type: ignore[arg-type]
+    sig = Account.sign_message(encode_typed_data(full_message=td), ALICE.key).signature
+    req: dict[str, object] = {
+        "from": ALICE.address, "to": BOB, "data": b"\x01\x02", "value": 5, "gas": 100_000,
+        "epoch": epoch, "sig": bytes(sig),
+    }
+    req.update(over)
+    return req
+
+
+def test_view_digest_is_eip712_as_wallets_sign_it() -> None:
+    td = typed_data(CHAIN, ALICE.address, BOB, b"\xaa", 7, 50_000, 2)
+    ours = view_call_digest(CHAIN, ALICE.address, BOB, b"\xaa", 7, 50_000, 2)
+    signable = encode_typed_data(full_message=td)
+    assert keccak256(b"\x19" + signable.version + signable.header + signable.body) == ours
+
+
+def test_view_request_recovers_the_real_sender() -> None:
+    req = parse_view_request(cbor2.dumps(_signed_view()), CHAIN, 3)
+    assert req.sender == ALICE.address and req.value == 5 and req.data == b"\x01\x02"
+
+
+@pytest.mark.parametrize(
+    ("plaintext_over", "chain_id", "env_epoch", "needle"),
+    [
+        ({"value": 6}, CHAIN, 3, "not by 'from'"),  # altered field
+        ({}, CHAIN + 1, 3, "not by 'from'"),  # wrong chain id
+        ({}, CHAIN, 4, "sealed to epoch 4"),  # replayed into another epoch
+        ({"sig": b"\x00" * 65}, CHAIN, 3, "bad signature"),
+        ({"gas": 10}, CHAIN, 3, "'gas'"),
+        ({"from": b"\x01" * 19}, CHAIN, 3, "'from'"),
+    ],
+)
+def test_view_request_refusals(plaintext_over: dict[str, object], chain_id: int, env_epoch: int, needle: str) -> None:
+    with pytest.raises(EnclaveRefusal, match=needle):
+        parse_view_request(cbor2.dumps(_signed_view(**plaintext_over)), chain_id, env_epoch)
+
+
+@pytest.mark.parametrize("payload", [b"\xff\xff", cbor2.dumps([1, 2]), cbor2.dumps({1: 2}), b"\x9f" * 5000])
+def test_malformed_payloads_are_refused(payload: bytes) -> None:
+    with pytest.raises(EnclaveRefusal, match="payload"):
+        decode_map(payload, "status")
+
+
+def test_request_field_checks_name_the_field() -> None:
+    r = Request({"height": -1, "h": b"x", "l": list(range(5))}, "batch")
+    with pytest.raises(EnclaveRefusal, match="'height' must be in"):
+        r.integer("height")
+    with pytest.raises(EnclaveRefusal, match="'h' must be 32 bytes"):
+        r.blob("h", 32)
+    with pytest.raises(EnclaveRefusal, match="'l' has 5 items"):
+        r.items("l", 4)
+    with pytest.raises(EnclaveRefusal, match="'missing' is missing"):
+        r.raw("missing")
+
+
+def _msg(i: int, block: int) -> list[object]:
+    return [i, 1, BOB, 10, block, b""]
+
+
+def _batch(**over: object) -> BatchInput:
+    m: dict[str, object] = dict(
+        height=1, prev_hash=b"\0" * 32, epoch=0, l1_block=5, timestamp=100,
+        messages=[_msg(0, 3), _msg(1, 5)], envelopes=[b"e1"],
+    )
+    m.update(over)
+    return BatchInput.parse(Request(decode_map(encode(m), "batch"), "batch"))
+
+
+def test_batch_must_continue_the_head() -> None:
+    head = ChainHead()
+    _batch().check_continues(head)
+    cases = [
+        (dict(height=2), "does not extend"),
+        (dict(prev_hash=b"\1" * 32), "prev_hash"),
+        (dict(messages=[_msg(1, 3)]), "expected 0"),  # gap
+        (dict(messages=[_msg(0, 5), _msg(1, 3)]), "out of L1 order"),
+        (dict(messages=[_msg(0, 6)]), "after the batch's l1_block"),
+    ]
+    for over, needle in cases:
+        with pytest.raises(EnclaveRefusal, match=needle):
+            _batch(**over).check_continues(head)
+    later = ChainHead(height=1, hash=b"\2" * 32, l1_block=4, msg_count=1, msg_acc=MSG_GENESIS_ACC, timestamp=50)
+    with pytest.raises(EnclaveRefusal, match="already consumed"):
+        _batch(height=2, prev_hash=b"\2" * 32, messages=[_msg(1, 4)]).check_continues(later)
+    with pytest.raises(EnclaveRefusal, match="unknown message kind"):
+        _batch(messages=[[0, 9, BOB, 0, 3, b""]])
+
+
+def test_batch_data_commitment_proves_each_item() -> None:
+    inp = _batch(envelopes=[b"env-a", b"env-b"])
+    ids = [keccak256(e) for e in inp.envelopes]
+    entries = [b"sealed-1", error_entry("bad tag")]
+    c = commit_batch_data(inp, 0, 2, MSG_GENESIS_ACC, ids, entries)
+    items = batch_data_items(c.batch_data)
+    assert items[1:3] == inp.envelopes and items[3:] == entries
+    leaves = [keccak256(x) for x in items]
+    assert c.data_commitment == merkle_root(leaves)
+    for i, leaf in enumerate(leaves):
+        assert merkle_verify(c.data_commitment, leaf, merkle_proof(leaves, i))
+    assert c.tx_root == merkle_root(ids)
+    assert c.receipts_root == merkle_root([keccak256(e) for e in entries])
+    assert L1Message(0, 1, BOB, 1, 1, b"").payload_hash == keccak256(b"")

@@ -39,7 +39,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -250,7 +250,7 @@ def report_digest(
 
 
 # tee_type -> (the field that holds the measurement, required fields, tcb level from fields)
-_TEE_NAME: dict[int, str] = dict(TEE_NAMES)
+_TEE_NAME: dict[int, str] = {**TEE_NAMES, 5: "sgx-dcap", 6: "tdx-dcap"}
 
 
 def _register_tee_name(tee_type: int, name: str) -> None:
@@ -292,6 +292,8 @@ def verify_quote(
         )
     if report_signer != signer:
         raise QuoteError("quote report signature does not match its registration signature (fields altered)")
+    if quote.tee_type not in QUOTE_FORMATS and quote.tee_type in (5, 6):
+        from . import dcap  # noqa: F401  (registers the sgx-dcap / tdx-dcap formats)
     fmt = QUOTE_FORMATS.get(quote.tee_type)
     if fmt is None:
         raise QuoteError(f"unknown quote format for TEE type {quote.tee_type}")
@@ -327,25 +329,29 @@ class QuoteFormat:
     layout: dict[str, tuple[type, int | None]]
     tcb_field: str
     tcb_index: int | None = None  # byte index inside a bytes tcb field; None: the field is an int
+    measurement_of: Callable[[Mapping[str, Any]], bytes] | None = None  # when no single field holds it
 
     def check(self, quote: Quote) -> None:
         f = quote.fields
+        name_of = _TEE_NAME.get(self.tee_type, str(self.tee_type))
         for name, (typ, size) in self.layout.items():
             if name not in f:
-                raise QuoteError(f"{_TEE_NAME.get(self.tee_type)} quote lacks field {name!r}")
+                raise QuoteError(f"{name_of} quote lacks field {name!r}")
             v = f[name]
             if typ is int:
                 if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                    raise QuoteError(f"{_TEE_NAME.get(self.tee_type)} quote field {name!r} must be an integer")
-            elif not isinstance(v, bytes) or (size is not None and len(v) != size):
-                raise QuoteError(f"{_TEE_NAME.get(self.tee_type)} quote field {name!r} must be {size} bytes")
+                    raise QuoteError(f"{name_of} quote field {name!r} must be a non-negative integer")
+            elif typ is bytes:
+                if not isinstance(v, bytes) or (size is not None and len(v) != size):
+                    raise QuoteError(f"{name_of} quote field {name!r} must be {size} bytes")
+            elif not isinstance(v, typ):
+                raise QuoteError(f"{name_of} quote field {name!r} must be a {typ.__name__}")
         extra = set(f) - set(self.layout)
         if extra:
-            raise QuoteError(f"{_TEE_NAME.get(self.tee_type)} quote has unexpected fields {sorted(extra)}")
-        if f[self.measurement_field] != quote.measurement:
-            raise QuoteError(
-                f"{_TEE_NAME.get(self.tee_type)} quote field {self.measurement_field!r} differs from the claimed measurement"
-            )
+            raise QuoteError(f"{name_of} quote has unexpected fields {sorted(extra)}")
+        measured = self.measurement_of(f) if self.measurement_of else f[self.measurement_field]
+        if measured != quote.measurement:
+            raise QuoteError(f"{name_of} quote's measured fields differ from the claimed measurement")
 
     def tcb_level(self, fields: Mapping[str, Any]) -> int:
         v = fields[self.tcb_field]

@@ -1,0 +1,134 @@
+"""The embedded L1: an in-process eth-tester chain on py-evm. Nothing to start.
+
+Every transaction is mined at once in its own block (auto-mining). The chain id, block gas
+limit, number of funded accounts and their balance are settable; the funded accounts are the
+same development accounts anvil funds (see :mod:`.accounts`), so addresses agree across
+backends. Creating one costs ~15 ms, so tests can take a fresh chain each.
+
+Speed: a contract transaction costs one gas estimate, one signature and one execution.
+py-evm's own estimator binary-searches (~14 executions); :func:`_estimate_gas` usually needs
+two, and falls back to the binary search when that is not enough.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eth.abc import SignedTransactionAPI, StateAPI
+from eth.estimators.gas import binary_gas_search_intrinsic_tolerance
+from eth.vm.spoof import SpoofTransaction
+from eth_keys import keys
+from eth_tester import EthereumTester, PyEVMBackend
+from eth_tester.backends.pyevm.main import generate_genesis_state_for_keys
+from web3 import Web3
+from web3.providers.eth_tester import EthereumTesterProvider
+from web3.providers.eth_tester.defaults import API_ENDPOINTS
+
+from .accounts import dev_accounts
+from .base import DEFAULT_BALANCE_ETH, DEFAULT_CHAIN_ID, DEFAULT_GAS_LIMIT, L1, SnapshotId
+from .errors import ChainError
+
+
+def _succeeds_with(state: StateAPI, transaction: SignedTransactionAPI, gas: int) -> Any:
+    """Run ``transaction`` with ``gas`` on a throwaway state; return the computation."""
+    spoof: Any = SpoofTransaction(transaction, gas=gas, gas_price=0)
+    snapshot = state.snapshot()
+    try:
+        return state.apply_transaction(spoof)
+    finally:
+        state.revert(snapshot)
+
+
+def _estimate_gas(state: StateAPI, transaction: SignedTransactionAPI) -> int:
+    """Gas estimate in about two executions instead of a binary search.
+
+    Run once with the whole block gas limit to learn the gas consumed (before refunds) and
+    the revert, if any; then check that consumption plus 1/32 (room for the 1/64 every call
+    frame must keep back) suffices. If it does not, fall back to py-evm's binary search.
+    """
+    computation = _succeeds_with(state, transaction, state.gas_limit)
+    if computation.is_error:
+        raise computation.error
+    consumed = state.gas_limit - computation.get_gas_remaining()
+    candidate = min(state.gas_limit, consumed + consumed // 32)
+    try:
+        if not _succeeds_with(state, transaction, candidate).is_error:
+            return int(candidate)
+    except Exception:  # e.g. below an intrinsic/floor cost: let the exact search decide
+        pass
+    return int(binary_gas_search_intrinsic_tolerance(state, transaction))
+
+
+class EmbeddedL1(L1):
+    """An in-process chain (eth-tester + py-evm) with funded development accounts."""
+
+    def __init__(
+        self,
+        *,
+        chain_id: int = DEFAULT_CHAIN_ID,
+        accounts: int = 10,
+        balance_eth: int = DEFAULT_BALANCE_ETH,
+        gas_limit: int = DEFAULT_GAS_LIMIT,
+    ) -> None:
+        funded = dev_accounts(accounts)
+        private_keys = [keys.PrivateKey(bytes(a.key)) for a in funded]
+        genesis_state = generate_genesis_state_for_keys(
+            private_keys, overrides={"balance": Web3.to_wei(balance_eth, "ether")}
+        )
+        genesis_params = PyEVMBackend.generate_genesis_params(overrides={"gas_limit": gas_limit})
+        backend = PyEVMBackend(genesis_parameters=genesis_params, genesis_state=genesis_state)
+        backend.account_keys = tuple(private_keys)  # eth_accounts = the funded accounts
+        # eth-tester builds a fresh chain class per backend: set ours on it, so that it
+        # survives reverts to genesis (which make a new chain object of the same class).
+        chain_class = type(backend.chain)
+        chain_class.chain_id = chain_id
+        chain_class.gas_estimator = staticmethod(_estimate_gas)
+
+        endpoints = {namespace: dict(methods) for namespace, methods in API_ENDPOINTS.items()}
+        endpoints["eth"]["chainId"] = lambda *_: chain_id
+        self.tester = EthereumTester(backend)
+        self._snapshots: list[SnapshotId] = []
+        w3 = Web3(EthereumTesterProvider(self.tester, api_endpoints=endpoints))
+        super().__init__(w3, chain_id, funded, "embedded eth-tester")
+
+    def mine(self, blocks: int = 1) -> None:
+        if blocks > 0:
+            self.tester.mine_blocks(blocks)
+
+    def increase_time(self, seconds: int) -> None:
+        pending = int(self.tester.get_block_by_number("pending")["timestamp"])
+        target = max(self.timestamp() + int(seconds), pending + 1)
+        # eth-tester mines one block stamped one second before the time it is given
+        self.tester.time_travel(target + 1)
+
+    def snapshot(self) -> SnapshotId:
+        snapshot_id: int = self.tester.take_snapshot()
+        self._snapshots.append(snapshot_id)
+        return snapshot_id
+
+    def revert(self, snapshot: SnapshotId) -> None:
+        if snapshot not in self._snapshots:
+            raise ChainError(
+                f"unknown snapshot {snapshot!r}: it was never taken here, or was already "
+                "reverted to (or lies after one that was); take a new snapshot"
+            )
+        self.tester.revert_to_snapshot(snapshot)
+        # like anvil: forget this snapshot and every later one
+        del self._snapshots[self._snapshots.index(snapshot) :]
+        self._history_rewritten()
+
+    def rollback(self, depth: int) -> None:
+        head = self.block_number()
+        if not 0 <= depth <= head:
+            raise ValueError(f"cannot roll back {depth} blocks: the chain has {head} after genesis")
+        if depth == 0:
+            return
+        backend = self.tester.backend
+        target = backend.chain.get_canonical_block_by_number(head - depth)
+        backend.revert_to_snapshot(target.hash)  # that block becomes the head
+        self._history_rewritten()
+
+    def reorg(self, depth: int) -> None:
+        self.rollback(depth)
+        # new blocks differ from the dropped ones (fresh prevrandao), hence new hashes
+        self.mine(depth)

@@ -1,0 +1,294 @@
+"""The node's mempool: fast-path envelopes waiting for a batch.
+
+The node cannot read an envelope (it is sealed to the committee's epoch key); it orders by the
+cleartext **routing hint** ``(sender, nonce)`` the envelope carries (``crypto.envelope``), which
+the enclave checks against the decrypted transaction.
+
+Rules:
+
+* Each sender's transactions leave in nonce order; across senders, in order of arrival of each
+  sender's oldest pending transaction (fair, FIFO-ish). Within a batch a sender's run stops at a
+  nonce gap; a gap that lasts longer than ``gap_timeout`` is let through (the enclave then refuses
+  the transaction with a receipt that says why), so a lost transaction never blocks a sender.
+* Bounded per sender (``max_per_sender``) and in total (``max_total``); what does not fit is
+  refused with :class:`MempoolFull` saying which bound.
+* An exact duplicate (same envelope bytes, i.e. same receipt id) is refused, whether pending,
+  in flight or already included.
+* Entries move ``pending -> in flight (height h)`` when a batch proposal takes them, back to
+  ``pending`` when that proposal loses (the race) or is abandoned, and are dropped only when a
+  header that includes them is accepted on L1 (:meth:`Mempool.on_accepted`). So pending
+  transactions survive proposer changes.
+
+Known limit: the hint is bound to the ciphertext but not signed by the sender, so a spammer can
+put envelopes under someone else's address; they cost that address mempool room (bounded) and are
+refused by the enclave. The L1 inbox (``Rollup.submit``) stays available to every sender.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from ..crypto.envelope import Envelope, EnvelopeError
+from ..crypto.hashing import keccak256
+
+
+class MempoolError(ValueError):
+    """A transaction was refused by the mempool; the message says why."""
+
+
+class MempoolFull(MempoolError):
+    pass
+
+
+class DuplicateTransaction(MempoolError):
+    pass
+
+
+@dataclass
+class Entry:
+    receipt_id: bytes
+    raw: bytes = field(repr=False)
+    sender: bytes
+    nonce: int
+    epoch: int
+    seq: int
+    arrived: float
+    inflight: int = 0  # height of the proposal holding it, 0 when pending
+
+    @property
+    def size(self) -> int:
+        return len(self.raw)
+
+
+def receipt_id(raw: bytes) -> bytes:
+    """The id a user sees for a transaction: keccak256 of the envelope bytes."""
+    return keccak256(raw)
+
+
+def parse_envelope(raw: bytes, *, max_bytes: int | None = None) -> Envelope:
+    """Decode an envelope, requiring a routing hint; raises MempoolError saying what is wrong."""
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise MempoolError(f"transaction too large: {len(raw)} bytes > {max_bytes}")
+    try:
+        env = Envelope.decode(raw)
+    except EnvelopeError as exc:
+        raise MempoolError(f"malformed envelope: {exc}") from None
+    if env.hint is None:
+        raise MempoolError(
+            "envelope has no routing hint (sender, nonce); the fast path needs one to order "
+            "transactions (seal with a RoutingHint, or submit through the L1 inbox Rollup.submit)"
+        )
+    return env
+
+
+class Mempool:
+    """Pending fast-path envelopes, ordered per sender by nonce. Not thread-safe (one event loop)."""
+
+    def __init__(
+        self,
+        *,
+        max_total: int = 100_000,
+        max_per_sender: int = 4_096,
+        max_bytes: int = 64 * 1024,
+        gap_timeout: float = 2.0,
+        included_memory: int = 200_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_total = max_total
+        self.max_per_sender = max_per_sender
+        self.max_bytes = max_bytes
+        self.gap_timeout = gap_timeout
+        self._clock = clock
+        self._seq = itertools.count()
+        self._by_id: dict[bytes, Entry] = {}
+        # sender -> {receipt_id: entry}; insertion order = arrival
+        self._by_sender: dict[bytes, dict[bytes, Entry]] = {}
+        # receipt ids included in accepted headers -> height (bounded memory, oldest forgotten)
+        self._included: OrderedDict[bytes, int] = OrderedDict()
+        self._included_memory = included_memory
+        # sender -> highest nonce seen in an accepted header (gap detection)
+        self._included_nonce: dict[bytes, int] = {}
+
+    # ------------------------------------------------------------------ sizes
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __contains__(self, rid: object) -> bool:
+        return rid in self._by_id
+
+    @property
+    def pending_count(self) -> int:
+        return sum(1 for e in self._by_id.values() if not e.inflight)
+
+    @property
+    def inflight_count(self) -> int:
+        return sum(1 for e in self._by_id.values() if e.inflight)
+
+    def stats(self) -> dict[str, int]:
+        inflight = self.inflight_count
+        return {
+            "pending": len(self._by_id) - inflight,
+            "inflight": inflight,
+            "senders": len(self._by_sender),
+            "maxTotal": self.max_total,
+            "maxPerSender": self.max_per_sender,
+        }
+
+    def get(self, rid: bytes) -> Entry | None:
+        return self._by_id.get(rid)
+
+    def included_height(self, rid: bytes) -> int | None:
+        return self._included.get(rid)
+
+    # ------------------------------------------------------------------ admission
+    def add(self, raw: bytes, *, epochs: Iterable[int] | None = None) -> Entry:
+        """Admit an envelope; returns its entry. Raises MempoolError (or a subclass).
+
+        ``epochs`` -- the key epochs the committee currently accepts; an envelope for another
+        epoch is refused (it could not be decrypted).
+        """
+        env = parse_envelope(raw, max_bytes=self.max_bytes)
+        assert env.hint is not None
+        if epochs is not None:
+            allowed = sorted(set(epochs))
+            if env.epoch not in allowed:
+                raise MempoolError(
+                    f"envelope sealed to epoch {env.epoch}, but the committee accepts epochs "
+                    f"{allowed}: fetch the current key with enclavenet_epochKey and re-seal"
+                )
+        rid = receipt_id(raw)
+        if rid in self._by_id:
+            raise DuplicateTransaction(f"duplicate: transaction 0x{rid.hex()} is already pending")
+        h = self._included.get(rid)
+        if h is not None:
+            raise DuplicateTransaction(
+                f"duplicate: transaction 0x{rid.hex()} was already included at height {h} (replay)"
+            )
+        sender = env.hint.sender
+        bucket = self._by_sender.get(sender)
+        if bucket is not None and len(bucket) >= self.max_per_sender:
+            raise MempoolFull(
+                f"mempool full for sender {env.hint.sender_hex}: {len(bucket)} pending "
+                f"(limit {self.max_per_sender} per sender); wait for inclusion and retry"
+            )
+        if len(self._by_id) >= self.max_total:
+            raise MempoolFull(
+                f"mempool full: {len(self._by_id)} transactions pending (limit {self.max_total}); "
+                "retry later"
+            )
+        e = Entry(rid, raw, sender, env.hint.nonce, env.epoch, next(self._seq), self._clock())
+        self._by_id[rid] = e
+        if bucket is None:
+            bucket = self._by_sender[sender] = {}
+        bucket[rid] = e
+        return e
+
+    # ------------------------------------------------------------------ batch selection
+    def select(self, limit: int, height: int, *, max_bytes: int | None = None) -> list[Entry]:
+        """Take up to ``limit`` pending entries for the proposal at ``height`` (marks them in flight).
+
+        Per sender in nonce order (stopping at a nonce gap younger than ``gap_timeout``), senders
+        in order of their oldest pending entry.
+        """
+        now = self._clock()
+        runs: list[tuple[int, list[Entry]]] = []
+        for sender, bucket in self._by_sender.items():
+            pend = [e for e in bucket.values() if not e.inflight]
+            if not pend:
+                continue
+            pend.sort(key=lambda e: (e.nonce, e.seq))
+            # the nonce the sender should continue from: after what is in flight / included
+            inflight_n = [e.nonce for e in bucket.values() if e.inflight]
+            base = max(inflight_n) + 1 if inflight_n else None
+            inc = self._included_nonce.get(sender)
+            if inc is not None:
+                base = max(base or 0, inc + 1)
+            run: list[Entry] = []
+            expect = base
+            for e in pend:
+                if expect is not None and e.nonce > expect and now - e.arrived < self.gap_timeout:
+                    break  # wait for the missing nonce(s) a little
+                run.append(e)
+                expect = e.nonce + 1 if expect is None or e.nonce >= expect else expect
+            if run:
+                runs.append((min(e.seq for e in pend), run))
+        runs.sort(key=lambda r: r[0])
+        out: list[Entry] = []
+        total = 0
+        for _, run in runs:
+            for e in run:
+                if len(out) >= limit:
+                    break
+                if max_bytes is not None and total + e.size > max_bytes:
+                    break
+                out.append(e)
+                total += e.size
+            if len(out) >= limit:
+                break
+        for e in out:
+            e.inflight = height
+        return out
+
+    def has_ready(self) -> bool:
+        """Whether any pending entry could be selected now."""
+        return any(not e.inflight for e in self._by_id.values())
+
+    def oldest_pending_age(self) -> float:
+        now = self._clock()
+        ages = [now - e.arrived for e in self._by_id.values() if not e.inflight]
+        return max(ages) if ages else 0.0
+
+    def mark_inflight(self, rids: Iterable[bytes], height: int) -> int:
+        """A proposal for ``height`` (ours or a peer's) holds these ids: don't propose them again."""
+        n = 0
+        for rid in rids:
+            e = self._by_id.get(rid)
+            if e is not None:
+                e.inflight = height
+                n += 1
+        return n
+
+    def release(self, from_height: int) -> int:
+        """Proposals at heights >= ``from_height`` were abandoned or lost: their entries are pending again."""
+        n = 0
+        for e in self._by_id.values():
+            if e.inflight and e.inflight >= from_height:
+                e.inflight = 0
+                n += 1
+        return n
+
+    # ------------------------------------------------------------------ L1 acceptance
+    def on_accepted(self, height: int, rids: Iterable[bytes], hints: Iterable[tuple[bytes, int]] = ()) -> int:
+        """A header at ``height`` was accepted on L1 holding ``rids``: drop them, remember them.
+
+        Entries that were in flight at ``height`` but are not in the accepted header go back to
+        pending (our proposal lost the race). ``hints`` -- (sender, nonce) of the included
+        envelopes, for nonce-gap detection.
+        """
+        dropped = 0
+        for rid in rids:
+            e = self._by_id.pop(rid, None)
+            if e is not None:
+                bucket = self._by_sender.get(e.sender)
+                if bucket is not None:
+                    bucket.pop(rid, None)
+                    if not bucket:
+                        del self._by_sender[e.sender]
+                dropped += 1
+            self._included[rid] = height
+        while len(self._included) > self._included_memory:
+            self._included.popitem(last=False)
+        for sender, nonce in hints:
+            if nonce > self._included_nonce.get(sender, -1):
+                self._included_nonce[sender] = nonce
+        for e in self._by_id.values():
+            if e.inflight and e.inflight <= height:
+                e.inflight = 0
+        return dropped
+
+    def entries(self) -> list[Entry]:
+        return list(self._by_id.values())

@@ -185,6 +185,7 @@ class InProcessEnclave(_EnclaveBase):
             return None
         if reply.action == "exit":
             self._state = "crashed"
+            self._server = None
         return None if reply.body is None else wire.frame(reply.body)
 
     def _check_state(self) -> None:
@@ -207,17 +208,13 @@ class InProcessEnclave(_EnclaveBase):
         self._check_state()
         req_id, body = self._request(method, payload)
         out = self._roundtrip(wire.frame(body))
-        self._check_state()
         if out is None:
+            self._check_state()
             raise EnclaveError("enclave gave no answer")
         rid, result, error = wire.decode_response(out[4:])
         if rid not in (req_id, None):
             raise EnclaveError(f"enclave answered request {rid}, expected {req_id}")
-        try:
-            return self._answer(result, error)
-        finally:
-            if self._state == "crashed" and self._server is not None:
-                self._server = None
+        return self._answer(result, error)
 
     def _fire_and_forget(self, method: str) -> None:
         self._check_state()

@@ -60,6 +60,10 @@ def load_program_class(path: str) -> ProgramFactory:
     return cls
 
 
+class _BootFailure(Exception):
+    """The program cannot be loaded (its path is not secret)."""
+
+
 @dataclass
 class Reply:
     """A response body to send (or None), and a process-level action for the fault hooks."""
@@ -85,8 +89,6 @@ class EnclaveServer:
 
     # -- boot
     def _boot(self, payload: bytes) -> bytes:
-        if self.program is not None:
-            raise EnclaveRefusal("the enclave is already booted")
         try:
             m = cbor2.loads(payload)
             spec = m["platform"]
@@ -99,7 +101,10 @@ class EnclaveServer:
             machine = platform_from_spec(spec)
         except (ValueError, TypeError) as exc:
             raise EnclaveRefusal(f"bad platform spec: {type(exc).__name__}") from None
-        factory = load_program_class(self.program_path)
+        try:
+            factory = load_program_class(self.program_path)
+        except (ImportError, ValueError) as exc:
+            raise _BootFailure(f"cannot load program {self.program_path!r}: {exc}") from None
         measurement = measure_enclave(self.program_path, config)
         self.platform = machine.enclave_view(measurement, clock=self._clock)
         self.program = factory(self.platform, config)
@@ -133,16 +138,16 @@ class EnclaveServer:
 
     def _dispatch(self, req_id: int, method: str, payload: bytes) -> Reply:
         if method == wire.BOOT:
+            if self.program is not None:
+                raise EnclaveRefusal("the enclave is already booted")
             try:
                 return Reply(wire.encode_result(req_id, self._boot(payload)))
-            except EnclaveRefusal:
-                raise
-            except Exception as exc:
-                log.error("enclave failed to boot: %s", type(exc).__name__)
-                return Reply(
-                    wire.encode_error(req_id, f"enclave failed to boot: {type(exc).__name__}: program could not start"),
-                    action="exit",
-                )
+            except (_BootFailure, EnclaveRefusal) as exc:
+                why = str(exc)
+            except Exception as exc:  # the program's constructor: type only, its message may hold secrets
+                why = f"the program could not start ({type(exc).__name__})"
+            log.error("enclave failed to boot: %s", why)
+            return Reply(wire.encode_error(req_id, f"enclave failed to boot: {why}"), action="exit")
         if self.program is None:
             raise EnclaveRefusal("the enclave is not booted yet (send __boot__ first)")
         if method == wire.PING:

@@ -4,7 +4,8 @@ Runs under the real runner: ``ProcessEnclave(platform, "enclavenet.tee.testing:E
 Its methods: ``echo`` (payload back), ``refuse`` (EnclaveRefusal with the payload as text),
 ``boom`` (an unexpected internal error whose message holds the signing key -- it must not leak),
 ``sleep`` (payload: CBOR float seconds, capped at 10), ``address``, ``sign`` (a 32-byte digest),
-``attest`` (CBOR quote), ``seal`` / ``unseal``, ``measurement``.
+``attest`` (CBOR quote), ``seal`` / ``unseal``, ``measurement``, ``print`` (to stdout),
+``repeat`` (CBOR int n -> n bytes).
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ class EchoProgram:
         if method == "sleep":
             time.sleep(min(float(cbor2.loads(payload)), 10.0))
             return b"awake"
+        if method == "print":  # a careless program writing to stdout must not corrupt the frames
+            print(payload.decode(errors="replace"))
+            return b"printed"
+        if method == "repeat":  # an answer of n bytes (capped at 4 MiB)
+            return b"x" * min(int(cbor2.loads(payload)), 4 << 20)
         if method == "address":
             return self.key.address.encode()
         if method == "sign":

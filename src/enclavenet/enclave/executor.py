@@ -1,0 +1,704 @@
+"""The confidential EVM: executes batches of transactions with pyrevm, deterministically.
+
+Typical use by the enclave program (see docs/ENCLAVE_EVM.md)::
+
+    ex = Executor(chain_id, salt_secret_fn=lambda: epoch_state_salt_secret)
+    ex.begin_batch(BlockInfo(number=height, timestamp=ts))
+    ex.credit(l1_sender, deposit_value)                 # an L1 deposit
+    receipt = ex.execute(decode_item(raw, chain_id))   # raises TxError if the tx is invalid
+    commit = ex.end_batch()                             # state_root, balances_root, withdrawals
+    sealed = seal(ex.snapshot())                        # between batches
+
+How state is tracked. pyrevm 0.3.7 never finalises its journal: every account and slot it ever
+loaded stays *warm* in its journaled state, and it has no call to enumerate storage. Left
+alone, gas costs would depend on an enclave's history (a restored enclave would disagree), and
+memory would grow with every transaction. So each batch runs inside one journal checkpoint:
+
+1. ``begin_batch`` takes a checkpoint; the journaled state is empty (everything is cold).
+2. ``execute`` runs transactions (``message_call`` / ``deploy``); they see each other's writes.
+3. ``end_batch`` reads the journaled state -- every account and slot the batch touched, with
+   its value at first load and its present value -- from ``EVM.journal_str`` (revm's Debug
+   rendering; pinned pyrevm version, checked by count), keeps the slots whose value changed,
+   **reverts** the checkpoint (the journal and logs are dropped, everything is cold again),
+   and writes the net changes into pyrevm's database (cold inserts) and into ``WorldState``,
+   which updates the state and balances trees incrementally.
+
+So a batch's receipts depend only on the state at its start and its transactions, the same in
+a long-running enclave and in one restored from a snapshot a minute ago. Within a batch,
+accounts and slots touched by an earlier transaction are warm for later ones (EIP-2929 applied
+per batch instead of per transaction): deterministic, and slightly cheaper than on Ethereum.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import cbor2
+import sha3
+from eth_abi import decode as abi_decode
+from pyrevm import EVM, AccountInfo, BlockEnv, CfgEnv, Env
+
+from ..crypto.hashing import ZERO32, address_bytes, to_checksum
+from ..crypto.header import Withdrawal, withdrawals_hash
+from ..crypto.smt import smt_key, smt_leaf
+from .errors import EnclaveRefusal
+from .state import KECCAK_EMPTY, AccountChange, WorldState
+from .tx import MAX_TX_GAS, InboxCall, SignedTx, TxError
+
+PYREVM_VERSION = "0.3.7"  # end_batch reads revm's Debug rendering of the journal: pinned
+SPEC_ID = "Cancun"  # Vyper 0.4 and solc >= 0.8.25 target Cancun (PUSH0, MCOPY, TLOAD/TSTORE)
+BLOCK_GAS_LIMIT = 30_000_000
+WITHDRAW_ADDRESS = bytes.fromhex("00000000000000000000000000000000000057d0")
+# Code at the withdrawal address: PUSH1 0 PUSH1 0 REVERT. A contract that sends value there
+# gets a revert, so only a top-level transaction (intercepted below) can withdraw.
+WITHDRAW_CODE = bytes.fromhex("60006000fd")
+COINBASE = "0x" + "00" * 20
+MAX_RECEIPT_OUTPUT = 64 * 1024
+_ERROR_SELECTOR = bytes.fromhex("08c379a0")
+_PANIC_SELECTOR = bytes.fromhex("4e487b71")
+
+_ACCT_RE = re.compile(
+    r"0x([0-9a-f]{40}): Account \{ info: AccountInfo \{ balance: (\d+), nonce: (\d+), "
+    r"code_hash: 0x([0-9a-f]{64}), code: .*?\}, storage: \{(.*?)\}, status: AccountStatus\(([^)]*)\) \}"
+)
+_SLOT_RE = re.compile(r"(\d+): StorageSlot \{ previous_or_original_value: (\d+), present_value: (\d+) \}")
+_REVERT_RE = re.compile(r"output: 0x([0-9a-f]*)")
+_STATE_PREFIX = "JournaledState { state: {"
+_STATE_END = "}, transient_storage: "
+
+
+def _keccak(data: bytes) -> bytes:
+    return sha3.keccak_256(data).digest()
+
+
+def _hex(address: bytes) -> str:
+    return "0x" + address.hex()
+
+
+@dataclass(frozen=True)
+class BlockInfo:
+    """The block environment of a batch: NUMBER, TIMESTAMP and PREVRANDAO as contracts see them.
+
+    COINBASE is the zero address, BASEFEE and GASPRICE are 0, GASLIMIT is ``BLOCK_GAS_LIMIT``.
+    """
+
+    number: int
+    timestamp: int
+    prevrandao: bytes = ZERO32
+
+
+@dataclass(frozen=True)
+class Log:
+    address: bytes  # 20 bytes
+    topics: tuple[bytes, ...]
+    data: bytes
+
+    def to_cbor(self) -> list[Any]:
+        return [self.address, list(self.topics), self.data]
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The outcome of one executed item. ``encode()`` is canonical CBOR (the program seals it)."""
+
+    status: int  # 1 success, 0 failure (revert, out of gas, halt, refused withdrawal)
+    gas_used: int
+    output: bytes  # return data, or revert data on a revert
+    logs: tuple[Log, ...]
+    error: str | None  # "execution reverted: <reason>", "out of gas", ...
+    contract_address: bytes | None  # 20 bytes when a contract was created
+    tx_hash: bytes  # keccak256 of the raw transaction / inbox call
+    sender: bytes  # 20 bytes
+    withdrawal: Withdrawal | None = None
+
+    @property
+    def success(self) -> bool:
+        return self.status == 1
+
+    def to_cbor(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "gas_used": self.gas_used,
+            "output": self.output,
+            "logs": [lg.to_cbor() for lg in self.logs],
+            "error": self.error,
+            "contract": self.contract_address,
+            "tx_hash": self.tx_hash,
+            "sender": self.sender,
+            "withdrawal": None
+            if self.withdrawal is None
+            else [address_bytes(self.withdrawal.recipient), self.withdrawal.amount],
+        }
+
+    def encode(self) -> bytes:
+        return cbor2.dumps(self.to_cbor(), canonical=True)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Receipt:
+        m = cbor2.loads(data)
+        w = m["withdrawal"]
+        return cls(
+            m["status"],
+            m["gas_used"],
+            m["output"],
+            tuple(Log(a, tuple(t), d) for a, t, d in m["logs"]),
+            m["error"],
+            m["contract"],
+            m["tx_hash"],
+            m["sender"],
+            None if w is None else Withdrawal(to_checksum(w[0]), w[1]),
+        )
+
+    def __repr__(self) -> str:  # no output/logs: they are confidential
+        return f"Receipt(status={self.status}, gas_used={self.gas_used}, tx_hash=0x{self.tx_hash.hex()})"
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """The outcome of a view call or estimate (no state change)."""
+
+    success: bool
+    output: bytes
+    gas_used: int
+    error: str | None = None
+    contract_address: bytes | None = None
+    logs: tuple[Log, ...] = ()
+
+
+@dataclass(frozen=True)
+class BatchCommit:
+    """What a batch commits to: the roots and withdrawals that go into the header."""
+
+    state_root: bytes
+    balances_root: bytes
+    withdrawals: tuple[Withdrawal, ...]
+    withdrawals_hash: bytes
+    gas_used: int
+    tx_count: int
+    accounts_touched: int
+    slots_touched: int
+
+
+@dataclass(frozen=True)
+class BalanceProof:
+    """An account's balance leaf and its proof against ``root`` (``crypto.smt.smt_verify``)."""
+
+    address: bytes
+    balance: int
+    salt: bytes
+    key: bytes
+    leaf: bytes
+    siblings: tuple[bytes, ...]
+    root: bytes
+
+
+@dataclass
+class _Batch:
+    block: BlockInfo
+    checkpoint: Any
+    nonces: dict[bytes, int] = field(default_factory=dict)
+    withdrawals: list[Withdrawal] = field(default_factory=list)
+    gas_used: int = 0
+    tx_count: int = 0
+
+
+def intrinsic_gas(data: bytes, create: bool) -> int:
+    """Cancun intrinsic gas: 21000, calldata 4/16 per zero/non-zero byte, create 32000 + initcode."""
+    zeros = data.count(0)
+    gas = 21_000 + 4 * zeros + 16 * (len(data) - zeros)
+    if create:
+        gas += 32_000 + 2 * ((len(data) + 31) // 32)
+    return gas
+
+
+def revert_reason(output: bytes) -> str:
+    """'execution reverted[: reason]' from revert data (Error(string) or Panic(uint256))."""
+    if output[:4] == _ERROR_SELECTOR:
+        try:
+            (reason,) = abi_decode(["string"], output[4:])
+            return f"execution reverted: {reason}"
+        except Exception:
+            return "execution reverted (malformed Error(string))"
+    if output[:4] == _PANIC_SELECTOR and len(output) == 36:
+        return f"execution reverted: panic 0x{int.from_bytes(output[4:], 'big'):02x}"
+    return "execution reverted"
+
+
+def _account_info(
+    balance: int, nonce: int, code: bytes | None = None, code_hash: bytes | None = None
+) -> AccountInfo:
+    # pyrevm 0.3.7's AccountInfo takes ``balance`` (its .pyi omits it)
+    return AccountInfo(balance=balance, nonce=nonce, code=code, code_hash=code_hash)  # type: ignore[call-arg]
+
+
+def _trim_code(code: bytes, code_hash: bytes) -> bytes:
+    """revm pads analysed bytecode with zeros: find the original by its hash."""
+    for n in range(len(code), max(-1, len(code) - 70), -1):
+        if _keccak(code[:n]) == code_hash:
+            return code[:n]
+    raise RuntimeError("cannot recover a contract's original code from pyrevm")
+
+
+class Executor:
+    """Deterministic confidential EVM over a ``WorldState``.
+
+    ``salt_secret_fn()`` returns the secret the balance-leaf salts are derived from (the program
+    passes a value derived from the current epoch's state key; every committee member gets the
+    same). It is called once per batch that changes a balance. Default: 32 zero bytes (tests).
+    """
+
+    def __init__(
+        self,
+        chain_id: int,
+        salt_secret_fn: Callable[[], bytes] | None = None,
+        *,
+        tx_gas_limit: int = MAX_TX_GAS,
+    ) -> None:
+        version = importlib.metadata.version("pyrevm")
+        if version != PYREVM_VERSION:
+            raise RuntimeError(f"the executor needs pyrevm {PYREVM_VERSION}, found {version}")
+        if not 0 < chain_id < 1 << 64:
+            raise ValueError("chain id must be a positive 64-bit integer")
+        self.chain_id = chain_id
+        self.tx_gas_limit = tx_gas_limit
+        self._salt_secret_fn = salt_secret_fn or (lambda: ZERO32)
+        self._batch: _Batch | None = None
+        self._block = BlockInfo(0, 0)
+        self._version = 0  # block number of the last committed batch
+        self.state = WorldState()
+        self._evm = self._new_evm()
+        # Genesis: the withdrawal address holds code that reverts every call to it.
+        wcode_hash = _keccak(WITHDRAW_CODE)
+        self._commit_changes(
+            {WITHDRAW_ADDRESS: AccountChange(1, 0, wcode_hash, WITHDRAW_CODE)}, {}, set(), 0
+        )
+
+    # --- EVM plumbing ------------------------------------------------------------------------
+    def _new_evm(self) -> EVM:
+        evm = EVM(
+            env=Env(cfg=CfgEnv(chain_id=self.chain_id), block=self._block_env(self._block)),
+            gas_limit=BLOCK_GAS_LIMIT,
+            spec_id=SPEC_ID,
+        )
+        return evm
+
+    @staticmethod
+    def _block_env(b: BlockInfo) -> BlockEnv:
+        return BlockEnv(
+            number=b.number,
+            coinbase=COINBASE,
+            timestamp=b.timestamp,
+            difficulty=0,
+            prevrandao=b.prevrandao,
+            basefee=0,
+            gas_limit=BLOCK_GAS_LIMIT,
+        )
+
+    def _flush_account(self, addr: bytes, ch: AccountChange, new_code: bool) -> None:
+        if ch.code_hash == KECCAK_EMPTY:
+            info = _account_info(ch.balance, ch.nonce)
+        elif new_code:
+            info = _account_info(ch.balance, ch.nonce, code=ch.code)
+        else:
+            info = _account_info(ch.balance, ch.nonce, code_hash=ch.code_hash)
+        self._evm.insert_account_info(_hex(addr), info)
+
+    def _flush_slot(self, addr_hex: str, slot: int, value: int) -> None:
+        # A cold insert goes to the database but leaves the account loaded (warm): undo that.
+        evm = self._evm
+        cp = evm.snapshot()
+        evm.insert_account_storage(addr_hex, slot, value)
+        evm.revert(cp)
+
+    def _commit_changes(
+        self,
+        accounts: dict[bytes, AccountChange],
+        storage: dict[bytes, dict[int, int]],
+        wiped: set[bytes],
+        version: int,
+    ) -> None:
+        """Write net changes into pyrevm's database (cold) and into the world state + trees."""
+        for addr in wiped:
+            h = _hex(addr)
+            for slot, _ in self.state.iter_storage(addr):
+                self._flush_slot(h, slot, 0)
+        for addr, ch in accounts.items():
+            self._flush_account(addr, ch, ch.code is not None and ch.code_hash not in self.state.code)
+        for addr, slots in storage.items():
+            h = _hex(addr)
+            for slot, value in slots.items():
+                self._flush_slot(h, slot, value)
+        needs_secret = any(ch.balance != self.state.balance(a) for a, ch in accounts.items())
+        secret = self._salt_secret_fn() if needs_secret else ZERO32
+        self.state.apply(accounts, storage, wiped, secret, version)
+
+    # --- batches -------------------------------------------------------------------------------
+    @property
+    def in_batch(self) -> bool:
+        return self._batch is not None
+
+    def begin_batch(self, block: BlockInfo) -> None:
+        """Start a batch executed in block environment ``block``."""
+        if self._batch is not None:
+            raise EnclaveRefusal("a batch is already open: end it before beginning another")
+        if self._evm.journal_depth != 0:
+            raise RuntimeError("pyrevm journal is not at depth 0 between batches")
+        self._block = block
+        self._evm.set_block_env(self._block_env(block))
+        self._batch = _Batch(block, self._evm.snapshot())
+
+    def _require_batch(self) -> _Batch:
+        if self._batch is None:
+            raise EnclaveRefusal("no batch is open: call begin_batch first")
+        return self._batch
+
+    def abort_batch(self) -> None:
+        """Drop everything the open batch did (state back to the last commit)."""
+        b = self._require_batch()
+        self._evm.revert(b.checkpoint)
+        self._batch = None
+
+    def end_batch(self) -> BatchCommit:
+        """Commit the open batch: net state changes, both roots, the withdrawals list."""
+        b = self._require_batch()
+        evm = self._evm
+        text = evm.journal_str
+        if not text.startswith(_STATE_PREFIX):
+            raise RuntimeError("unexpected pyrevm journal rendering")
+        state_part = text[len(_STATE_PREFIX) : text.index(_STATE_END)]
+        del text
+        st = self.state
+        accounts: dict[bytes, AccountChange] = {}
+        storage: dict[bytes, dict[int, int]] = {}
+        wiped: set[bytes] = set()
+        found = 0
+        for m in _ACCT_RE.finditer(state_part):
+            found += 1
+            addr = bytes.fromhex(m.group(1))
+            balance, nonce = int(m.group(2)), int(m.group(3))
+            code_hash = bytes.fromhex(m.group(4))
+            status = m.group(6)
+            if "SelfDestructed" in status:
+                wiped.add(addr)
+                code_hash, nonce = KECCAK_EMPTY, 0
+            else:
+                slots_text = m.group(5)
+                if slots_text:
+                    changed = {
+                        int(s.group(1)): int(s.group(3))
+                        for s in _SLOT_RE.finditer(slots_text)
+                        if s.group(2) != s.group(3)
+                    }
+                    if changed:
+                        storage[addr] = changed
+            nonce = max(nonce, b.nonces.get(addr, 0))
+            rec = st.accounts.get(addr)
+            if rec is None:
+                if nonce == 0 and balance == 0 and code_hash == KECCAK_EMPTY and addr not in wiped:
+                    continue
+            elif rec.nonce == nonce and rec.balance == balance and rec.code_hash == code_hash and addr not in wiped:
+                continue
+            code = None
+            if code_hash != KECCAK_EMPTY and code_hash not in st.code:
+                raw = evm.get_code(_hex(addr)) or b""
+                code = _trim_code(raw, code_hash)
+            accounts[addr] = AccountChange(nonce, balance, code_hash, code)
+        if found != state_part.count(": Account { info: "):
+            raise RuntimeError("could not parse pyrevm's journaled state (pyrevm version drift?)")
+        for addr, n in b.nonces.items():  # every sender was loaded, but be safe
+            if addr not in accounts and st.nonce(addr) != n and found:
+                raise RuntimeError("a transaction sender is missing from the journaled state")
+        del state_part
+        evm.revert(b.checkpoint)
+        self._batch = None
+        self._commit_changes(accounts, storage, wiped, b.block.number)
+        self._version = b.block.number
+        return BatchCommit(
+            state_root=st.state_root,
+            balances_root=st.balances_root,
+            withdrawals=tuple(b.withdrawals),
+            withdrawals_hash=withdrawals_hash(b.withdrawals),
+            gas_used=b.gas_used,
+            tx_count=b.tx_count,
+            accounts_touched=len(accounts),
+            slots_touched=sum(len(s) for s in storage.values()),
+        )
+
+    # --- items ---------------------------------------------------------------------------------
+    def next_nonce(self, address: str | bytes) -> int:
+        """The nonce the next signed transaction from ``address`` must carry."""
+        a = address_bytes(address)
+        if self._batch is not None and a in self._batch.nonces:
+            return self._batch.nonces[a]
+        return self.state.nonce(a)
+
+    def credit(self, address: str | bytes, amount: int) -> None:
+        """Credit ``amount`` wei to ``address`` (an L1 deposit), inside the open batch."""
+        self._require_batch()
+        if not isinstance(amount, int) or amount < 0:
+            raise EnclaveRefusal("a deposit amount must be a non-negative integer")
+        if amount == 0:
+            return
+        h = _hex(address_bytes(address))
+        bal = self._evm.get_balance(h) + amount
+        if bal >= 1 << 256:
+            raise EnclaveRefusal("deposit would overflow the account balance")
+        self._evm.set_balance(h, bal)
+
+    def execute(self, item: SignedTx | InboxCall) -> Receipt:
+        """Execute one decoded item in the open batch and return its receipt.
+
+        Raises ``TxError`` (and changes nothing) when the item cannot be included: wrong chain,
+        nonce already used or a gap, gas limit above the per-tx limit or below intrinsic gas,
+        value above the sender's balance. A revert, out-of-gas or halt is *not* an error: it
+        gives a receipt with status 0 (and the nonce is consumed).
+        """
+        b = self._require_batch()
+        if item.chain_id != self.chain_id:
+            raise TxError(f"wrong chain id {item.chain_id}: EnclaveNet's chain id is {self.chain_id}")
+        sender = item.sender
+        create = item.to is None
+        if item.gas > self.tx_gas_limit:
+            raise TxError(f"gas limit {item.gas} exceeds the per-transaction limit {self.tx_gas_limit}")
+        base = intrinsic_gas(item.data, create)
+        if item.gas < base:
+            raise TxError(f"gas limit {item.gas} is below the intrinsic gas {base}")
+        if create and len(item.data) > 49_152:
+            raise TxError(f"init code of {len(item.data)} bytes exceeds 49152 (EIP-3860)")
+        nonce = -1
+        if isinstance(item, SignedTx):
+            expected = b.nonces.get(sender)
+            if expected is None:
+                expected = self.state.nonce(sender)
+            if item.nonce != expected:
+                if item.nonce < expected:
+                    raise TxError(
+                        f"nonce {item.nonce} already used by {to_checksum(sender)}; next is {expected}"
+                    )
+                raise TxError(f"nonce gap: expected {expected}, got {item.nonce}")
+            nonce = item.nonce
+        caller = _hex(sender)
+        evm = self._evm
+        if item.value:
+            bal = evm.get_balance(caller)
+            if bal < item.value:
+                raise TxError(f"insufficient funds: {to_checksum(sender)} cannot send value above its balance")
+        if item.to == WITHDRAW_ADDRESS:
+            receipt = self._withdraw(b, item, base)
+        else:
+            receipt = self._run(item, caller, nonce)
+        if nonce >= 0:
+            b.nonces[sender] = nonce + 1
+        b.gas_used += receipt.gas_used
+        b.tx_count += 1
+        return receipt
+
+    def _withdraw(self, b: _Batch, item: SignedTx | InboxCall, gas: int) -> Receipt:
+        sender = item.sender
+
+        def failed(why: str) -> Receipt:
+            return Receipt(0, gas, b"", (), why, None, item.hash, sender)
+
+        if len(item.data) == 0:
+            recipient = sender
+        elif len(item.data) == 20:
+            recipient = item.data
+        else:
+            return failed("withdrawal calldata must be empty or a 20-byte L1 recipient address")
+        if recipient == b"\x00" * 20:
+            return failed("withdrawal recipient must not be the zero address")
+        if item.value == 0:
+            return failed("a withdrawal needs a non-zero value")
+        caller = _hex(sender)
+        self._evm.set_balance(caller, self._evm.get_balance(caller) - item.value)
+        w = Withdrawal(to_checksum(recipient), item.value)
+        b.withdrawals.append(w)
+        return Receipt(1, gas, b"", (), None, None, item.hash, sender, w)
+
+    def _run(self, item: SignedTx | InboxCall, caller: str, nonce: int) -> Receipt:
+        evm = self._evm
+        contract: bytes | None = None
+        output = b""
+        try:
+            if item.to is None:
+                info = evm.basic(caller)
+                if info.nonce != nonce:  # pyrevm derives the address from its own nonce
+                    evm.insert_account_info(caller, _account_info(info.balance, nonce))
+                contract = bytes.fromhex(evm.deploy(caller, item.data, value=item.value, gas=item.gas)[2:])
+            else:
+                output = evm.message_call(caller, _hex(item.to), item.data, value=item.value, gas=item.gas)
+            err = None
+        except RuntimeError as exc:
+            err = str(exc)
+        res = evm.result
+        if res is None:
+            # refused before execution (pyrevm validation): nothing changed
+            raise TxError(f"transaction refused by the EVM: {err}")
+        if err is None:
+            logs = tuple(
+                Log(bytes.fromhex(lg.address[2:]), tuple(lg.data[0]), lg.data[1]) for lg in res.logs
+            )
+            return Receipt(1, res.gas_used, output, logs, None, contract, item.hash, item.sender)
+        if res.is_halt:
+            reason = res.reason
+            msg = "out of gas" if reason.startswith("OutOfGas") else f"execution halted: {reason}"
+            return Receipt(0, res.gas_used, b"", (), msg, None, item.hash, item.sender)
+        m = _REVERT_RE.search(err)
+        data = bytes.fromhex(m.group(1))[:MAX_RECEIPT_OUTPUT] if m else b""
+        return Receipt(0, res.gas_used, data, (), revert_reason(data), None, item.hash, item.sender)
+
+    # --- views ---------------------------------------------------------------------------------
+    def call(
+        self,
+        sender: str | bytes,
+        to: str | bytes | None,
+        data: bytes = b"",
+        value: int = 0,
+        gas: int | None = None,
+    ) -> CallResult:
+        """Run a call (``to=None``: a creation) on the current state and discard its effects.
+
+        Inside a batch it sees the batch's writes so far; it never changes what later
+        transactions see (the journal is reverted, warm slots included).
+        """
+        gas = self.tx_gas_limit if gas is None else gas
+        if gas > self.tx_gas_limit:
+            raise EnclaveRefusal(f"gas {gas} exceeds the per-transaction limit {self.tx_gas_limit}")
+        evm = self._evm
+        caller = _hex(address_bytes(sender))
+        cp = evm.snapshot()
+        try:
+            contract = None
+            output = b""
+            try:
+                if to is None:
+                    contract = bytes.fromhex(evm.deploy(caller, data, value=value, gas=gas)[2:])
+                else:
+                    output = evm.message_call(caller, _hex(address_bytes(to)), data, value=value, gas=gas)
+                err = None
+            except RuntimeError as exc:
+                err = str(exc)
+            res = evm.result
+            if res is None:
+                return CallResult(False, b"", 0, f"call refused by the EVM: {err}")
+            if err is None:
+                logs = tuple(
+                    Log(bytes.fromhex(lg.address[2:]), tuple(lg.data[0]), lg.data[1]) for lg in res.logs
+                )
+                return CallResult(True, output, res.gas_used, None, contract, logs)
+            if res.is_halt:
+                reason = res.reason
+                msg = "out of gas" if reason.startswith("OutOfGas") else f"execution halted: {reason}"
+                return CallResult(False, b"", res.gas_used, msg)
+            m = _REVERT_RE.search(err)
+            out = bytes.fromhex(m.group(1))[:MAX_RECEIPT_OUTPUT] if m else b""
+            return CallResult(False, out, res.gas_used, revert_reason(out))
+        finally:
+            evm.revert(cp)
+
+    def estimate_gas(
+        self, sender: str | bytes, to: str | bytes | None, data: bytes = b"", value: int = 0
+    ) -> int:
+        """The smallest gas limit (to ~1%) with which the call succeeds; raises if it never does."""
+        if to is not None and address_bytes(to) == WITHDRAW_ADDRESS:
+            return intrinsic_gas(data, False)
+        top = self.call(sender, to, data, value, self.tx_gas_limit)
+        if not top.success:
+            raise EnclaveRefusal(f"the call fails even with {self.tx_gas_limit} gas: {top.error}")
+        lo = max(top.gas_used, intrinsic_gas(data, to is None))
+        if self.call(sender, to, data, value, lo).success:
+            return lo
+        hi = self.tx_gas_limit
+        while hi - lo > max(1000, lo // 100):
+            mid = (lo + hi) // 2
+            if self.call(sender, to, data, value, mid).success:
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
+    # --- reads ---------------------------------------------------------------------------------
+    def balance(self, address: str | bytes) -> int:
+        """Committed native balance (as of the last ``end_batch``)."""
+        return self.state.balance(address_bytes(address))
+
+    def storage_at(self, address: str | bytes, slot: int) -> int:
+        """Committed storage value."""
+        return self.state.get_storage(address_bytes(address), slot)
+
+    def code_at(self, address: str | bytes) -> bytes:
+        rec = self.state.account(address_bytes(address))
+        return b"" if rec is None or rec.code_hash == KECCAK_EMPTY else self.state.code[rec.code_hash]
+
+    @property
+    def state_root(self) -> bytes:
+        return self.state.state_root
+
+    @property
+    def balances_root(self) -> bytes:
+        return self.state.balances_root
+
+    def balance_proof(self, address: str | bytes) -> BalanceProof:
+        """The escape-hatch proof of ``address``'s committed balance (non-zero balances only)."""
+        a = address_bytes(address)
+        rec = self.state.account(a)
+        if rec is None or rec.balance == 0:
+            raise EnclaveRefusal(f"{to_checksum(a)} has no balance leaf: its balance is zero")
+        key = smt_key(a)
+        sibs = self.state.balances_tree.proof(key)
+        return BalanceProof(a, rec.balance, rec.salt, key, smt_leaf(key, rec.balance, rec.salt), tuple(sibs), self.balances_root)
+
+    # --- snapshots -----------------------------------------------------------------------------
+    def snapshot(self) -> bytes:
+        """Deterministic serialisation of the committed state (between batches only)."""
+        if self._batch is not None:
+            raise EnclaveRefusal("snapshot between batches only: end the open batch first")
+        return self.state.snapshot(self.chain_id, self._version)
+
+    def restore(self, data: bytes, expect_state_root: bytes | None = None) -> None:
+        """Replace the state with a snapshot; with ``expect_state_root``, refuse a mismatch."""
+        if self._batch is not None:
+            raise EnclaveRefusal("restore between batches only: end or abort the open batch first")
+        st, version = WorldState.from_snapshot(data, self.chain_id)
+        if expect_state_root is not None and st.state_root != expect_state_root:
+            raise EnclaveRefusal("snapshot does not match the expected state root")
+        self.state = WorldState()  # loaded below into a fresh EVM, then swapped in
+        self._evm = self._new_evm()
+        evm = self._evm
+        seen: set[bytes] = set()
+        for addr, rec in st.accounts.items():
+            new = rec.code_hash != KECCAK_EMPTY and rec.code_hash not in seen
+            if new:
+                seen.add(rec.code_hash)
+            self._flush_account(
+                addr,
+                AccountChange(rec.nonce, rec.balance, rec.code_hash, st.code.get(rec.code_hash)),
+                new,
+            )
+        for addr, slots in st.storage.items():
+            h = _hex(addr)
+            for slot, value in slots.items():
+                cp = evm.snapshot()
+                evm.insert_account_storage(h, slot, value)
+                evm.revert(cp)
+        self.state = st
+        self._version = version
+
+
+__all__ = [
+    "BLOCK_GAS_LIMIT",
+    "WITHDRAW_ADDRESS",
+    "BalanceProof",
+    "BatchCommit",
+    "BlockInfo",
+    "CallResult",
+    "Executor",
+    "Log",
+    "Receipt",
+    "intrinsic_gas",
+    "revert_reason",
+]

@@ -1,0 +1,291 @@
+"""The confidential world state: accounts, code, storage, and the two roots that commit to it.
+
+pyrevm keeps state in an in-memory database it cannot enumerate, so this module keeps the
+canonical copy of the state that the executor feeds pyrevm with and reads back after every
+batch (see executor.py for how the writes are collected). It owns:
+
+* ``accounts``: address (20 bytes) -> ``AccountRecord(nonce, balance, code_hash, salt)``;
+* ``code``: code hash -> runtime code;
+* ``storage``: address -> {slot: value} (non-zero values only);
+* the **state tree**: one compact sparse Merkle tree (``crypto.smt``) with a leaf per account
+  and per non-zero storage slot:
+
+      account leaf key   keccak256(0x01 || address)
+      account leaf hash  keccak256(0x03 || key || nonce || balance || code_hash || salt)  (32-byte words)
+      storage leaf key   keccak256(0x02 || address || slot)
+      storage leaf hash  keccak256(0x03 || key || value)
+
+  An empty account (nonce 0, balance 0, no code) and a zero slot have no leaf. The root binds
+  the whole state (a restored snapshot is checked against it) and updates in O(k log n);
+* the **balances tree** (``crypto.smt`` format, the escape hatch's): a leaf
+  ``smt_leaf(keccak(address), balance, salt)`` per account with a non-zero native balance.
+  A leaf's salt is ``keccak256("EnclaveNet.BalanceSalt.v1" || secret || address || version)``
+  where ``secret`` is what the program passes in (derived from the epoch state key) and
+  ``version`` is the block number of the batch that last changed the balance. The salt is
+  stored in the account, so a proof never needs an old epoch's secret.
+
+``snapshot()`` is a canonical CBOR serialisation of accounts, code and storage (sorted), so
+equal states give equal bytes on every member.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import cbor2
+
+from ..crypto.hashing import ZERO32, domain_tag, keccak256
+from ..crypto.smt import SparseMerkleTree, smt_key, smt_leaf
+from .errors import EnclaveRefusal
+
+KECCAK_EMPTY = keccak256(b"")
+SALT_DOMAIN = domain_tag("EnclaveNet.BalanceSalt.v1")
+SNAPSHOT_VERSION = 1
+_STATE_LEAF = b"\x03"
+
+
+class StateError(EnclaveRefusal):
+    """A snapshot or state operation is invalid."""
+
+
+class AccountRecord:
+    """One account: nonce, native balance (wei), code hash, balance-leaf salt (ZERO32 if none)."""
+
+    __slots__ = ("balance", "code_hash", "nonce", "salt")
+
+    def __init__(self, nonce: int = 0, balance: int = 0, code_hash: bytes = KECCAK_EMPTY, salt: bytes = ZERO32) -> None:
+        self.nonce = nonce
+        self.balance = balance
+        self.code_hash = code_hash
+        self.salt = salt
+
+    def is_empty(self) -> bool:
+        return self.nonce == 0 and self.balance == 0 and self.code_hash == KECCAK_EMPTY
+
+    def __repr__(self) -> str:  # balances are confidential: never in a log line
+        return f"AccountRecord(nonce={self.nonce}, code_hash=0x{self.code_hash.hex()[:8]}..)"
+
+
+def account_key(address: bytes) -> bytes:
+    return keccak256(b"\x01", address)
+
+
+def storage_key(address: bytes, slot: int) -> bytes:
+    return keccak256(b"\x02", address, slot.to_bytes(32, "big"))
+
+
+def account_leaf(key: bytes, acct: AccountRecord) -> bytes:
+    return keccak256(
+        _STATE_LEAF, key, acct.nonce.to_bytes(32, "big"), acct.balance.to_bytes(32, "big"), acct.code_hash, acct.salt
+    )
+
+
+def storage_leaf(key: bytes, value: int) -> bytes:
+    return keccak256(_STATE_LEAF, key, value.to_bytes(32, "big"))
+
+
+def balance_salt(secret: bytes, address: bytes, version: int) -> bytes:
+    return keccak256(SALT_DOMAIN, secret, address, version.to_bytes(32, "big"))
+
+
+@dataclass(frozen=True)
+class AccountChange:
+    """The new (nonce, balance, code_hash) of an account after a batch; ``code`` if new."""
+
+    nonce: int
+    balance: int
+    code_hash: bytes
+    code: bytes | None = None
+
+
+class WorldState:
+    """Canonical state plus the state tree and the balances tree."""
+
+    def __init__(self) -> None:
+        self.accounts: dict[bytes, AccountRecord] = {}
+        self.code: dict[bytes, bytes] = {}
+        self.storage: dict[bytes, dict[int, int]] = {}
+        self.state_tree = SparseMerkleTree()
+        self.balances_tree = SparseMerkleTree()
+
+    # --- reads ---------------------------------------------------------------------------
+    @property
+    def state_root(self) -> bytes:
+        return self.state_tree.root
+
+    @property
+    def balances_root(self) -> bytes:
+        return self.balances_tree.root
+
+    def account(self, address: bytes) -> AccountRecord | None:
+        return self.accounts.get(address)
+
+    def balance(self, address: bytes) -> int:
+        a = self.accounts.get(address)
+        return a.balance if a is not None else 0
+
+    def nonce(self, address: bytes) -> int:
+        a = self.accounts.get(address)
+        return a.nonce if a is not None else 0
+
+    def get_storage(self, address: bytes, slot: int) -> int:
+        s = self.storage.get(address)
+        return s.get(slot, 0) if s is not None else 0
+
+    def iter_storage(self, address: bytes) -> Iterator[tuple[int, int]]:
+        yield from sorted(self.storage.get(address, {}).items())
+
+    def slot_count(self) -> int:
+        return sum(len(s) for s in self.storage.values())
+
+    # --- writes --------------------------------------------------------------------------
+    def apply(
+        self,
+        accounts: dict[bytes, AccountChange],
+        storage: dict[bytes, dict[int, int]],
+        wiped: Iterable[bytes],
+        salt_secret: bytes,
+        version: int,
+    ) -> None:
+        """Apply one batch's net changes and update both trees incrementally.
+
+        ``wiped``: accounts whose storage is cleared first (self-destructed contracts).
+        """
+        state_changes: dict[bytes, bytes | None] = {}
+        balance_changes: dict[bytes, bytes | None] = {}
+        for addr in wiped:
+            old = self.storage.pop(addr, None)
+            if old:
+                for slot in old:
+                    state_changes[storage_key(addr, slot)] = None
+        for addr, slots in storage.items():
+            cur = self.storage.get(addr)
+            if cur is None:
+                cur = self.storage[addr] = {}
+            for slot, value in slots.items():
+                if value:
+                    cur[slot] = value
+                    state_changes[storage_key(addr, slot)] = storage_leaf(storage_key(addr, slot), value)
+                elif cur.pop(slot, None) is not None:
+                    state_changes[storage_key(addr, slot)] = None
+            if not cur:
+                del self.storage[addr]
+        for addr, ch in accounts.items():
+            if ch.code is not None:
+                self.code.setdefault(ch.code_hash, ch.code)
+            rec = self.accounts.get(addr)
+            if rec is None:
+                rec = AccountRecord()
+            old_balance = rec.balance
+            rec.nonce, rec.code_hash = ch.nonce, ch.code_hash
+            if ch.balance != old_balance or (ch.balance and rec.salt == ZERO32):
+                rec.balance = ch.balance
+                bkey = smt_key(addr)
+                if ch.balance:
+                    rec.salt = balance_salt(salt_secret, addr, version)
+                    balance_changes[bkey] = smt_leaf(bkey, ch.balance, rec.salt)
+                else:
+                    rec.salt = ZERO32
+                    balance_changes[bkey] = None
+            key = account_key(addr)
+            if rec.is_empty():
+                self.accounts.pop(addr, None)
+                state_changes[key] = None
+            else:
+                self.accounts[addr] = rec
+                state_changes[key] = account_leaf(key, rec)
+        if state_changes:
+            self.state_tree.update(state_changes)
+        if balance_changes:
+            self.balances_tree.update(balance_changes)
+
+    # --- snapshot ------------------------------------------------------------------------
+    def snapshot(self, chain_id: int, version: int) -> bytes:
+        """Canonical CBOR: equal states give equal bytes."""
+        accounts = [
+            [a, r.nonce, r.balance, r.code_hash, r.salt] for a, r in sorted(self.accounts.items())
+        ]
+        code = [[h, c] for h, c in sorted(self.code.items())]
+        storage = [
+            [a, [x for kv in sorted(slots.items()) for x in kv]]
+            for a, slots in sorted(self.storage.items())
+        ]
+        return cbor2.dumps(
+            {
+                "v": SNAPSHOT_VERSION,
+                "chain_id": chain_id,
+                "version": version,
+                "accounts": accounts,
+                "code": code,
+                "storage": storage,
+            },
+            canonical=True,
+        )
+
+    @classmethod
+    def from_snapshot(cls, data: bytes, chain_id: int) -> tuple[WorldState, int]:
+        """Parse and check a snapshot; rebuild both trees. Returns (state, version)."""
+        try:
+            m = cbor2.loads(data)
+        except Exception as exc:
+            raise StateError(f"snapshot is not valid CBOR ({type(exc).__name__})") from None
+        if not isinstance(m, dict) or m.get("v") != SNAPSHOT_VERSION:
+            raise StateError(f"snapshot must be a CBOR map with v={SNAPSHOT_VERSION}")
+        if m.get("chain_id") != chain_id:
+            raise StateError(f"snapshot is for chain id {m.get('chain_id')}, this executor runs {chain_id}")
+        version = m.get("version")
+        if not isinstance(version, int) or version < 0:
+            raise StateError("snapshot field 'version' must be a non-negative integer")
+        st = cls()
+        try:
+            for h, c in m["code"]:
+                if not isinstance(h, bytes) or not isinstance(c, bytes) or keccak256(c) != h:
+                    raise StateError("snapshot code entry does not match its hash")
+                st.code[h] = c
+            state_changes: dict[bytes, bytes | None] = {}
+            balance_changes: dict[bytes, bytes | None] = {}
+            for a, nonce, balance, code_hash, salt in m["accounts"]:
+                _check_addr(a)
+                if not (_is_u256(nonce) and _is_u256(balance)):
+                    raise StateError("snapshot account nonce/balance must be uint256")
+                if not (isinstance(code_hash, bytes) and len(code_hash) == 32 and isinstance(salt, bytes) and len(salt) == 32):
+                    raise StateError("snapshot account code_hash/salt must be 32 bytes")
+                if code_hash != KECCAK_EMPTY and code_hash not in st.code:
+                    raise StateError("snapshot account refers to code it does not contain")
+                rec = AccountRecord(nonce, balance, code_hash, salt)
+                st.accounts[a] = rec
+                key = account_key(a)
+                state_changes[key] = account_leaf(key, rec)
+                if balance:
+                    bkey = smt_key(a)
+                    balance_changes[bkey] = smt_leaf(bkey, balance, salt)
+            for a, flat in m["storage"]:
+                _check_addr(a)
+                if not isinstance(flat, list) or len(flat) % 2:
+                    raise StateError("snapshot storage must be a flat [slot, value, ...] list")
+                slots: dict[int, int] = {}
+                for i in range(0, len(flat), 2):
+                    slot, value = flat[i], flat[i + 1]
+                    if not (_is_u256(slot) and _is_u256(value)) or value == 0:
+                        raise StateError("snapshot storage slots and values must be uint256, values non-zero")
+                    slots[slot] = value
+                    skey = storage_key(a, slot)
+                    state_changes[skey] = storage_leaf(skey, value)
+                st.storage[a] = slots
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, StateError):
+                raise
+            raise StateError(f"snapshot is malformed ({type(exc).__name__})") from None
+        st.state_tree.update(state_changes)
+        st.balances_tree.update(balance_changes)
+        return st, version
+
+
+def _is_u256(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 1 << 256
+
+
+def _check_addr(a: object) -> None:
+    if not isinstance(a, bytes) or len(a) != 20:
+        raise StateError("snapshot addresses must be 20 bytes")

@@ -1,0 +1,381 @@
+"""The confidential EVM: real Vyper/Solidity bytecode on pyrevm, receipts, roots, snapshots."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+import coincurve
+import pytest
+import vyper
+from eth_abi import decode as abi_decode
+from eth_abi import encode as abi_encode
+
+from enclavenet.crypto.hashing import keccak256, to_checksum
+from enclavenet.crypto.header import withdrawals_hash
+from enclavenet.crypto.smt import smt_verify
+from enclavenet.enclave.errors import EnclaveRefusal
+from enclavenet.enclave.executor import (
+    WITHDRAW_ADDRESS,
+    BlockInfo,
+    Executor,
+    Receipt,
+)
+from enclavenet.enclave.state import balance_salt
+from enclavenet.enclave.tx import InboxCall, TxError, decode_tx, sign_tx
+
+CHAIN_ID = 4242
+
+ERC20 = """
+event Transfer:
+    sender: indexed(address)
+    receiver: indexed(address)
+    value: uint256
+event Approval:
+    owner: indexed(address)
+    spender: indexed(address)
+    value: uint256
+
+balanceOf: public(HashMap[address, uint256])
+allowance: public(HashMap[address, HashMap[address, uint256]])
+totalSupply: public(uint256)
+
+@deploy
+def __init__(supply: uint256):
+    self.balanceOf[msg.sender] = supply
+    self.totalSupply = supply
+    log Transfer(sender=empty(address), receiver=msg.sender, value=supply)
+
+@external
+def transfer(to: address, amount: uint256) -> bool:
+    assert self.balanceOf[msg.sender] >= amount, "insufficient balance"
+    self.balanceOf[msg.sender] -= amount
+    self.balanceOf[to] += amount
+    log Transfer(sender=msg.sender, receiver=to, value=amount)
+    return True
+
+@external
+def approve(spender: address, amount: uint256) -> bool:
+    self.allowance[msg.sender][spender] = amount
+    log Approval(owner=msg.sender, spender=spender, value=amount)
+    return True
+
+@external
+def transferFrom(owner: address, to: address, amount: uint256) -> bool:
+    assert self.allowance[owner][msg.sender] >= amount, "allowance exceeded"
+    assert self.balanceOf[owner] >= amount, "insufficient balance"
+    self.allowance[owner][msg.sender] -= amount
+    self.balanceOf[owner] -= amount
+    self.balanceOf[to] += amount
+    log Transfer(sender=owner, receiver=to, value=amount)
+    return True
+
+@external
+def burn_gas(n: uint256) -> uint256:
+    acc: uint256 = 0
+    for i: uint256 in range(n, bound=1000000):
+        acc = acc + i * i
+    return acc
+"""
+
+# A constant-product-free "DEX": swaps token A for token B 1:1 out of its own reserves.
+# It calls both tokens (confidential contracts calling each other inside the enclave).
+DEX = """
+interface IERC20:
+    def transferFrom(owner: address, to: address, amount: uint256) -> bool: nonpayable
+    def transfer(to: address, amount: uint256) -> bool: nonpayable
+
+token_a: public(IERC20)
+token_b: public(IERC20)
+swaps: public(uint256)
+
+@deploy
+def __init__(a: address, b: address):
+    self.token_a = IERC20(a)
+    self.token_b = IERC20(b)
+
+@external
+def swap(amount: uint256):
+    assert extcall self.token_a.transferFrom(msg.sender, self, amount)
+    assert extcall self.token_b.transfer(msg.sender, amount)
+    self.swaps += 1
+"""
+
+# Native value: a vault that forwards deposits and may try to fake a withdrawal.
+VAULT = """
+@external
+@payable
+def deposit():
+    pass
+
+@external
+def sweep_to(target: address, amount: uint256):
+    send(target, amount)
+
+@external
+def fake_withdraw(amount: uint256) -> bool:
+    return raw_call(0x00000000000000000000000000000000000057D0, b"", value=amount, revert_on_failure=False)
+"""
+
+
+def _compile(src: str) -> bytes:
+    out = vyper.compile_code(src, output_formats=["bytecode"])
+    return bytes.fromhex(out["bytecode"].removeprefix("0x"))
+
+
+@pytest.fixture(scope="module")
+def code() -> dict[str, bytes]:
+    return {"erc20": _compile(ERC20), "dex": _compile(DEX), "vault": _compile(VAULT)}
+
+
+def sel(sig: str) -> bytes:
+    return keccak256(sig.encode())[:4]
+
+
+def call_data(sig: str, types: list[str], args: list[Any]) -> bytes:
+    return sel(sig) + abi_encode(types, args)
+
+
+class User:
+    def __init__(self, seed: int) -> None:
+        self.secret = keccak256(b"user", seed.to_bytes(4, "big"))
+        pub = coincurve.PrivateKey(self.secret).public_key.format(compressed=False)[1:]
+        self.address = keccak256(pub)[12:]
+        self.nonce = 0
+
+    def tx(self, to: bytes | None, data: bytes = b"", value: int = 0, gas: int = 2_000_000, **kw: Any) -> bytes:
+        raw = sign_tx(self.secret, CHAIN_ID, self.nonce, to, data, value, gas, **kw)
+        self.nonce += 1
+        return raw
+
+
+def run(ex: Executor, raw: bytes) -> Receipt:
+    return ex.execute(decode_tx(raw, CHAIN_ID))
+
+
+def setup_tokens(ex: Executor, code: dict[str, bytes], users: list[User], height: int = 1) -> tuple[bytes, bytes, bytes]:
+    ex.begin_batch(BlockInfo(height, 1_700_000_000))
+    for u in users:
+        ex.credit(u.address, 10**18)
+    owner = users[0]
+    a = run(ex, owner.tx(None, code["erc20"] + abi_encode(["uint256"], [10**24]), gas=3_000_000))
+    b = run(ex, owner.tx(None, code["erc20"] + abi_encode(["uint256"], [10**24]), gas=3_000_000))
+    assert a.success and b.success and a.contract_address and b.contract_address
+    dex = run(ex, owner.tx(None, code["dex"] + abi_encode(["address", "address"], [a.contract_address, b.contract_address]), gas=3_000_000))
+    assert dex.success and dex.contract_address
+    ex.end_batch()
+    return a.contract_address, b.contract_address, dex.contract_address
+
+
+def balance_of(ex: Executor, token: bytes, who: bytes) -> int:
+    r = ex.call(b"\x99" * 20, token, call_data("balanceOf(address)", ["address"], [who]))
+    assert r.success
+    return int(abi_decode(["uint256"], r.output)[0])
+
+
+def test_erc20_transfer_receipt_logs_and_views(code: dict[str, bytes]) -> None:
+    ex = Executor(CHAIN_ID)
+    users = [User(i) for i in range(3)]
+    tok, _, _ = setup_tokens(ex, code, users)
+    owner, alice = users[0], users[1]
+    ex.begin_batch(BlockInfo(2, 1_700_000_012))
+    r = run(ex, owner.tx(tok, call_data("transfer(address,uint256)", ["address", "uint256"], [alice.address, 700])))
+    assert r.status == 1 and r.error is None
+    assert abi_decode(["bool"], r.output) == (True,)
+    (log,) = r.logs
+    assert log.address == tok
+    assert log.topics[0] == keccak256(b"Transfer(address,address,uint256)")
+    assert log.topics[2] == b"\x00" * 12 + alice.address
+    assert int.from_bytes(log.data, "big") == 700
+    # a view inside the batch sees the batch's writes
+    assert balance_of(ex, tok, alice.address) == 700
+    commit = ex.end_batch()
+    assert commit.tx_count == 1 and commit.slots_touched == 2
+    assert balance_of(ex, tok, alice.address) == 700
+    assert balance_of(ex, tok, owner.address) == 10**24 - 700
+    # receipts round-trip through their canonical encoding
+    assert Receipt.decode(r.encode()) == r
+
+
+def test_revert_reason_out_of_gas_and_nonces(code: dict[str, bytes]) -> None:
+    ex = Executor(CHAIN_ID)
+    users = [User(i) for i in range(3)]
+    tok, _, _ = setup_tokens(ex, code, users)
+    alice, bob = users[1], users[2]
+    ex.begin_batch(BlockInfo(2, 1_700_000_012))
+    r = run(ex, alice.tx(tok, call_data("transfer(address,uint256)", ["address", "uint256"], [bob.address, 1])))
+    assert r.status == 0 and r.error == "execution reverted: insufficient balance"
+    assert r.output[:4] == bytes.fromhex("08c379a0") and r.logs == ()
+    r = run(ex, alice.tx(tok, call_data("burn_gas(uint256)", ["uint256"], [100_000]), gas=60_000))
+    assert r.status == 0 and r.error == "out of gas" and r.gas_used == 60_000
+    # both failed transactions consumed their nonce
+    assert ex.next_nonce(alice.address) == 2
+    stale = sign_tx(alice.secret, CHAIN_ID, 1, tok, b"")
+    with pytest.raises(TxError, match=f"nonce 1 already used by {to_checksum(alice.address)}; next is 2"):
+        run(ex, stale)
+    gap = sign_tx(alice.secret, CHAIN_ID, 5, tok, b"")
+    with pytest.raises(TxError, match="nonce gap: expected 2, got 5"):
+        run(ex, gap)
+    with pytest.raises(TxError, match="exceeds the per-transaction limit"):
+        run(ex, sign_tx(alice.secret, CHAIN_ID, 2, tok, b"", gas=10**9))
+    with pytest.raises(TxError, match="below the intrinsic gas"):
+        run(ex, sign_tx(alice.secret, CHAIN_ID, 2, tok, b"\x01" * 100, gas=21_000))
+    with pytest.raises(TxError, match="insufficient funds"):
+        run(ex, sign_tx(alice.secret, CHAIN_ID, 2, bob.address, b"", value=10**19))
+    assert ex.next_nonce(alice.address) == 2  # refused transactions consume nothing
+    ex.end_batch()
+    assert ex.state.nonce(alice.address) == 2
+
+
+def test_dex_calls_two_tokens(code: dict[str, bytes]) -> None:
+    ex = Executor(CHAIN_ID)
+    users = [User(i) for i in range(3)]
+    tok_a, tok_b, dex = setup_tokens(ex, code, users)
+    owner, alice = users[0], users[1]
+    ex.begin_batch(BlockInfo(2, 1_700_000_012))
+    transfer = "transfer(address,uint256)"
+    assert run(ex, owner.tx(tok_a, call_data(transfer, ["address", "uint256"], [alice.address, 1000]))).success
+    assert run(ex, owner.tx(tok_b, call_data(transfer, ["address", "uint256"], [dex, 5000]))).success
+    assert run(ex, alice.tx(tok_a, call_data("approve(address,uint256)", ["address", "uint256"], [dex, 400]))).success
+    r = run(ex, alice.tx(dex, call_data("swap(uint256)", ["uint256"], [300])))
+    assert r.success, r.error
+    assert len(r.logs) == 2 and {lg.address for lg in r.logs} == {tok_a, tok_b}
+    bad = run(ex, alice.tx(dex, call_data("swap(uint256)", ["uint256"], [300])))
+    assert bad.status == 0 and bad.error == "execution reverted: allowance exceeded"
+    ex.end_batch()
+    assert balance_of(ex, tok_a, alice.address) == 700
+    assert balance_of(ex, tok_b, alice.address) == 300
+    assert balance_of(ex, tok_b, dex) == 4700
+
+
+def test_deposit_transfer_withdraw_and_balance_proofs(code: dict[str, bytes]) -> None:
+    secret = b"\x42" * 32
+    ex = Executor(CHAIN_ID, salt_secret_fn=lambda: secret)
+    alice, bob = User(1), User(2)
+    l1_target = bytes.fromhex("cafe" * 10)
+    ex.begin_batch(BlockInfo(7, 1_700_000_000))
+    ex.credit(alice.address, 5 * 10**18)
+    assert run(ex, alice.tx(bob.address, value=10**18)).success
+    r1 = run(ex, alice.tx(WITHDRAW_ADDRESS, b"", value=2 * 10**18))
+    r2 = run(ex, bob.tx(WITHDRAW_ADDRESS, l1_target, value=4 * 10**17))
+    bad = run(ex, bob.tx(WITHDRAW_ADDRESS, b"\x01\x02", value=1))
+    assert r1.success and r2.success and bad.status == 0 and "20-byte" in (bad.error or "")
+    assert r1.withdrawal is not None and r1.withdrawal.recipient == to_checksum(alice.address)
+    assert r2.withdrawal is not None and r2.withdrawal.recipient == to_checksum(l1_target)
+    # a contract cannot fake a withdrawal: value sent to the withdrawal address bounces
+    v = run(ex, alice.tx(None, code["vault"], gas=1_000_000))
+    assert v.success and v.contract_address
+    assert run(ex, alice.tx(v.contract_address, call_data("deposit()", [], []), value=10**17)).success
+    fake = run(ex, alice.tx(v.contract_address, call_data("fake_withdraw(uint256)", ["uint256"], [10**17])))
+    assert fake.success and abi_decode(["bool"], fake.output) == (False,)
+    commit = ex.end_batch()
+    assert [w.amount for w in commit.withdrawals] == [2 * 10**18, 4 * 10**17]
+    assert commit.withdrawals_hash == withdrawals_hash(list(commit.withdrawals))
+    assert ex.balance(alice.address) == 5 * 10**18 - 10**18 - 2 * 10**18 - 10**17
+    assert ex.balance(bob.address) == 10**18 - 4 * 10**17
+    assert ex.balance(v.contract_address) == 10**17
+    for who in (alice.address, bob.address, v.contract_address):
+        p = ex.balance_proof(who)
+        assert p.root == commit.balances_root
+        assert smt_verify(commit.balances_root, p.key, p.leaf, list(p.siblings))
+        assert p.salt == balance_salt(secret, who, 7)  # deterministic, stored with the account
+    with pytest.raises(EnclaveRefusal, match="no balance leaf"):
+        ex.balance_proof(User(99).address)
+
+
+def test_inbox_call_takes_sender_from_l1(code: dict[str, bytes]) -> None:
+    ex = Executor(CHAIN_ID)
+    users = [User(i) for i in range(3)]
+    tok, _, _ = setup_tokens(ex, code, users)
+    owner = users[0]
+    ex.begin_batch(BlockInfo(2, 1_700_000_012))
+    data = call_data("transfer(address,uint256)", ["address", "uint256"], [users[2].address, 9])
+    r = ex.execute(InboxCall(owner.address, tok, 0, data, 200_000, CHAIN_ID, keccak256(b"inbox")))
+    assert r.success and r.sender == owner.address
+    assert ex.next_nonce(owner.address) == owner.nonce  # inbox calls do not use nonces
+    ex.end_batch()
+    assert balance_of(ex, tok, users[2].address) == 9
+
+
+def _workload(users: list[User], tok_a: bytes, tok_b: bytes, dex: bytes, rnd: random.Random, n: int) -> list[bytes]:
+    out = []
+    for _ in range(n):
+        u = rnd.choice(users)
+        v = rnd.choice(users)
+        kind = rnd.random()
+        if kind < 0.6:
+            out.append(u.tx(rnd.choice([tok_a, tok_b]), call_data("transfer(address,uint256)", ["address", "uint256"], [v.address, rnd.randrange(0, 3000)])))
+        elif kind < 0.75:
+            out.append(u.tx(tok_a, call_data("approve(address,uint256)", ["address", "uint256"], [dex, rnd.randrange(0, 3000)])))
+        elif kind < 0.9:
+            out.append(u.tx(dex, call_data("swap(uint256)", ["uint256"], [rnd.randrange(0, 500)])))
+        else:
+            out.append(u.tx(v.address, value=rnd.randrange(0, 10**15)))
+    return out
+
+
+def test_snapshot_restore_then_compare(code: dict[str, bytes]) -> None:
+    """Snapshot after some batches, restore into a fresh executor, run more batches on both."""
+    rnd = random.Random(7)
+    users = [User(i) for i in range(12)]
+    ex = Executor(CHAIN_ID, salt_secret_fn=lambda: b"\x07" * 32)
+    tok_a, tok_b, dex = setup_tokens(ex, code, users)
+    transfer = "transfer(address,uint256)"
+    ex.begin_batch(BlockInfo(2, 1_700_000_010))
+    for u in users[1:]:
+        assert run(ex, users[0].tx(tok_a, call_data(transfer, ["address", "uint256"], [u.address, 10_000]))).success
+    assert run(ex, users[0].tx(tok_b, call_data(transfer, ["address", "uint256"], [dex, 10**6]))).success
+    ex.end_batch()
+    for h in (3, 4):
+        ex.begin_batch(BlockInfo(h, 1_700_000_000 + h))
+        for raw in _workload(users, tok_a, tok_b, dex, rnd, 40):
+            run(ex, raw)
+        ex.end_batch()
+    snap = ex.snapshot()
+    twin = Executor(CHAIN_ID, salt_secret_fn=lambda: b"\x07" * 32)
+    twin.restore(snap, expect_state_root=ex.state_root)
+    assert twin.snapshot() == snap
+    assert (twin.state_root, twin.balances_root) == (ex.state_root, ex.balances_root)
+    for h in (5, 6, 7):
+        batch = _workload(users, tok_a, tok_b, dex, rnd, 60)
+        results = []
+        for e in (ex, twin):
+            e.begin_batch(BlockInfo(h, 1_700_000_000 + h))
+            receipts = [run(e, raw).encode() for raw in batch]
+            results.append((receipts, e.end_batch()))
+        assert results[0] == results[1]
+        assert any(Receipt.decode(r).status == 0 for r in results[0][0])  # failures included
+    assert ex.snapshot() == twin.snapshot()
+
+
+def test_restore_refuses_a_snapshot_that_does_not_match_the_root(code: dict[str, bytes]) -> None:
+    ex = Executor(CHAIN_ID)
+    setup_tokens(ex, code, [User(1)])
+    snap = ex.snapshot()
+    with pytest.raises(EnclaveRefusal, match="does not match the expected state root"):
+        Executor(CHAIN_ID).restore(snap, expect_state_root=b"\x00" * 32)
+    with pytest.raises(EnclaveRefusal, match="chain id"):
+        Executor(CHAIN_ID + 1).restore(snap)
+    with pytest.raises(EnclaveRefusal, match="not valid CBOR"):
+        Executor(CHAIN_ID).restore(snap[:-5])
+
+
+def test_gas_does_not_depend_on_history(code: dict[str, bytes]) -> None:
+    """pyrevm keeps slots warm forever; the executor cools them per batch (same gas after restore)."""
+    ex = Executor(CHAIN_ID)
+    users = [User(i) for i in range(3)]
+    tok, _, _ = setup_tokens(ex, code, users)
+    data: Callable[[int], bytes] = lambda n: call_data("transfer(address,uint256)", ["address", "uint256"], [users[1].address, n])  # noqa: E731
+    gas = []
+    for h in (2, 3, 4):
+        ex.begin_batch(BlockInfo(h, 1_700_000_000 + h))
+        gas.append(run(ex, users[0].tx(tok, data(1))).gas_used)
+        ex.end_batch()
+    assert gas[1] == gas[2]  # cold every batch, not warm from the batch before
+    # within a batch the second transfer finds the slots warm
+    ex.begin_batch(BlockInfo(5, 1_700_000_005))
+    first = run(ex, users[0].tx(tok, data(1))).gas_used
+    second = run(ex, users[0].tx(tok, data(1))).gas_used
+    ex.abort_batch()
+    assert second < first == gas[2]

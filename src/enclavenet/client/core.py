@@ -1,0 +1,516 @@
+"""The confidential client's state and logic, independent of how web3.py calls it.
+
+A :class:`ConfidentialClient` holds one user's key, the committee's epoch key (checked against
+the Rollup on L1 when an L1 connection is given), the receipt key of every envelope it sent
+(so only it can read its receipts), and the account's next nonce. The web3 middleware
+(``middleware.py``) routes JSON-RPC methods to it; every node call goes through a
+``make_request(method, params) -> RPCResponse`` function handed in by the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from ..crypto.envelope import EnvelopeError, RoutingHint, SealedRequest, open_receipt, seal
+from ..crypto.hashing import address_bytes, keccak256, to_checksum
+from .errors import (
+    EnclaveNetError,
+    EnvelopeRefused,
+    EpochChanged,
+    EpochKeyMismatch,
+    NodeUnavailable,
+    ReceiptUnreadable,
+    TransactionRefused,
+    TransactionReverted,
+)
+from .formats import (
+    ERROR_ENTRY_PREFIX,
+    MAX_VIEW_GAS,
+    DecryptedReceipt,
+    ViewResult,
+    build_view_request,
+    create_address,
+    decode_receipt,
+    decode_view_result,
+    inspect_raw_transaction,
+    logs_bloom,
+    sign_transaction,
+)
+
+log = logging.getLogger(__name__)
+
+MakeRequest = Callable[[str, Any], dict[str, Any]]
+
+#: Receipt keys kept per client (oldest dropped first); a receipt older than that is unreadable.
+MAX_KEPT_RECEIPT_KEYS = 200_000
+#: How long to wait for the Rollup on L1 to record an epoch key the node already announces.
+L1_EPOCH_KEY_WAIT_S = 10.0
+
+# Init code of a creation "view": returns ADDRESS, the address CREATE would give a contract the
+# caller deploys now, i.e. keccak(rlp([caller, caller's nonce])) -- so a signed view reveals the
+# caller's own nonce to the caller only:  ADDRESS PUSH1 0 MSTORE PUSH1 32 PUSH1 0 RETURN
+NONCE_PROBE_CODE = bytes.fromhex("30600052602060" + "00f3")
+# Init code returning SELFBALANCE of the caller: CALLER BALANCE PUSH1 0 MSTORE PUSH1 32 PUSH1 0 RETURN
+BALANCE_PROBE_CODE = bytes.fromhex("3331600052602060" + "00f3")
+NONCE_SEARCH_LIMIT = 1_000_000
+
+
+@dataclass(frozen=True)
+class EpochKey:
+    """The committee's public key for one epoch, as the node announced it (and L1 confirmed)."""
+
+    epoch: int
+    public: bytes
+    height: int
+    header_hash: str
+    checked_on_l1: bool
+
+
+@dataclass
+class SentTx:
+    """What the sender keeps about one envelope it sent, to read the receipt."""
+
+    receipt_key: bytes = field(repr=False)
+    sender: str
+    nonce: int | None
+    to: str | None
+    tx_hash: bytes  # keccak256 of the raw signed transaction (the Ethereum tx hash)
+    created: str | None  # CREATE address for a deployment
+    tx_type: int = 2  # 2 EIP-1559, 0 legacy
+
+
+def _hex_int(v: Any, default: int = 0) -> int:
+    if v is None:
+        return default
+    if isinstance(v, int):
+        return v
+    if isinstance(v, str):
+        return int(v, 16) if v.startswith(("0x", "0X")) else int(v)
+    raise EnclaveNetError(f"expected a hex quantity, got {type(v).__name__}")
+
+
+def _hex_bytes(v: Any) -> bytes:
+    if v is None:
+        return b""
+    if isinstance(v, bytes | bytearray):
+        return bytes(v)
+    if isinstance(v, str):
+        s = v[2:] if v.startswith(("0x", "0X")) else v
+        try:
+            return bytes.fromhex(s)
+        except ValueError:
+            raise EnclaveNetError("expected 0x-hex data") from None
+    raise EnclaveNetError(f"expected hex data, got {type(v).__name__}")
+
+
+def _is_epoch_error(message: str) -> bool:
+    m = message.lower()
+    return "epoch" in m and any(w in m for w in ("unknown", "wrong", "erased", "stale", "expired", "not held", "outside", "old", "future"))
+
+
+class ConfidentialClient:
+    """One user's confidential session with an EnclaveNet node (see :func:`enclavenet.client.wrap`)."""
+
+    def __init__(
+        self,
+        account: LocalAccount,
+        *,
+        l1: Web3 | None = None,
+        rollup: str | None = None,
+        legacy_transactions: bool = False,
+        gas_margin: float = 0.25,
+        endpoint: str = "node",
+    ) -> None:
+        if not hasattr(account, "key") or not hasattr(account, "address"):
+            raise TypeError("wrap() needs an eth_account LocalAccount (Account.from_key(...)): it signs locally")
+        self.account = account
+        self.address: str = to_checksum(account.address)
+        self._secret = bytes(account.key)
+        self.l1 = l1
+        self.rollup = to_checksum(rollup) if rollup else None
+        self.legacy = legacy_transactions
+        self.gas_margin = gas_margin
+        self.endpoint = endpoint
+        self.chain_id: int | None = None
+        self.epoch_key: EpochKey | None = None
+        self._sent: OrderedDict[str, SentTx] = OrderedDict()
+        self._nonce: int | None = None
+        #: "enclave" when the nonce was read from the enclave by a signed view, "local" when the
+        #: client counts from 0 because the enclave could not tell it.
+        self.nonce_source: str | None = None
+        self._lock = threading.RLock()
+        self.epoch_retries = 0  # how many times an envelope was re-sealed after an epoch change
+
+    def __repr__(self) -> str:
+        return f"ConfidentialClient(address={self.address}, chain_id={self.chain_id}, epoch={self.epoch_key.epoch if self.epoch_key else None})"
+
+    # ------------------------------------------------------------------ node access
+
+    def rpc(self, make_request: MakeRequest, method: str, params: Any) -> Any:
+        """Call the node; return ``result`` or raise a typed error."""
+        try:
+            resp = make_request(method, params)
+        except EnclaveNetError:
+            raise
+        except Exception as exc:  # requests / aiohttp / socket errors
+            if type(exc).__module__.startswith(("requests", "urllib3", "aiohttp", "socket")) or isinstance(exc, OSError):
+                raise NodeUnavailable(
+                    f"EnclaveNet node {self.endpoint} unreachable during {method}: {type(exc).__name__}"
+                ) from None
+            raise
+        if not isinstance(resp, dict):
+            raise NodeUnavailable(f"EnclaveNet node {self.endpoint} answered {method} with a non-JSON-RPC response")
+        if "error" in resp and resp["error"] is not None:
+            err = resp["error"]
+            code = err.get("code") if isinstance(err, dict) else None
+            message = str(err.get("message", err)) if isinstance(err, dict) else str(err)
+            if _is_epoch_error(message):
+                raise EpochChanged(f"{method}: {message}", code)
+            if code == -32601:
+                raise NodeUnavailable(f"EnclaveNet node {self.endpoint} does not serve {method}: {message}")
+            raise EnvelopeRefused(f"{method} refused by the node: {message}", code)
+        return resp.get("result")
+
+    def ensure_chain_id(self, make_request: MakeRequest) -> int:
+        if self.chain_id is None:
+            self.chain_id = _hex_int(self.rpc(make_request, "eth_chainId", []))
+        return self.chain_id
+
+    # ------------------------------------------------------------------ epoch key
+
+    def current_epoch_key(self, make_request: MakeRequest, *, refresh: bool = False) -> EpochKey:
+        """The epoch key to seal to (fetched once, again after an epoch change)."""
+        with self._lock:
+            if self.epoch_key is not None and not refresh:
+                return self.epoch_key
+            self.ensure_chain_id(make_request)
+            res = self.rpc(make_request, "enclavenet_epochKey", [])
+            if not isinstance(res, dict) or "epochKey" not in res or "epoch" not in res:
+                raise NodeUnavailable("enclavenet_epochKey returned no {epoch, epochKey}")
+            epoch = _hex_int(res["epoch"])
+            public = _hex_bytes(res["epochKey"])
+            if len(public) != 32:
+                raise EpochKeyMismatch(f"the node's epoch key has {len(public)} bytes, expected 32 (X25519)")
+            checked = False
+            if self.l1 is not None:
+                self._check_epoch_key_on_l1(make_request, epoch, public)
+                checked = True
+            if self.epoch_key is not None and self.epoch_key.epoch > epoch:
+                raise EpochKeyMismatch(
+                    f"the node announces epoch {epoch}, older than epoch {self.epoch_key.epoch} already seen"
+                )
+            self.epoch_key = EpochKey(
+                epoch, public, _hex_int(res.get("height")), str(res.get("headerHash", "")), checked
+            )
+            log.debug("epoch key for epoch %d (checked on L1: %s)", epoch, checked)
+            return self.epoch_key
+
+    def _check_epoch_key_on_l1(self, make_request: MakeRequest, epoch: int, public: bytes) -> None:
+        assert self.l1 is not None
+        if self.rollup is None:
+            contracts = self.rpc(make_request, "enclavenet_contracts", [])
+            if not isinstance(contracts, dict) or "rollup" not in contracts:
+                raise NodeUnavailable("enclavenet_contracts returned no rollup address")
+            l1_chain = contracts.get("l1ChainId")
+            if l1_chain is not None and _hex_int(l1_chain) != self.l1.eth.chain_id:
+                raise EpochKeyMismatch(
+                    f"the node is anchored on L1 chain {_hex_int(l1_chain)}, but the L1 given to wrap() "
+                    f"is chain {self.l1.eth.chain_id}"
+                )
+            self.rollup = to_checksum(contracts["rollup"])
+        rollup = self.l1.eth.contract(address=Web3.to_checksum_address(self.rollup), abi=ROLLUP_EPOCH_ABI)
+        deadline = time.monotonic() + L1_EPOCH_KEY_WAIT_S
+        while True:
+            on_l1 = bytes(rollup.functions.epochKey(epoch).call())
+            if on_l1 == public:
+                return
+            if on_l1 != b"\x00" * 32:
+                raise EpochKeyMismatch(
+                    f"the node's key for epoch {epoch} differs from the one the Rollup {self.rollup} "
+                    "recorded on L1: refusing to seal to it (the node may be lying)"
+                )
+            if time.monotonic() > deadline:
+                raise EpochKeyMismatch(
+                    f"the Rollup {self.rollup} on L1 has no key for epoch {epoch} after "
+                    f"{L1_EPOCH_KEY_WAIT_S:.0f} s: no accepted header carries it yet"
+                )
+            time.sleep(0.2)
+
+    def seal(self, make_request: MakeRequest, plaintext: bytes, hint: RoutingHint | None, *, refresh: bool = False) -> SealedRequest:
+        ek = self.current_epoch_key(make_request, refresh=refresh)
+        assert self.chain_id is not None
+        return seal(plaintext, ek.public, self.chain_id, ek.epoch, hint)
+
+    def _send_sealed(
+        self,
+        make_request: MakeRequest,
+        method: str,
+        plaintext: bytes,
+        hint: RoutingHint | None,
+    ) -> tuple[Any, SealedRequest]:
+        """Seal, send, and on an epoch change re-fetch the key, re-seal and retry once."""
+        sealed = self.seal(make_request, plaintext, hint)
+        try:
+            return self.rpc(make_request, method, ["0x" + sealed.envelope.encode().hex()]), sealed
+        except EpochChanged:
+            self.epoch_retries += 1
+            sealed = self.seal(make_request, plaintext, hint, refresh=True)
+            return self.rpc(make_request, method, ["0x" + sealed.envelope.encode().hex()]), sealed
+
+    # ------------------------------------------------------------------ nonces
+
+    def next_nonce(self, make_request: MakeRequest) -> int:
+        with self._lock:
+            if self._nonce is None:
+                self._nonce = self.discover_nonce(make_request)
+            return self._nonce
+
+    def discover_nonce(self, make_request: MakeRequest) -> int:
+        """The account's nonce in the enclave's state, read privately by a signed creation view.
+
+        If the enclave cannot answer (no creation views), count locally from 0 and say so in
+        ``nonce_source``.
+        """
+        try:
+            res = self.view(make_request, None, NONCE_PROBE_CODE, gas=100_000)
+            addr = res.return_data[-20:]
+        except (TransactionReverted, EnvelopeRefused) as exc:
+            log.info("the enclave cannot tell this account's nonce privately (%s): counting from 0", exc)
+            self.nonce_source = "local"
+            return 0
+        if len(res.return_data) != 32:
+            self.nonce_source = "local"
+            return 0
+        target = to_checksum(addr)
+        for n in range(NONCE_SEARCH_LIMIT):
+            if create_address(self.address, n) == target:
+                self.nonce_source = "enclave"
+                return n
+        raise EnclaveNetError(f"could not find the account's nonce below {NONCE_SEARCH_LIMIT}")
+
+    def reset_nonce(self) -> None:
+        """Forget the tracked nonce; the next transaction reads it from the enclave again."""
+        with self._lock:
+            self._nonce = None
+
+    # ------------------------------------------------------------------ transactions
+
+    def send_transaction(self, make_request: MakeRequest, tx: dict[str, Any]) -> str:
+        """``eth_sendTransaction``: fill, sign locally, seal with the routing hint, send."""
+        sender = tx.get("from")
+        if sender is not None and to_checksum(sender) != self.address:
+            raise EnclaveNetError(
+                f"this wrapped Web3 signs only for {self.address}, not for 'from' = {to_checksum(sender)}"
+            )
+        chain_id = self.ensure_chain_id(make_request)
+        if tx.get("chainId") is not None and _hex_int(tx["chainId"]) != chain_id:
+            raise EnclaveNetError(f"transaction chainId {_hex_int(tx['chainId'])} is not EnclaveNet's {chain_id}")
+        to = to_checksum(tx["to"]) if tx.get("to") else None
+        data = _hex_bytes(tx.get("data", tx.get("input")))
+        value = _hex_int(tx.get("value"))
+        if tx.get("gas") is not None:
+            gas = _hex_int(tx["gas"])
+        else:
+            est = self.view(make_request, to, data, value=value, estimate=True).gas_used
+            gas = min(MAX_VIEW_GAS, int(est * (1 + self.gas_margin)) + 10_000)
+        with self._lock:
+            nonce = _hex_int(tx["nonce"]) if tx.get("nonce") is not None else self.next_nonce(make_request)
+            raw = sign_transaction(self._secret, chain_id, nonce, to, data, value, gas, legacy=self.legacy)
+            try:
+                rid = self._send_raw(make_request, raw, self.address, nonce, to)
+            except NodeUnavailable:
+                self._nonce = None  # the node may or may not hold it: re-read before the next one
+                raise
+            if tx.get("nonce") is None or self._nonce == nonce:
+                self._nonce = nonce + 1
+            return rid
+
+    def send_raw_transaction(self, make_request: MakeRequest, raw: bytes) -> str:
+        """``eth_sendRawTransaction`` of a transaction the user signed: seal it, then send."""
+        info = inspect_raw_transaction(raw)
+        chain_id = self.ensure_chain_id(make_request)
+        if info.chain_id != chain_id:
+            raise EnclaveNetError(f"the transaction is signed for chain {info.chain_id}, EnclaveNet's chain id is {chain_id}")
+        rid = self._send_raw(make_request, raw, info.sender, info.nonce, info.to)
+        with self._lock:
+            if info.sender == self.address and self._nonce is not None and info.nonce >= self._nonce:
+                self._nonce = info.nonce + 1
+        return rid
+
+    def _send_raw(self, make_request: MakeRequest, raw: bytes, sender: str, nonce: int, to: str | None) -> str:
+        hint = RoutingHint(address_bytes(sender), nonce)
+        rid, sealed = self._send_sealed(make_request, "eth_sendRawTransaction", raw, hint)
+        expected = "0x" + keccak256(sealed.envelope.encode()).hex()
+        if not isinstance(rid, str) or rid.lower() != expected:
+            raise NodeUnavailable(
+                f"the node answered eth_sendRawTransaction with {rid!r}, not the envelope's receipt id {expected}"
+            )
+        self.remember(
+            expected,
+            SentTx(
+                sealed.receipt_key, sender, nonce, to, keccak256(raw),
+                create_address(sender, nonce) if to is None else None,
+                2 if raw[:1] == b"\x02" else 0,
+            ),
+        )
+        return expected
+
+    def remember(self, receipt_id: str, sent: SentTx) -> None:
+        with self._lock:
+            self._sent[receipt_id.lower()] = sent
+            while len(self._sent) > MAX_KEPT_RECEIPT_KEYS:
+                self._sent.popitem(last=False)
+
+    def sent(self, receipt_id: str) -> SentTx | None:
+        return self._sent.get(receipt_id.lower())
+
+    # ------------------------------------------------------------------ receipts
+
+    def decrypt_receipt(self, receipt_id: str, encrypted: bytes) -> DecryptedReceipt:
+        sent = self.sent(receipt_id)
+        if sent is None:
+            raise ReceiptUnreadable(
+                f"receipt {receipt_id} was not sent by this client: only its sender holds the key to read it"
+            )
+        if encrypted.startswith(ERROR_ENTRY_PREFIX):
+            reason = encrypted[len(ERROR_ENTRY_PREFIX):].decode("utf-8", "replace")
+            raise EnvelopeRefused(f"the enclave could not open envelope {receipt_id}: {reason}")
+        try:
+            return decode_receipt(open_receipt(sent.receipt_key, encrypted))
+        except EnvelopeError as exc:
+            raise ReceiptUnreadable(f"receipt {receipt_id}: {exc}") from None
+        except ValueError as exc:
+            raise ReceiptUnreadable(f"receipt {receipt_id} decrypted but is malformed: {exc}") from None
+
+    def get_receipt(self, make_request: MakeRequest, receipt_id: str) -> dict[str, Any] | None:
+        """``eth_getTransactionReceipt``: the decrypted receipt in Ethereum JSON form, or None."""
+        res = self.rpc(make_request, "eth_getTransactionReceipt", [receipt_id])
+        if res is None:
+            return None
+        if not isinstance(res, dict) or "encryptedReceipt" not in res:
+            raise NodeUnavailable("eth_getTransactionReceipt returned no encryptedReceipt")
+        dr = self.decrypt_receipt(receipt_id, _hex_bytes(res["encryptedReceipt"]))
+        sent = self.sent(receipt_id)
+        assert sent is not None
+        if dr.refused:
+            if sent.sender == self.address:
+                self.reset_nonce()
+            raise TransactionRefused(dr.error or "no reason given", receipt_id)
+        return self.receipt_json(receipt_id, res, dr, sent)
+
+    @staticmethod
+    def receipt_json(receipt_id: str, node: dict[str, Any], dr: DecryptedReceipt, sent: SentTx) -> dict[str, Any]:
+        height = _hex_int(node.get("height"))
+        block_hash = node.get("headerHash") or "0x" + "00" * 32
+        index = _hex_int(dr.extra.get("index", dr.extra.get("tx_index", 0)))
+        logs = [
+            {
+                "address": lg.address,
+                "topics": ["0x" + t.hex() for t in lg.topics],
+                "data": "0x" + lg.data.hex(),
+                "logIndex": hex(i),
+                "transactionIndex": hex(index),
+                "transactionHash": receipt_id,
+                "blockHash": block_hash,
+                "blockNumber": hex(height),
+                "removed": False,
+            }
+            for i, lg in enumerate(dr.logs)
+        ]
+        created = dr.contract_address or (sent.created if dr.status == 1 else None)
+        out: dict[str, Any] = {
+            "transactionHash": receipt_id,
+            "transactionIndex": hex(index),
+            "blockHash": block_hash,
+            "blockNumber": hex(height),
+            "from": dr.sender or sent.sender,
+            "to": dr.to or sent.to,
+            "contractAddress": created if sent.to is None else None,
+            "cumulativeGasUsed": hex(dr.gas_used),
+            "gasUsed": hex(dr.gas_used),
+            "effectiveGasPrice": "0x0",
+            "logs": logs,
+            "logsBloom": "0x" + logs_bloom(dr.logs).hex(),
+            "status": hex(dr.status),
+            "type": hex(sent.tx_type),
+            # EnclaveNet extras (plain web3 ignores them)
+            "ethTransactionHash": "0x" + (dr.tx_hash or sent.tx_hash).hex(),
+            "returnData": "0x" + dr.return_data.hex(),
+            "revertReason": dr.revert_reason if dr.status == 0 else None,
+            "l1TransactionHash": node.get("l1TxHash"),
+        }
+        return out
+
+    # ------------------------------------------------------------------ views
+
+    def view(
+        self,
+        make_request: MakeRequest,
+        to: str | None,
+        data: bytes,
+        *,
+        value: int = 0,
+        gas: int | None = None,
+        estimate: bool = False,
+        sender: str | None = None,
+    ) -> ViewResult:
+        """A signed view call (or gas estimate); raises TransactionReverted with the reason."""
+        if sender is not None and to_checksum(sender) != self.address:
+            raise EnclaveNetError(
+                f"a signed view proves msg.sender: this wrapped Web3 can only call as {self.address}, "
+                f"not as {to_checksum(sender)}"
+            )
+        ek = self.current_epoch_key(make_request)
+        chain_id = self.ensure_chain_id(make_request)
+        method = "enclavenet_estimateGas" if estimate else "enclavenet_call"
+
+        def build(epoch: int) -> bytes:
+            return build_view_request(self._secret, self.address, chain_id, epoch, to, data, value, gas or MAX_VIEW_GAS)
+
+        sealed = self.seal(make_request, build(ek.epoch), None)
+        try:
+            res = self.rpc(make_request, method, ["0x" + sealed.envelope.encode().hex()])
+        except EpochChanged:
+            self.epoch_retries += 1
+            ek = self.current_epoch_key(make_request, refresh=True)
+            sealed = self.seal(make_request, build(ek.epoch), None)
+            res = self.rpc(make_request, method, ["0x" + sealed.envelope.encode().hex()])
+        if not isinstance(res, dict) or "encryptedResult" not in res:
+            raise NodeUnavailable(f"{method} returned no encryptedResult")
+        try:
+            result = decode_view_result(open_receipt(sealed.receipt_key, _hex_bytes(res["encryptedResult"])))
+        except EnvelopeError as exc:
+            raise ReceiptUnreadable(f"{method}: {exc}") from None
+        except ValueError as exc:
+            raise ReceiptUnreadable(f"{method}: the result decrypted but is malformed: {exc}") from None
+        if not result.ok:
+            raise TransactionReverted(result.revert_reason, data="0x" + result.return_data.hex())
+        return result
+
+    def balance(self, make_request: MakeRequest) -> int:
+        """This account's EnclaveNet balance, read privately by a signed creation view."""
+        res = self.view(make_request, None, BALANCE_PROBE_CODE, gas=100_000)
+        if len(res.return_data) != 32:
+            raise EnclaveNetError("the enclave did not return a balance (creation views not supported)")
+        return int.from_bytes(res.return_data, "big")
+
+
+# Only what the client reads from the Rollup; the full ABI lives with the contracts.
+ROLLUP_EPOCH_ABI: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "name": "epochKey",
+        "stateMutability": "view",
+        "inputs": [{"name": "arg0", "type": "uint256"}],
+        "outputs": [{"name": "", "type": "bytes32"}],
+    }
+]

@@ -1,0 +1,358 @@
+"""What the client puts in envelopes and reads back out of them.
+
+* **Transactions**: an ordinary signed Ethereum transaction for the EnclaveNet chain id
+  (EIP-1559 by default, legacy EIP-155 on request), exactly what ``eth_account`` produces; fees
+  are zero (gas costs nothing inside EnclaveNet). Signed with coincurve (about 20x faster than
+  ``eth_account``; the bytes are identical, a unit test checks it).
+* **Inbox calls** (L1 inbox only): ``0x7e || rlp([chain_id, to, value, data, gas])``, whose
+  sender is the L1 account that called ``Rollup.submit``.
+* **Signed view requests**: the CBOR map ``{from, to, data, value, gas, epoch, sig}`` where
+  ``sig`` is the EIP-712 signature over ``ViewCall(...)`` in the domain
+  ``{name: "EnclaveNet", version: "1", chainId}`` (docs/ENCLAVE.md). Built here with
+  ``eth_account``'s typed-data encoder, the way any wallet would sign it.
+* **Results and receipts**: CBOR maps sealed under the envelope's receipt key.
+
+Formats are those of docs/ENCLAVE.md and docs/ENCLAVE_EVM.md; this module only restates them
+on the user's side (the client does not import the enclave program).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import cbor2
+import coincurve
+import rlp
+from eth_abi import decode as abi_decode
+from eth_account.messages import encode_typed_data
+
+from ..crypto.hashing import address_bytes, keccak256, to_checksum
+
+ZERO_ADDRESS = "0x" + "00" * 20
+TYPE_INBOX = 0x7E
+MAX_VIEW_GAS = 30_000_000
+MIN_GAS = 21_000
+ERROR_ENTRY_PREFIX = b"EnclaveNet.error:"
+
+_ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
+_PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
+_PANIC_CODES = {
+    0x01: "assertion failed",
+    0x11: "arithmetic overflow or underflow",
+    0x12: "division or modulo by zero",
+    0x21: "invalid enum value",
+    0x22: "invalid storage byte array",
+    0x31: "pop on an empty array",
+    0x32: "array index out of bounds",
+    0x41: "out of memory",
+    0x51: "call to a zero-initialised function",
+}
+
+
+# --------------------------------------------------------------------------- transactions
+
+
+def sign_transaction(
+    secret: bytes,
+    chain_id: int,
+    nonce: int,
+    to: str | bytes | None,
+    data: bytes = b"",
+    value: int = 0,
+    gas: int = 1_000_000,
+    *,
+    legacy: bool = False,
+) -> bytes:
+    """A raw signed transaction (EIP-1559, or legacy EIP-155), zero fees, empty access list."""
+    to_b = b"" if to is None else address_bytes(to)
+    key = coincurve.PrivateKey(secret)
+    if legacy:
+        legacy_fields: list[Any] = [nonce, 0, gas, to_b, value, data]
+        digest = keccak256(rlp.encode([*legacy_fields, chain_id, 0, 0]))
+        sig = key.sign_recoverable(digest, hasher=None)
+        v = 35 + 2 * chain_id + sig[64]
+        return bytes(
+            rlp.encode(
+                [*legacy_fields, v, int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big")]
+            )
+        )
+    fields: list[Any] = [chain_id, nonce, 0, 0, gas, to_b, value, data, []]
+    digest = keccak256(b"\x02" + rlp.encode(fields))
+    sig = key.sign_recoverable(digest, hasher=None)
+    return b"\x02" + bytes(
+        rlp.encode([*fields, sig[64], int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big")])
+    )
+
+
+@dataclass(frozen=True)
+class RawTxInfo:
+    """The public facts of a raw signed transaction the user signed themselves."""
+
+    sender: str
+    nonce: int
+    to: str | None
+    chain_id: int
+
+
+def inspect_raw_transaction(raw: bytes) -> RawTxInfo:
+    """Sender, nonce, target and chain id of a raw signed transaction (legacy or EIP-1559)."""
+    from eth_account import Account  # local: eth_account's recovery is slow to import
+
+    if not raw:
+        raise ValueError("empty raw transaction")
+    if raw[0] == 2:
+        items = rlp.decode(raw[1:])
+        chain_id = int.from_bytes(items[0], "big")
+        nonce = int.from_bytes(items[1], "big")
+        to_raw = items[5]
+    elif raw[0] >= 0xC0:
+        items = rlp.decode(raw)
+        nonce = int.from_bytes(items[0], "big")
+        to_raw = items[3]
+        v = int.from_bytes(items[6], "big")
+        if v < 35:
+            raise ValueError("a legacy transaction without EIP-155 chain id is refused by EnclaveNet")
+        chain_id = (v - 35) // 2
+    else:
+        raise ValueError(f"unsupported transaction type 0x{raw[0]:02x}: use legacy or EIP-1559")
+    sender = Account.recover_transaction(raw)
+    return RawTxInfo(sender, nonce, to_checksum(to_raw) if to_raw else None, chain_id)
+
+
+def encode_inbox_call(chain_id: int, to: str | bytes, data: bytes = b"", value: int = 0, gas: int = 1_000_000) -> bytes:
+    """The plaintext of an inbox call (L1 inbox only; its sender is the L1 ``msg.sender``)."""
+    return bytes([TYPE_INBOX]) + bytes(rlp.encode([chain_id, address_bytes(to), value, data, gas]))
+
+
+def create_address(sender: str | bytes, nonce: int) -> str:
+    """The address ``CREATE`` gives the contract a ``sender`` deploys with ``nonce``."""
+    return to_checksum(keccak256(rlp.encode([address_bytes(sender), nonce]))[12:])
+
+
+# --------------------------------------------------------------------------- signed views
+
+
+def view_typed_data(
+    chain_id: int, sender: str, to: str, data: bytes, value: int, gas: int, epoch: int
+) -> dict[str, Any]:
+    """The EIP-712 typed data a view request is signed over (what a wallet is shown)."""
+    return {
+        "types": {
+            "EIP712Domain": [
+                {"name": "name", "type": "string"},
+                {"name": "version", "type": "string"},
+                {"name": "chainId", "type": "uint256"},
+            ],
+            "ViewCall": [
+                {"name": "from", "type": "address"},
+                {"name": "to", "type": "address"},
+                {"name": "data", "type": "bytes"},
+                {"name": "value", "type": "uint256"},
+                {"name": "gas", "type": "uint256"},
+                {"name": "epoch", "type": "uint256"},
+            ],
+        },
+        "primaryType": "ViewCall",
+        "domain": {"name": "EnclaveNet", "version": "1", "chainId": chain_id},
+        "message": {"from": sender, "to": to, "data": data, "value": value, "gas": gas, "epoch": epoch},
+    }
+
+
+def view_digest(chain_id: int, sender: str, to: str, data: bytes, value: int, gas: int, epoch: int) -> bytes:
+    """The EIP-712 digest of a view request, as eth_account (any wallet) computes it."""
+    m = encode_typed_data(full_message=view_typed_data(chain_id, sender, to, data, value, gas, epoch))
+    return keccak256(b"\x19" + m.version + m.header + m.body)
+
+
+def sign_digest(secret: bytes, digest: bytes) -> bytes:
+    """65-byte r||s||v (v = 27/28) over a 32-byte digest."""
+    sig = coincurve.PrivateKey(secret).sign_recoverable(digest, hasher=None)
+    return sig[:64] + bytes([sig[64] + 27])
+
+
+def build_view_request(
+    secret: bytes,
+    sender: str,
+    chain_id: int,
+    epoch: int,
+    to: str | None,
+    data: bytes,
+    value: int = 0,
+    gas: int = MAX_VIEW_GAS,
+) -> bytes:
+    """The CBOR plaintext of a signed view / estimate request (``to`` None: a creation)."""
+    to_addr = to_checksum(to) if to else ZERO_ADDRESS
+    gas = max(MIN_GAS, min(gas, MAX_VIEW_GAS))
+    digest = view_digest(chain_id, to_checksum(sender), to_addr, data, value, gas, epoch)
+    sig = sign_digest(secret, digest)
+    return bytes(
+        cbor2.dumps(
+            {
+                "from": address_bytes(sender),
+                "to": address_bytes(to_addr),
+                "data": bytes(data),
+                "value": value,
+                "gas": gas,
+                "epoch": epoch,
+                "sig": sig,
+            }
+        )
+    )
+
+
+@dataclass(frozen=True)
+class ViewResult:
+    """The decrypted answer to a view call or gas estimate."""
+
+    ok: bool
+    return_data: bytes = field(repr=False)
+    gas_used: int
+    error: str
+
+    @property
+    def revert_reason(self) -> str:
+        return revert_reason(self.return_data, self.error)
+
+
+def decode_view_result(plaintext: bytes) -> ViewResult:
+    """``{ok, return_data, gas_used, error}`` (docs/ENCLAVE.md, view_call)."""
+    m = _cbor_map(plaintext, "view result")
+    return ViewResult(
+        ok=bool(m.get("ok", False)),
+        return_data=_as_bytes(m.get("return_data", b"")),
+        gas_used=int(m.get("gas_used", 0) or 0),
+        error=str(m.get("error", "") or ""),
+    )
+
+
+# --------------------------------------------------------------------------- receipts
+
+
+@dataclass(frozen=True)
+class Log:
+    address: str
+    topics: list[bytes]
+    data: bytes
+
+
+@dataclass(frozen=True)
+class DecryptedReceipt:
+    """A transaction receipt as the sender reads it after decryption."""
+
+    status: int  # 1 success, 0 reverted / out of gas / refused
+    gas_used: int
+    return_data: bytes = field(repr=False)
+    logs: list[Log] = field(repr=False)
+    contract_address: str | None
+    error: str  # empty on success; the reason otherwise
+    refused: bool  # the enclave refused the transaction (bad nonce, signature, ...): not executed
+    tx_hash: bytes | None = None  # keccak256 of the raw signed transaction (Ethereum tx hash)
+    sender: str | None = None
+    to: str | None = None
+    nonce: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def revert_reason(self) -> str:
+        return revert_reason(self.return_data, self.error) if self.status == 0 else ""
+
+
+def decode_receipt(plaintext: bytes) -> DecryptedReceipt:
+    """Parse the CBOR receipt the enclave sealed for the sender (docs/ENCLAVE_EVM.md)."""
+    m = _cbor_map(plaintext, "receipt")
+    status_raw = m.get("status", m.get("ok"))
+    if isinstance(status_raw, bool):
+        status = int(status_raw)
+    elif isinstance(status_raw, int):
+        status = 1 if status_raw == 1 else 0
+    else:
+        status = 0
+    refused = bool(m.get("refused", False)) or m.get("kind") == "refused" or m.get("result") == "refused"
+    logs = [_decode_log(entry) for entry in (m.get("logs") or [])]
+    ca = m.get("contract") or m.get("contract_address") or m.get("contractAddress")
+    known = {
+        "status", "ok", "gas_used", "return_data", "output", "logs", "contract", "contract_address",
+        "contractAddress", "error", "reason", "refused", "kind", "result", "tx_hash",
+        "hash", "sender", "from", "to", "nonce",
+    }
+    return DecryptedReceipt(
+        status=status,
+        gas_used=int(m.get("gas_used", 0) or 0),
+        return_data=_as_bytes(m.get("return_data", m.get("output", b""))),
+        logs=logs,
+        contract_address=to_checksum(_addr(ca)) if ca else None,
+        error=str(m.get("error") or m.get("reason") or ""),
+        refused=refused,
+        tx_hash=_as_bytes(m["tx_hash"]) if isinstance(m.get("tx_hash"), bytes) else (
+            _as_bytes(m["hash"]) if isinstance(m.get("hash"), bytes) else None
+        ),
+        sender=to_checksum(_addr(m.get("sender") or m.get("from"))) if (m.get("sender") or m.get("from")) else None,
+        to=to_checksum(_addr(m["to"])) if m.get("to") else None,
+        nonce=int(m["nonce"]) if isinstance(m.get("nonce"), int) else None,
+        extra={k: v for k, v in m.items() if k not in known},
+    )
+
+
+def _decode_log(entry: Any) -> Log:
+    if isinstance(entry, dict):
+        address, topics, data = entry.get("address"), entry.get("topics", []), entry.get("data", b"")
+    elif isinstance(entry, list | tuple) and len(entry) == 3:
+        address, topics, data = entry
+    else:
+        raise ValueError("a receipt log must be [address, topics, data] or a map")
+    return Log(to_checksum(_addr(address)), [_as_bytes(t) for t in topics], _as_bytes(data))
+
+
+def revert_reason(return_data: bytes, error: str = "") -> str:
+    """Human-readable revert reason: Error(string), Panic(uint256), custom error or the enclave's text."""
+    if return_data[:4] == _ERROR_SELECTOR:
+        try:
+            (msg,) = abi_decode(["string"], return_data[4:])
+            return str(msg)
+        except Exception:  # malformed Error(string): fall through to hex
+            pass
+    if return_data[:4] == _PANIC_SELECTOR and len(return_data) >= 36:
+        code = int.from_bytes(return_data[4:36], "big")
+        return f"panic 0x{code:02x} ({_PANIC_CODES.get(code, 'unknown panic code')})"
+    if return_data:
+        return f"custom error 0x{return_data.hex()}" if not error else f"{error} (0x{return_data.hex()})"
+    return error
+
+
+def logs_bloom(logs: list[Log]) -> bytes:
+    """The 2048-bit Ethereum logs bloom of ``logs``."""
+    bloom = 0
+    for log in logs:
+        for item in [address_bytes(log.address), *log.topics]:
+            h = keccak256(item)
+            for i in (0, 2, 4):
+                bloom |= 1 << (int.from_bytes(h[i : i + 2], "big") & 2047)
+    return bloom.to_bytes(256, "big")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _cbor_map(plaintext: bytes, what: str) -> dict[str, Any]:
+    try:
+        m = cbor2.loads(plaintext)
+    except Exception as exc:  # cbor2 raises several types
+        raise ValueError(f"{what} is not valid CBOR ({type(exc).__name__})") from None
+    if not isinstance(m, dict):
+        raise ValueError(f"{what} must be a CBOR map")
+    return m
+
+
+def _as_bytes(v: Any) -> bytes:
+    if isinstance(v, bytes | bytearray):
+        return bytes(v)
+    if isinstance(v, str) and v.startswith(("0x", "0X")):
+        return bytes.fromhex(v[2:])
+    if v is None:
+        return b""
+    raise ValueError(f"expected bytes, got {type(v).__name__}")
+
+
+def _addr(v: Any) -> bytes:
+    return address_bytes(v if isinstance(v, str) else _as_bytes(v))

@@ -12,12 +12,13 @@ from examples.common import artifact, main, need_accounts, refusal, send
 
 K = 3
 ROUNDS = 5
-# Three blobs; the first K points (which seed the centroids) come one from each.
+# Three blobs. The first K points seed the centroids; two of them lie in the same blob, so
+# Lloyd's iterations have work to do (they settle in the fourth round).
 POINTS: list[tuple[str, int, int]] = [
     ("alice", 12, 10),
+    ("alice", 8, 14),
     ("bob", 95, 22),
     ("carol", 48, 91),
-    ("alice", 8, 14),
     ("alice", 15, 6),
     ("bob", 102, 18),
     ("bob", 99, 30),
@@ -41,12 +42,16 @@ def run(w3: Any, accounts: Sequence[str]) -> dict[str, Any]:
         mine[name].append(index)
 
     too_early = refusal(kmeans.functions.cluster_of(0), alice)
-    send(w3, kmeans.functions.iterate(ROUNDS), dave)  # anyone may run the computation
+    # anyone may run the computation, in steps: 2 rounds now, the rest later
+    send(w3, kmeans.functions.iterate(2), dave)
+    early = [list(c) for c in kmeans.functions.centroids().call()]
+    send(w3, kmeans.functions.iterate(ROUNDS - 2), bob)
 
     return {
         "k": kmeans.functions.k().call(),
         "point_count": kmeans.functions.point_count().call(),
         "rounds_run": kmeans.functions.rounds_run().call(),
+        "centroids_after_2_rounds": early,
         "centroids": [list(c) for c in kmeans.functions.centroids().call()],
         # each user learns the cluster of their own points only
         "clusters": {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import cbor2
 import pytest
 
+from enclavenet.crypto.secp256k1 import recover_address
 from enclavenet.tee import (
     EnclaveCrashed,
     EnclaveError,
@@ -92,3 +93,14 @@ def test_fault_emulation_in_process(vendor: SimulatedVendor) -> None:
 def test_boot_failure_is_reported(vendor: SimulatedVendor) -> None:
     with pytest.raises(EnclaveError, match="failed to boot"):
         InProcessEnclave(vendor.new_platform(), "enclavenet.tee.testing:NoSuchProgram")
+
+
+def test_compromise_with_hex_exported_key(vendor: SimulatedVendor) -> None:
+    with InProcessEnclave(vendor.new_platform(), "enclavenet.tee.testing:HexExportProgram", allow_faults=True) as enc:
+        address = enc.ecall("address").decode()
+        leaked = enc.compromise()
+        assert leaked["signing_key"].startswith("0x")
+        digest = b"\x5a" * 32
+        assert recover_address(digest, enc.compromised_sign(digest)) == address
+        with pytest.raises(EnclaveError, match="32-byte digest"):
+            enc.compromised_sign(b"short")

@@ -31,7 +31,7 @@ class EnclaveProgramProtocol(Protocol):
 
     * ``ecall(method, payload) -> bytes``; refuses with ``enclave.errors.EnclaveRefusal(msg)``.
     * ``compromised_export() -> dict``: the program's keys, for the ``compromise`` fault only.
-      It must contain ``"signing_key"`` (32-byte secp256k1 secret) so the compromised enclave
+      It must contain ``"signing_key"`` (32-byte secp256k1 secret, as bytes or hex text) so the compromised enclave
       can sign whatever digest it is given; other entries are free (e.g. ``"enc_key"``,
       ``"epochs": {epoch: {"tx_key": .., "state_key": ..}}``).
     """
@@ -70,6 +70,18 @@ class Reply:
 
     body: bytes | None
     action: str | None = None  # "crash" | "hang" | "exit"
+
+
+def _signing_key_of(key: Any) -> SigningKey | None:
+    """The leaked signing key, given as 32 bytes or as (0x-)hex text."""
+    try:
+        if isinstance(key, str):
+            key = bytes.fromhex(key.removeprefix("0x"))
+        if isinstance(key, bytes | bytearray):
+            return SigningKey(bytes(key))
+    except ValueError:
+        pass
+    return None
 
 
 def _safe_method(method: str) -> str:
@@ -171,9 +183,7 @@ class EnclaveServer:
             return Reply(None, action="hang")
         if method == wire.FAULT_COMPROMISE:
             exported = self.program.compromised_export()
-            key = exported.get("signing_key")
-            if isinstance(key, bytes | bytearray):
-                self._compromised_key = SigningKey(bytes(key))
+            self._compromised_key = _signing_key_of(exported.get("signing_key"))
             log.warning("FAULT: enclave compromised; keys handed out")
             return Reply(wire.encode_result(req_id, cbor2.dumps(exported)))
         if method == wire.FAULT_SIGN:

@@ -64,3 +64,10 @@ class EchoProgram:
 
     def compromised_export(self) -> dict[str, Any]:
         return {"signing_key": self.key.secret, "enc_pub": self.enc_pub}
+
+
+class HexExportProgram(EchoProgram):
+    """Like EchoProgram, but exports its keys as hex text (as ``enclave.program`` does)."""
+
+    def compromised_export(self) -> dict[str, Any]:
+        return {"signing_key": "0x" + self.key.secret.hex(), "enc_pub": self.enc_pub.hex()}

@@ -13,11 +13,18 @@ leaf (and so a proof) from revealing a balance to anyone who lacks the salt; eac
 obtains their own (leaf, salt, proof) encrypted to them. The Rollup verifies exactly
 ``smt_verify`` in the escape hatch.
 
-Updates are incremental: ``set`` rehashes one path, so a batch touching k accounts costs
-O(k log n) keccaks. Memory: one dict entry per inner node (~n) and per leaf.
+Updates are incremental: ``update`` changes the structure along each changed key's path
+and then rehashes each touched inner node once, deepest first, so a batch touching k leaves
+costs O(k log n) keccaks (paths shared near the root are hashed once). Memory: one dict
+entry per node -- an inner node (~1.44 n of them) holds its 32-byte hash, a leaf position
+holds ``key || leaf hash`` -- keyed by the node's heap index ``(1 << depth) | prefix``.
 """
 
 from __future__ import annotations
+
+import builtins
+
+import sha3
 
 from .hashing import ZERO32, address_bytes, keccak256
 
@@ -51,101 +58,163 @@ def smt_verify(root: bytes, key: bytes, leaf_hash: bytes, siblings: list[bytes])
 
 
 class SparseMerkleTree:
-    """Leaves keyed by 32-byte keys; incremental root; proofs for the escape hatch."""
+    """Leaves keyed by 32-byte keys; incremental root; proofs for the escape hatch.
+
+    ``_nodes`` maps the heap index ``i = (1 << depth) | prefix`` of every non-empty node of the
+    collapsed tree (children of ``i`` are ``2i`` and ``2i + 1``) to either
+    * 32 bytes: an inner node (>= 2 leaves below) and its hash, or
+    * 64 bytes: ``key || leaf_hash`` -- the only leaf of this subtree, collapsed here.
+    """
+
+    __slots__ = ("_count", "_nodes")
 
     def __init__(self) -> None:
-        self._leaves: dict[int, bytes] = {}  # key -> leaf hash
-        # Inner nodes of the collapsed tree: (depth, prefix) -> hash; prefix = key >> (DEPTH - depth)
-        self._nodes: dict[tuple[int, int], bytes] = {}
-        self._root = ZERO32
+        self._nodes: dict[int, bytes] = {}
+        self._count = 0
 
     @property
     def root(self) -> bytes:
-        return self._root
+        e = self._nodes.get(1)
+        if e is None:
+            return ZERO32
+        return e[32:] if len(e) == 64 else e
 
     def __len__(self) -> int:
-        return len(self._leaves)
+        return self._count
+
+    def _find(self, key: bytes) -> int:
+        """Heap index of the leaf ``key``, or 0 when absent."""
+        k = int.from_bytes(key, "big")
+        nodes = self._nodes
+        i, d = 1, 0
+        while True:
+            e = nodes.get(i)
+            if e is None:
+                return 0
+            if len(e) == 64:
+                return i if e[:32] == key else 0
+            i = (i << 1) | ((k >> (DEPTH - 1 - d)) & 1)
+            d += 1
 
     def get(self, key: bytes) -> bytes | None:
-        return self._leaves.get(int.from_bytes(key, "big"))
-
-    # The tree below a prefix is computed from the sorted leaves under it. To keep updates
-    # O(log n) we store, for every inner node that has >= 2 leaves beneath it, its hash;
-    # single-leaf subtrees are represented by the leaf itself.
-    def _subtree(self, depth: int, prefix: int) -> bytes:
-        h = self._nodes.get((depth, prefix))
-        if h is not None:
-            return h
-        leaf = self._only_leaf(depth, prefix)
-        return leaf if leaf is not None else ZERO32
-
-    def _only_leaf(self, depth: int, prefix: int) -> bytes | None:
-        # Valid only when (depth, prefix) is not an inner node: then it has 0 or 1 leaves.
-        return self._single.get((depth, prefix))
+        i = self._find(key)
+        return self._nodes[i][32:] if i else None
 
     def set(self, key: bytes, leaf_hash: bytes | None) -> None:
         """Insert, replace or (``None``) delete the leaf at ``key``."""
         self.update({key: leaf_hash})
 
     def update(self, changes: dict[bytes, bytes | None]) -> None:
+        """Apply inserts/replacements/deletions (``None``), then rehash touched nodes once."""
+        dirty: builtins.set[int] = set()
         for key, leaf in changes.items():
-            k = int.from_bytes(key, "big")
+            if len(key) != 32:
+                raise ValueError("a key has 32 bytes")
             if leaf is None:
-                self._leaves.pop(k, None)
+                self._delete(key, dirty)
             else:
                 if len(leaf) != 32:
                     raise ValueError("a leaf hash has 32 bytes")
-                self._leaves[k] = leaf
-        self._rebuild_paths([int.from_bytes(k, "big") for k in changes])
+                self._insert(key, leaf, dirty)
+        self._rehash(dirty)
 
     # --- internals -------------------------------------------------------------------
-    _single: dict[tuple[int, int], bytes]
+    def _insert(self, key: bytes, leaf: bytes, dirty: builtins.set[int]) -> None:
+        nodes = self._nodes
+        k = int.from_bytes(key, "big")
+        i, d = 1, 0
+        while True:
+            e = nodes.get(i)
+            if e is None:
+                nodes[i] = key + leaf
+                self._count += 1
+                return
+            if len(e) == 64:
+                if e[:32] == key:
+                    nodes[i] = key + leaf
+                    return
+                # split: push both leaves down to where their keys diverge
+                k2 = int.from_bytes(e[:32], "big")
+                while True:
+                    nodes[i] = b""  # inner node, hashed in _rehash
+                    dirty.add(i)
+                    b1 = (k >> (DEPTH - 1 - d)) & 1
+                    b2 = (k2 >> (DEPTH - 1 - d)) & 1
+                    if b1 != b2:
+                        nodes[(i << 1) | b1] = key + leaf
+                        nodes[(i << 1) | b2] = e
+                        self._count += 1
+                        return
+                    i = (i << 1) | b1
+                    d += 1
+            dirty.add(i)
+            i = (i << 1) | ((k >> (DEPTH - 1 - d)) & 1)
+            d += 1
 
-    def _rebuild_paths(self, keys: list[int]) -> None:
-        # Simple, robust approach: recompute the affected prefixes top-down from a sorted
-        # index of leaves. For the sizes here (<= 1e6 accounts, <= 1e4 changes a batch)
-        # we recompute the subtrees along each changed key's path bottom-up.
-        if not hasattr(self, "_single"):
-            self._single = {}
-        self._sorted = sorted(self._leaves)
-        self._nodes.clear()
-        self._single.clear()
-        self._root = self._build(0, 0, 0, len(self._sorted))
-
-    def _build(self, depth: int, prefix: int, lo: int, hi: int) -> bytes:
-        n = hi - lo
-        if n == 0:
-            return ZERO32
-        if n == 1:
-            leaf = self._leaves[self._sorted[lo]]
-            self._single[(depth, prefix)] = leaf
-            return leaf
-        # split point: first key whose bit at `depth` is 1
-        mid = lo
-        a, b = lo, hi
-        while a < b:
-            m = (a + b) // 2
-            if _bit(self._sorted[m], depth):
-                b = m
+    def _delete(self, key: bytes, dirty: builtins.set[int]) -> None:
+        nodes = self._nodes
+        k = int.from_bytes(key, "big")
+        i, d = 1, 0
+        path: list[int] = []
+        while True:
+            e = nodes.get(i)
+            if e is None:
+                return
+            if len(e) == 64:
+                if e[:32] != key:
+                    return
+                break
+            path.append(i)
+            i = (i << 1) | ((k >> (DEPTH - 1 - d)) & 1)
+            d += 1
+        del nodes[i]
+        self._count -= 1
+        dirty.update(path)
+        # A parent left with exactly one leaf below it becomes that leaf (repeat upwards).
+        while i > 1:
+            p = i >> 1
+            a = nodes.get(p << 1)
+            b = nodes.get((p << 1) | 1)
+            if a is None and b is not None and len(b) == 64:
+                nodes[p] = b
+                del nodes[(p << 1) | 1]
+            elif b is None and a is not None and len(a) == 64:
+                nodes[p] = a
+                del nodes[p << 1]
             else:
-                a = m + 1
-        mid = a
-        left = self._build(depth + 1, prefix << 1, lo, mid)
-        right = self._build(depth + 1, (prefix << 1) | 1, mid, hi)
-        h = keccak256(_NODE, left, right)
-        self._nodes[(depth, prefix)] = h
-        return h
+                break
+            i = p
+
+    def _rehash(self, dirty: builtins.set[int]) -> None:
+        nodes = self._nodes
+        get = nodes.get
+        keccak = sha3.keccak_256
+        for i in sorted(dirty, key=int.bit_length, reverse=True):
+            e = get(i)
+            if e is None or len(e) == 64:
+                continue  # collapsed into a leaf or removed since
+            left = get(i << 1)
+            right = get((i << 1) | 1)
+            lh = ZERO32 if left is None else (left[32:] if len(left) == 64 else left)
+            rh = ZERO32 if right is None else (right[32:] if len(right) == 64 else right)
+            nodes[i] = keccak(_NODE + lh + rh).digest()
 
     def proof(self, key: bytes) -> list[bytes]:
         """Siblings from the leaf's level up to the root."""
         k = int.from_bytes(key, "big")
-        if k not in self._leaves:
-            raise KeyError("no leaf at this key")
+        nodes = self._nodes
         sibs: list[bytes] = []
-        depth, prefix = 0, 0
-        while (depth, prefix) in self._nodes:
-            b = _bit(k, depth)
-            sib_prefix = (prefix << 1) | (1 - b)
-            sibs.append(self._subtree(depth + 1, sib_prefix))
-            depth, prefix = depth + 1, (prefix << 1) | b
-        return list(reversed(sibs))
+        i, d = 1, 0
+        while True:
+            e = nodes.get(i)
+            if e is None or (len(e) == 64 and e[:32] != key):
+                raise KeyError("no leaf at this key")
+            if len(e) == 64:
+                break
+            b = (k >> (DEPTH - 1 - d)) & 1
+            s = nodes.get((i << 1) | (1 - b))
+            sibs.append(ZERO32 if s is None else (s[32:] if len(s) == 64 else s))
+            i = (i << 1) | b
+            d += 1
+        sibs.reverse()
+        return sibs

@@ -1,0 +1,745 @@
+"""The enclave program: the ecall handlers a committee member runs inside its TEE.
+
+``EnclaveProgram(platform, config).ecall(method, payload) -> bytes`` is the only way in (the
+tee runner hosts it; docs/ENCLAVE.md is the API). Payloads and responses are CBOR maps. Every
+refusal is an ``EnclaveRefusal`` whose message says what was wrong and carries no secret.
+
+State the program keeps:
+
+* identity (signing + encryption keys) and the committee's epoch keys (``keys.py``);
+* the committee it trusts (attested members, QC rule) and the never-sign-twice guard;
+* the confidential EVM (``executor.py``) and the head of its tentative chain (``ChainHead``),
+  with the pre-batch state of every unfinalised height (for ``rollback``) and the finalised
+  pointer (moved only by a QC'd header: ``accept_header`` / ``apply_batch``).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import cbor2
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ..crypto.envelope import Envelope, EnvelopeError, open_envelope, seal_receipt
+from ..crypto.hashing import ZERO32, keccak256
+from ..crypto.header import Header
+from ..crypto.messages import KIND_USER, accumulate
+from ..crypto.quote import TEE_NAMES, TEE_TYPES, enc_key_hash
+from ..tee.platform import EnclavePlatform
+from ..tee.sealing import SealingError
+from .batch import (
+    BatchInput,
+    ChainHead,
+    commit_batch_data,
+    error_entry,
+)
+from .codec import U64_MAX, Request, as_address, as_bytes, decode_map, encode
+from .committee import Committee, SignGuard, check_quote
+from .errors import EnclaveRefusal
+from .executor import BlockInfo, Executor, Receipt
+from .keys import EnclaveIdentity, EpochKeyError, EpochKeyManager
+from .tx import InboxCall, SignedTx, TxError, decode_item
+from .views import parse_view_request
+
+MAX_UNFINALISED = 32  # heights executed beyond the finalised one (each keeps its pre-batch state)
+SNAPSHOT_MAGIC = b"ENSS\x01"  # shared snapshot: sealed under the epoch state key
+SNAPSHOT_SUBKEY = "snapshot-v1"
+SALT_SUBKEY = "escape-leaf-salt"
+LOCAL_LABEL = b"EnclaveNet.program.local.v1"
+_ZERO_ADDR = b"\x00" * 20
+
+
+@dataclass(frozen=True)
+class ProgramConfig:
+    """The enclave's config (part of its measurement: every member runs the same one)."""
+
+    chain_id: int
+    l1_chain_id: int
+    rollup: str
+    platform_roots: dict[int, str]
+    measurements: frozenset[bytes] = frozenset()
+    epoch_grace: int = 1
+    tx_gas_limit: int = 30_000_000
+
+    @classmethod
+    def from_mapping(cls, m: Mapping[str, Any]) -> ProgramConfig:
+        r = Request(dict(m), "config")
+        roots: dict[int, str] = {}
+        raw_roots = r.raw("platform_roots") if r.has("platform_roots") else {}
+        if not isinstance(raw_roots, dict):
+            raise EnclaveRefusal("config: platform_roots must be a map {tee type: root address}")
+        for k, v in raw_roots.items():
+            tee = TEE_TYPES.get(k) if isinstance(k, str) and not k.isdigit() else int(k)
+            if tee is None:
+                raise EnclaveRefusal(f"config: unknown TEE type {k!r} in platform_roots")
+            roots[tee] = as_address(v, f"platform_roots[{k}]", "config")
+        meas = r.items("measurements", 1024, default=[])
+        return cls(
+            chain_id=r.integer("chain_id", lo=1, hi=U64_MAX),
+            l1_chain_id=r.integer("l1_chain_id", lo=1, hi=U64_MAX),
+            rollup=r.address("rollup"),
+            platform_roots=roots,
+            measurements=frozenset(as_bytes(x, "measurements", "config", 32) for x in meas),
+            epoch_grace=r.integer("epoch_grace", hi=16, default=1),
+            tx_gas_limit=r.integer("tx_gas_limit", lo=21_000, hi=30_000_000, default=30_000_000),
+        )
+
+
+@dataclass
+class _Undo:
+    """What height h needs to be undone: the head and state before it, and h's header hash."""
+
+    head: ChainHead
+    state: bytes
+    state_root: bytes
+    header_hash: bytes
+
+
+@dataclass
+class _Executed:
+    header: Header
+    withdrawals: list[list[Any]]
+    receipts: dict[bytes, bytes]
+    batch_data: bytes
+    n_ok: int
+    n_failed: int
+    undo: _Undo
+
+
+@dataclass
+class Stats:
+    """Cumulative in-enclave stage costs (seconds) and counts, for benchmarks (``stats`` ecall)."""
+
+    t: dict[str, float] = field(default_factory=dict)
+    n: dict[str, int] = field(default_factory=dict)
+
+    def add(self, stage: str, dt: float, count: int = 1) -> None:
+        self.t[stage] = self.t.get(stage, 0.0) + dt
+        self.n[stage] = self.n.get(stage, 0) + count
+
+
+class EnclaveProgram:
+    """The trusted program. Build with ``EnclaveProgram(platform, config)``; call ``ecall``."""
+
+    def __init__(self, platform: EnclavePlatform, config: Mapping[str, Any]) -> None:
+        self._platform = platform
+        self.cfg = ProgramConfig.from_mapping(config)
+        self._identity = EnclaveIdentity.generate()
+        self._epochs = self._new_epoch_manager(self._identity)
+        self._committee = Committee()
+        self._guard = SignGuard()
+        self._ex = self._new_executor()
+        self._head = ChainHead()
+        self._finalized: tuple[int, bytes] = (0, ZERO32)
+        self._undo: dict[int, _Undo] = {}
+        self._state_cache: tuple[int, bytes, bytes] | None = None  # (height, state bytes, root)
+        self._batch_epoch = 0
+        self.stats = Stats()
+        self._handlers: dict[str, Callable[[bytes], dict[str, Any]]] = {
+            "identity": self._identity_call,
+            "committee": self._committee_call,
+            "epoch_genesis": self._epoch_genesis,
+            "epoch_rotate": self._epoch_rotate,
+            "epoch_export": self._epoch_export,
+            "epoch_import": self._epoch_import,
+            "epoch_erase": self._epoch_erase,
+            "epochs": self._epochs_call,
+            "execute_batch": self._execute_batch,
+            "verify_batch": self._verify_batch,
+            "accept_header": self._accept_header,
+            "rollback": self._rollback,
+            "apply_batch": self._apply_batch,
+            "view_call": self._view_call,
+            "estimate_gas": self._estimate_gas,
+            "snapshot": self._snapshot,
+            "restore": self._restore,
+            "status": self._status,
+            "stats": self._stats,
+        }
+
+    def __repr__(self) -> str:
+        return f"EnclaveProgram(address={self._identity.address}, height={self._head.height})"
+
+    # ------------------------------------------------------------------ plumbing
+    def _new_epoch_manager(self, identity: EnclaveIdentity) -> EpochKeyManager:
+        # Erasure by epochs only: erasing by wall-clock time would make members disagree.
+        return EpochKeyManager(identity, grace_epochs=self.cfg.epoch_grace, grace_seconds=None)
+
+    def _new_executor(self) -> Executor:
+        return Executor(self.cfg.chain_id, self._salt_secret, tx_gas_limit=self.cfg.tx_gas_limit)
+
+    def _salt_secret(self) -> bytes:
+        return self._epochs.state_subkey(self._batch_epoch, SALT_SUBKEY)
+
+    def ecall(self, method: str, payload: bytes) -> bytes:
+        handler = self._handlers.get(method)
+        if handler is None:
+            raise EnclaveRefusal(f"unknown ecall {method[:64]!r}; known: {', '.join(sorted(self._handlers))}")
+        try:
+            return encode(handler(payload))
+        except EnclaveRefusal:
+            raise
+        except (EnvelopeError, EpochKeyError, SealingError) as exc:  # messages written never to hold secrets
+            raise EnclaveRefusal(f"{method}: {exc}") from None
+
+    def compromised_export(self) -> dict[str, Any]:
+        """FAULT HOOK ONLY (tee ``__fault__.compromise``): every key this enclave holds."""
+        epochs = self._epochs.compromised_export()
+        return {
+            "signing_key": self._identity.signing_key.secret,
+            "signing_key_hex": self._identity.signing_key.secret.hex(),
+            "enc_key_hex": self._identity.enc_key.private_bytes_raw().hex(),
+            "address": self._identity.address,
+            "epochs": {e: {k: v.hex() for k, v in keys.items()} for e, keys in epochs.items()},
+        }
+
+    # ------------------------------------------------------------------ identity and committee
+    def _identity_call(self, payload: bytes) -> dict[str, Any]:
+        decode_map(payload, "identity")
+        ident = self._identity
+        quote = self._platform.attest(ident.address, ident.enc_key_hash)
+        return {
+            "address": ident.address,
+            "enc_pub": ident.enc_pub,
+            "tee_type": self._platform.tee_type,
+            "tee_name": self._platform.tee_name,
+            "measurement": self._platform.measurement,
+            "quote": quote.encode(),
+            "expiry": quote.expiry,
+        }
+
+    def _allowed_measurements(self) -> frozenset[bytes]:
+        return self.cfg.measurements | {self._platform.measurement}
+
+    def _verify_member_quote(self, quote: bytes, what: str) -> Any:
+        return check_quote(
+            quote, self.cfg.platform_roots, self._allowed_measurements(), self._platform.now(), what
+        )
+
+    def _committee_call(self, payload: bytes) -> dict[str, Any]:
+        r = Request.parse(payload, "committee")
+        quotes = r.items("members", 256)
+        claims = [
+            self._verify_member_quote(as_bytes(q, f"members[{i}]", "committee", max_len=64 * 1024), f"committee: member {i}")
+            for i, q in enumerate(quotes)
+        ]
+        self._committee.set(claims, r.integer("quorum", lo=1, hi=256), r.integer("min_types", lo=1, hi=255))
+        return {
+            "members": list(self._committee.members),
+            "quorum": self._committee.quorum,
+            "min_types": self._committee.min_types,
+        }
+
+    # ------------------------------------------------------------------ epochs
+    def _epoch_genesis(self, payload: bytes) -> dict[str, Any]:
+        decode_map(payload, "epoch_genesis")
+        if self._epochs.current_epoch is not None:
+            raise EnclaveRefusal("epoch_genesis: this enclave already holds epoch keys (use epoch_rotate)")
+        pub = self._epochs.new_epoch(0)
+        return {"epoch": 0, "epoch_pub": pub}
+
+    def _epoch_rotate(self, payload: bytes) -> dict[str, Any]:
+        decode_map(payload, "epoch_rotate")
+        cur = self._epochs.current_epoch
+        if cur is None:
+            raise EnclaveRefusal("epoch_rotate: no epoch yet (epoch_genesis or epoch_import first)")
+        pub = self._epochs.new_epoch(cur + 1)
+        return {"epoch": cur + 1, "epoch_pub": pub}
+
+    def _epoch_export(self, payload: bytes) -> dict[str, Any]:
+        r = Request.parse(payload, "epoch_export")
+        epoch = r.integer("epoch", hi=U64_MAX)
+        claims = self._verify_member_quote(r.blob("member", max_len=64 * 1024), "epoch_export")
+        self._committee.require_member(claims.enclave, "epoch_export")
+        member_enc_pub = r.blob("member_enc_pub", 32)
+        if enc_key_hash(member_enc_pub) != claims.enc_key_hash:
+            raise EnclaveRefusal("epoch_export: member_enc_pub is not the encryption key the member's quote attests")
+        bundle = self._epochs.export_epoch(epoch, claims.enclave, member_enc_pub)
+        return {"epoch": epoch, "member": claims.enclave, "bundle": bundle}
+
+    def _epoch_import(self, payload: bytes) -> dict[str, Any]:
+        r = Request.parse(payload, "epoch_import")
+        if not self._committee.members:
+            raise EnclaveRefusal("epoch_import: no committee yet (call 'committee' first)")
+        epoch = self._epochs.import_epoch(r.blob("bundle", max_len=8192), list(self._committee.members))
+        return {"epoch": epoch, "epoch_pub": self._epochs.tx_public_key(epoch)}
+
+    def _epoch_erase(self, payload: bytes) -> dict[str, Any]:
+        r = Request.parse(payload, "epoch_erase")
+        cur = self._epochs.current_epoch
+        default = 0 if cur is None else max(0, cur - self.cfg.epoch_grace)
+        keep_from = r.integer("keep_from", hi=U64_MAX, default=default) if r.has("keep_from") else default
+        if cur is not None and keep_from > cur:
+            raise EnclaveRefusal(f"epoch_erase: keep_from {keep_from} would erase the current epoch {cur}")
+        erased = self._epochs.erase_before(keep_from)
+        return {"erased": erased, "held": self._epochs.epochs()}
+
+    def _epochs_call(self, payload: bytes) -> dict[str, Any]:
+        decode_map(payload, "epochs")
+        return {
+            "current": self._epochs.current_epoch,
+            "held": {e: self._epochs.tx_public_key(e) for e in self._epochs.epochs()},
+        }
+
+    # ------------------------------------------------------------------ batches
+    def _window_keys(self, epoch: int) -> dict[int, X25519PrivateKey]:
+        """Keys of the epochs whose envelopes a batch at ``epoch`` accepts; refuse if one is missing."""
+        if not self._epochs.has_epoch(epoch):
+            raise EnclaveRefusal(f"batch epoch {epoch}: this enclave does not hold that epoch's keys")
+        keys: dict[int, X25519PrivateKey] = {}
+        for e in range(max(0, epoch - self.cfg.epoch_grace), epoch + 1):
+            if not self._epochs.has_epoch(e):
+                raise EnclaveRefusal(
+                    f"batch epoch {epoch}: this enclave lacks the keys of epoch {e}, whose envelopes the "
+                    f"batch must accept (grace {self.cfg.epoch_grace}); import them or use a later epoch"
+                )
+            keys[e] = self._epochs.tx_private_key(e)
+        return keys
+
+    def _pre_batch_state(self) -> tuple[bytes, bytes]:
+        c = self._state_cache
+        if c is not None and c[0] == self._head.height and c[2] == self._ex.state_root:
+            return c[1], c[2]
+        t0 = time.perf_counter()
+        data = self._ex.snapshot()
+        self.stats.add("undo_snapshot", time.perf_counter() - t0)
+        self._state_cache = (self._head.height, data, self._ex.state_root)
+        return data, self._ex.state_root
+
+    def _run_item(
+        self,
+        raw: bytes,
+        keys: dict[int, X25519PrivateKey],
+        l1_sender: str | None,
+        batch_epoch: int,
+    ) -> tuple[bytes, bool]:
+        """Open, check and execute one envelope; return (receipt entry, executed ok)."""
+        st = self.stats
+        t0 = time.perf_counter()
+        try:
+            env = Envelope.decode(raw)
+        except EnvelopeError as exc:
+            return error_entry(str(exc)), False
+        key = keys.get(env.epoch)
+        if key is None:
+            return error_entry(
+                f"envelope epoch {env.epoch} is not accepted in a batch of epoch {batch_epoch} "
+                f"(unknown, erased, or outside the grace window of {self.cfg.epoch_grace})"
+            ), False
+        try:
+            opened = open_envelope(env, key, self.cfg.chain_id)
+        except EnvelopeError as exc:
+            return error_entry(str(exc)), False
+        t1 = time.perf_counter()
+        st.add("decrypt", t1 - t0)
+        pt = opened.plaintext
+        receipt: Receipt
+        item: SignedTx | InboxCall | None = None
+        t2 = t1
+        try:
+            try:
+                item = decode_item(pt, self.cfg.chain_id, l1_sender)
+            finally:
+                t2 = time.perf_counter()
+                st.add("recover", t2 - t1)
+            hint = env.hint
+            if hint is not None:
+                if hint.sender != item.sender:
+                    raise TxError("the envelope's routing hint names another sender than the transaction's signer")
+                if isinstance(item, SignedTx) and hint.nonce != item.nonce:
+                    raise TxError(f"the envelope's routing hint says nonce {hint.nonce}, the transaction has {item.nonce}")
+            receipt = self._ex.execute(item)
+            ok = receipt.success
+        except TxError as exc:
+            sender = item.sender if item is not None else _ZERO_ADDR
+            receipt = Receipt(0, 0, b"", (), f"refused: {exc}", None, keccak256(pt), sender)
+            ok = False
+        t3 = time.perf_counter()
+        st.add("execute", t3 - t2)
+        sealed = seal_receipt(opened.receipt_key, receipt.encode())
+        st.add("receipt", time.perf_counter() - t3)
+        return sealed, ok
+
+    def _run_batch(self, inp: BatchInput) -> _Executed:
+        """Execute ``inp`` on the head; on return the executor and head are advanced."""
+        inp.check_continues(self._head)
+        if inp.height - self._finalized[0] > MAX_UNFINALISED:
+            raise EnclaveRefusal(
+                f"batch height {inp.height}: more than {MAX_UNFINALISED} heights beyond the finalised "
+                f"height {self._finalized[0]}; report accepted headers first (accept_header)"
+            )
+        keys = self._window_keys(inp.epoch)
+        pre_state, pre_root = self._pre_batch_state()
+        head = self._head
+        t_start = time.perf_counter()
+        self._batch_epoch = inp.epoch
+        ex = self._ex
+        ex.begin_batch(BlockInfo(number=inp.height, timestamp=inp.timestamp))
+        try:
+            entries: list[bytes] = []
+            receipts: dict[bytes, bytes] = {}
+            n_ok = 0
+            for m in inp.messages:
+                if m.kind == KIND_USER and m.value:
+                    ex.credit(m.sender, m.value)
+                if m.payload:
+                    entry, ok = self._run_item(m.payload, keys, m.sender if m.kind == KIND_USER else None, inp.epoch)
+                    receipts.setdefault(keccak256(m.payload), entry)
+                    entries.append(entry)
+                    n_ok += ok
+            ids: list[bytes] = []
+            for raw in inp.envelopes:
+                rid = keccak256(raw)
+                entry, ok = self._run_item(raw, keys, None, inp.epoch)
+                ids.append(rid)
+                receipts.setdefault(rid, entry)
+                entries.append(entry)
+                n_ok += ok
+            t0 = time.perf_counter()
+            commit = ex.end_batch()
+        except BaseException:
+            if ex.in_batch:
+                ex.abort_batch()
+            raise
+        msg_count = head.msg_count + len(inp.messages)
+        msg_acc = accumulate(head.msg_acc, inp.messages)
+        c = commit_batch_data(inp, head.msg_count, msg_count, msg_acc, ids, entries)
+        header = Header(
+            height=inp.height,
+            prev_hash=inp.prev_hash,
+            epoch=inp.epoch,
+            epoch_key=self._epochs.tx_public_key(inp.epoch),
+            l1_block=inp.l1_block,
+            msg_count=msg_count,
+            msg_acc=msg_acc,
+            tx_root=c.tx_root,
+            receipts_root=c.receipts_root,
+            state_root=commit.state_root,
+            balances_root=commit.balances_root,
+            withdrawals_hash=commit.withdrawals_hash,
+            data_commitment=c.data_commitment,
+        )
+        t1 = time.perf_counter()
+        self.stats.add("roots", t1 - t0)
+        self.stats.add("batch_total", t1 - t_start)
+        self.stats.add("txs", 0.0, len(entries))
+        undo = _Undo(head, pre_state, pre_root, header.hash())
+        self._undo[inp.height] = undo
+        self._head = ChainHead(inp.height, undo.header_hash, inp.l1_block, msg_count, msg_acc, inp.timestamp)
+        return _Executed(
+            header,
+            [[w.recipient, w.amount] for w in commit.withdrawals],
+            receipts,
+            c.batch_data,
+            n_ok,
+            len(entries) - n_ok,
+            undo,
+        )
+
+    def _undo_last(self) -> None:
+        """Put back the state before the head's batch (a refused vote, a failed check)."""
+        h = self._head.height
+        undo = self._undo.pop(h)
+        self._ex.restore(undo.state, expect_state_root=undo.state_root)
+        self._head = undo.head
+        self._state_cache = (undo.head.height, undo.state, undo.state_root)
+
+    def _sign(self, header: Header) -> bytes:
+        h = header.hash()
+        self._guard.record(header.height, h)
+        return self._identity.sign(header.signing_digest(self.cfg.l1_chain_id, self.cfg.rollup))
+
+    def _execute_batch(self, payload: bytes) -> dict[str, Any]:
+        r = Request.parse(payload, "execute_batch")
+        inp = BatchInput.parse(r)
+        done = self._run_batch(inp)
+        h = done.header.hash()
+        try:
+            self._guard.check(inp.height, h)
+        except EnclaveRefusal:
+            self._undo_last()
+            raise
+        sig = self._sign(done.header)
+        return {
+            "header": done.header.encode(),
+            "header_hash": h,
+            "signature": sig,
+            "signer": self._identity.address,
+            "withdrawals": done.withdrawals,
+            "receipts": done.receipts,
+            "batch_data": done.batch_data,
+            "n_ok": done.n_ok,
+            "n_failed": done.n_failed,
+        }
+
+    def _proposed_header(self, r: Request) -> Header:
+        try:
+            return Header.decode(r.blob("header", 416))
+        except ValueError as exc:
+            raise EnclaveRefusal(f"{r._what}: malformed header: {exc}") from None
+
+    def _reexecute_matching(self, r: Request, what: str) -> tuple[Header, _Executed]:
+        proposed = self._proposed_header(r)
+        inp = BatchInput.parse(r)
+        if proposed.height != inp.height or proposed.prev_hash != inp.prev_hash:
+            raise EnclaveRefusal(f"{what}: the header's height/prev_hash differ from the batch's")
+        done = self._run_batch(inp)
+        if done.header != proposed:
+            diff = [
+                f for f in proposed.__dataclass_fields__ if getattr(proposed, f) != getattr(done.header, f)
+            ]
+            self._undo_last()
+            raise EnclaveRefusal(
+                f"{what}: header mismatch at height {inp.height}: field(s) {', '.join(diff)} differ from "
+                "this enclave's re-execution; not signing"
+            )
+        return proposed, done
+
+    def _verify_batch(self, payload: bytes) -> dict[str, Any]:
+        r = Request.parse(payload, "verify_batch")
+        proposed = self._proposed_header(r)
+        # refuse before any work when the guard already forbids this header
+        self._guard.check(proposed.height, proposed.hash())
+        header, _ = self._reexecute_matching(r, "verify_batch")
+        sig = self._sign(header)
+        return {"header_hash": header.hash(), "signature": sig, "signer": self._identity.address}
+
+    def _finalize(self, height: int, header_hash: bytes) -> None:
+        self._finalized = (height, header_hash)
+        self._guard.finalize(height)
+        for h in [h for h in self._undo if h <= height]:
+            del self._undo[h]
+
+    def _accept_header(self, payload: bytes) -> dict[str, Any]:
+        r = Request.parse(payload, "accept_header")
+        header = self._proposed_header(r)
+        h = header.hash()
+        self._committee.check_qc(h, r.items("signatures", 256), self.cfg.l1_chain_id, self.cfg.rollup)
+        fin_h, fin_hash = self._finalized
+        if header.height <= fin_h:
+            if header.height == fin_h and h == fin_hash:
+                return self._finalized_info()
+            raise EnclaveRefusal(
+                f"accept_header: height {header.height} is at or below the finalised height {fin_h}"
+            )
+        if header.height > self._head.height:
+            raise EnclaveRefusal(
+                f"accept_header: this enclave's head is at height {self._head.height}; apply_batch "
+                f"up to {header.height} first"
+            )
+        if header.height == self._head.height:
+            mine = self._head.hash
+        else:
+            nxt = self._undo.get(header.height + 1)
+            if nxt is None:
+                raise EnclaveRefusal(
+                    f"accept_header: this enclave no longer knows its header at height {header.height} "
+                    "(restored from a snapshot past it)"
+                )
+            mine = nxt.head.hash
+        if mine != h:
+            raise EnclaveRefusal(
+                f"accept_header: diverged at height {header.height}: this enclave's header there is "
+                f"0x{mine.hex()}; rollback to {header.height - 1} and apply_batch the accepted batch"
+            )
+        self._finalize(header.height, h)
+        return self._finalized_info()
+
+    def _finalized_info(self) -> dict[str, Any]:
+        return {"finalized_height": self._finalized[0], "finalized_hash": self._finalized[1]}
+
+    def _rollback(self, payload: bytes) -> dict[str, Any]:
+        r = Request.parse(payload, "rollback")
+        target = r.integer("height", hi=U64_MAX)
+        if target < self._finalized[0]:
+            raise EnclaveRefusal(f"rollback: height {target} is below the finalised height {self._finalized[0]}")
+        if target > self._head.height:
+            raise EnclaveRefusal(f"rollback: height {target} is above the head at {self._head.height}")
+        if target < self._head.height:
+            undo = self._undo.get(target + 1)
+            if undo is None:
+                raise EnclaveRefusal(
+                    f"rollback: the state before height {target + 1} is not kept (restored from a snapshot?)"
+                )
+            self._ex.restore(undo.state, expect_state_root=undo.state_root)
+            self._head = undo.head
+            self._state_cache = (undo.head.height, undo.state, undo.state_root)
+            for h in [h for h in self._undo if h > target]:
+                del self._undo[h]
+        return self._status(b"")
+
+    def _apply_batch(self, payload: bytes) -> dict[str, Any]:
+        r = Request.parse(payload, "apply_batch")
+        header = self._proposed_header(r)
+        self._committee.check_qc(header.hash(), r.items("signatures", 256), self.cfg.l1_chain_id, self.cfg.rollup)
+        header, _ = self._reexecute_matching(r, "apply_batch")
+        self._finalize(header.height, header.hash())
+        return self._status(b"")
+
+    # ------------------------------------------------------------------ views
+    def _open_request(self, payload: bytes, what: str) -> tuple[Envelope, bytes, bytes]:
+        r = Request.parse(payload, what)
+        raw = r.blob("envelope", max_len=256 * 1024)
+        env = Envelope.decode(raw)
+        if not self._epochs.has_epoch(env.epoch):
+            raise EnclaveRefusal(f"{what}: envelope epoch {env.epoch} is unknown or erased here")
+        opened = open_envelope(env, self._epochs.tx_private_key(env.epoch), self.cfg.chain_id)
+        return env, opened.plaintext, opened.receipt_key
+
+    def _view_call(self, payload: bytes) -> dict[str, Any]:
+        env, pt, rkey = self._open_request(payload, "view_call")
+        try:
+            req = parse_view_request(pt, self.cfg.chain_id, env.epoch)
+            res = self._ex.call(req.sender, None if req.is_create else req.to, req.data, req.value, req.gas)
+            out = {"ok": res.success, "return_data": res.output, "gas_used": res.gas_used, "error": res.error or ""}
+        except EnclaveRefusal as exc:
+            out = {"ok": False, "return_data": b"", "gas_used": 0, "error": str(exc)}
+        return {"result": seal_receipt(rkey, encode(out))}
+
+    def _estimate_gas(self, payload: bytes) -> dict[str, Any]:
+        env, pt, rkey = self._open_request(payload, "estimate_gas")
+        try:
+            req = parse_view_request(pt, self.cfg.chain_id, env.epoch)
+            gas = self._ex.estimate_gas(req.sender, None if req.is_create else req.to, req.data, req.value)
+            out = {"ok": True, "return_data": b"", "gas_used": gas, "error": ""}
+        except EnclaveRefusal as exc:
+            out = {"ok": False, "return_data": b"", "gas_used": 0, "error": str(exc)}
+        return {"result": seal_receipt(rkey, encode(out))}
+
+    # ------------------------------------------------------------------ snapshots
+    def _shared_plain(self) -> bytes:
+        state, root = self._pre_batch_state()
+        return encode(
+            {
+                "v": 1,
+                "chain_id": self.cfg.chain_id,
+                "head": self._head.to_cbor(),
+                "finalized": list(self._finalized),
+                "state": state,
+                "state_root": root,
+            }
+        )
+
+    def _snapshot(self, payload: bytes) -> dict[str, Any]:
+        decode_map(payload, "snapshot")
+        epoch = self._epochs.current_epoch
+        if epoch is None:
+            raise EnclaveRefusal("snapshot: no epoch key to seal under yet")
+        t0 = time.perf_counter()
+        plain = self._shared_plain()
+        t1 = time.perf_counter()
+        key = self._epochs.state_subkey(epoch, SNAPSHOT_SUBKEY)
+        nonce = os.urandom(12)
+        aad = SNAPSHOT_MAGIC + struct.pack(">Q", epoch)
+        shared = aad + nonce + AESGCM(key).encrypt(nonce, plain, aad)
+        local_plain = encode(
+            {
+                "v": 1,
+                "identity": self._identity.to_secret_bytes(),
+                "epochs": self._epochs.to_secret_bytes(),
+                "guard": self._guard.to_cbor(),
+                "committee": self._committee.to_cbor(),
+                "shared": plain,
+            }
+        )
+        local = self._platform.seal(local_plain, LOCAL_LABEL)
+        t2 = time.perf_counter()
+        self.stats.add("seal_serialize", t1 - t0)
+        self.stats.add("seal_encrypt", t2 - t1)
+        return {
+            "height": self._head.height,
+            "head_hash": self._head.hash,
+            "epoch": epoch,
+            "shared": shared,
+            "local": local,
+        }
+
+    def _load_shared_plain(self, plain: bytes) -> None:
+        m = decode_map(plain, "snapshot")
+        r = Request(m, "snapshot")
+        if r.integer("chain_id", hi=U64_MAX) != self.cfg.chain_id:
+            raise EnclaveRefusal("restore: the snapshot is for another chain id")
+        head = ChainHead.from_cbor(r.map("head")._m)
+        fin = r.items("finalized", 2)
+        finalized = (int(fin[0]), as_bytes(fin[1], "finalized", "snapshot", 32))
+        state = r.blob("state")
+        root = r.blob("state_root", 32)
+        self._ex.restore(state, expect_state_root=root)
+        self._head = head
+        self._finalized = finalized
+        self._undo.clear()
+        self._state_cache = (head.height, state, root)
+
+    def _restore(self, payload: bytes) -> dict[str, Any]:
+        r = Request.parse(payload, "restore")
+        blob = r.blob("blob")
+        if blob.startswith(SNAPSHOT_MAGIC):
+            hdr = len(SNAPSHOT_MAGIC) + 8
+            if len(blob) < hdr + 12 + 16:
+                raise EnclaveRefusal("restore: shared snapshot too short")
+            (epoch,) = struct.unpack(">Q", blob[len(SNAPSHOT_MAGIC) : hdr])
+            if not self._epochs.has_epoch(epoch):
+                raise EnclaveRefusal(f"restore: the snapshot is sealed under epoch {epoch}, whose keys this enclave does not hold")
+            key = self._epochs.state_subkey(epoch, SNAPSHOT_SUBKEY)
+            try:
+                plain = AESGCM(key).decrypt(blob[hdr : hdr + 12], blob[hdr + 12 :], blob[:hdr])
+            except InvalidTag:
+                raise EnclaveRefusal("restore: shared snapshot does not decrypt (tampered or another committee)") from None
+            self._load_shared_plain(plain)
+            return self._status(b"")
+        plain = self._platform.unseal(blob, LOCAL_LABEL)
+        try:
+            m = cbor2.loads(plain)
+            identity = EnclaveIdentity.from_secret_bytes(m["identity"])
+            epochs = self._new_epoch_manager(identity)
+            epochs.load_secret_bytes(m["epochs"])
+            guard = SignGuard.from_cbor(m["guard"])
+            committee = Committee()
+            committee.load_cbor(m["committee"])
+        except (KeyError, TypeError, ValueError):
+            raise EnclaveRefusal("restore: the local snapshot is malformed") from None
+        if identity.address == self._identity.address:
+            guard.merge(self._guard)  # never forget a signature made since that blob
+        self._identity, self._epochs, self._guard, self._committee = identity, epochs, guard, committee
+        self._load_shared_plain(m["shared"])
+        self._guard.finalize(self._finalized[0])
+        return self._status(b"")
+
+    # ------------------------------------------------------------------ status
+    def _status(self, payload: bytes) -> dict[str, Any]:
+        decode_map(payload, "status")
+        hd = self._head
+        return {
+            "height": hd.height,
+            "head_hash": hd.hash,
+            "epoch": self._epochs.current_epoch,
+            "l1_block": hd.l1_block,
+            "msg_count": hd.msg_count,
+            "msg_acc": hd.msg_acc,
+            "timestamp": hd.timestamp,
+            "finalized_height": self._finalized[0],
+            "finalized_hash": self._finalized[1],
+            "address": self._identity.address,
+            "tee_type": self._platform.tee_type,
+            "tee_name": TEE_NAMES.get(self._platform.tee_type, str(self._platform.tee_type)),
+            "epochs_held": self._epochs.epochs(),
+            "state_root": self._ex.state_root,
+            "balances_root": self._ex.balances_root,
+        }
+
+    def _stats(self, payload: bytes) -> dict[str, Any]:
+        r = Request.parse(payload, "stats")
+        out = {"seconds": dict(self.stats.t), "counts": dict(self.stats.n), "accounts": len(self._ex.state.accounts)}
+        if r.has("reset") and r.raw("reset"):
+            self.stats = Stats()
+        return out
+
+
+__all__ = ["EnclaveProgram", "ProgramConfig"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +19,7 @@ from enclavenet.tee import (
     report_data_binding,
     verify_quote,
 )
+from enclavenet.tee import platform as platform_mod
 from enclavenet.tee.platform import QUOTE_FORMATS
 
 NAMES = ["sgx", "tdx", "sev-snp", "csv"]
@@ -47,11 +50,21 @@ def test_vendor_roots_are_distinct_secp256k1_addresses(vendors: dict[str, Simula
     assert "secret" not in repr(vendors["sgx"]) and vendors["sgx"].root_key.secret.hex() not in repr(vendors["sgx"])
 
 
-def test_measurement_depends_on_program_and_config() -> None:
-    assert len(MEAS) == 32
-    assert MEAS == measure_enclave("enclavenet.tee.testing:EchoProgram", {"chain_id": 1})
-    assert MEAS != measure_enclave("enclavenet.tee.testing:EchoProgram", {"chain_id": 2})
-    assert MEAS != measure_enclave("enclavenet.enclave.program:EnclaveProgram", {"chain_id": 1})
+def test_measurement_depends_on_code_program_and_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    echo = "enclavenet.tee.testing:EchoProgram"
+    m = measure_enclave(echo, {"chain_id": 1})
+    assert len(m) == 32 and m == measure_enclave(echo, {"chain_id": 1})
+    assert m != measure_enclave(echo, {"chain_id": 2})
+    assert m != measure_enclave("enclavenet.enclave.program:EnclaveProgram", {"chain_id": 1})
+    # the code itself: a copy of the trusted rooms with one byte changed measures differently
+    fake = tmp_path / "enclavenet"
+    for room in ("crypto", "enclave", "tee"):
+        shutil.copytree(platform_mod._package_dir() / room, fake / room, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(platform_mod, "_package_dir", lambda: fake)
+    copy = measure_enclave(echo, {"chain_id": 1})
+    target = fake / "crypto" / "hashing.py"
+    target.write_bytes(target.read_bytes() + b"\n")
+    assert measure_enclave(echo, {"chain_id": 1}) != copy
 
 
 @pytest.mark.parametrize("name", NAMES)

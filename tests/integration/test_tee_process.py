@@ -50,16 +50,22 @@ def test_runs_in_its_own_process_and_secrets_are_not_on_argv(vendor: SimulatedVe
             for blob in (cmdline, environ):
                 assert secret not in blob and secret.hex().encode() not in blob
         q = Quote.decode(enc.ecall("attest"))
-        assert verify_quote(q, {vendor.tee_type: vendor.root_address}).measurement == enc.measurement
+        assert (
+            verify_quote(q, {vendor.tee_type: vendor.root_address}).measurement == enc.measurement
+        )
         pid = enc.pid
     assert not Path(f"/proc/{pid}").exists()  # closed and reaped
 
 
 def test_refusal_internal_error_and_stdout_pollution(vendor: SimulatedVendor) -> None:
-    with ProcessEnclave(vendor.new_platform(), ECHO, allow_faults=True, stderr=subprocess.PIPE) as enc:
+    with ProcessEnclave(
+        vendor.new_platform(), ECHO, allow_faults=True, stderr=subprocess.PIPE
+    ) as enc:
         with pytest.raises(EnclaveError, match=r"^nope$"):
             enc.ecall("refuse", b"nope")
-        with pytest.raises(EnclaveError, match=r"internal enclave error in 'boom' \(RuntimeError\)") as info:
+        with pytest.raises(
+            EnclaveError, match=r"internal enclave error in 'boom' \(RuntimeError\)"
+        ) as info:
             enc.ecall("boom")
         assert enc.ecall("print", b"junk on stdout") == b"printed"  # goes to stderr, not the frames
         assert enc.ecall("echo", b"x" * 300_000) == b"x" * 300_000
@@ -78,7 +84,9 @@ def test_oversized_and_malformed_frames_do_not_stop_the_enclave(vendor: Simulate
     with ProcessEnclave(vendor.new_platform(), ECHO, max_frame=64 * 1024) as enc:
         big = 200 * 1024
         _rid, result, error = enc.raw_exchange(wire.LEN.pack(big) + b"\x00" * big)
-        assert result is None and error is not None and "exceeds the enclave's limit of 65536" in error
+        assert (
+            result is None and error is not None and "exceeds the enclave's limit of 65536" in error
+        )
         _rid, result, error = enc.raw_exchange(wire.frame(b"\xa5\x01"))
         assert error is not None and "not valid CBOR" in error
         # an answer larger than the host's limit is drained and refused, then all is well
@@ -98,6 +106,13 @@ def test_timeout_then_late_answer_is_dropped(vendor: SimulatedVendor) -> None:
         assert time.monotonic() - t0 < 0.5
         # the late "awake" answer arrives first and is recognised by its id and dropped
         assert enc.ecall("echo", b"next") == b"next"
+        # a timeout in the middle of a large answer never splits a frame: the stream stays in sync
+        for t in (0.001, 0.003, 0.01, 0.03):
+            try:
+                enc.ecall("repeat", cbor2.dumps(4 << 20), timeout=t)
+            except EnclaveTimeout:
+                pass
+            assert enc.ecall("echo", b"in sync") == b"in sync"
 
 
 def test_fault_crash(vendor: SimulatedVendor) -> None:
@@ -173,7 +188,12 @@ def test_attestation_verifier_runs_as_an_enclave() -> None:
         assert own.enclave == root and own.measurement == ver.measurement
         key = SigningKey.generate()
         ekh = enc_key_hash(b"\x03" * 32)
-        req = {"quote": quote, "collateral": collateral, "enclave": key.address, "enc_key_hash": ekh}
+        req = {
+            "quote": quote,
+            "collateral": collateral,
+            "enclave": key.address,
+            "enc_key_hash": ekh,
+        }
         # the real TDX sample verifies (DCAP, UpToDate) but its report_data binds other keys
         with pytest.raises(EnclaveError, match="does not bind"):
             ver.ecall("register", cbor2.dumps(req))

@@ -261,6 +261,7 @@ class ProcessEnclave(_EnclaveBase):
         self._rfd = self._proc.stdout.fileno()
         os.set_blocking(self._wfd, False)
         self._buf = bytearray()
+        self._skip = 0  # bytes of an oversized answer still to drop
         self._dead = False
         self._last_timeout = start_timeout
         try:
@@ -318,32 +319,33 @@ class ProcessEnclave(_EnclaveBase):
             r, _, _ = select.select([self._rfd], [], [], left)
             if not r:
                 continue
-            chunk = os.read(self._rfd, max(need - len(self._buf), 1 << 16))
+            chunk = os.read(self._rfd, min(max(need - len(self._buf), 1 << 16), 1 << 22))
             if not chunk:
                 raise self._crashed("end of output")
             self._buf += chunk
 
-    def _take(self, n: int, deadline: float) -> bytes:
-        self._fill(n, deadline)
-        out = bytes(self._buf[:n])
-        del self._buf[:n]
-        return out
-
-    def _discard(self, n: int, deadline: float) -> None:
-        while n > 0:
-            if self._buf:
-                k = min(n, len(self._buf))
-                del self._buf[:k]
-                n -= k
-                continue
-            self._fill(1, deadline)
+    def _discard_pending(self, deadline: float) -> None:
+        """Skip the rest of an oversized answer (kept across timeouts, so frames stay in sync)."""
+        while self._skip > 0:
+            if not self._buf:
+                self._fill(1, deadline)
+            k = min(self._skip, len(self._buf))
+            del self._buf[:k]
+            self._skip -= k
 
     def _read_response(self, deadline: float) -> tuple[int | None, bytes | None, str | None]:
-        (n,) = wire.LEN.unpack(self._take(wire.LEN.size, deadline))
+        # Nothing is consumed until a whole frame is buffered: a timeout never splits a frame.
+        self._discard_pending(deadline)
+        self._fill(wire.LEN.size, deadline)
+        (n,) = wire.LEN.unpack(self._buf[: wire.LEN.size])
         if n > self.max_frame:
-            self._discard(n, deadline)
+            del self._buf[: wire.LEN.size]
+            self._skip = n
+            self._discard_pending(deadline)
             raise EnclaveError(f"enclave answer of {n} bytes exceeds the frame limit of {self.max_frame}")
-        body = self._take(n, deadline)
+        self._fill(wire.LEN.size + n, deadline)
+        body = bytes(self._buf[wire.LEN.size : wire.LEN.size + n])
+        del self._buf[: wire.LEN.size + n]
         try:
             return wire.decode_response(body)
         except wire.FrameError as exc:

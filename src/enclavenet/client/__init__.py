@@ -68,7 +68,7 @@ __all__ = [
 
 def wrap(
     w3: Web3,
-    account: LocalAccount,
+    account: LocalAccount | list[LocalAccount],
     *,
     l1: Web3 | None = None,
     rollup: str | None = None,
@@ -76,7 +76,9 @@ def wrap(
 ) -> Web3:
     """Make ``w3`` (connected to an EnclaveNet node's JSON-RPC) confidential, in place; return it.
 
-    ``account`` signs transactions and view calls locally (its key never leaves the process).
+    ``account`` signs transactions and view calls locally (its key never leaves the process);
+    give a list to sign for several accounts (``{"from": ...}`` picks one; the first is the
+    default).
     With ``l1`` (a ``Web3`` on the L1), the node's epoch key is cross-checked against
     ``Rollup.epochKey(epoch)`` before anything is sealed to it (``rollup`` defaults to the
     address the node reports in ``enclavenet_contracts``). ``w3.eth.default_account`` becomes

@@ -10,6 +10,7 @@ the Rollup on L1 when an L1 connection is given), the receipt key of every envel
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -48,6 +49,8 @@ from .formats import (
 
 log = logging.getLogger(__name__)
 
+_NEXT_NONCE_RE = re.compile(r"(?:next is|expected) (\d+)")
+
 MakeRequest = Callable[[str, Any], dict[str, Any]]
 
 #: Receipt keys kept per client (oldest dropped first); a receipt older than that is unreadable.
@@ -55,12 +58,22 @@ MAX_KEPT_RECEIPT_KEYS = 200_000
 #: How long to wait for the Rollup on L1 to record an epoch key the node already announces.
 L1_EPOCH_KEY_WAIT_S = 10.0
 
-# Init code of a creation "view": returns ADDRESS, the address CREATE would give a contract the
-# caller deploys now, i.e. keccak(rlp([caller, caller's nonce])) -- so a signed view reveals the
-# caller's own nonce to the caller only:  ADDRESS PUSH1 0 MSTORE PUSH1 32 PUSH1 0 RETURN
-NONCE_PROBE_CODE = bytes.fromhex("30600052602060" + "00f3")
-# Init code returning SELFBALANCE of the caller: CALLER BALANCE PUSH1 0 MSTORE PUSH1 32 PUSH1 0 RETURN
-BALANCE_PROBE_CODE = bytes.fromhex("3331600052602060" + "00f3")
+# Probes: init code run by a signed creation view that answers by *reverting* with one word
+# (revert data always comes back to the caller, whatever the enclave does with creations).
+# ADDRESS is where CREATE puts a contract the caller deploys now, keccak(rlp([caller, nonce])):
+# so the caller alone learns its own nonce.  ADDRESS PUSH1 0 MSTORE PUSH1 32 PUSH1 0 REVERT
+NONCE_PROBE_CODE = bytes.fromhex("30600052602060" + "00fd")
+# BALANCE(caller):  CALLER BALANCE PUSH1 0 MSTORE PUSH1 32 PUSH1 0 REVERT
+BALANCE_PROBE_CODE = bytes.fromhex("3331600052602060" + "00fd")
+
+
+def balance_probe(address: str | bytes) -> bytes:
+    """Init code reverting with BALANCE(address): PUSH20 address BALANCE PUSH1 0 MSTORE ... REVERT.
+
+    Native balances are readable by any contract through the EVM's BALANCE opcode, inside
+    EnclaveNet as on Ethereum; contract *storage* is what stays private.
+    """
+    return b"\x73" + address_bytes(address) + bytes.fromhex("31600052602060" + "00fd")
 NONCE_SEARCH_LIMIT = 1_000_000
 
 
@@ -122,7 +135,7 @@ class ConfidentialClient:
 
     def __init__(
         self,
-        account: LocalAccount,
+        account: LocalAccount | list[LocalAccount],
         *,
         l1: Web3 | None = None,
         rollup: str | None = None,
@@ -130,11 +143,18 @@ class ConfidentialClient:
         gas_margin: float = 0.25,
         endpoint: str = "node",
     ) -> None:
-        if not hasattr(account, "key") or not hasattr(account, "address"):
-            raise TypeError("wrap() needs an eth_account LocalAccount (Account.from_key(...)): it signs locally")
-        self.account = account
-        self.address: str = to_checksum(account.address)
-        self._secret = bytes(account.key)
+        accounts = list(account) if isinstance(account, list | tuple) else [account]
+        if not accounts:
+            raise TypeError("wrap() needs at least one account")
+        for a in accounts:
+            if not hasattr(a, "key") or not hasattr(a, "address"):
+                raise TypeError(
+                    "wrap() needs eth_account LocalAccounts (Account.from_key(...)): it signs locally"
+                )
+        #: the signing accounts by checksummed address; the first is the default sender
+        self.accounts: dict[str, LocalAccount] = {to_checksum(a.address): a for a in accounts}
+        self.account = accounts[0]
+        self.address: str = to_checksum(accounts[0].address)
         self.l1 = l1
         self.rollup = to_checksum(rollup) if rollup else None
         self.legacy = legacy_transactions
@@ -143,30 +163,21 @@ class ConfidentialClient:
         self.chain_id: int | None = None
         self.epoch_key: EpochKey | None = None
         self._sent: OrderedDict[str, SentTx] = OrderedDict()
-        self._nonce: int | None = None
-        #: "enclave" when the nonce was read from the enclave by a signed view, "local" when the
-        #: client counts from 0 because the enclave could not tell it.
-        self.nonce_source: str | None = None
+        self._nonces: dict[str, int] = {}
+        #: per account: "enclave" when its nonce was read from the enclave by a signed view,
+        #: "local" when the client counts from 0 because the enclave could not tell it.
+        self.nonce_source: dict[str, str] = {}
         self._lock = threading.RLock()
         self.epoch_retries = 0  # how many times an envelope was re-sealed after an epoch change
 
     def __repr__(self) -> str:
-        return f"ConfidentialClient(address={self.address}, chain_id={self.chain_id}, epoch={self.epoch_key.epoch if self.epoch_key else None})"
+        return f"ConfidentialClient(accounts={list(self.accounts)}, chain_id={self.chain_id}, epoch={self.epoch_key.epoch if self.epoch_key else None})"
 
     # ------------------------------------------------------------------ node access
 
     def rpc(self, make_request: MakeRequest, method: str, params: Any) -> Any:
         """Call the node; return ``result`` or raise a typed error."""
-        try:
-            resp = make_request(method, params)
-        except EnclaveNetError:
-            raise
-        except Exception as exc:  # requests / aiohttp / socket errors
-            if type(exc).__module__.startswith(("requests", "urllib3", "aiohttp", "socket")) or isinstance(exc, OSError):
-                raise NodeUnavailable(
-                    f"EnclaveNet node {self.endpoint} unreachable during {method}: {type(exc).__name__}"
-                ) from None
-            raise
+        resp = self.transport(make_request, method, params)
         if not isinstance(resp, dict):
             raise NodeUnavailable(f"EnclaveNet node {self.endpoint} answered {method} with a non-JSON-RPC response")
         if "error" in resp and resp["error"] is not None:
@@ -179,6 +190,19 @@ class ConfidentialClient:
                 raise NodeUnavailable(f"EnclaveNet node {self.endpoint} does not serve {method}: {message}")
             raise EnvelopeRefused(f"{method} refused by the node: {message}", code)
         return resp.get("result")
+
+    def transport(self, make_request: MakeRequest, method: str, params: Any) -> Any:
+        """``make_request``, with transport failures turned into NodeUnavailable."""
+        try:
+            return make_request(method, params)
+        except EnclaveNetError:
+            raise
+        except Exception as exc:  # requests / aiohttp / socket errors
+            if type(exc).__module__.startswith(("requests", "urllib3", "aiohttp", "socket")) or isinstance(exc, OSError):
+                raise NodeUnavailable(
+                    f"EnclaveNet node {self.endpoint} unreachable during {method}: {type(exc).__name__}"
+                ) from None
+            raise
 
     def ensure_chain_id(self, make_request: MakeRequest) -> int:
         if self.chain_id is None:
@@ -268,49 +292,74 @@ class ConfidentialClient:
 
     # ------------------------------------------------------------------ nonces
 
-    def next_nonce(self, make_request: MakeRequest) -> int:
-        with self._lock:
-            if self._nonce is None:
-                self._nonce = self.discover_nonce(make_request)
-            return self._nonce
+    def signer(self, address: Any | None) -> LocalAccount:
+        """The account that signs for ``address`` (None: the default account)."""
+        if address is None:
+            return self.account
+        a = to_checksum(str(address))
+        acct = self.accounts.get(a)
+        if acct is None:
+            raise EnclaveNetError(
+                f"this wrapped Web3 holds no key for {a}: it signs only for {', '.join(self.accounts)}"
+            )
+        return acct
 
-    def discover_nonce(self, make_request: MakeRequest) -> int:
+    def next_nonce(self, make_request: MakeRequest, address: str | None = None) -> int:
+        """The nonce the account's next transaction carries (read once, then counted)."""
+        a = to_checksum(address) if address else self.address
+        with self._lock:
+            if a not in self._nonces:
+                self._nonces[a] = self.discover_nonce(make_request, a)
+            return self._nonces[a]
+
+    def discover_nonce(self, make_request: MakeRequest, address: str | None = None) -> int:
         """The account's nonce in the enclave's state, read privately by a signed creation view.
 
         If the enclave cannot answer (no creation views), count locally from 0 and say so in
         ``nonce_source``.
         """
-        try:
-            res = self.view(make_request, None, NONCE_PROBE_CODE, gas=100_000)
-            addr = res.return_data[-20:]
-        except (TransactionReverted, EnvelopeRefused) as exc:
-            log.info("the enclave cannot tell this account's nonce privately (%s): counting from 0", exc)
-            self.nonce_source = "local"
+        a = to_checksum(address) if address else self.address
+        word = self.probe(make_request, NONCE_PROBE_CODE, a)
+        if word is None:
+            log.info("the enclave cannot tell %s its nonce privately: counting from 0", a)
+            self.nonce_source[a] = "local"
             return 0
-        if len(res.return_data) != 32:
-            self.nonce_source = "local"
-            return 0
-        target = to_checksum(addr)
+        target = to_checksum(word[-20:])
         for n in range(NONCE_SEARCH_LIMIT):
-            if create_address(self.address, n) == target:
-                self.nonce_source = "enclave"
+            if create_address(a, n) == target:
+                self.nonce_source[a] = "enclave"
                 return n
-        raise EnclaveNetError(f"could not find the account's nonce below {NONCE_SEARCH_LIMIT}")
+        raise EnclaveNetError(f"could not find the nonce of {a} below {NONCE_SEARCH_LIMIT}")
 
-    def reset_nonce(self) -> None:
-        """Forget the tracked nonce; the next transaction reads it from the enclave again."""
+    def set_nonce(self, address: str, nonce: int | None) -> None:
+        """Set (None: forget) the tracked nonce of one of this client's accounts."""
         with self._lock:
-            self._nonce = None
+            if nonce is None:
+                self._nonces.pop(to_checksum(address), None)
+            else:
+                self._nonces[to_checksum(address)] = nonce
+
+    def reset_nonce(self, address: str | None = None) -> None:
+        """Forget the tracked nonce; the next transaction reads it from the enclave again."""
+        self.set_nonce(address or self.address, None)
+
+    def probe(self, make_request: MakeRequest, code: bytes, sender: str | None = None) -> bytes | None:
+        """Run a probe (init code that reverts with one word) as a signed view; None if unsupported."""
+        try:
+            res = self.view(make_request, None, code, gas=100_000, sender=sender, raise_on_revert=False)
+        except EnvelopeRefused as exc:
+            log.debug("probe refused: %s", exc)
+            return None
+        if res.ok or len(res.return_data) != 32:
+            return None
+        return res.return_data
 
     # ------------------------------------------------------------------ transactions
 
     def send_transaction(self, make_request: MakeRequest, tx: dict[str, Any]) -> str:
         """``eth_sendTransaction``: fill, sign locally, seal with the routing hint, send."""
-        sender = tx.get("from")
-        if sender is not None and to_checksum(sender) != self.address:
-            raise EnclaveNetError(
-                f"this wrapped Web3 signs only for {self.address}, not for 'from' = {to_checksum(sender)}"
-            )
+        account = self.signer(tx.get("from"))
+        sender = to_checksum(account.address)
         chain_id = self.ensure_chain_id(make_request)
         if tx.get("chainId") is not None and _hex_int(tx["chainId"]) != chain_id:
             raise EnclaveNetError(f"transaction chainId {_hex_int(tx['chainId'])} is not EnclaveNet's {chain_id}")
@@ -320,30 +369,35 @@ class ConfidentialClient:
         if tx.get("gas") is not None:
             gas = _hex_int(tx["gas"])
         else:
-            est = self.view(make_request, to, data, value=value, estimate=True).gas_used
+            est = self.view(make_request, to, data, value=value, estimate=True, sender=sender).gas_used
             gas = min(MAX_VIEW_GAS, int(est * (1 + self.gas_margin)) + 10_000)
         with self._lock:
-            nonce = _hex_int(tx["nonce"]) if tx.get("nonce") is not None else self.next_nonce(make_request)
-            raw = sign_transaction(self._secret, chain_id, nonce, to, data, value, gas, legacy=self.legacy)
+            given = tx.get("nonce") is not None
+            nonce = _hex_int(tx["nonce"]) if given else self.next_nonce(make_request, sender)
+            raw = sign_transaction(bytes(account.key), chain_id, nonce, to, data, value, gas, legacy=self.legacy)
             try:
-                rid = self._send_raw(make_request, raw, self.address, nonce, to)
+                rid = self._send_raw(make_request, raw, sender, nonce, to)
             except NodeUnavailable:
-                self._nonce = None  # the node may or may not hold it: re-read before the next one
+                self.set_nonce(sender, None)  # the node may or may not hold it: re-read it next time
                 raise
-            if tx.get("nonce") is None or self._nonce == nonce:
-                self._nonce = nonce + 1
+            if not given or self._nonces.get(sender) == nonce:
+                self._nonces[sender] = nonce + 1
             return rid
 
     def send_raw_transaction(self, make_request: MakeRequest, raw: bytes) -> str:
         """``eth_sendRawTransaction`` of a transaction the user signed: seal it, then send."""
-        info = inspect_raw_transaction(raw)
+        try:
+            info = inspect_raw_transaction(raw)
+        except Exception as exc:  # rlp / eth_account raise several types on garbage
+            raise EnclaveNetError(f"eth_sendRawTransaction: not a signed transaction ({exc})") from None
         chain_id = self.ensure_chain_id(make_request)
         if info.chain_id != chain_id:
             raise EnclaveNetError(f"the transaction is signed for chain {info.chain_id}, EnclaveNet's chain id is {chain_id}")
         rid = self._send_raw(make_request, raw, info.sender, info.nonce, info.to)
         with self._lock:
-            if info.sender == self.address and self._nonce is not None and info.nonce >= self._nonce:
-                self._nonce = info.nonce + 1
+            tracked = self._nonces.get(info.sender)
+            if tracked is not None and info.nonce >= tracked:
+                self._nonces[info.sender] = info.nonce + 1
         return rid
 
     def _send_raw(self, make_request: MakeRequest, raw: bytes, sender: str, nonce: int, to: str | None) -> str:
@@ -402,10 +456,15 @@ class ConfidentialClient:
         sent = self.sent(receipt_id)
         assert sent is not None
         if dr.refused:
-            if sent.sender == self.address:
-                self.reset_nonce()
+            if sent.sender in self.accounts and sent.nonce is not None:
+                self._heal_nonce(sent.sender, dr.error)
             raise TransactionRefused(dr.error or "no reason given", receipt_id)
         return self.receipt_json(receipt_id, res, dr, sent)
+
+    def _heal_nonce(self, sender: str, error: str) -> None:
+        """After a refusal, take the nonce the enclave expects if it said so, else re-read it."""
+        m = _NEXT_NONCE_RE.search(error)
+        self.set_nonce(sender, int(m.group(1)) if m else None)
 
     @staticmethod
     def receipt_json(receipt_id: str, node: dict[str, Any], dr: DecryptedReceipt, sent: SentTx) -> dict[str, Any]:
@@ -462,19 +521,23 @@ class ConfidentialClient:
         gas: int | None = None,
         estimate: bool = False,
         sender: str | None = None,
+        raise_on_revert: bool = True,
     ) -> ViewResult:
-        """A signed view call (or gas estimate); raises TransactionReverted with the reason."""
-        if sender is not None and to_checksum(sender) != self.address:
-            raise EnclaveNetError(
-                f"a signed view proves msg.sender: this wrapped Web3 can only call as {self.address}, "
-                f"not as {to_checksum(sender)}"
-            )
+        """A signed view call (or gas estimate) as ``sender`` (default: the first account).
+
+        The signature proves ``msg.sender``, so only an account this client holds can be the
+        caller. Raises TransactionReverted with the decrypted reason (unless ``raise_on_revert``
+        is False).
+        """
+        account = self.signer(sender)
         ek = self.current_epoch_key(make_request)
         chain_id = self.ensure_chain_id(make_request)
         method = "enclavenet_estimateGas" if estimate else "enclavenet_call"
 
         def build(epoch: int) -> bytes:
-            return build_view_request(self._secret, self.address, chain_id, epoch, to, data, value, gas or MAX_VIEW_GAS)
+            return build_view_request(
+                bytes(account.key), account.address, chain_id, epoch, to, data, value, gas or MAX_VIEW_GAS
+            )
 
         sealed = self.seal(make_request, build(ek.epoch), None)
         try:
@@ -492,16 +555,16 @@ class ConfidentialClient:
             raise ReceiptUnreadable(f"{method}: {exc}") from None
         except ValueError as exc:
             raise ReceiptUnreadable(f"{method}: the result decrypted but is malformed: {exc}") from None
-        if not result.ok:
+        if not result.ok and raise_on_revert:
             raise TransactionReverted(result.revert_reason, data="0x" + result.return_data.hex())
         return result
 
-    def balance(self, make_request: MakeRequest) -> int:
-        """This account's EnclaveNet balance, read privately by a signed creation view."""
-        res = self.view(make_request, None, BALANCE_PROBE_CODE, gas=100_000)
-        if len(res.return_data) != 32:
-            raise EnclaveNetError("the enclave did not return a balance (creation views not supported)")
-        return int.from_bytes(res.return_data, "big")
+    def balance(self, make_request: MakeRequest, address: str | None = None) -> int:
+        """The native balance of ``address`` (default: the first account), by a signed creation view."""
+        word = self.probe(make_request, balance_probe(address or self.address))
+        if word is None:
+            raise EnclaveNetError("the enclave did not answer the balance probe (creation views not supported)")
+        return int.from_bytes(word, "big")
 
 
 # Only what the client reads from the Rollup; the full ABI lives with the contracts.

@@ -268,7 +268,9 @@ def decode_receipt(plaintext: bytes) -> DecryptedReceipt:
         status = 1 if status_raw == 1 else 0
     else:
         status = 0
-    refused = bool(m.get("refused", False)) or m.get("kind") == "refused" or m.get("result") == "refused"
+    error = str(m.get("error") or m.get("reason") or "")
+    # the enclave refused the item (not executed, nonce not consumed): "refused: <reason>"
+    refused = bool(m.get("refused", False)) or (status == 0 and error.startswith("refused:"))
     logs = [_decode_log(entry) for entry in (m.get("logs") or [])]
     ca = m.get("contract") or m.get("contract_address") or m.get("contractAddress")
     known = {
@@ -282,7 +284,7 @@ def decode_receipt(plaintext: bytes) -> DecryptedReceipt:
         return_data=_as_bytes(m.get("return_data", m.get("output", b""))),
         logs=logs,
         contract_address=to_checksum(_addr(ca)) if ca else None,
-        error=str(m.get("error") or m.get("reason") or ""),
+        error=error.removeprefix("refused:").strip() if refused else error,
         refused=refused,
         tx_hash=_as_bytes(m["tx_hash"]) if isinstance(m.get("tx_hash"), bytes) else (
             _as_bytes(m["hash"]) if isinstance(m.get("hash"), bytes) else None
@@ -317,7 +319,10 @@ def revert_reason(return_data: bytes, error: str = "") -> str:
         return f"panic 0x{code:02x} ({_PANIC_CODES.get(code, 'unknown panic code')})"
     if return_data:
         return f"custom error 0x{return_data.hex()}" if not error else f"{error} (0x{return_data.hex()})"
-    return error
+    marker = "execution reverted: "
+    if marker in error:  # e.g. "the call fails even with 30000000 gas: execution reverted: low"
+        return error[error.rindex(marker) + len(marker):]
+    return "" if error.endswith("execution reverted") else error
 
 
 def logs_bloom(logs: list[Log]) -> bytes:

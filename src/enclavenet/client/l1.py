@@ -137,6 +137,7 @@ def withdraw(
     amount: int,
     *,
     recipient: str | None = None,
+    sender: str | None = None,
     rollup: str | None = None,
     timeout: float = 120.0,
 ) -> WithdrawalResult:
@@ -149,10 +150,11 @@ def withdraw(
     client = _client(w3)
     if amount <= 0:
         raise EnclaveNetError("a withdrawal needs a positive amount")
-    to_l1 = to_checksum(recipient) if recipient else client.address
-    data = b"" if to_l1 == client.address else address_bytes(to_l1)
+    frm = to_checksum(client.signer(sender).address)
+    to_l1 = to_checksum(recipient) if recipient else frm
+    data = b"" if to_l1 == frm else address_bytes(to_l1)
     h = w3.eth.send_transaction(
-        {"from": client.address, "to": WITHDRAWAL_ADDRESS, "value": amount, "data": data, "gas": 100_000}
+        {"from": frm, "to": WITHDRAWAL_ADDRESS, "value": amount, "data": data, "gas": 100_000}
     )
     receipt = w3.eth.wait_for_transaction_receipt(h, timeout=timeout, poll_latency=0.1)
     if receipt["status"] != 1:
@@ -204,18 +206,21 @@ def submit_via_l1(
     gas: int = 1_000_000,
     rollup: str | None = None,
     inbox_call: bool = False,
+    sender: str | None = None,
     timeout: float = 60.0,
 ) -> InboxSubmission:
     """Send a confidential transaction through the L1 inbox (``Rollup.submit``).
 
-    ``call`` is a contract function (``token.functions.transfer(bob, 5)``) or a dict
+    ``sender`` picks one of the wrapped accounts (default: the first); it signs both the
+    EnclaveNet transaction and the L1 transaction. ``call`` is a contract function (``token.functions.transfer(bob, 5)``) or a dict
     ``{"to", "data"}``. By default the envelope holds the same signed transaction as the fast
     path (it uses the account's next nonce); ``inbox_call=True`` sends an unsigned inbox call
     instead, authenticated by the L1 sender and independent of the nonce. ``deposit_value`` wei
     ride along on L1 and are credited before the transaction runs.
     """
     client = _client(w3)
-    account = client.account
+    account = client.signer(sender)
+    address = to_checksum(account.address)
     mr = _make_request(w3)
     chain_id = client.ensure_chain_id(mr)
     if isinstance(call, dict):
@@ -234,16 +239,16 @@ def submit_via_l1(
             sealed = client.seal(mr, plaintext, None)
             nonce = None
         else:
-            nonce = client.next_nonce(mr)
-            plaintext = sign_transaction(client._secret, chain_id, nonce, to, data, value, gas, legacy=client.legacy)
-            sealed = client.seal(mr, plaintext, RoutingHint(address_bytes(client.address), nonce))
+            nonce = client.next_nonce(mr, address)
+            plaintext = sign_transaction(bytes(account.key), chain_id, nonce, to, data, value, gas, legacy=client.legacy)
+            sealed = client.seal(mr, plaintext, RoutingHint(address_bytes(address), nonce))
         envelope = sealed.envelope.encode()
         rid = "0x" + keccak256(envelope).hex()
         client.remember(
             rid,
             SentTx(
-                sealed.receipt_key, client.address, nonce, to, keccak256(plaintext),
-                create_address(client.address, nonce) if (to is None and nonce is not None) else None,
+                sealed.receipt_key, address, nonce, to, keccak256(plaintext),
+                create_address(address, nonce) if (to is None and nonce is not None) else None,
                 0x7E if inbox_call else (2 if plaintext[:1] == b"\x02" else 0),
             ),
         )
@@ -251,7 +256,7 @@ def submit_via_l1(
             l1_w3, account, _rollup(l1_w3, rollup_addr).functions.submit(envelope), deposit_value, timeout
         )
         if nonce is not None:
-            client._nonce = nonce + 1
+            client.set_nonce(address, nonce + 1)
     return InboxSubmission(rid, l1_receipt, envelope)
 
 

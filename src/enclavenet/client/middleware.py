@@ -10,9 +10,9 @@ It sits innermost in the middleware onion, next to the provider, so web3.py's ow
 ``eth_getTransactionReceipt``  decrypted with the kept receipt key, returned in Ethereum form
 ``eth_call``                   signed (EIP-712) view request, sealed -> ``enclavenet_call``
 ``eth_estimateGas``            the same -> ``enclavenet_estimateGas``
-``eth_getTransactionCount``    this account's nonce (read privately once, then tracked)
-``eth_getBalance``             this account's balance, by a signed view
-``eth_accounts``               ``[account.address]``
+``eth_getTransactionCount``    a wrapped account's nonce (read privately once, then tracked)
+``eth_getBalance``             a native balance, by a signed creation view (BALANCE opcode)
+``eth_accounts``               the wrapped accounts' addresses
 ``eth_getBlockByNumber``       ``latest`` / ``pending``: a synthetic block (no fees) when the
                                node has no such method
 =============================  ==================================================================
@@ -77,25 +77,24 @@ class EnclaveNetMiddleware(Web3Middleware):
             return self._response(hex(res.gas_used) if estimate else "0x" + res.return_data.hex())
         if method == "eth_getTransactionCount":
             self._own(params[0], "the nonce")
-            return self._response(hex(c.next_nonce(make_request)))
+            return self._response(hex(c.next_nonce(make_request, to_checksum(str(params[0])))))
         if method == "eth_getBalance":
-            self._own(params[0], "the balance")
-            return self._response(hex(c.balance(make_request)))
+            return self._response(hex(c.balance(make_request, to_checksum(str(params[0])))))
         if method == "eth_accounts":
-            return self._response([c.address])
+            return self._response(list(c.accounts))
         if method == "eth_getBlockByNumber" and params and params[0] in ("latest", "pending"):
             return self._latest_block(make_request, method, params)
         return None
 
     def _own(self, address: Any, what: str) -> None:
-        if to_checksum(str(address)) != self.client.address:
+        if to_checksum(str(address)) not in self.client.accounts:
             raise EnclaveNetError(
                 f"{what} of {to_checksum(str(address))} is private inside EnclaveNet: only that "
-                f"account can read it (this Web3 is wrapped for {self.client.address})"
+                f"account can read it (this Web3 is wrapped for {', '.join(self.client.accounts)})"
             )
 
     def _latest_block(self, make_request: MakeRequest, method: str, params: list[Any]) -> RPCResponse:
-        resp = make_request(RPCEndpoint(method), params)
+        resp = self.client.transport(make_request, method, params)
         err = resp.get("error") if isinstance(resp, dict) else None
         if not err or (isinstance(err, dict) and err.get("code") != -32601):
             return resp
@@ -133,7 +132,7 @@ class EnclaveNetMiddleware(Web3Middleware):
     def wrap_make_request(self, make_request: Any) -> Any:
         def middleware(method: RPCEndpoint, params: Any) -> RPCResponse:
             out = self.handle(make_request, method, params)
-            return out if out is not None else make_request(method, params)
+            return out if out is not None else self.client.transport(make_request, method, params)
 
         return middleware
 
@@ -178,4 +177,4 @@ def install(w3: Web3, client: ConfidentialClient) -> None:
     def build(w3_: Any) -> EnclaveNetMiddleware:
         return EnclaveNetMiddleware(w3_, client)
 
-    w3.middleware_onion.add(build, name="enclavenet")
+    w3.middleware_onion.inject(build, name="enclavenet", layer=0)

@@ -54,7 +54,7 @@ def test_qc_needs_quorum_distinct_members_and_types() -> None:
     with pytest.raises(EnclaveRefusal, match="not a committee member"):
         c.check_qc(H2, sigs[:3], 31337, ROLLUP)  # signatures over another header
     with pytest.raises(EnclaveRefusal, match="not a committee member"):
-        c.check_qc(H1, sigs[:2] + [SigningKey.generate().sign(digest)], 31337, ROLLUP)
+        c.check_qc(H1, [*sigs[:2], SigningKey.generate().sign(digest)], 31337, ROLLUP)
     one_type = _committee(keys, [1, 1, 1, 3], quorum=3, min_types=2)
     with pytest.raises(EnclaveRefusal, match="span 1 TEE types"):
         one_type.check_qc(H1, sigs[:3], 31337, ROLLUP)

@@ -227,10 +227,14 @@ def test_node_errors_map_to_typed_errors() -> None:
         return lambda m, p: {"jsonrpc": "2.0", "id": 1, "error": {"code": code, "message": message}}
 
     with pytest.raises(EpochChanged):
-        c.rpc(err(-32001, "envelope sealed to unknown epoch 7 (current epoch is 8)"), "eth_sendRawTransaction", [])
+        c.rpc(err(-32003, "envelope sealed to epoch 7, the node accepts 8..8"), "eth_sendRawTransaction", [])
+    with pytest.raises(EpochChanged):  # the enclave's own words, whatever the code
+        c.rpc(err(-32010, "view_call: envelope epoch 3 is unknown or erased here"), "enclavenet_call", [])
     with pytest.raises(EnvelopeRefused, match="mempool full") as ei:
-        c.rpc(err(-32003, "mempool full: 1000 pending for this sender"), "eth_sendRawTransaction", [])
-    assert ei.value.code == -32003 and not isinstance(ei.value, EpochChanged)
+        c.rpc(err(-32001, "mempool full: 1000 pending for this sender"), "eth_sendRawTransaction", [])
+    assert ei.value.code == -32001 and not isinstance(ei.value, EpochChanged)
+    with pytest.raises(NodeUnavailable, match="not ready"):
+        c.rpc(err(-32050, "the committee has no epoch key yet"), "eth_sendRawTransaction", [])
     with pytest.raises(NodeUnavailable, match="does not serve"):
         c.rpc(err(-32601, "unknown method"), "enclavenet_call", [])
 
@@ -260,7 +264,7 @@ def test_epoch_change_reseals_and_retries_once() -> None:
         seen.append(env.epoch)
         if env.epoch != 6:
             current["epoch"] = 6
-            return {"jsonrpc": "2.0", "id": 1, "error": {"code": -32002, "message": f"wrong epoch {env.epoch}: the committee is at epoch 6"}}
+            return {"jsonrpc": "2.0", "id": 1, "error": {"code": -32003, "message": f"envelope sealed to epoch {env.epoch}: the committee is at epoch 6"}}
         assert open_envelope(env, keys[6], CHAIN).plaintext[:1] == b"\x02"
         return {"jsonrpc": "2.0", "id": 1, "result": "0x" + keccak256(bytes.fromhex(params[0][2:])).hex()}
 

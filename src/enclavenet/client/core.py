@@ -49,12 +49,18 @@ from .formats import (
 
 log = logging.getLogger(__name__)
 
+# application error codes of the node's JSON-RPC (docs/NODE_API.md)
+WRONG_EPOCH = -32003
+NOT_READY = -32050
+
 _NEXT_NONCE_RE = re.compile(r"(?:next is|expected) (\d+)")
 
 MakeRequest = Callable[[str, Any], dict[str, Any]]
 
 #: Receipt keys kept per client (oldest dropped first); a receipt older than that is unreadable.
 MAX_KEPT_RECEIPT_KEYS = 200_000
+#: How long to wait for a node that has no epoch key yet (a devnet still starting).
+EPOCH_KEY_WAIT_S = 10.0
 #: How long to wait for the Rollup on L1 to record an epoch key the node already announces.
 L1_EPOCH_KEY_WAIT_S = 10.0
 
@@ -184,10 +190,12 @@ class ConfidentialClient:
             err = resp["error"]
             code = err.get("code") if isinstance(err, dict) else None
             message = str(err.get("message", err)) if isinstance(err, dict) else str(err)
-            if _is_epoch_error(message):
+            if code == WRONG_EPOCH or _is_epoch_error(message):
                 raise EpochChanged(f"{method}: {message}", code)
             if code == -32601:
                 raise NodeUnavailable(f"EnclaveNet node {self.endpoint} does not serve {method}: {message}")
+            if code == NOT_READY:
+                raise NodeUnavailable(f"EnclaveNet node {self.endpoint} is not ready: {message}")
             raise EnvelopeRefused(f"{method} refused by the node: {message}", code)
         return resp.get("result")
 
@@ -217,9 +225,20 @@ class ConfidentialClient:
             if self.epoch_key is not None and not refresh:
                 return self.epoch_key
             self.ensure_chain_id(make_request)
-            res = self.rpc(make_request, "enclavenet_epochKey", [])
+            deadline = time.monotonic() + EPOCH_KEY_WAIT_S
+            while True:
+                try:
+                    res = self.rpc(make_request, "enclavenet_epochKey", [])
+                except NodeUnavailable:
+                    res = None
+                if res is not None or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)  # the committee has no accepted header yet: wait a little
             if not isinstance(res, dict) or "epochKey" not in res or "epoch" not in res:
-                raise NodeUnavailable("enclavenet_epochKey returned no {epoch, epochKey}")
+                raise NodeUnavailable(
+                    f"EnclaveNet node {self.endpoint} announces no epoch key (no header accepted on L1 "
+                    f"after {EPOCH_KEY_WAIT_S:.0f} s)"
+                )
             epoch = _hex_int(res["epoch"])
             public = _hex_bytes(res["epochKey"])
             if len(public) != 32:

@@ -11,26 +11,15 @@
 
 Both chains fund the same development accounts (``l1.accounts``), have chain id 31337 and a
 60M block gas limit; ``l1.sender(i)`` gives a TxSender for account ``i``.
-
-Tests under ``tests/integration/`` are marked ``integration`` automatically.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from enclavenet.chain import L1, AnvilError, EmbeddedL1, RpcL1, find_anvil, start_anvil
-
-_INTEGRATION_DIR = Path(__file__).parent / "integration"
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if _INTEGRATION_DIR in Path(str(item.path)).parents:
-            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")

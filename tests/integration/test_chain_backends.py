@@ -105,6 +105,7 @@ def test_mine_time_snapshot_reorg(l1: L1, ping_artifact: dict) -> None:
         l1.revert(snap)
 
 
+@pytest.mark.integration
 def test_anvil_reorg_with_transactions(anvil_l1: RpcL1) -> None:
     """anvil_reorg can put signed transactions into the new blocks."""
     l1 = anvil_l1

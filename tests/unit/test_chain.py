@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import vyper
 from eth_account import Account
+from web3.exceptions import TransactionNotFound
 
 from enclavenet.chain import (
     ChainError,
@@ -152,3 +153,29 @@ def test_open_l1() -> None:
         assert isinstance(l1, EmbeddedL1)
     with pytest.raises(ValueError, match="URL"):
         open_l1("nonsense")
+
+
+def test_embedded_transaction_index_follows_history(embedded_l1: EmbeddedL1) -> None:
+    """Receipts come from py-evm's hash index (fast): it must follow reverts and rollbacks."""
+    l1 = embedded_l1
+    sender = l1.sender(0)
+    to = l1.accounts[1].address
+    snap = l1.snapshot()
+    kept = [sender.send_raw(to, value=1)["transactionHash"] for _ in range(3)]
+    dropped = [sender.send_raw(to, value=2)["transactionHash"] for _ in range(2)]
+    l1.rollback(2)
+    moved = sender.send_raw(to, value=3)
+    for tx_hash in dropped:
+        with pytest.raises(TransactionNotFound):
+            l1.w3.eth.get_transaction_receipt(tx_hash)
+    for number in range(1, l1.block_number() + 1):
+        for tx_hash in l1.w3.eth.get_block(number)["transactions"]:
+            assert l1.w3.eth.get_transaction_receipt(tx_hash)["blockNumber"] == number
+    assert {bytes(h) for h in kept} <= {
+        bytes(h) for n in (1, 2, 3) for h in l1.w3.eth.get_block(n)["transactions"]
+    }
+    assert moved["blockNumber"] == 4
+    l1.revert(snap)  # back to genesis
+    for tx_hash in [*kept, moved["transactionHash"]]:
+        with pytest.raises(TransactionNotFound):
+            l1.w3.eth.get_transaction(tx_hash)

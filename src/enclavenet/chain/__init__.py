@@ -35,6 +35,7 @@ from .errors import (
     TxReverted,
     TxTimeout,
 )
+from .follower import Cursor, Event, EventFollower, Reorg
 from .rpc import RpcL1
 from .sender import TxSender
 
@@ -60,9 +61,13 @@ __all__ = [
     "AnvilError",
     "AnvilProcess",
     "ChainError",
+    "Cursor",
     "EmbeddedL1",
+    "Event",
+    "EventFollower",
     "InsufficientFunds",
     "L1Unavailable",
+    "Reorg",
     "ReorgTooDeep",
     "RpcL1",
     "SnapshotId",

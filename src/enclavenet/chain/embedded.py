@@ -16,10 +16,17 @@ from typing import Any
 
 from eth.abc import SignedTransactionAPI, StateAPI
 from eth.estimators.gas import binary_gas_search_intrinsic_tolerance
+from eth.exceptions import HeaderNotFound
+from eth.exceptions import TransactionNotFound as EVMTransactionNotFound
 from eth.vm.spoof import SpoofTransaction
 from eth_keys import keys
 from eth_tester import EthereumTester, PyEVMBackend
 from eth_tester.backends.pyevm.main import generate_genesis_state_for_keys
+from eth_tester.backends.pyevm.serializers import (
+    serialize_transaction,
+    serialize_transaction_receipt,
+)
+from eth_tester.exceptions import TransactionNotFound
 from web3 import Web3
 from web3.providers.eth_tester import EthereumTesterProvider
 from web3.providers.eth_tester.defaults import API_ENDPOINTS
@@ -59,6 +66,45 @@ def _estimate_gas(state: StateAPI, transaction: SignedTransactionAPI) -> int:
     return int(binary_gas_search_intrinsic_tolerance(state, transaction))
 
 
+class _IndexedBackend(PyEVMBackend):
+    """eth-tester's py-evm backend, finding transactions through py-evm's hash index.
+
+    eth-tester looks a transaction up by scanning blocks back from the head, so receipts of
+    old transactions and ``eth_getLogs`` (one receipt per transaction) cost time in the length
+    of the chain; a follower catching up became quadratic. The index answers at once.
+    """
+
+    def _locate(self, transaction_hash: bytes) -> tuple[Any, Any, int]:
+        chain = self.chain
+        pending = chain.get_block()
+        for index, transaction in enumerate(pending.transactions):
+            if transaction.hash == transaction_hash:
+                return pending, transaction, index
+        try:
+            number, index = chain.chaindb.get_transaction_index(transaction_hash)
+            if number < pending.number:
+                block = chain.get_canonical_block_by_number(number)
+                transaction = block.transactions[index]
+                if transaction.hash == transaction_hash:
+                    return block, transaction, index
+        except (EVMTransactionNotFound, HeaderNotFound, IndexError):
+            pass
+        raise TransactionNotFound(f"No transaction found for hash {transaction_hash.hex()}")
+
+    def get_transaction_by_hash(self, transaction_hash: bytes) -> Any:
+        block, transaction, index = self._locate(transaction_hash)
+        is_pending = block.number == self.chain.get_block().number
+        return serialize_transaction(block, transaction, index, is_pending)
+
+    def get_transaction_receipt(self, transaction_hash: bytes) -> Any:
+        block, transaction, index = self._locate(transaction_hash)
+        is_pending = block.number == self.chain.get_block().number
+        receipts = block.get_receipts(self.chain.chaindb)
+        return serialize_transaction_receipt(
+            block, receipts, transaction, index, is_pending, self.chain.get_vm()
+        )
+
+
 class EmbeddedL1(L1):
     """An in-process chain (eth-tester + py-evm) with funded development accounts."""
 
@@ -76,13 +122,15 @@ class EmbeddedL1(L1):
             private_keys, overrides={"balance": Web3.to_wei(balance_eth, "ether")}
         )
         genesis_params = PyEVMBackend.generate_genesis_params(overrides={"gas_limit": gas_limit})
-        backend = PyEVMBackend(genesis_parameters=genesis_params, genesis_state=genesis_state)
+        backend = _IndexedBackend(genesis_parameters=genesis_params, genesis_state=genesis_state)
         backend.account_keys = tuple(private_keys)  # eth_accounts = the funded accounts
         # eth-tester builds a fresh chain class per backend: set ours on it, so that it
-        # survives reverts to genesis (which make a new chain object of the same class).
+        # survives reverts to genesis (which make a new chain object of the same class),
+        # and on the chain object, which has already copied the default estimator.
         chain_class = type(backend.chain)
         chain_class.chain_id = chain_id
         chain_class.gas_estimator = staticmethod(_estimate_gas)
+        backend.chain.gas_estimator = _estimate_gas
 
         endpoints = {namespace: dict(methods) for namespace, methods in API_ENDPOINTS.items()}
         endpoints["eth"]["chainId"] = lambda *_: chain_id

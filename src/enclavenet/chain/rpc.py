@@ -41,8 +41,14 @@ class RpcL1(L1):
     ) -> None:
         # Retries are ours (errors.with_retries), not web3's: one policy, and a fast, clear
         # "cannot reach" when nothing listens.
+        # The chain id never changes: let web3 cache it (its validation middleware asks for
+        # it before every eth_call / eth_estimateGas otherwise, one more round trip each).
         provider = Web3.HTTPProvider(
-            url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None
+            url,
+            request_kwargs={"timeout": timeout},
+            exception_retry_configuration=None,
+            cache_allowed_requests=True,
+            cacheable_requests={RPCEndpoint("eth_chainId")},
         )
         w3 = Web3(provider)
         chain_id = with_retries(

@@ -15,9 +15,11 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import examples
 import pytest
 from eth_account import Account
-from web3 import Web3
+from examples.common import artifact
+from web3 import EthereumTesterProvider, Web3
 from web3.exceptions import ContractLogicError
 from web3.providers.base import BaseProvider
 
@@ -42,10 +44,6 @@ CHAIN = 4242
 ALICE = Account.from_key(b"\x0a" * 32)
 BOB = Account.from_key(b"\x0b" * 32)
 
-# A small Vyper-free contract (Solidity 0.8, compiled once, committed here as bytes would be
-# opaque); the example token is a real contract with events, reverts and msg.sender checks.
-from examples.common import artifact  # noqa: E402
-
 
 class EnclaveProvider(BaseProvider):
     """A web3 provider that is a one-member EnclaveNet node driving the real enclave program."""
@@ -59,6 +57,9 @@ class EnclaveProvider(BaseProvider):
         self.height = 0
         self.prev_hash = b"\x00" * 32
         self.pending: list[bytes] = []
+        self.messages: list[list[Any]] = []  # L1 deposits for the next batch
+        self.msg_count = 0
+        self.l1_block = 0
         self.receipts: dict[str, dict[str, Any]] = {}
         self.seen: list[tuple[str, Any]] = []  # everything that crossed the "network"
         self._ids = itertools.count(1)
@@ -66,10 +67,19 @@ class EnclaveProvider(BaseProvider):
     def close(self) -> None:
         self.member.close()
 
+    def deposit(self, address: str, value: int) -> None:
+        """An L1 deposit, as the Rollup's message chain would deliver it (one L1 block each)."""
+        self.l1_block += 1
+        self.messages.append([self.msg_count, 1, address, value, self.l1_block, b""])
+        self.msg_count += 1
+
     def _batch(self) -> None:
-        if not self.pending:
+        if not self.pending and not self.messages:
             return
-        req = batch_request(self.height + 1, self.prev_hash, envelopes=self.pending, timestamp=1_700_000_000 + self.height)
+        req = batch_request(
+            self.height + 1, self.prev_hash, envelopes=self.pending, messages=self.messages,
+            l1_block=self.l1_block, timestamp=1_700_000_000 + self.height,
+        )
         out = self.member.call("execute_batch", **req)
         self.member.call("accept_header", header=out["header"], signatures=[out["signature"]])
         self.height += 1
@@ -83,6 +93,7 @@ class EnclaveProvider(BaseProvider):
                 "encryptedReceipt": "0x" + entry.hex(),
             }
         self.pending = []
+        self.messages = []
 
     def make_request(self, method: Any, params: Any) -> Any:
         self.seen.append((method, params))
@@ -219,6 +230,30 @@ def test_balances_and_value_transfers_need_funds(node: EnclaveProvider) -> None:
     with pytest.raises(TransactionRefused, match="insufficient funds"):
         h = w3.eth.send_transaction({"to": BOB.address, "value": 1, "gas": 21_000})
         w3.eth.wait_for_transaction_receipt(h, timeout=10)
+    node.deposit(ALICE.address, 10_000)
+    node._batch()
+    assert w3.eth.get_balance(ALICE.address) == 10_000
+    h = w3.eth.send_transaction({"to": BOB.address, "value": 2_500})
+    assert w3.eth.wait_for_transaction_receipt(h, timeout=10).status == 1
+    assert w3.eth.get_balance(BOB.address) == 2_500 and w3.eth.get_balance(ALICE.address) == 7_500
+
+
+@pytest.mark.parametrize("name", sorted(examples.EXAMPLES))
+def test_every_example_matches_plain_l1_execution(name: str, node: EnclaveProvider) -> None:
+    """Each example through wrap() against the real enclave program = the same on the plain L1.
+
+    (The multi-process devnet version: tests/integration/test_examples_devnet.py.)
+    """
+    plain_w3 = Web3(EthereumTesterProvider())
+    expected = examples.load(name).run(plain_w3, plain_w3.eth.accounts)
+    # the same keys as eth-tester's accounts, so addresses in the results agree
+    users = [Account.from_key(i.to_bytes(32, "big")) for i in range(1, 6)]
+    assert [u.address for u in users] == plain_w3.eth.accounts[:5]
+    for u in users:
+        node.deposit(u.address, 10**18)
+    w3 = wrap(Web3(node), users)
+    got = examples.load(name).run(w3, [u.address for u in users])
+    assert got == expected
 
 
 def test_node_errors(node: EnclaveProvider) -> None:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,7 +56,8 @@ WITHDRAW_ADDRESS = bytes.fromhex("00000000000000000000000000000000000057d0")
 # Code at the withdrawal address: PUSH1 0 PUSH1 0 REVERT. A contract that sends value there
 # gets a revert, so only a top-level transaction (intercepted below) can withdraw.
 WITHDRAW_CODE = bytes.fromhex("60006000fd")
-COINBASE = "0x" + "00" * 20
+_ZERO_ADDRESS = b"\x00" * 20
+COINBASE = "0x" + "00" * 20  # stays loaded in pyrevm's journal for good (see credit)
 MAX_RECEIPT_OUTPUT = 64 * 1024
 _ERROR_SELECTOR = bytes.fromhex("08c379a0")
 _PANIC_SELECTOR = bytes.fromhex("4e487b71")
@@ -204,6 +205,8 @@ class _Batch:
     withdrawals: list[Withdrawal] = field(default_factory=list)
     gas_used: int = 0
     tx_count: int = 0
+    journal_used: bool = False  # has anything been loaded into pyrevm's journal this batch?
+    direct: dict[bytes, int] = field(default_factory=dict)  # credits written straight to the db
 
 
 def intrinsic_gas(data: bytes, create: bool) -> int:
@@ -320,14 +323,19 @@ class Executor:
         storage: dict[bytes, dict[int, int]],
         wiped: set[bytes],
         version: int,
+        skip_flush: Set[bytes] = frozenset(),
     ) -> None:
-        """Write net changes into pyrevm's database (cold) and into the world state + trees."""
+        """Write net changes into pyrevm's database (cold) and into the world state + trees.
+
+        ``skip_flush``: accounts already written to the database (direct credits).
+        """
         for addr in wiped:
             h = _hex(addr)
             for slot, _ in self.state.iter_storage(addr):
                 self._flush_slot(h, slot, 0)
         for addr, ch in accounts.items():
-            self._flush_account(addr, ch, ch.code is not None and ch.code_hash not in self.state.code)
+            if addr not in skip_flush:
+                self._flush_account(addr, ch, ch.code is not None and ch.code_hash not in self.state.code)
         for addr, slots in storage.items():
             h = _hex(addr)
             for slot, value in slots.items():
@@ -361,6 +369,12 @@ class Executor:
         b = self._require_batch()
         self._evm.revert(b.checkpoint)
         self._batch = None
+        for addr in b.direct:  # undo credits written straight to pyrevm's database
+            rec = self.state.account(addr)
+            if rec is None:
+                self._flush_account(addr, AccountChange(0, 0, KECCAK_EMPTY), False)
+            else:
+                self._flush_account(addr, AccountChange(rec.nonce, rec.balance, rec.code_hash), False)
 
     def end_batch(self) -> BatchCommit:
         """Commit the open batch: net state changes, both roots, the withdrawals list."""
@@ -376,9 +390,11 @@ class Executor:
         storage: dict[bytes, dict[int, int]] = {}
         wiped: set[bytes] = set()
         found = 0
+        parsed: set[bytes] = set()
         for m in _ACCT_RE.finditer(state_part):
             found += 1
             addr = bytes.fromhex(m.group(1))
+            parsed.add(addr)
             balance, nonce = int(m.group(2)), int(m.group(3))
             code_hash = bytes.fromhex(m.group(4))
             status = m.group(6)
@@ -409,13 +425,18 @@ class Executor:
             accounts[addr] = AccountChange(nonce, balance, code_hash, code)
         if found != state_part.count(": Account { info: "):
             raise RuntimeError("could not parse pyrevm's journaled state (pyrevm version drift?)")
-        for addr, n in b.nonces.items():  # every sender was loaded, but be safe
-            if addr not in accounts and st.nonce(addr) != n and found:
+        for addr in b.nonces:  # every sender was loaded, but be safe
+            if addr not in parsed:
                 raise RuntimeError("a transaction sender is missing from the journaled state")
+        for addr, bal in b.direct.items():  # credits that never reached the journal
+            if addr not in parsed:
+                rec = st.accounts.get(addr)
+                nonce, code_hash = (0, KECCAK_EMPTY) if rec is None else (rec.nonce, rec.code_hash)
+                accounts[addr] = AccountChange(nonce, bal, code_hash)
         del state_part
         evm.revert(b.checkpoint)
         self._batch = None
-        self._commit_changes(accounts, storage, wiped, b.block.number)
+        self._commit_changes(accounts, storage, wiped, b.block.number, skip_flush=b.direct.keys() - parsed)
         self._version = b.block.number
         return BatchCommit(
             state_root=st.state_root,
@@ -437,13 +458,31 @@ class Executor:
         return self.state.nonce(a)
 
     def credit(self, address: str | bytes, amount: int) -> None:
-        """Credit ``amount`` wei to ``address`` (an L1 deposit), inside the open batch."""
-        self._require_batch()
-        if not isinstance(amount, int) or amount < 0:
+        """Credit ``amount`` wei to ``address`` (an L1 deposit), inside the open batch.
+
+        Credits made before the batch's first ``execute`` are written straight into pyrevm's
+        database (every account is cold then): cheap, and they do not grow the journal.
+        """
+        b = self._require_batch()
+        if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0:
             raise EnclaveRefusal("a deposit amount must be a non-negative integer")
         if amount == 0:
             return
-        h = _hex(address_bytes(address))
+        addr = address_bytes(address)
+        h = _hex(addr)
+        if not b.journal_used and addr != _ZERO_ADDRESS:
+            bal = b.direct.get(addr)
+            if bal is None:
+                bal = self.state.balance(addr)
+            bal += amount
+            if bal >= 1 << 256:
+                raise EnclaveRefusal("deposit would overflow the account balance")
+            rec = self.state.account(addr)
+            nonce, code_hash = (0, KECCAK_EMPTY) if rec is None else (rec.nonce, rec.code_hash)
+            self._flush_account(addr, AccountChange(nonce, bal, code_hash), False)
+            b.direct[addr] = bal
+            return
+        b.journal_used = True
         bal = self._evm.get_balance(h) + amount
         if bal >= 1 << 256:
             raise EnclaveRefusal("deposit would overflow the account balance")
@@ -458,6 +497,7 @@ class Executor:
         gives a receipt with status 0 (and the nonce is consumed).
         """
         b = self._require_batch()
+        b.journal_used = True
         if item.chain_id != self.chain_id:
             raise TxError(f"wrong chain id {item.chain_id}: EnclaveNet's chain id is {self.chain_id}")
         sender = item.sender

@@ -7,16 +7,14 @@ batch (see executor.py for how the writes are collected). It owns:
 * ``accounts``: address (20 bytes) -> ``AccountRecord(nonce, balance, code_hash, salt)``;
 * ``code``: code hash -> runtime code;
 * ``storage``: address -> {slot: value} (non-zero values only);
-* the **state tree**: one compact sparse Merkle tree (``crypto.smt``) with a leaf per account
-  and per non-zero storage slot:
+* the **storage commitment**: a bucketed 16-ary Merkle tree over one entry per account with
+  a nonce or code and one per non-zero storage slot (see ``StateCommitment``):
 
-      account leaf key   keccak256(0x01 || address)
-      account leaf hash  keccak256(0x03 || key || nonce || balance || code_hash || salt)  (32-byte words)
-      storage leaf key   keccak256(0x02 || address || slot)
-      storage leaf hash  keccak256(0x03 || key || value)
+      account entry   key keccak256(0x01 || address),         payload nonce (32) || code_hash (32)
+      storage entry   key keccak256(0x02 || address || slot), payload value (32)
 
-  An empty account (nonce 0, balance 0, no code) and a zero slot have no leaf. The root binds
-  the whole state (a restored snapshot is checked against it) and updates in O(k log n);
+* the **balances tree** below; and the **state root**, which binds everything:
+  ``state_root = keccak256(0x07 || storage_commitment_root || balances_root)``;
 * the **balances tree** (``crypto.smt`` format, the escape hatch's): a leaf
   ``smt_leaf(keccak(address), balance, salt)`` per account with a non-zero native balance.
   A leaf's salt is ``keccak256("EnclaveNet.BalanceSalt.v1" || secret || address || version)``
@@ -34,6 +32,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import cbor2
+import sha3
 
 from ..crypto.hashing import ZERO32, domain_tag, keccak256
 from ..crypto.smt import SparseMerkleTree, smt_key, smt_leaf
@@ -42,7 +41,6 @@ from .errors import EnclaveRefusal
 KECCAK_EMPTY = keccak256(b"")
 SALT_DOMAIN = domain_tag("EnclaveNet.BalanceSalt.v1")
 SNAPSHOT_VERSION = 1
-_STATE_LEAF = b"\x03"
 
 
 class StateError(EnclaveRefusal):
@@ -68,21 +66,100 @@ class AccountRecord:
 
 
 def account_key(address: bytes) -> bytes:
-    return keccak256(b"\x01", address)
+    return _keccak(b"\x01" + address)
 
 
 def storage_key(address: bytes, slot: int) -> bytes:
-    return keccak256(b"\x02", address, slot.to_bytes(32, "big"))
+    return _keccak(b"\x02" + address + slot.to_bytes(32, "big"))
 
 
-def account_leaf(key: bytes, acct: AccountRecord) -> bytes:
-    return keccak256(
-        _STATE_LEAF, key, acct.nonce.to_bytes(32, "big"), acct.balance.to_bytes(32, "big"), acct.code_hash, acct.salt
-    )
+def account_payload(acct: AccountRecord) -> bytes:
+    return acct.nonce.to_bytes(32, "big") + acct.code_hash
 
 
-def storage_leaf(key: bytes, value: int) -> bytes:
-    return keccak256(_STATE_LEAF, key, value.to_bytes(32, "big"))
+def storage_payload(value: int) -> bytes:
+    return value.to_bytes(32, "big")
+
+
+def _keccak(data: bytes) -> bytes:
+    return sha3.keccak_256(data).digest()
+
+
+class StateCommitment:
+    """A Merkle commitment to a set of (32-byte key -> payload) entries, cheap to update.
+
+    Entries fall into 65,536 buckets by the first two bytes of their (uniformly random) key.
+
+        bucket hash = ZERO32 if empty, else keccak256(0x05 || for each entry in key order:
+                      key || len(payload) (1 byte) || payload)
+        node hash   = ZERO32 if its 16 children are all ZERO32, else keccak256(0x06 || children)
+
+    over four 16-ary levels (65,536 -> 4,096 -> 256 -> 16 -> 1). Changing k entries rehashes
+    at most k buckets (a few entries each) and their ancestors, each once: ~1 keccak per entry
+    plus O(min(k, 4096)) node hashes per batch, where a binary sparse Merkle tree needs
+    ~log2(n) keccaks per entry. A membership proof would be the bucket's entries plus 4 x 15
+    sibling hashes; nobody outside the enclaves needs one (the escape hatch uses the balances
+    tree), so none is offered.
+    """
+
+    __slots__ = ("_buckets", "_count", "_levels")
+    FANOUT_BITS = 4
+    LEVELS = 4  # 16 ** 4 = 65,536 buckets
+
+    def __init__(self) -> None:
+        self._buckets: dict[int, dict[bytes, bytes]] = {}
+        n = 1 << (self.FANOUT_BITS * self.LEVELS)
+        self._levels: list[list[bytes]] = []
+        while n >= 1:
+            self._levels.append([ZERO32] * n)
+            n >>= self.FANOUT_BITS
+        self._count = 0
+
+    @property
+    def root(self) -> bytes:
+        return self._levels[-1][0]
+
+    def __len__(self) -> int:
+        return self._count
+
+    def get(self, key: bytes) -> bytes | None:
+        b = self._buckets.get((key[0] << 8) | key[1])
+        return None if b is None else b.get(key)
+
+    def update(self, changes: dict[bytes, bytes | None]) -> None:
+        """Set (payload) or delete (None) entries, then rehash what changed."""
+        buckets = self._buckets
+        dirty: set[int] = set()
+        for key, payload in changes.items():
+            bid = (key[0] << 8) | key[1]
+            bucket = buckets.get(bid)
+            if payload is None:
+                if bucket is not None and bucket.pop(key, None) is not None:
+                    self._count -= 1
+                    dirty.add(bid)
+                    if not bucket:
+                        del buckets[bid]
+                continue
+            if bucket is None:
+                bucket = buckets[bid] = {}
+            if key not in bucket:
+                self._count += 1
+            bucket[key] = bytes([len(payload)]) + payload
+            dirty.add(bid)
+        level0 = self._levels[0]
+        for bid in dirty:
+            bucket = buckets.get(bid)
+            level0[bid] = (
+                _keccak(b"\x05" + b"".join([k + v for k, v in sorted(bucket.items())])) if bucket else ZERO32
+            )
+        bits = self.FANOUT_BITS
+        fan = 1 << bits
+        for lvl in range(1, len(self._levels)):
+            below, here = self._levels[lvl - 1], self._levels[lvl]
+            dirty = {i >> bits for i in dirty}
+            for i in dirty:
+                kids = below[i * fan : (i + 1) * fan]
+                here[i] = ZERO32 if kids.count(ZERO32) == fan else _keccak(b"\x06" + b"".join(kids))
 
 
 def balance_salt(secret: bytes, address: bytes, version: int) -> bytes:
@@ -106,13 +183,13 @@ class WorldState:
         self.accounts: dict[bytes, AccountRecord] = {}
         self.code: dict[bytes, bytes] = {}
         self.storage: dict[bytes, dict[int, int]] = {}
-        self.state_tree = SparseMerkleTree()
+        self.commitment = StateCommitment()
         self.balances_tree = SparseMerkleTree()
 
     # --- reads ---------------------------------------------------------------------------
     @property
     def state_root(self) -> bytes:
-        return self.state_tree.root
+        return _keccak(b"\x07" + self.commitment.root + self.balances_tree.root)
 
     @property
     def balances_root(self) -> bytes:
@@ -166,7 +243,7 @@ class WorldState:
             for slot, value in slots.items():
                 if value:
                     cur[slot] = value
-                    state_changes[storage_key(addr, slot)] = storage_leaf(storage_key(addr, slot), value)
+                    state_changes[storage_key(addr, slot)] = storage_payload(value)
                 elif cur.pop(slot, None) is not None:
                     state_changes[storage_key(addr, slot)] = None
             if not cur:
@@ -177,6 +254,7 @@ class WorldState:
             rec = self.accounts.get(addr)
             if rec is None:
                 rec = AccountRecord()
+            had_entry = bool(rec.nonce) or rec.code_hash != KECCAK_EMPTY
             old_balance = rec.balance
             rec.nonce, rec.code_hash = ch.nonce, ch.code_hash
             if ch.balance != old_balance or (ch.balance and rec.salt == ZERO32):
@@ -188,15 +266,16 @@ class WorldState:
                 else:
                     rec.salt = ZERO32
                     balance_changes[bkey] = None
-            key = account_key(addr)
             if rec.is_empty():
                 self.accounts.pop(addr, None)
-                state_changes[key] = None
             else:
                 self.accounts[addr] = rec
-                state_changes[key] = account_leaf(key, rec)
+            if rec.nonce or rec.code_hash != KECCAK_EMPTY:
+                state_changes[account_key(addr)] = account_payload(rec)
+            elif had_entry:
+                state_changes[account_key(addr)] = None
         if state_changes:
-            self.state_tree.update(state_changes)
+            self.commitment.update(state_changes)
         if balance_changes:
             self.balances_tree.update(balance_changes)
 
@@ -255,8 +334,8 @@ class WorldState:
                     raise StateError("snapshot account refers to code it does not contain")
                 rec = AccountRecord(nonce, balance, code_hash, salt)
                 st.accounts[a] = rec
-                key = account_key(a)
-                state_changes[key] = account_leaf(key, rec)
+                if nonce or code_hash != KECCAK_EMPTY:
+                    state_changes[account_key(a)] = account_payload(rec)
                 if balance:
                     bkey = smt_key(a)
                     balance_changes[bkey] = smt_leaf(bkey, balance, salt)
@@ -270,14 +349,13 @@ class WorldState:
                     if not (_is_u256(slot) and _is_u256(value)) or value == 0:
                         raise StateError("snapshot storage slots and values must be uint256, values non-zero")
                     slots[slot] = value
-                    skey = storage_key(a, slot)
-                    state_changes[skey] = storage_leaf(skey, value)
+                    state_changes[storage_key(a, slot)] = storage_payload(value)
                 st.storage[a] = slots
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, StateError):
                 raise
             raise StateError(f"snapshot is malformed ({type(exc).__name__})") from None
-        st.state_tree.update(state_changes)
+        st.commitment.update(state_changes)
         st.balances_tree.update(balance_changes)
         return st, version
 

@@ -2,7 +2,8 @@
 
 * ``embedded_l1`` -- a fresh in-process chain per test (~15 ms to make).
 * ``anvil_l1`` -- one anvil process for the whole session; each test runs inside an
-  ``evm_snapshot`` that is reverted afterwards, so tests do not see each other's blocks.
+  ``evm_snapshot`` that is reverted afterwards, so tests do not see each other's blocks
+  (if a test rolled the chain back below that snapshot, anvil is restarted instead).
 * ``l1`` -- parametrised over ``embedded`` and ``anvil``: a test using it runs on both
   backends (``test_x[embedded]``, ``test_x[anvil]``); the anvil variant carries the
   ``integration`` mark, so ``-m "not integration"`` keeps only the embedded one.
@@ -19,7 +20,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from enclavenet.chain import L1, AnvilError, EmbeddedL1, RpcL1, find_anvil, start_anvil
+from enclavenet.chain import (
+    L1,
+    AnvilError,
+    ChainError,
+    EmbeddedL1,
+    RpcL1,
+    find_anvil,
+    start_anvil,
+)
 
 
 @pytest.fixture(scope="session")
@@ -37,20 +46,34 @@ def embedded_l1() -> Iterator[EmbeddedL1]:
         yield chain
 
 
+class _SessionAnvil:
+    """One anvil for the session, restarted when a test left it unrecoverable (anvil cannot
+    revert to a snapshot whose block a test rolled back or reorganised away)."""
+
+    def __init__(self) -> None:
+        self.l1 = start_anvil()
+
+    def restart(self) -> None:
+        self.l1.close()
+        self.l1 = start_anvil()
+
+
 @pytest.fixture(scope="session")
-def anvil_session(anvil_available: str) -> Iterator[RpcL1]:
-    """The session's anvil process (use ``anvil_l1`` in tests: it isolates them)."""
-    with start_anvil() as chain:
-        yield chain
+def _anvil_session(anvil_available: str) -> Iterator[_SessionAnvil]:
+    session = _SessionAnvil()
+    yield session
+    session.l1.close()
 
 
 @pytest.fixture
-def anvil_l1(anvil_session: RpcL1) -> Iterator[RpcL1]:
-    snapshot = anvil_session.snapshot()
+def anvil_l1(_anvil_session: _SessionAnvil) -> Iterator[RpcL1]:
+    chain = _anvil_session.l1
+    snapshot = chain.snapshot()
+    yield chain
     try:
-        yield anvil_session
-    finally:
-        anvil_session.revert(snapshot)
+        chain.revert(snapshot)
+    except ChainError:
+        _anvil_session.restart()
 
 
 @pytest.fixture(params=["embedded", pytest.param("anvil", marks=pytest.mark.integration)])

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
 import pytest
+import requests
 import vyper
 from eth_account import Account
 from web3.exceptions import TransactionNotFound
+from web3.middleware import Web3Middleware
 
 from enclavenet.chain import (
     ChainError,
@@ -17,6 +22,7 @@ from enclavenet.chain import (
     dev_accounts,
     open_l1,
 )
+from enclavenet.chain.errors import with_retries
 
 PING = """
 event Ping:
@@ -179,3 +185,66 @@ def test_embedded_transaction_index_follows_history(embedded_l1: EmbeddedL1) -> 
     for tx_hash in [*kept, moved["transactionHash"]]:
         with pytest.raises(TransactionNotFound):
             l1.w3.eth.get_transaction(tx_hash)
+
+
+def test_with_retries_backs_off_then_gives_up() -> None:
+    failures = iter([requests.ConnectionError("Connection refused")] * 2)
+
+    def flaky() -> int:
+        for exc in failures:
+            raise exc
+        return 7
+
+    assert with_retries(flaky, what="x", endpoint="http://n", backoff=0.001) == 7
+
+    def dead() -> int:
+        raise requests.ConnectionError("[Errno 111] Connection refused")
+
+    with pytest.raises(L1Unavailable, match="cannot reach L1 at http://n: connection refused"):
+        with_retries(dead, what="x", endpoint="http://n", attempts=3, backoff=0.001)
+
+    def bug() -> int:
+        raise KeyError("not transient")
+
+    with pytest.raises(KeyError):  # other errors are not retried
+        with_retries(bug, what="x", endpoint="http://n", backoff=0.001)
+
+
+class LoseSendResponses(Web3Middleware):
+    """The node gets eth_sendRawTransaction, but the answer is lost on the way back."""
+
+    remaining = 0
+
+    def wrap_make_request(self, make_request: Any) -> Any:
+        def middleware(method: str, params: Any) -> Any:
+            response = make_request(method, params)
+            if method == "eth_sendRawTransaction" and LoseSendResponses.remaining > 0:
+                LoseSendResponses.remaining -= 1
+                raise requests.ConnectionError("Connection reset by peer")
+            return response
+
+        return middleware
+
+
+def test_sender_survives_a_lost_send_response(embedded_l1: EmbeddedL1) -> None:
+    """Resending after a lost answer hits the node's nonce check; the sender sees that its
+    own transaction got in, and carries on without a gap or a duplicate."""
+    l1 = embedded_l1
+    l1.w3.middleware_onion.add(LoseSendResponses)
+    sender = l1.sender(0, backoff=0.001)
+    LoseSendResponses.remaining = 1
+    receipt = sender.send_raw(l1.accounts[1].address, value=5)
+    assert receipt["status"] == 1
+    assert sender.send_raw(l1.accounts[1].address, value=5)["status"] == 1
+    assert l1.w3.eth.get_transaction_count(l1.accounts[0].address) == 2
+
+
+def test_sender_is_thread_safe(embedded_l1: EmbeddedL1) -> None:
+    l1 = embedded_l1
+    sender = l1.sender(0)
+    with ThreadPoolExecutor(4) as pool:
+        receipts = list(
+            pool.map(lambda _: sender.send_raw(l1.accounts[1].address, value=1), range(20))
+        )
+    assert all(r["status"] == 1 for r in receipts)
+    assert l1.w3.eth.get_transaction_count(l1.accounts[0].address) == 20

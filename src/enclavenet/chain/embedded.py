@@ -12,6 +12,7 @@ two, and falls back to the binary search when that is not enough.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from eth.abc import SignedTransactionAPI, StateAPI
@@ -30,6 +31,7 @@ from eth_tester.exceptions import TransactionNotFound
 from web3 import Web3
 from web3.providers.eth_tester import EthereumTesterProvider
 from web3.providers.eth_tester.defaults import API_ENDPOINTS
+from web3.types import RPCEndpoint, RPCResponse
 
 from .accounts import dev_accounts
 from .base import DEFAULT_BALANCE_ETH, DEFAULT_CHAIN_ID, DEFAULT_GAS_LIMIT, L1, SnapshotId
@@ -105,6 +107,18 @@ class _IndexedBackend(PyEVMBackend):
         )
 
 
+class _LockedProvider(EthereumTesterProvider):
+    """eth-tester is not thread-safe: one request at a time (a sender's threads, a follower)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lock = threading.RLock()
+
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        with self.lock:
+            return super().make_request(method, params)
+
+
 class EmbeddedL1(L1):
     """An in-process chain (eth-tester + py-evm) with funded development accounts."""
 
@@ -136,23 +150,28 @@ class EmbeddedL1(L1):
         endpoints["eth"]["chainId"] = lambda *_: chain_id
         self.tester = EthereumTester(backend)
         self._snapshots: list[SnapshotId] = []
-        w3 = Web3(EthereumTesterProvider(self.tester, api_endpoints=endpoints))
+        provider = _LockedProvider(self.tester, api_endpoints=endpoints)
+        self._lock = provider.lock  # also held by the test-chain controls below
+        w3 = Web3(provider)
         super().__init__(w3, chain_id, funded, "embedded eth-tester")
 
     def mine(self, blocks: int = 1) -> None:
         if blocks > 0:
-            self.tester.mine_blocks(blocks)
+            with self._lock:
+                self.tester.mine_blocks(blocks)
 
     def increase_time(self, seconds: int) -> None:
-        pending = int(self.tester.get_block_by_number("pending")["timestamp"])
-        target = max(self.timestamp() + int(seconds), pending + 1)
-        # eth-tester mines one block stamped one second before the time it is given
-        self.tester.time_travel(target + 1)
+        with self._lock:
+            pending = int(self.tester.get_block_by_number("pending")["timestamp"])
+            target = max(self.timestamp() + int(seconds), pending + 1)
+            # eth-tester mines one block stamped one second before the time it is given
+            self.tester.time_travel(target + 1)
 
     def snapshot(self) -> SnapshotId:
-        snapshot_id: int = self.tester.take_snapshot()
-        self._snapshots.append(snapshot_id)
-        return snapshot_id
+        with self._lock:
+            snapshot_id: int = self.tester.take_snapshot()
+            self._snapshots.append(snapshot_id)
+            return snapshot_id
 
     def revert(self, snapshot: SnapshotId) -> None:
         if snapshot not in self._snapshots:
@@ -160,23 +179,26 @@ class EmbeddedL1(L1):
                 f"unknown snapshot {snapshot!r}: it was never taken here, or was already "
                 "reverted to (or lies after one that was); take a new snapshot"
             )
-        self.tester.revert_to_snapshot(snapshot)
-        # like anvil: forget this snapshot and every later one
-        del self._snapshots[self._snapshots.index(snapshot) :]
-        self._history_rewritten()
+        with self._lock:
+            self.tester.revert_to_snapshot(snapshot)
+            # like anvil: forget this snapshot and every later one
+            del self._snapshots[self._snapshots.index(snapshot) :]
+            self._history_rewritten()
 
     def rollback(self, depth: int) -> None:
-        head = self.block_number()
-        if not 0 <= depth <= head:
-            raise ValueError(f"cannot roll back {depth} blocks: the chain has {head} after genesis")
-        if depth == 0:
-            return
-        backend = self.tester.backend
-        target = backend.chain.get_canonical_block_by_number(head - depth)
-        backend.revert_to_snapshot(target.hash)  # that block becomes the head
-        self._history_rewritten()
+        with self._lock:
+            head = self.block_number()
+            if not 0 <= depth <= head:
+                raise ValueError(f"cannot roll back {depth} blocks: the chain has {head}")
+            if depth == 0:
+                return
+            backend = self.tester.backend
+            target = backend.chain.get_canonical_block_by_number(head - depth)
+            backend.revert_to_snapshot(target.hash)  # that block becomes the head
+            self._history_rewritten()
 
     def reorg(self, depth: int) -> None:
-        self.rollback(depth)
-        # new blocks differ from the dropped ones (fresh prevrandao), hence new hashes
-        self.mine(depth)
+        with self._lock:
+            self.rollback(depth)
+            # new blocks differ from the dropped ones (fresh prevrandao), hence new hashes
+            self.mine(depth)

@@ -32,9 +32,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from eth_typing import BlockNumber
 from hexbytes import HexBytes
 from web3.contract import Contract
 from web3.exceptions import BlockNotFound
+from web3.types import FilterParams
 
 from .base import L1
 from .errors import ChainError, ReorgTooDeep, with_retries
@@ -215,8 +217,12 @@ class EventFollower:
         return result
 
     def _logs(self, first: int, last: int) -> list[Any]:
-        query = {"fromBlock": first, "toBlock": last, "address": self.address}
-        query["topics"] = self._topics
+        query: FilterParams = {
+            "fromBlock": BlockNumber(first),
+            "toBlock": BlockNumber(last),
+            "address": self.address,
+            "topics": self._topics,
+        }
         logs: list[Any] = self._read(lambda: self.l1.w3.eth.get_logs(query), "eth_getLogs")
         return logs
 

@@ -29,7 +29,7 @@ from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract.contract import ContractFunction
 from web3.exceptions import TransactionNotFound
-from web3.types import TxParams, TxReceipt
+from web3.types import TxParams, TxReceipt, Wei
 
 from .base import L1
 from .errors import (
@@ -176,7 +176,11 @@ class TxSender:
         return self._chain_id, self._block_gas_limit
 
     def _call_params(self, to: str | None, data: bytes, value: int) -> TxParams:
-        params: TxParams = {"from": self.account.address, "data": HexBytes(data), "value": value}
+        params: TxParams = {
+            "from": self.account.address,
+            "data": HexBytes(data),
+            "value": Wei(value),
+        }
         if to is not None:
             params["to"] = Web3.to_checksum_address(to)
         return params

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+from collections import deque
 from collections.abc import Callable, Set
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +47,7 @@ from ..crypto.hashing import ZERO32, address_bytes, to_checksum
 from ..crypto.header import Withdrawal, withdrawals_hash
 from ..crypto.smt import smt_key, smt_leaf
 from .errors import EnclaveRefusal
-from .state import KECCAK_EMPTY, AccountChange, WorldState
+from .state import KECCAK_EMPTY, AccountChange, UndoRecord, WorldState
 from .tx import MAX_TX_GAS, InboxCall, SignedTx, TxError
 
 PYREVM_VERSION = "0.3.7"  # end_batch reads revm's Debug rendering of the journal: pinned
@@ -260,6 +261,7 @@ class Executor:
         salt_secret_fn: Callable[[], bytes] | None = None,
         *,
         tx_gas_limit: int = MAX_TX_GAS,
+        max_undo: int = 64,
     ) -> None:
         version = importlib.metadata.version("pyrevm")
         if version != PYREVM_VERSION:
@@ -268,6 +270,8 @@ class Executor:
             raise ValueError("chain id must be a positive 64-bit integer")
         self.chain_id = chain_id
         self.tx_gas_limit = tx_gas_limit
+        self.max_undo = max_undo
+        self._undo: deque[UndoRecord] = deque(maxlen=max_undo or 1)
         self._salt_secret_fn = salt_secret_fn or (lambda: ZERO32)
         self._batch: _Batch | None = None
         self._block = BlockInfo(0, 0)
@@ -436,6 +440,8 @@ class Executor:
         del state_part
         evm.revert(b.checkpoint)
         self._batch = None
+        if self.max_undo:
+            self._undo.append(st.undo_record(accounts, storage, wiped, self._version))
         self._commit_changes(accounts, storage, wiped, b.block.number, skip_flush=b.direct.keys() - parsed)
         self._version = b.block.number
         return BatchCommit(
@@ -448,6 +454,34 @@ class Executor:
             accounts_touched=len(accounts),
             slots_touched=sum(len(s) for s in storage.values()),
         )
+
+    @property
+    def undo_depth(self) -> int:
+        """How many committed batches ``undo_batch`` can still take back (at most ``max_undo``)."""
+        return len(self._undo)
+
+    def undo_batch(self) -> None:
+        """Take back the last committed batch: O(its changes), unlike a snapshot/restore.
+
+        Roots, salts, storage, code and pyrevm's database return exactly to what they were
+        before that batch's ``end_batch``. Call it repeatedly to go back several batches.
+        """
+        if self._batch is not None:
+            raise EnclaveRefusal("undo between batches only: end or abort the open batch first")
+        if not self._undo:
+            raise EnclaveRefusal("no committed batch left to undo (restore a snapshot instead)")
+        rec = self._undo.pop()
+        for addr, slots in rec.storage.items():
+            h = _hex(addr)
+            for slot, value in slots.items():
+                self._flush_slot(h, slot, value)
+        for addr, old in rec.accounts.items():
+            if old is None:
+                self._flush_account(addr, AccountChange(0, 0, KECCAK_EMPTY), False)
+            else:
+                self._flush_account(addr, AccountChange(old.nonce, old.balance, old.code_hash), False)
+        self.state.undo(rec)
+        self._version = rec.version
 
     # --- items ---------------------------------------------------------------------------------
     def next_nonce(self, address: str | bytes) -> int:
@@ -727,6 +761,7 @@ class Executor:
                 evm.revert(cp)
         self.state = st
         self._version = version
+        self._undo.clear()
 
 
 __all__ = [

@@ -176,6 +176,16 @@ class AccountChange:
     code: bytes | None = None
 
 
+@dataclass
+class UndoRecord:
+    """What one batch overwrote, to put it back: O(changes), not O(state)."""
+
+    accounts: dict[bytes, AccountRecord | None]  # previous record (a copy), None if absent
+    storage: dict[bytes, dict[int, int]]  # previous values of changed slots (0 = absent)
+    new_code: set[bytes]  # code hashes the batch introduced
+    version: int  # the executor's version before the batch
+
+
 class WorldState:
     """Canonical state plus the state tree and the balances tree."""
 
@@ -274,6 +284,69 @@ class WorldState:
                 state_changes[account_key(addr)] = account_payload(rec)
             elif had_entry:
                 state_changes[account_key(addr)] = None
+        if state_changes:
+            self.commitment.update(state_changes)
+        if balance_changes:
+            self.balances_tree.update(balance_changes)
+
+    def undo_record(
+        self,
+        accounts: dict[bytes, AccountChange],
+        storage: dict[bytes, dict[int, int]],
+        wiped: Iterable[bytes],
+        version: int,
+    ) -> UndoRecord:
+        """Capture what ``apply(accounts, storage, wiped, ...)`` is about to overwrite."""
+        old_accounts: dict[bytes, AccountRecord | None] = {}
+        for a in accounts:
+            r = self.accounts.get(a)
+            old_accounts[a] = None if r is None else AccountRecord(r.nonce, r.balance, r.code_hash, r.salt)
+        old_storage: dict[bytes, dict[int, int]] = {}
+        for a in wiped:
+            old_storage[a] = dict(self.storage.get(a, {}))
+        for a, slots in storage.items():
+            cur = self.storage.get(a, {})
+            prev = old_storage.setdefault(a, {})
+            for slot in slots:
+                prev.setdefault(slot, cur.get(slot, 0))
+        new_code = {ch.code_hash for ch in accounts.values() if ch.code is not None and ch.code_hash not in self.code}
+        return UndoRecord(old_accounts, old_storage, new_code, version)
+
+    def undo(self, rec: UndoRecord) -> None:
+        """Put back what one batch overwrote (records, salts, slots, code) and both trees."""
+        state_changes: dict[bytes, bytes | None] = {}
+        balance_changes: dict[bytes, bytes | None] = {}
+        for a, slots in rec.storage.items():
+            cur = self.storage.setdefault(a, {})
+            for slot, value in slots.items():
+                if value:
+                    cur[slot] = value
+                    state_changes[storage_key(a, slot)] = storage_payload(value)
+                elif cur.pop(slot, None) is not None:
+                    state_changes[storage_key(a, slot)] = None
+            if not cur:
+                del self.storage[a]
+        for a, old in rec.accounts.items():
+            now = self.accounts.get(a)
+            had_entry = now is not None and (bool(now.nonce) or now.code_hash != KECCAK_EMPTY)
+            if old is None or old.is_empty():
+                self.accounts.pop(a, None)
+            else:
+                self.accounts[a] = old
+            has_entry = old is not None and (bool(old.nonce) or old.code_hash != KECCAK_EMPTY)
+            if has_entry:
+                assert old is not None
+                state_changes[account_key(a)] = account_payload(old)
+            elif had_entry:
+                state_changes[account_key(a)] = None
+            if (now.balance if now else 0, now.salt if now else ZERO32) != (
+                old.balance if old else 0,
+                old.salt if old else ZERO32,
+            ):
+                bkey = smt_key(a)
+                balance_changes[bkey] = smt_leaf(bkey, old.balance, old.salt) if old and old.balance else None
+        for h in rec.new_code:
+            self.code.pop(h, None)
         if state_changes:
             self.commitment.update(state_changes)
         if balance_changes:

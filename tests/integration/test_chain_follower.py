@@ -165,6 +165,26 @@ def test_reorg_beyond_confirmation_depth_retracts_and_rereads(
     assert names == [("Ping", 0), ("Ping", 1), ("Ping", 50), ("Ping", 51), ("Pong", 60)]
 
 
+def test_revert_to_a_snapshot_then_a_different_history(
+    l1: L1, emitter: tuple[Contract, TxSender]
+) -> None:
+    contract, sender = emitter
+    ledger = Ledger(EventFollower(l1, contract, confirmations=2))
+    sender.transact(contract.functions.ping(1, 1))
+    snap = l1.snapshot()
+    for n in (2, 3, 4):
+        sender.transact(contract.functions.ping(n, 2))
+    l1.mine(2)
+    assert [e.args["n"] for e in ledger.poll()] == [1, 2, 3, 3, 4, 4, 5]
+    l1.revert(snap)  # pings 2..4 gone (beyond the confirmation depth)
+    sender.transact(contract.functions.pong(9))
+    l1.mine(2)
+    ledger.check(l1, contract)
+    (reorg,) = ledger.reorgs
+    assert [e.args["n"] for e in reorg.removed] == [2, 3, 3, 4, 4, 5]
+    assert sorted((e.name, e.args["n"]) for e in ledger.held.values()) == [("Ping", 1), ("Pong", 9)]
+
+
 def test_same_height_reorg_of_empty_blocks(l1: L1, emitter: tuple[Contract, TxSender]) -> None:
     """A reorg that keeps the height (new hashes, no events) is still found and rewound."""
     contract, sender = emitter

@@ -246,6 +246,7 @@ def test_voter_refuses_a_different_header_and_never_signs_twice() -> None:
     assert voter.call("status") == before  # state and head unchanged by the refused vote
     v = voter.call("verify_batch", header=out["header"], **req)
     assert v["header_hash"] == out["header_hash"]
+    assert voter.call("verify_batch", header=out["header"], **req) == v  # a host retry: same answer
     # a competing proposal at height 1 (by a third member) is refused, even after a rollback
     voter.call("rollback", height=0)
     other_req = batch_request(1, bytes(32), l1_block=1, messages=[dep(0, alice.address, 10**18, 1)], timestamp=1_800_000_000)

@@ -89,7 +89,7 @@ def wrap(
         account, l1=l1, rollup=rollup, legacy_transactions=legacy_transactions, endpoint=endpoint
     )
     install(w3, client)
-    w3.eth.default_account = client.address
+    w3.eth.default_account = Web3.to_checksum_address(client.address)
     w3.enclavenet = client  # type: ignore[attr-defined]
     return w3
 
@@ -107,7 +107,7 @@ def check_receipt(receipt: Any) -> Any:
     if int(receipt["status"]) == 1:
         return receipt
     reason = receipt.get("revertReason") if hasattr(receipt, "get") else None
-    data = receipt.get("returnData") if hasattr(receipt, "get") else None
-    raise TransactionReverted(
-        str(reason or ""), data=data.to_0x_hex() if hasattr(data, "to_0x_hex") else data, receipt=receipt
-    )
+    data: Any = receipt.get("returnData") if hasattr(receipt, "get") else None
+    if data is not None and not isinstance(data, str):
+        data = "0x" + bytes(data).hex()
+    raise TransactionReverted(str(reason or ""), data=data, receipt=receipt)

@@ -75,13 +75,13 @@ def _rollup(l1_w3: Web3, rollup: str) -> Any:
 
 def _l1_transact(l1_w3: Web3, account: LocalAccount, fn: ContractFunction, value: int, timeout: float) -> Any:
     """Sign ``fn`` locally, send it to the L1, wait for the receipt; raise if it reverted."""
-    sender = to_checksum(account.address)
-    base: dict[str, Any] = {"from": sender, "value": value}
+    sender = Web3.to_checksum_address(account.address)
+    base: Any = {"from": sender, "value": value}
     try:
         gas = fn.estimate_gas(base)
     except Exception as exc:
         raise TransactionReverted(f"L1 {fn.fn_name} would revert: {exc}") from None
-    tx = fn.build_transaction(
+    tx: Any = fn.build_transaction(
         {
             **base,
             "gas": int(gas * 1.2) + 10_000,
@@ -153,9 +153,8 @@ def withdraw(
     frm = to_checksum(client.signer(sender).address)
     to_l1 = to_checksum(recipient) if recipient else frm
     data = b"" if to_l1 == frm else address_bytes(to_l1)
-    h = w3.eth.send_transaction(
-        {"from": frm, "to": WITHDRAWAL_ADDRESS, "value": amount, "data": data, "gas": 100_000}
-    )
+    tx: Any = {"from": frm, "to": WITHDRAWAL_ADDRESS, "value": amount, "data": data, "gas": 100_000}
+    h = w3.eth.send_transaction(tx)
     receipt = w3.eth.wait_for_transaction_receipt(h, timeout=timeout, poll_latency=0.1)
     if receipt["status"] != 1:
         raise TransactionReverted(str(receipt.get("revertReason") or "withdrawal refused"), receipt=receipt)
@@ -168,7 +167,7 @@ def withdraw(
     l1_receipt = None
     while l1_receipt is None:
         try:
-            l1_receipt = l1_w3.eth.get_transaction_receipt(l1_hash)
+            l1_receipt = l1_w3.eth.get_transaction_receipt(str(l1_hash))  # type: ignore[arg-type]
         except Exception:
             if time.monotonic() > deadline:
                 raise NodeUnavailable(f"L1 transaction {l1_hash} not found on the L1 given") from None

@@ -150,7 +150,7 @@ class EnclaveNetMiddleware(Web3Middleware):
                 return make_batch_request(requests_info)
             out: list[RPCResponse] = []
             for m, p in requests_info:
-                r = self.handle(one, m, p)
+                r = self.handle(one, m, p)  # type: ignore[arg-type]
                 out.append(r if r is not None else one(m, p))
             return out
 
@@ -177,4 +177,4 @@ def install(w3: Web3, client: ConfidentialClient) -> None:
     def build(w3_: Any) -> EnclaveNetMiddleware:
         return EnclaveNetMiddleware(w3_, client)
 
-    w3.middleware_onion.inject(build, name="enclavenet", layer=0)
+    w3.middleware_onion.inject(build, name="enclavenet", layer=0)  # type: ignore[arg-type]

@@ -1,0 +1,163 @@
+"""``enclavenet``: one command, with subcommands.
+
+    enclavenet node --config FILE        one node (enclave host, L1 follower, JSON-RPC)
+    enclavenet devnet [-n 4] [--l1 embedded|anvil] [--l1-rpc URL]
+    enclavenet l1 [--port 8545]          the embedded L1 (eth-tester) served over JSON-RPC
+
+Subcommands register themselves in ``COMMANDS``: add one with ``@command("name", "help")`` on a
+function ``(args) -> int`` and a ``configure(parser)`` attribute for its options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+Handler = Callable[[argparse.Namespace], int]
+COMMANDS: dict[str, tuple[str, Handler, Callable[[argparse.ArgumentParser], None]]] = {}
+
+
+def command(name: str, help_text: str, configure: Callable[[argparse.ArgumentParser], None] | None = None) -> Callable[[Handler], Handler]:
+    """Register a subcommand: ``@command("demo", "run the demo", configure=add_options)``."""
+
+    def deco(fn: Handler) -> Handler:
+        COMMANDS[name] = (help_text, fn, configure or (lambda p: None))
+        return fn
+
+    return deco
+
+
+# ---------------------------------------------------------------------------- node
+
+
+def _node_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="node config file (JSON; see docs/NODE.md)")
+
+
+@command("node", "run one node: its enclave, the L1 follower, the mempool, the committee protocol, JSON-RPC", _node_opts)
+def cmd_node(args: argparse.Namespace) -> int:
+    from .node.config import ConfigError
+    from .node.node import run_node
+
+    try:
+        run_node(args.config)
+    except ConfigError as exc:
+        print(f"enclavenet node: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+# ---------------------------------------------------------------------------- l1
+
+
+def _l1_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8545, help="0 picks a free port (printed on the ready line)")
+    p.add_argument("--chain-id", type=int, default=None, help="L1 chain id (default 31337)")
+    p.add_argument("--accounts", type=int, default=10, help="funded development accounts")
+
+
+@command("l1", "serve the embedded L1 (eth-tester, auto-mining) over JSON-RPC on 127.0.0.1", _l1_opts)
+def cmd_l1(args: argparse.Namespace) -> int:
+    from .chain.l1server import serve_main
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s l1 %(levelname)s %(name)s: %(message)s")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print("enclavenet l1: serves on 127.0.0.1 only (a development chain with public keys)", file=sys.stderr)
+        return 2
+    serve_main(args.host, args.port, chain_id=args.chain_id, accounts=args.accounts)
+    return 0
+
+
+# ---------------------------------------------------------------------------- devnet
+
+
+def _devnet_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-n", "--nodes", type=int, default=4, help="committee size (default 4)")
+    p.add_argument("--l1", choices=["embedded", "anvil"], default="embedded", help="which L1 to start")
+    p.add_argument("--l1-rpc", default=None, help="use an L1 at this JSON-RPC URL instead of starting one")
+    p.add_argument("--tee", default=None, help="comma-separated TEE types per node (default: sgx,tdx,sev-snp,csv,...)")
+    p.add_argument("--quorum", type=int, default=None)
+    p.add_argument("--min-types", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--batch-interval", type=float, default=0.2)
+    p.add_argument("--proposer-timeout", type=float, default=3.0)
+    p.add_argument("--dir", default=None, help="where configs, sealed enclaves and logs go (default: a temp dir)")
+    p.add_argument("--json", action="store_true", help="print the devnet description as one JSON line")
+
+
+@command("devnet", "start an L1, deploy the contracts, start N nodes; run until Ctrl-C, then stop them all", _devnet_opts)
+def cmd_devnet(args: argparse.Namespace) -> int:
+    from .devnet import Devnet, DevnetError
+
+    logging.basicConfig(level=logging.WARNING)
+    tees = [t.strip() for t in args.tee.split(",")] if args.tee else None
+    net = Devnet(
+        n=args.nodes, l1=args.l1, l1_rpc=args.l1_rpc, tee_types=tees, quorum=args.quorum, min_types=args.min_types,
+        batch_size=args.batch_size, batch_interval=args.batch_interval, proposer_timeout=args.proposer_timeout,
+        base_dir=args.dir, progress=True,
+    )
+    stop = {"now": False}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        net.start()
+    except DevnetError as exc:
+        print(f"enclavenet devnet: {exc}", file=sys.stderr)
+        net.stop()
+        return 1
+    try:
+        info = net.info()
+        if args.json:
+            print(json.dumps(info), flush=True)
+        else:
+            print(f"L1          {info['l1']}  (chain id {info['l1ChainId']})")
+            print(f"Rollup      {info['rollup']}")
+            print(f"Registry    {info['registry']}")
+            print(f"EnclaveNet  chain id {info['chainId']}, quorum {info['quorum']} spanning >= {info['minTypes']} TEE types")
+            for i, nd in enumerate(info["nodes"]):
+                print(f"node{i}       {nd['url']}  {nd['tee']:8s} enclave {nd['enclave']}")
+            print(f"logs        {info['dir']}")
+            print("running; Ctrl-C stops every process", flush=True)
+        while not stop["now"]:
+            time.sleep(0.2)
+    finally:
+        net.stop()
+    return 0
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="enclavenet", description="EnclaveNet: confidential contracts on a TEE committee")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_text, _, configure) in COMMANDS.items():
+        configure(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    _, handler, _ = COMMANDS[args.command]
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

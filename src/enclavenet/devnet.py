@@ -1,0 +1,561 @@
+"""A whole EnclaveNet on this machine: an L1, the contracts, and N nodes, each its own process.
+
+    with Devnet(n=4) as net:                 # sgx, tdx, sev-snp, csv; quorum 3 spanning >= 3 types
+        w3 = Web3(Web3.HTTPProvider(net.rpc_urls[0]))
+        net.kill(1); net.restart(1)          # crash and bring back a node (same sealed enclave)
+        net.suspend(2); net.resume(2)        # SIGSTOP / SIGCONT
+    # every process started here is stopped on exit -- also on errors and at interpreter exit
+
+The L1 is the embedded chain served over JSON-RPC (``enclavenet l1``, a child process) by
+default, ``l1="anvil"`` for anvil, or ``l1_rpc=URL`` for a node someone else runs (the
+development accounts must be funded there). The devnet deploys the Registry and the Rollup,
+sets one simulated vendor root per TEE type and allows the enclave measurement, writes one
+config per node (``<base_dir>/nodeI/config.json``, mode 0600: it holds the operator's L1 key and
+the simulated machine's secrets) and starts the nodes. Healthy = every node follows a first
+header (height 1) carrying the epoch key, and sees its peers.
+
+CLI: ``enclavenet devnet [-n 4] [--l1 embedded|anvil] [--l1-rpc URL]``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import IO, Any
+
+import requests
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from .chain.accounts import dev_accounts
+from .chain.rpc import RpcL1
+from .chain.errors import TxReverted
+from .chain.sender import TxSender
+from .crypto.quote import TEE_TYPES
+from .node.config import NodeConfig, normalize_enclave_config
+
+log = logging.getLogger("enclavenet.devnet")
+
+DEFAULT_TYPES = ("sgx", "tdx", "sev-snp", "csv")
+DEFAULT_CHAIN_ID = 1337
+PROGRAM = "enclavenet.enclave.program:EnclaveProgram"
+
+_live: weakref.WeakSet[Devnet] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for net in list(_live):
+        with contextlib.suppress(Exception):
+            net.stop()
+
+
+class DevnetError(RuntimeError):
+    """The devnet could not start (the message says which part and where its log is)."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def default_quorum(n: int) -> int:
+    """More than two thirds of the committee (3 of 4, 5 of 7, 7 of 10)."""
+    return n * 2 // 3 + 1
+
+
+class _Proc:
+    """A child process in its own process group (so its enclave child dies with it)."""
+
+    def __init__(self, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.argv = argv
+        self.log_path = log_path
+        self.env = env
+        self.popen: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self.ready_line: dict[str, Any] | None = None
+
+    def start(self, timeout: float = 60.0, wait_ready: bool = True) -> dict[str, Any] | None:
+        self._log = open(self.log_path, "ab")
+        self.popen = subprocess.Popen(
+            self.argv, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL,
+            start_new_session=True, env=self.env,
+        )
+        if not wait_ready:
+            self._pump_stdout()
+            return None
+        deadline = time.monotonic() + timeout
+        assert self.popen.stdout is not None
+        out = self.popen.stdout
+        line_box: list[bytes] = []
+
+        def read() -> None:
+            line_box.append(out.readline())
+
+        t = threading.Thread(target=read, daemon=True)
+        t.start()
+        t.join(max(0.0, deadline - time.monotonic()))
+        if not line_box or not line_box[0]:
+            code = self.popen.poll()
+            self.stop()
+            raise DevnetError(
+                f"{self.argv[3] if len(self.argv) > 3 else self.argv[0]} did not start "
+                f"(exit code {code}); see {self.log_path}"
+            )
+        try:
+            self.ready_line = json.loads(line_box[0])
+        except json.JSONDecodeError:
+            self.ready_line = {"raw": line_box[0].decode(errors="replace")}
+        self._pump_stdout()
+        return self.ready_line
+
+    def _pump_stdout(self) -> None:
+        """Copy the rest of the child's stdout into its log (so the pipe never fills)."""
+        assert self.popen is not None and self.popen.stdout is not None
+        src = self.popen.stdout
+        dst = self._log
+
+        def pump() -> None:
+            for line in iter(src.readline, b""):
+                if dst is not None and not dst.closed:
+                    with contextlib.suppress(ValueError):
+                        dst.write(line)
+                        dst.flush()
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.popen.pid, sig)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.popen is None:
+            return
+        if self.popen.poll() is None:
+            self.signal(signal.SIGCONT)
+            self.signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.popen.wait(timeout)
+        # the group may still hold the enclave child
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def kill(self) -> None:
+        if self.popen is not None:
+            self.signal(signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(5)
+
+
+class Devnet:
+    """An L1, the contracts and ``n`` nodes on 127.0.0.1. See the module docstring."""
+
+    def __init__(
+        self,
+        n: int = 4,
+        l1: str = "embedded",
+        *,
+        l1_rpc: str | None = None,
+        tee_types: list[str] | tuple[str, ...] | None = None,
+        quorum: int | None = None,
+        min_types: int | None = None,
+        chain_id: int = DEFAULT_CHAIN_ID,
+        batch_size: int = 500,
+        batch_interval: float = 0.2,
+        proposer_timeout: float = 3.0,
+        pipeline: int = 2,
+        confirmations: int = 0,
+        persist: str = "sign",
+        base_dir: str | Path | None = None,
+        user_accounts: int = 8,
+        allow_faults: bool = False,
+        progress: bool = False,
+        start_timeout: float = 120.0,
+        node_options: dict[str, Any] | None = None,
+        log_level: str = "INFO",
+    ) -> None:
+        if n < 1:
+            raise ValueError("a devnet needs at least one node")
+        types = list(tee_types) if tee_types else [DEFAULT_TYPES[i % len(DEFAULT_TYPES)] for i in range(n)]
+        if len(types) != n:
+            raise ValueError(f"tee_types names {len(types)} platforms for {n} nodes")
+        for t in types:
+            if t not in TEE_TYPES:
+                raise ValueError(f"unknown TEE type {t!r}; expected one of {sorted(TEE_TYPES)}")
+        self.n = n
+        self.tee_types = types
+        self.quorum = quorum or min(n, default_quorum(n))
+        distinct = len(set(types))
+        self.min_types = min_types or min(3, distinct, self.quorum)
+        self.l1_kind = "rpc" if l1_rpc else l1
+        if self.l1_kind not in ("embedded", "anvil", "rpc"):
+            raise ValueError(f"l1 must be 'embedded' or 'anvil' (or give l1_rpc=URL), got {l1!r}")
+        self._l1_rpc = l1_rpc
+        self.chain_id = chain_id
+        self.batch_size = batch_size
+        self.batch_interval = batch_interval
+        self.proposer_timeout = proposer_timeout
+        self.pipeline = pipeline
+        self.confirmations = confirmations
+        self.persist = persist
+        self.user_accounts = user_accounts
+        self.allow_faults = allow_faults
+        self.progress = progress
+        self.start_timeout = start_timeout
+        self.node_options = dict(node_options or {})
+        self.log_level = log_level
+        self._own_dir = base_dir is None
+        self.base_dir = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix="enclavenet-devnet-"))
+        self._l1_proc: _Proc | None = None
+        self._anvil: RpcL1 | None = None
+        self.l1_url = ""
+        self.w3: Web3 | None = None
+        self.rollup: Any = None
+        self.registry: Any = None
+        self.deployment: Any = None
+        self.measurement = b""
+        self.vendors: dict[str, Any] = {}
+        self.configs: list[NodeConfig] = []
+        self.config_paths: list[Path] = []
+        self.procs: list[_Proc | None] = []
+        self.rpc_urls: list[str] = []
+        self.addresses: list[str] = []
+        self.accounts: list[LocalAccount] = []  # funded L1 accounts for users (not the operators')
+        self.owner: LocalAccount | None = None
+        self.deploy_block = 0
+        self._started = False
+
+    # ------------------------------------------------------------------ context
+    def __enter__(self) -> Devnet:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ start
+    def start(self) -> Devnet:
+        _live.add(self)
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self._start_l1()
+        self._deploy()
+        self._write_configs()
+        self._start_nodes()
+        self.wait_healthy(self.start_timeout)
+        self._started = True
+        return self
+
+    def _python(self) -> str:
+        return sys.executable
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        src = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        return env
+
+    def _start_l1(self) -> None:
+        n_accounts = self.n + 1 + self.user_accounts
+        if self.l1_kind == "embedded":
+            port = free_port()
+            self._l1_proc = _Proc(
+                [self._python(), "-m", "enclavenet.cli", "l1", "--port", str(port), "--accounts", str(n_accounts)],
+                self.base_dir / "l1.log", env=self._env(),
+            )
+            ready = self._l1_proc.start(timeout=60)
+            assert ready is not None
+            self.l1_url = str(ready.get("url") or f"http://127.0.0.1:{port}")
+        elif self.l1_kind == "anvil":
+            from .chain.anvil import start_anvil
+
+            self._anvil = start_anvil(accounts=n_accounts)
+            self.l1_url = self._anvil.url
+        else:
+            assert self._l1_rpc is not None
+            self.l1_url = self._l1_rpc
+        self.w3 = Web3(Web3.HTTPProvider(self.l1_url, request_kwargs={"timeout": 60}))
+        accts = dev_accounts(n_accounts)
+        self.owner = accts[0]
+        self._operator_accounts = accts[1 : 1 + self.n]
+        self.accounts = accts[1 + self.n :]
+
+    def _deploy(self) -> None:
+        from .contracts import deploy_contracts
+        from .tee.platform import SimulatedVendor, measure_enclave
+
+        assert self.w3 is not None and self.owner is not None
+        l1 = RpcL1(self.l1_url, accounts=[self.owner])
+        sender = TxSender(l1, self.owner)
+        seed = os.urandom(16)
+        self.vendors = {t: SimulatedVendor.from_seed(t, seed) for t in sorted(set(self.tee_types))}
+        roots = {TEE_TYPES[t]: v.root_address for t, v in self.vendors.items()}
+        dep = deploy_contracts(sender, self.owner.address, self.quorum, self.min_types, platform_roots=roots)
+        self.deployment = dep
+        self.rollup = self.w3.eth.contract(address=dep.rollup.address, abi=dep.rollup.abi)
+        self.registry = self.w3.eth.contract(address=dep.registry.address, abi=dep.registry.abi)
+        self.deploy_block = int(dep.block_number)
+        l1_chain_id = int(self.w3.eth.chain_id)
+        # Every member runs the same enclave program with the same config (docs/ENCLAVE.md: the
+        # config is measured, and an enclave trusts members of its own measurement), so there is
+        # one measurement; it is allowed for every TEE type of the committee.
+        self.enclave_config = normalize_enclave_config({
+            "chain_id": self.chain_id,
+            "l1_chain_id": l1_chain_id,
+            "rollup": dep.rollup.address,
+            "platform_roots": {str(k): v for k, v in roots.items()},
+            "measurements": [],
+            "epoch_grace": 1,
+        })
+        self.measurement = measure_enclave(PROGRAM, self.enclave_config)
+        for t in sorted(roots):
+            fn = dep.registry.functions.allowMeasurement(t, self.measurement)
+            try:
+                sender.transact(fn)
+            except TxReverted as exc:
+                if "already allowed" not in str(exc):
+                    raise
+        self.l1_chain_id = l1_chain_id
+
+    def _write_configs(self) -> None:
+        ports = [free_port() for _ in range(self.n)]
+        self.rpc_urls = [f"http://127.0.0.1:{p}" for p in ports]
+        self.configs, self.config_paths = [], []
+        for i, tee in enumerate(self.tee_types):
+            platform = self.vendors[tee].new_platform()
+            opts = dict(self.node_options)
+            cfg = NodeConfig(
+                name=f"node{i}",
+                data_dir=str(self.base_dir / f"node{i}"),
+                l1_rpc=self.l1_url,
+                l1_key="0x" + bytes(self._operator_accounts[i].key).hex(),
+                rollup=self.deployment.rollup.address,
+                registry=self.deployment.registry.address,
+                l1_chain_id=self.l1_chain_id,
+                chain_id=self.chain_id,
+                platform=platform.boot_spec(),
+                enclave=self.enclave_config,
+                rpc_port=ports[i],
+                start_block=self.deploy_block,
+                peers=list(self.rpc_urls),
+                expected_members=self.n,
+                batch_size=opts.pop("batch_size", self.batch_size),
+                batch_interval=opts.pop("batch_interval", self.batch_interval),
+                proposer_timeout=opts.pop("proposer_timeout", self.proposer_timeout),
+                pipeline=opts.pop("pipeline", self.pipeline),
+                confirmations=opts.pop("confirmations", self.confirmations),
+                persist=opts.pop("persist", self.persist),
+                allow_faults=self.allow_faults,
+                log_level=self.log_level,
+                **opts,
+            )
+            path = self.base_dir / f"node{i}" / "config.json"
+            cfg.save(path)
+            self.configs.append(cfg)
+            self.config_paths.append(path)
+        self.procs = [None] * self.n
+
+    def _node_proc(self, i: int) -> _Proc:
+        return _Proc(
+            [self._python(), "-m", "enclavenet.cli", "node", "--config", str(self.config_paths[i])],
+            self.base_dir / f"node{i}.log", env=self._env(),
+        )
+
+    def _start_nodes(self) -> None:
+        self.addresses = [""] * self.n
+        for i in range(self.n):
+            p = self._node_proc(i)
+            p.start(wait_ready=False)
+            self.procs[i] = p
+        # the ready line comes once each node registered its enclave: read them all
+        for i, p in enumerate(self.procs):
+            assert p is not None
+            self.addresses[i] = self._await_ready(i, p)
+
+    def _await_ready(self, i: int, p: _Proc) -> str:
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if not p.alive:
+                raise DevnetError(f"node{i} exited during start-up; see {p.log_path}")
+            st = self.status(i)
+            if st is not None and st.get("address"):
+                return str(st["address"])
+            time.sleep(0.1)
+        raise DevnetError(f"node{i} did not answer on {self.rpc_urls[i]}; see {p.log_path}")
+
+    # ------------------------------------------------------------------ health
+    def rpc(self, i: int, method: str, *params: Any, timeout: float = 10.0) -> Any:
+        r = requests.post(self.rpc_urls[i], json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)},
+                          timeout=timeout)
+        out = r.json()
+        if "error" in out:
+            raise DevnetError(f"node{i} {method}: {out['error'].get('message')}")
+        return out["result"]
+
+    def status(self, i: int) -> dict[str, Any] | None:
+        try:
+            st: dict[str, Any] = self.rpc(i, "enclavenet_status", timeout=3)
+            return st
+        except (requests.RequestException, ValueError, DevnetError):
+            return None
+
+    def healthy(self, i: int, min_height: int = 1) -> bool:
+        st = self.status(i)
+        return bool(
+            st and st.get("epoch") is not None and st.get("height", 0) >= min_height
+            and st.get("finalized", 0) >= min_height and all(p.get("address") for p in st.get("peers", []))
+        )
+
+    def wait_healthy(self, timeout: float = 120.0, *, nodes: list[int] | None = None, min_height: int = 1) -> None:
+        """Block until the given (default: all running) nodes are healthy; tqdm progress when asked."""
+        idx = nodes if nodes is not None else [i for i, p in enumerate(self.procs) if p is not None and p.alive]
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(idx), desc="nodes healthy", unit="node", leave=True)
+        deadline = time.monotonic() + timeout
+        done: set[int] = set()
+        try:
+            while time.monotonic() < deadline:
+                for i in idx:
+                    if i in done:
+                        continue
+                    p = self.procs[i]
+                    if p is None or not p.alive:
+                        raise DevnetError(f"node{i} is not running; see {self.base_dir / f'node{i}.log'}")
+                    if self.healthy(i, min_height):
+                        done.add(i)
+                        if bar is not None:
+                            bar.update(1)
+                if len(done) == len(idx):
+                    return
+                time.sleep(0.1)
+        finally:
+            if bar is not None:
+                bar.close()
+        missing = sorted(set(idx) - done)
+        raise DevnetError(
+            f"node(s) {missing} not healthy after {timeout:.0f}s; logs in {self.base_dir}: "
+            + "; ".join(f"node{i}: {self.status(i)}" for i in missing)
+        )
+
+    def height(self, i: int = 0) -> int:
+        st = self.status(i)
+        return int(st["height"]) if st else -1
+
+    def wait_height(self, h: int, timeout: float = 60.0, nodes: list[int] | None = None) -> None:
+        idx = nodes if nodes is not None else [i for i, p in enumerate(self.procs) if p is not None and p.alive]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(self.height(i) >= h for i in idx):
+                return
+            time.sleep(0.1)
+        raise DevnetError(f"not all of nodes {idx} reached height {h} within {timeout}s")
+
+    def l1_height(self) -> int:
+        assert self.rollup is not None
+        return int(self.rollup.functions.lastHeight().call())
+
+    # ------------------------------------------------------------------ faults
+    def proposer_index(self, height: int | None = None) -> int:
+        """Index of the node whose enclave is the primary proposer of ``height`` (default: the next)."""
+        h = (self.l1_height() + 1) if height is None else height
+        members = sorted((a for a in self.addresses if a), key=lambda a: int(a, 16))
+        addr = members[h % len(members)]
+        return self.addresses.index(addr)
+
+    def kill(self, i: int) -> None:
+        """SIGKILL node i (and its enclave): a crash."""
+        p = self.procs[i]
+        if p is not None:
+            p.kill()
+            p.stop()
+
+    def restart(self, i: int, *, wait: bool = True) -> None:
+        """Start node i again from its config and data dir (its enclave restores its sealed snapshot)."""
+        p = self.procs[i]
+        if p is not None:
+            p.stop()
+        p = self._node_proc(i)
+        p.start(wait_ready=False)
+        self.procs[i] = p
+        self.addresses[i] = self._await_ready(i, p)
+        if wait:
+            self.wait_healthy(self.start_timeout, nodes=[i])
+
+    def suspend(self, i: int) -> None:
+        p = self.procs[i]
+        if p is not None:
+            p.signal(signal.SIGSTOP)
+
+    def resume(self, i: int) -> None:
+        p = self.procs[i]
+        if p is not None:
+            p.signal(signal.SIGCONT)
+
+    # ------------------------------------------------------------------ stop
+    def stop(self) -> None:
+        for p in self.procs:
+            if p is not None:
+                with contextlib.suppress(Exception):
+                    p.stop()
+        if self._l1_proc is not None:
+            self._l1_proc.stop()
+            self._l1_proc = None
+        if self._anvil is not None:
+            with contextlib.suppress(Exception):
+                self._anvil.close()
+            self._anvil = None
+        _live.discard(self)
+        if self._own_dir and os.environ.get("ENCLAVENET_KEEP_DEVNET") != "1":
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def logs(self, i: int | None = None, tail: int = 40) -> str:
+        path = self.base_dir / ("l1.log" if i is None else f"node{i}.log")
+        try:
+            return "\n".join(path.read_text(errors="replace").splitlines()[-tail:])
+        except FileNotFoundError:
+            return ""
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "l1": self.l1_url,
+            "l1ChainId": getattr(self, "l1_chain_id", None),
+            "chainId": self.chain_id,
+            "rollup": self.deployment.rollup.address if self.deployment else None,
+            "registry": self.deployment.registry.address if self.deployment else None,
+            "nodes": [{"url": u, "enclave": a, "tee": t} for u, a, t in zip(self.rpc_urls, self.addresses, self.tee_types, strict=False)],
+            "quorum": self.quorum,
+            "minTypes": self.min_types,
+            "dir": str(self.base_dir),
+        }

@@ -1,0 +1,143 @@
+"""The node's JSON-RPC methods (docs/NODE_API.md): Ethereum-style where they fit.
+
+Application error codes (the message always says what was wrong):
+
+* -32001 mempool full (total or per sender)
+* -32002 duplicate transaction (pending or already included: a replay)
+* -32003 wrong or unknown epoch (re-seal to ``enclavenet_epochKey``)
+* -32010 the enclave refused the request (e.g. a view call that does not decrypt)
+* -32050 the node is not ready yet (no epoch key / enclave down)
+* -32602 invalid params: malformed hex, malformed envelope, too large, missing routing hint
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..tee.boundary import EnclaveError
+from .jsonrpc import INVALID_PARAMS, RpcError, hex_bytes
+from .mempool import DuplicateTransaction, MempoolError, MempoolFull
+
+if TYPE_CHECKING:
+    from .node import Node
+
+MEMPOOL_FULL = -32001
+DUPLICATE = -32002
+WRONG_EPOCH = -32003
+ENCLAVE_REFUSED = -32010
+NOT_READY = -32050
+
+MAX_ENVELOPE = 128 * 1024
+
+
+def install_rpc_methods(node: Node) -> None:
+    rpc = node.rpc
+    cfg = node.cfg
+
+    def chain_id() -> str:
+        return hex(cfg.chain_id)
+
+    def net_version() -> str:
+        return str(cfg.chain_id)
+
+    def block_number() -> str:
+        return hex(node.l1_height)
+
+    def zero() -> str:
+        return "0x0"
+
+    def send_raw(data: Any) -> str:
+        raw = hex_bytes(data, "transaction (envelope)", max_len=MAX_ENVELOPE)
+        if node.epoch is None:
+            raise RpcError(NOT_READY, "the committee has no epoch key yet; retry in a moment")
+        try:
+            rid = node.submit_envelope(raw)
+        except MempoolFull as exc:
+            raise RpcError(MEMPOOL_FULL, str(exc)) from None
+        except DuplicateTransaction as exc:
+            raise RpcError(DUPLICATE, str(exc)) from None
+        except MempoolError as exc:
+            msg = str(exc)
+            code = WRONG_EPOCH if "epoch" in msg and "envelope sealed to epoch" in msg else INVALID_PARAMS
+            raise RpcError(code, msg) from None
+        return "0x" + rid.hex()
+
+    def get_receipt(rid_hex: Any) -> dict[str, Any] | None:
+        rid = hex_bytes(rid_hex, "receipt id", length=32)
+        return node.receipts.get(rid)
+
+    def tx_status(rid_hex: Any) -> dict[str, Any]:
+        """Where a transaction is: pending, inflight (in a proposal), included, or unknown."""
+        rid = hex_bytes(rid_hex, "receipt id", length=32)
+        if rid in node.receipts:
+            return {"status": "included", "height": node.receipts[rid]["height"]}
+        e = node.mempool.get(rid)
+        if e is not None:
+            return {"status": "inflight" if e.inflight else "pending", "height": hex(e.inflight) if e.inflight else None}
+        return {"status": "unknown"}
+
+    async def view(method: str, data: Any) -> dict[str, Any]:
+        raw = hex_bytes(data, "request envelope", max_len=MAX_ENVELOPE)
+        if node.host is None or node.epoch is None:
+            raise RpcError(NOT_READY, "the enclave has no epoch key yet; retry in a moment")
+        try:
+            out = await node.host.call(method, {"envelope": raw})
+        except EnclaveError as exc:
+            msg = str(exc)
+            code = WRONG_EPOCH if "epoch" in msg else ENCLAVE_REFUSED
+            raise RpcError(code, f"enclave refused the request: {msg}") from None
+        return {"encryptedResult": "0x" + bytes(out["result"]).hex()}
+
+    async def call(data: Any, *_: Any) -> dict[str, Any]:
+        return await view("view_call", data)
+
+    async def estimate(data: Any, *_: Any) -> dict[str, Any]:
+        return await view("estimate_gas", data)
+
+    def epoch_key() -> dict[str, Any] | None:
+        w = node.watcher
+        if w is None or not w.headers:
+            return None
+        acc = w.headers[w.height]
+        return {
+            "epoch": hex(acc.header.epoch),
+            "epochKey": "0x" + acc.header.epoch_key.hex(),
+            "height": hex(acc.header.height),
+            "headerHash": "0x" + acc.hash.hex(),
+        }
+
+    def status() -> dict[str, Any]:
+        return node.status()
+
+    def contracts() -> dict[str, Any]:
+        return {"rollup": cfg.rollup, "registry": cfg.registry, "l1ChainId": hex(cfg.l1_chain_id),
+                "chainId": hex(cfg.chain_id), "startBlock": hex(cfg.start_block)}
+
+    def get_header(height: Any) -> dict[str, Any] | None:
+        h = int(height, 16) if isinstance(height, str) else height
+        if not isinstance(h, int) or isinstance(h, bool) or h < 0:
+            raise RpcError(INVALID_PARAMS, "height must be a hex quantity or a non-negative integer")
+        w = node.watcher
+        acc = w.headers.get(h) if w else None
+        if acc is None:
+            return None
+        return {
+            "height": hex(h), "hash": "0x" + acc.hash.hex(), "header": "0x" + acc.header.encode().hex(),
+            "l1TxHash": acc.l1_tx, "signers": len(acc.signatures),
+            "withdrawals": [[x.recipient, hex(x.amount)] for x in acc.withdrawals],
+        }
+
+    rpc.method("eth_chainId", chain_id)
+    rpc.method("net_version", net_version)
+    rpc.method("eth_blockNumber", block_number)
+    rpc.method("eth_gasPrice", zero)
+    rpc.method("eth_maxPriorityFeePerGas", zero)
+    rpc.method("eth_sendRawTransaction", send_raw)
+    rpc.method("eth_getTransactionReceipt", get_receipt)
+    rpc.method("enclavenet_call", call)
+    rpc.method("enclavenet_estimateGas", estimate)
+    rpc.method("enclavenet_epochKey", epoch_key)
+    rpc.method("enclavenet_status", status)
+    rpc.method("enclavenet_contracts", contracts)
+    rpc.method("enclavenet_txStatus", tx_status)
+    rpc.method("enclavenet_getHeader", get_header)

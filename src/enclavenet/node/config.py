@@ -1,0 +1,158 @@
+"""A node's configuration: one JSON file per node (``enclavenet node --config FILE``).
+
+Example (what ``Devnet`` writes)::
+
+    {
+      "name": "node0",
+      "data_dir": "/tmp/enclavenet-devnet/node0",
+      "rpc_port": 0,                              # 0: pick a free port (printed when ready)
+      "l1_rpc": "http://127.0.0.1:8545",
+      "l1_key": "0x...",                          # the operator's L1 account (pays gas); secret
+      "rollup": "0x...", "registry": "0x...", "l1_chain_id": 31337, "start_block": 0,
+      "chain_id": 1337,                           # EnclaveNet chain id
+      "platform": {"tee": "sgx", ...},            # simulated machine (tee.SimulatedPlatform.boot_spec())
+      "enclave": {...},                           # EnclaveProgram config (same on every member)
+      "peers": ["http://127.0.0.1:9001", ...],
+      "expected_members": 4,                      # bootstrap: create epoch 0 once this many are registered
+      "batch_size": 500, "batch_interval": 0.2, "proposer_timeout": 3.0,
+      "confirmations": 0, "pipeline": 2, "persist": "sign"
+    }
+
+The operator key and the platform secrets are secrets of the host / the simulated hardware:
+they are never logged and never appear in a repr.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """The node configuration is missing a field or has a bad value; the message says which."""
+
+
+@dataclass
+class NodeConfig:
+    name: str
+    data_dir: str
+    l1_rpc: str
+    rollup: str
+    registry: str
+    l1_chain_id: int
+    chain_id: int
+    platform: dict[str, Any] = field(repr=False)
+    enclave: dict[str, Any] = field(repr=False)
+    l1_key: str = field(default="", repr=False)
+    rpc_host: str = "127.0.0.1"
+    rpc_port: int = 0
+    start_block: int = 0
+    peers: list[str] = field(default_factory=list)
+    expected_members: int = 0
+    program: str = "enclavenet.enclave.program:EnclaveProgram"
+    # batching
+    batch_size: int = 500
+    batch_interval: float = 0.2
+    proposer_timeout: float = 3.0
+    pipeline: int = 2  # how many heights a proposer may run ahead of the last header on L1
+    confirmations: int = 0
+    l1_poll_interval: float = 0.05
+    # mempool
+    mempool_max_total: int = 200_000
+    mempool_max_per_sender: int = 10_000
+    # what to persist of the enclave (sealed local snapshot): "sign" (before every signature
+    # leaves the host: the never-sign-twice record survives a crash), "accept" (after each
+    # accepted header) or "none"
+    persist: str = "sign"
+    enclave_timeout: float = 120.0
+    allow_faults: bool = False
+    max_body: int = 8 * 1024 * 1024
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError("batch_size must be >= 1")
+        if self.batch_interval <= 0 or self.proposer_timeout <= 0:
+            raise ConfigError("batch_interval and proposer_timeout must be > 0 seconds")
+        if self.persist not in ("sign", "accept", "none"):
+            raise ConfigError(f"persist must be 'sign', 'accept' or 'none', got {self.persist!r}")
+        if self.pipeline < 1:
+            raise ConfigError("pipeline must be >= 1")
+        if not isinstance(self.platform, dict) or "tee" not in self.platform:
+            raise ConfigError("platform must be a map with at least 'tee' (sgx, tdx, sev-snp, csv)")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> NodeConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown node config field(s): {', '.join(unknown)}")
+        missing = [f.name for f in fields(cls) if f.name not in d and f.default is MISSING and f.default_factory is MISSING]
+        if missing:
+            raise ConfigError(f"node config lacks field(s): {', '.join(missing)}")
+        d = dict(d)
+        d["platform"] = from_jsonable(d.get("platform"))
+        d["enclave"] = normalize_enclave_config(from_jsonable(d.get("enclave") or {}))
+        try:
+            return cls(**d)
+        except TypeError as exc:
+            raise ConfigError(f"bad node config: {exc}") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> NodeConfig:
+        p = Path(path)
+        try:
+            d = json.loads(p.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"node config {p} does not exist") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"node config {p} is not valid JSON: {exc}") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"node config {p} must be a JSON object")
+        return cls.from_dict(d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def save(self, path: str | Path) -> None:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_suffix(".tmp")
+        tmp.write_text(json.dumps(_jsonable(self.to_dict()), indent=1))
+        tmp.chmod(0o600)
+        tmp.replace(p)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return {"$hex": v.hex()}
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+def from_jsonable(v: Any) -> Any:
+    """Undo ``_jsonable``: ``{"$hex": ...}`` back to bytes, recursively."""
+    if isinstance(v, dict):
+        if set(v) == {"$hex"}:
+            return bytes.fromhex(v["$hex"])
+        return {k: from_jsonable(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [from_jsonable(x) for x in v]
+    return v
+
+
+def normalize_enclave_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The enclave config as the enclave gets it (JSON turns int keys into strings: undo that).
+
+    The enclave's measurement hashes this config, so the devnet measures exactly this form.
+    """
+    out = dict(cfg)
+    roots = out.get("platform_roots")
+    if isinstance(roots, dict):
+        out["platform_roots"] = {int(k): v for k, v in roots.items()}
+    return out

@@ -1,0 +1,1133 @@
+"""The untrusted node: enclave host, L1 follower, mempool, proposer/voter, QC and submitter.
+
+One node per enclave, its own OS process (``enclavenet node --config FILE``). The host is a
+courier and a scheduler; a bug here may cost liveness, never safety or secrecy: every header
+that reaches L1 carries a QC of enclave signatures, and every enclave re-executes what it signs.
+
+Protocol (docs/NODE.md):
+
+* **Committee**: the registered, unexpired, unrevoked enclaves (Registry), sorted by address.
+  ``proposer(h) = members[h % n]``. Each enclave learns the others' quotes from their nodes
+  (``committee`` ecall) and checks them under the platform roots itself.
+* **Epoch bootstrap**: once ``expected_members`` are registered, ``members[0]`` runs
+  ``epoch_genesis``; the others pull the epoch keys (``epoch_export`` to their attested quote,
+  ``epoch_import``). Height 1 publishes the epoch key on L1.
+* **Batches**: the proposer of h (whose enclave head is at h-1) cuts a batch (whole L1 blocks of
+  messages up to the confirmed L1 block, then mempool envelopes) at ``batch_size`` or after
+  ``batch_interval``, executes it (``execute_batch``) and sends the proposal to every other
+  member; each re-executes (``verify_batch``) and signs only an identical header. The proposer
+  assembles the QC and submits ``Rollup.submitHeader``. Proposers may run ``pipeline`` heights
+  ahead of L1.
+* **Acceptance**: every node follows ``HeaderAccepted`` and tells its enclave (``accept_header``);
+  an enclave that followed another branch rolls back and applies the winner (``rollback`` +
+  ``apply_batch``); the mempool gives back what the loser held.
+* **Race**: when the next height stays unaccepted ``proposer_timeout`` seconds, the next member
+  (then the one after...) may propose it; with a proposal it already signed it re-collects that
+  one's QC (signatures are re-served from cache), otherwise it builds its own; first on L1 wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import cbor2
+from aiohttp import web
+from web3 import Web3
+
+from ..chain.errors import ChainError, TxReverted
+from ..chain.rpc import RpcL1
+from ..chain.sender import TxSender
+from ..contracts import qc_signatures
+from ..crypto.envelope import Envelope
+from ..crypto.hashing import keccak256, to_checksum
+from ..crypto.header import Header, Withdrawal, withdrawals_hash
+from ..crypto.merkle import merkle_root
+from ..crypto.messages import L1Message
+from ..crypto.quote import TEE_NAMES
+from ..crypto.secp256k1 import SignatureError, recover_address
+from ..enclave.batch import ERROR_ENTRY_PREFIX, batch_data_items
+from ..tee.boundary import EnclaveError
+from .config import NodeConfig
+from .host import EnclaveHost
+from .jsonrpc import JsonRpcServer
+from .l1watch import AcceptedHeader, L1Watcher
+from .mempool import Mempool, MempoolError
+from .peers import MAX_PEER_BODY, PeerClient, PeerError
+
+log = logging.getLogger("enclavenet.node")
+
+KEEP_RECORDS = 256  # accepted batches kept in memory for peers catching up
+
+
+class Refused(Exception):
+    """A peer request this node refuses; the message goes back to the peer."""
+
+
+@dataclass
+class BatchRecord:
+    """A proposed batch: enough to verify, apply or re-propose it, and its known signatures."""
+
+    height: int
+    input: dict[str, Any]  # execute_batch fields without "envelopes"
+    envelopes: list[bytes] = field(repr=False)
+    header: Header = field(repr=False)
+    header_bytes: bytes = field(repr=False)
+    hash: bytes = b""
+    batch_data: bytes = field(default=b"", repr=False)
+    withdrawals: list[list[Any]] = field(default_factory=list)
+    proposer: str = ""
+    sigs: dict[str, bytes] = field(default_factory=dict)  # signer -> 65-byte signature
+    created: float = field(default_factory=time.monotonic)
+    submitted: bool = False
+    collecting: bool = False
+
+    def proposal(self, proposer: str, signature: bytes) -> dict[str, Any]:
+        return {
+            "proposer": proposer,
+            "signature": signature,
+            "header": self.header_bytes,
+            "input": self.input,
+            "batch_data": self.batch_data,
+            "withdrawals": self.withdrawals,
+            "sigs": [[a, s] for a, s in self.sigs.items()],
+        }
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"input": self.input, "header": self.header_bytes, "batch_data": self.batch_data, "withdrawals": self.withdrawals}
+
+    def rids(self) -> list[bytes]:
+        return [keccak256(e) for e in self.envelopes]
+
+
+def split_batch_data(batch_data: bytes) -> tuple[dict[str, Any], list[bytes], list[bytes]]:
+    """(meta, envelopes, entries) of stored batch data (enclave/batch.py format)."""
+    items = batch_data_items(batch_data)
+    meta = cbor2.loads(items[0])
+    if not isinstance(meta, dict):
+        raise ValueError("batch data meta is not a map")
+    n_env = int(meta["n_envelopes"])
+    n_ent = int(meta["n_entries"])
+    if len(items) != 1 + n_env + n_ent:
+        raise ValueError(f"batch data has {len(items)} items, meta says 1 + {n_env} + {n_ent}")
+    return meta, items[1 : 1 + n_env], items[1 + n_env :]
+
+
+def data_commitment_of(batch_data: bytes) -> bytes:
+    return merkle_root([keccak256(x) for x in batch_data_items(batch_data)])
+
+
+def msg_to_wire(m: L1Message) -> list[Any]:
+    return [m.index, m.kind, m.sender, m.value, m.l1_block, m.payload]
+
+
+class Node:
+    def __init__(self, cfg: NodeConfig, *, enclave: Any = None) -> None:
+        self.cfg = cfg
+        self._enclave_obj = enclave
+        self.host: EnclaveHost | None = None
+        self.data_dir = Path(cfg.data_dir)
+        self.mempool = Mempool(max_total=cfg.mempool_max_total, max_per_sender=cfg.mempool_max_per_sender)
+        self.rpc = JsonRpcServer(name=cfg.name, max_body=cfg.max_body)
+        self.address = ""
+        self.tee_type = 0
+        self.quote = b""
+        self.quotes: dict[str, bytes] = {}  # member address -> quote bytes (verified by the enclave)
+        self.committee_key: tuple[Any, ...] = ()
+        self.peers: list[PeerClient] = []
+        self.session: aiohttp.ClientSession | None = None
+        self.watcher: L1Watcher | None = None
+        self.sender: TxSender | None = None
+        self._l1_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="l1-watch")
+        self._tx_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="l1-send")
+        self.enclave_lock = asyncio.Lock()
+        self.head_changed = asyncio.Condition()
+        # the enclave's tentative chain (heights above finalized) and what it signed
+        self.head_height = 0
+        self.head_hash = b"\x00" * 32
+        self.head_msg_count = 0
+        self.head_l1_block = 0
+        self.head_timestamp = 0
+        self.finalized = 0
+        self.chain: dict[int, bytes] = {}
+        self.my_sigs: dict[int, tuple[bytes, bytes]] = {}
+        self.epoch: int | None = None
+        self.epochs_held: list[int] = []
+        # batches
+        self.records: dict[bytes, BatchRecord] = {}
+        self.accepted_records: dict[int, BatchRecord] = {}
+        self.receipts: dict[bytes, dict[str, Any]] = {}
+        self.l1_height = 0
+        self.due_since = time.monotonic()
+        self.msg_seen: dict[int, float] = {}  # first time a pending message's block was confirmed
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._forward_buf: list[bytes] = []
+        self._forward_event = asyncio.Event()
+        self._work = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.port = cfg.rpc_port
+        self.started = time.time()
+        self.ready = False
+        self.last_error = ""
+        self.counters: dict[str, int] = {"proposed": 0, "voted": 0, "submitted": 0, "accepted": 0, "takeovers": 0}
+
+    # ================================================================== lifecycle
+    @property
+    def url(self) -> str:
+        return f"http://{self.cfg.rpc_host}:{self.port}"
+
+    def members(self) -> list[str]:
+        return [m.address for m in self.watcher.active_members()] if self.watcher else []
+
+    def member_types(self) -> dict[str, int]:
+        return {m.address: m.tee_type for m in self.watcher.active_members()} if self.watcher else {}
+
+    async def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        await self._start_enclave()
+        await self._start_server()
+        self.session = aiohttp.ClientSession()
+        self.peers = [PeerClient(u, self.session) for u in self.cfg.peers if u.rstrip("/") != self.url]
+        await self._connect_l1()
+        await self._register()
+        await self._poll_l1()
+        self._tasks = [
+            asyncio.create_task(self._l1_loop(), name="l1"),
+            asyncio.create_task(self._peer_loop(), name="peers"),
+            asyncio.create_task(self._proposer_loop(), name="proposer"),
+            asyncio.create_task(self._forward_loop(), name="forward"),
+        ]
+
+    async def run(self) -> None:
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._stopping.set)
+        print(f'{{"ready": true, "name": "{self.cfg.name}", "url": "{self.url}", "address": "{self.address}"}}', flush=True)
+        try:
+            await self._stopping.wait()
+        finally:
+            await self.stop()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self.session is not None:
+            await self.session.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.host is not None:
+            self.host.close()
+        self._l1_pool.shutdown(wait=False, cancel_futures=True)
+        self._tx_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _start_enclave(self) -> None:
+        from ..tee.boundary import ProcessEnclave
+        from ..tee.platform import platform_from_spec
+
+        enclave = self._enclave_obj
+        if enclave is None:
+            platform = platform_from_spec(self.cfg.platform)
+            loop = asyncio.get_running_loop()
+            enclave = await loop.run_in_executor(
+                None,
+                lambda: ProcessEnclave(
+                    platform, self.cfg.program, self.cfg.enclave, allow_faults=self.cfg.allow_faults,
+                    timeout=self.cfg.enclave_timeout,
+                ),
+            )
+        self.host = EnclaveHost(enclave, timeout=self.cfg.enclave_timeout)
+        blob_path = self.data_dir / "enclave.sealed"
+        if blob_path.exists():
+            try:
+                st = await self.host.call("restore", {"blob": blob_path.read_bytes()})
+                log.info("%s: restored the enclave from its sealed snapshot (height %d)", self.cfg.name, st["height"])
+            except EnclaveError as exc:
+                log.warning("%s: could not restore the sealed snapshot (%s); starting fresh", self.cfg.name, exc)
+        ident = await self.host.call("identity")
+        self.address = to_checksum(ident["address"])
+        self.tee_type = int(ident["tee_type"])
+        self.quote = bytes(ident["quote"])
+        self.enc_pub = bytes(ident["enc_pub"])
+        self.quotes[self.address] = self.quote
+        await self._refresh_status()
+        log.info("%s: enclave %s (%s) up", self.cfg.name, self.address, TEE_NAMES.get(self.tee_type, self.tee_type))
+
+    async def _refresh_status(self) -> dict[str, Any]:
+        assert self.host is not None
+        st = await self.host.call("status")
+        self._set_head(st)
+        return st
+
+    def _set_head(self, st: dict[str, Any]) -> None:
+        self.head_height = int(st["height"])
+        self.head_hash = bytes(st["head_hash"])
+        self.head_msg_count = int(st["msg_count"])
+        self.head_l1_block = int(st["l1_block"])
+        self.head_timestamp = int(st["timestamp"])
+        self.finalized = int(st["finalized_height"])
+        self.epoch = st.get("epoch")
+        self.epochs_held = list(st.get("epochs_held") or [])
+        self.chain[self.head_height] = self.head_hash
+        self.chain[self.finalized] = bytes(st["finalized_hash"])
+        for h in [h for h in self.chain if h > self.head_height]:
+            del self.chain[h]
+
+    async def _notify_head(self) -> None:
+        async with self.head_changed:
+            self.head_changed.notify_all()
+
+    async def _start_server(self) -> None:
+        from .api import install_rpc_methods
+
+        install_rpc_methods(self)
+        app = web.Application(client_max_size=max(self.cfg.max_body, MAX_PEER_BODY) + 1024)
+        self.rpc.app(app)
+        app.router.add_post("/peer/{op}", self._peer_http)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.cfg.rpc_host, self.cfg.rpc_port)
+        await site.start()
+        if self.port == 0 and site._server is not None:
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        log.info("%s: JSON-RPC on %s", self.cfg.name, self.url)
+
+    async def _connect_l1(self) -> None:
+        cfg = self.cfg
+        loop = asyncio.get_running_loop()
+
+        def connect() -> None:
+            w3 = Web3(Web3.HTTPProvider(cfg.l1_rpc, request_kwargs={"timeout": 30}))
+            self.watcher = L1Watcher(
+                w3, cfg.rollup, cfg.registry, confirmations=cfg.confirmations, start_block=cfg.start_block
+            )
+            if cfg.l1_key:
+                l1 = RpcL1(cfg.l1_rpc, accounts=[cfg.l1_key])
+                self.sender = TxSender(l1, l1.accounts[0], receipt_timeout=60.0)
+
+        for attempt in range(50):
+            try:
+                await loop.run_in_executor(self._l1_pool, connect)
+                return
+            except Exception as exc:  # L1 not up yet
+                if attempt == 49:
+                    raise
+                log.info("%s: waiting for the L1 at %s (%s)", cfg.name, cfg.l1_rpc, type(exc).__name__)
+                await asyncio.sleep(0.2)
+
+    async def _register(self) -> None:
+        """Registry.register with the enclave's quote, unless already active."""
+        assert self.watcher is not None
+        loop = asyncio.get_running_loop()
+        active = await loop.run_in_executor(self._l1_pool, self.watcher.is_active, self.address)
+        if active:
+            return
+        if self.sender is None:
+            raise RuntimeError("this node has no L1 key (l1_key) to register its enclave with")
+        from ..tee.platform import Quote
+
+        q = Quote.decode(self.quote)
+        fn = self.watcher.registry.functions.register(*q.registration_args())
+        sender = self.sender
+        await loop.run_in_executor(self._tx_pool, lambda: sender.transact(fn))
+        log.info("%s: registered enclave %s on L1", self.cfg.name, self.address)
+
+    # ================================================================== L1 following
+    async def _poll_l1(self) -> None:
+        assert self.watcher is not None
+        loop = asyncio.get_running_loop()
+        res = await loop.run_in_executor(self._l1_pool, self.watcher.poll)
+        now = time.monotonic()
+        w = self.watcher
+        # first sight of pending (unconsumed) messages, for the batch interval
+        for idx in range(self.head_msg_count, w.message_count()):
+            self.msg_seen.setdefault(idx, now)
+        if res.members_changed or res.new_headers:
+            await self._update_committee()
+        for h in sorted(set(res.new_headers) | set(res.replaced_headers)):
+            if h > self.l1_height:
+                self.l1_height = h
+                self.due_since = now
+        if res.new_headers or res.replaced_headers or self.finalized < w.height:
+            await self._process_accepted()
+        if res.new_messages or res.new_headers:
+            self._work.set()
+
+    async def _l1_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self._poll_l1()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.last_error = f"L1 poll: {type(exc).__name__}: {exc}"
+                log.warning("%s: %s", self.cfg.name, self.last_error)
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(self.cfg.l1_poll_interval)
+
+    async def _process_accepted(self) -> None:
+        """Bring the enclave to every header accepted on L1, in height order."""
+        assert self.watcher is not None
+        while self.finalized < self.watcher.height and not self._stopping.is_set():
+            h = self.finalized + 1
+            acc = self.watcher.headers.get(h)
+            if acc is None:
+                return
+            ok = await self._accept_one(acc)
+            if not ok:
+                return
+
+    async def _accept_one(self, acc: AcceptedHeader) -> bool:
+        assert self.host is not None
+        h = acc.header.height
+        async with self.enclave_lock:
+            rec = self.records.get(acc.hash)
+            try:
+                done = False
+                if self.head_height >= h and self.chain.get(h) in (acc.hash, None):
+                    try:
+                        await self.host.call(
+                            "accept_header", {"header": acc.header.encode(), "signatures": acc.signatures}
+                        )
+                        done = True
+                    except EnclaveError as exc:
+                        if "diverged" not in str(exc):
+                            raise
+                if not done:
+                    if rec is None:
+                        rec = await self._fetch_record(h, acc.hash)
+                        if rec is None:
+                            log.info("%s: waiting for the batch of accepted height %d from peers", self.cfg.name, h)
+                            return False
+                    if self.head_height >= h:
+                        log.info("%s: lost the race at height %d: rolling back to %d and applying the winner",
+                                 self.cfg.name, h, h - 1)
+                        await self.host.call("rollback", {"height": h - 1})
+                        self.mempool.release(h)
+                    payload = {**rec.input, "envelopes": rec.envelopes, "header": rec.header_bytes,
+                               "signatures": acc.signatures}
+                    await self.host.call("apply_batch", payload)
+                await self._refresh_status()
+            except EnclaveError as exc:
+                self.last_error = f"accept {h}: {exc}"
+                log.warning("%s: cannot bring the enclave to accepted header %d: %s", self.cfg.name, h, exc)
+                with contextlib.suppress(EnclaveError):
+                    await self._refresh_status()
+                return False
+        if rec is None:
+            rec = self.records.get(acc.hash)
+        self._on_finalized(acc, rec)
+        await self._notify_head()
+        if self.cfg.persist == "accept":
+            await self._persist()
+        return True
+
+    def _on_finalized(self, acc: AcceptedHeader, rec: BatchRecord | None) -> None:
+        h = acc.header.height
+        self.counters["accepted"] += 1
+        if rec is not None:
+            self.accepted_records[h] = rec
+            for old in [x for x in self.accepted_records if x <= h - KEEP_RECORDS]:
+                del self.accepted_records[old]
+            self._store_receipts(acc, rec)
+            hints = []
+            for e in rec.envelopes:
+                try:
+                    env = Envelope.decode(e)
+                    if env.hint is not None:
+                        hints.append((env.hint.sender, env.hint.nonce))
+                except Exception:
+                    continue
+            self.mempool.on_accepted(h, rec.rids(), hints)
+        else:
+            self.mempool.on_accepted(h, [], [])
+        # forget records at or below h, and those built on a branch that lost
+        valid = {acc.hash}
+        for r in sorted(self.records.values(), key=lambda r: r.height):
+            if r.height <= h or r.header.prev_hash not in valid:
+                del self.records[r.hash]
+            else:
+                valid.add(r.hash)
+        for x in [x for x in self.my_sigs if x <= h]:
+            del self.my_sigs[x]
+        for x in [x for x in self.msg_seen if x < acc.header.msg_count]:
+            del self.msg_seen[x]
+        self.chain = {k: v for k, v in self.chain.items() if k >= h}
+
+    def _store_receipts(self, acc: AcceptedHeader, rec: BatchRecord) -> None:
+        try:
+            meta, envelopes, entries = split_batch_data(rec.batch_data)
+        except Exception as exc:
+            log.warning("%s: batch data of height %d unreadable: %s", self.cfg.name, acc.header.height, exc)
+            return
+        assert self.watcher is not None
+        start = int(meta["msg_start"])
+        count = int(meta["msg_count"]) - start
+        payload_ids = []
+        for i in range(start, start + count):
+            m = self.watcher.messages.get(i)
+            if m is not None and m.payload:
+                payload_ids.append(keccak256(m.payload))
+        ids = payload_ids + [keccak256(e) for e in envelopes]
+        base = {
+            "height": hex(acc.header.height),
+            "headerHash": "0x" + acc.hash.hex(),
+            "l1TxHash": acc.l1_tx,
+            "l1BlockNumber": hex(acc.l1_block_number),
+        }
+        for rid, entry in zip(ids, entries, strict=False):
+            if rid in self.receipts:
+                continue  # first inclusion wins
+            r = dict(base)
+            r["receiptId"] = "0x" + rid.hex()
+            r["encryptedReceipt"] = "0x" + entry.hex()
+            if entry.startswith(ERROR_ENTRY_PREFIX):
+                r["error"] = entry[len(ERROR_ENTRY_PREFIX) :].decode(errors="replace")
+            self.receipts[rid] = r
+
+    async def _persist(self, *, force: bool = True) -> None:
+        """Keep the enclave's newest sealed local snapshot (identity, keys, never-sign-twice record)."""
+        if self.cfg.persist == "none" or self.host is None or self.epoch is None:
+            return
+        try:
+            snap = await self.host.call("snapshot")
+        except EnclaveError as exc:
+            log.debug("snapshot failed: %s", exc)
+            return
+        path = self.data_dir / "enclave.sealed"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(bytes(snap["local"]))
+        os.replace(tmp, path)
+
+    # ================================================================== committee and epochs
+    async def _update_committee(self) -> None:
+        """Tell the enclave the committee (quotes of the active members it can get)."""
+        assert self.host is not None and self.watcher is not None
+        members = self.members()
+        quotes = [self.quotes[a] for a in members if a in self.quotes]
+        key = (tuple(a for a in members if a in self.quotes), self.watcher.quorum, self.watcher.min_types)
+        if key == self.committee_key or not quotes or not self.watcher.quorum:
+            return
+        try:
+            await self.host.call(
+                "committee", {"members": quotes, "quorum": self.watcher.quorum, "min_types": self.watcher.min_types}
+            )
+            self.committee_key = key
+        except EnclaveError as exc:
+            log.warning("%s: committee update refused: %s", self.cfg.name, exc)
+
+    async def _peer_loop(self) -> None:
+        """Learn peers' identities (quotes), keep the committee current, get the epoch keys."""
+        while not self._stopping.is_set():
+            try:
+                await self._discover_peers()
+                await self._update_committee()
+                if self.epoch is None:
+                    await self._obtain_epoch()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("%s: peer loop: %s: %s", self.cfg.name, type(exc).__name__, exc)
+            known = all(p.address for p in self.peers)
+            await asyncio.sleep(0.2 if (not known or self.epoch is None) else 2.0)
+
+    async def _discover_peers(self) -> None:
+        async def one(p: PeerClient) -> None:
+            try:
+                info = await p.call("identity", {}, timeout=5)
+            except PeerError:
+                return
+            addr = to_checksum(info["address"])
+            p.address = addr
+            p.tee_type = int(info["tee_type"])
+            p.quote = bytes(info["quote"])
+            self.quotes[addr] = p.quote
+
+        await asyncio.gather(*(one(p) for p in self.peers if p.address is None or p.failures))
+
+    def peer_for(self, address: str) -> PeerClient | None:
+        for p in self.peers:
+            if p.address == address:
+                return p
+        return None
+
+    async def _obtain_epoch(self) -> None:
+        assert self.host is not None and self.watcher is not None
+        members = self.members()
+        if self.address not in members:
+            return
+        for p in self.peers:
+            if p.address not in members:
+                continue
+            try:
+                out = await p.call("epoch_bundle", {"quote": self.quote, "enc_pub": self.enc_pub}, timeout=10)
+            except PeerError as exc:
+                log.info("%s: no epoch from %s yet: %s", self.cfg.name, p.url, exc)
+                continue
+            async with self.enclave_lock:
+                res = await self.host.call("epoch_import", {"bundle": out["bundle"]})
+                await self._refresh_status()
+            log.info("%s: imported epoch %s keys from %s", self.cfg.name, res.get("epoch"), p.address)
+            await self._persist()
+            self._work.set()
+            return
+        expected = self.cfg.expected_members or len(self.cfg.peers)
+        if (
+            self.watcher.height == 0
+            and members
+            and members[0] == self.address
+            and len(members) >= max(expected, self.watcher.quorum)
+            and all(a in self.quotes for a in members)
+        ):
+            async with self.enclave_lock:
+                res = await self.host.call("epoch_genesis")
+                await self._refresh_status()
+            log.info("%s: created epoch %s (genesis)", self.cfg.name, res.get("epoch"))
+            await self._persist()
+            self._work.set()
+
+    # ================================================================== peer server
+    async def _peer_http(self, request: web.Request) -> web.Response:
+        op = request.match_info["op"]
+        try:
+            body = await request.read()
+            msg = cbor2.loads(body) if body else {}
+            if not isinstance(msg, dict):
+                raise Refused("a peer request is a CBOR map")
+            handler = {
+                "identity": self._on_identity,
+                "epoch_bundle": self._on_epoch_bundle,
+                "txs": self._on_txs,
+                "propose": self._on_propose,
+                "batch": self._on_batch,
+            }.get(op)
+            if handler is None:
+                raise Refused(f"unknown peer op {op[:32]!r}")
+            out = await handler(msg)
+            return web.Response(body=cbor2.dumps(out), content_type="application/cbor")
+        except (Refused, EnclaveError, ValueError, KeyError, TypeError) as exc:
+            text = str(exc) if not isinstance(exc, KeyError) else f"missing field {exc}"
+            return web.Response(status=400, body=cbor2.dumps({"error": text[:2000]}), content_type="application/cbor")
+        except Exception as exc:  # pragma: no cover - bug guard: keep serving
+            log.exception("%s: peer op %s failed", self.cfg.name, op)
+            return web.Response(status=500, body=cbor2.dumps({"error": f"internal error ({type(exc).__name__})"}),
+                                content_type="application/cbor")
+
+    async def _on_identity(self, msg: dict[str, Any]) -> dict[str, Any]:
+        return {"address": self.address, "tee_type": self.tee_type, "quote": self.quote,
+                "height": self.finalized, "epoch": self.epoch}
+
+    async def _on_epoch_bundle(self, msg: dict[str, Any]) -> dict[str, Any]:
+        assert self.host is not None and self.watcher is not None
+        if self.epoch is None:
+            raise Refused("this node's enclave holds no epoch yet")
+        quote = bytes(msg["quote"])
+        from ..tee.platform import Quote
+
+        q = Quote.decode(quote)
+        if q.enclave not in self.members():
+            # maybe it registered just now
+            await self._poll_l1()
+            if q.enclave not in self.members():
+                raise Refused(f"enclave {q.enclave} is not an active committee member on L1")
+        self.quotes[q.enclave] = quote
+        await self._update_committee()
+        out = await self.host.call(
+            "epoch_export", {"epoch": self.epoch, "member": quote, "member_enc_pub": bytes(msg["enc_pub"])}
+        )
+        return {"bundle": out["bundle"], "epoch": self.epoch}
+
+    async def _on_txs(self, msg: dict[str, Any]) -> dict[str, Any]:
+        added = 0
+        epochs = self.accepted_epochs()
+        for raw in msg.get("envelopes", []):
+            if not isinstance(raw, bytes):
+                continue
+            try:
+                self.mempool.add(raw, epochs=epochs)
+                added += 1
+            except MempoolError:
+                continue
+        if added:
+            self._work.set()
+        return {"added": added}
+
+    async def _on_batch(self, msg: dict[str, Any]) -> dict[str, Any]:
+        h = int(msg["height"])
+        rec = self.accepted_records.get(h)
+        if rec is None:
+            want = msg.get("hash")
+            for r in self.records.values():
+                if r.height == h and (want is None or r.hash == want):
+                    rec = r
+                    break
+        if rec is None:
+            raise Refused(f"no batch at height {h} here")
+        return rec.to_wire()
+
+    async def _fetch_record(self, h: int, header_hash: bytes) -> BatchRecord | None:
+        for p in self.peers:
+            try:
+                out = await p.call("batch", {"height": h, "hash": header_hash}, timeout=30)
+                rec = self._record_from_wire(out)
+            except (PeerError, ValueError, KeyError, TypeError) as exc:
+                log.debug("%s: batch %d from %s: %s", self.cfg.name, h, p.url, exc)
+                continue
+            if rec.hash == header_hash:
+                return rec
+        return None
+
+    def _record_from_wire(self, out: dict[str, Any]) -> BatchRecord:
+        header_bytes = bytes(out["header"])
+        header = Header.decode(header_bytes)
+        batch_data = bytes(out["batch_data"])
+        if data_commitment_of(batch_data) != header.data_commitment:
+            raise ValueError("batch data does not match the header's data commitment")
+        _, envelopes, _ = split_batch_data(batch_data)
+        inp = dict(out["input"])
+        inp.pop("envelopes", None)
+        if int(inp["height"]) != header.height or bytes(inp["prev_hash"]) != header.prev_hash:
+            raise ValueError("batch input does not match its header (height / prev_hash)")
+        ws = [list(w) for w in out.get("withdrawals", [])]
+        return BatchRecord(
+            height=header.height, input=inp, envelopes=envelopes, header=header, header_bytes=header_bytes,
+            hash=header.hash(), batch_data=batch_data, withdrawals=ws,
+        )
+
+    # ------------------------------------------------------------------ voting
+    def allowed_proposers(self, h: int) -> list[str]:
+        """Who may propose height h now: the primary, plus fallbacks once it was silent too long."""
+        members = self.members()
+        if not members:
+            return []
+        n = len(members)
+        k = 0
+        if h == self.l1_height + 1:
+            k = int((time.monotonic() - self.due_since) / self.cfg.proposer_timeout) + 1  # +1: clock/poll slack
+        return [members[(h + j) % n] for j in range(min(k, n - 1) + 1)]
+
+    async def _on_propose(self, msg: dict[str, Any]) -> dict[str, Any]:
+        assert self.host is not None and self.watcher is not None
+        proposer = to_checksum(msg["proposer"])
+        header_bytes = bytes(msg["header"])
+        header = Header.decode(header_bytes)
+        h = header.height
+        hh = header.hash()
+        if h <= self.finalized:
+            raise Refused(f"height {h} is already final here (finalized {self.finalized})")
+        cached = self.my_sigs.get(h)
+        if cached is not None and cached[0] == hh:
+            return {"signature": cached[1], "signer": self.address}
+        if cached is not None:
+            raise Refused(f"this enclave already signed a different header at height {h}")
+        # 1. cheap checks first (bound the work a bad proposal costs)
+        if proposer not in self.members():
+            raise Refused(f"proposer {proposer} is not an active committee member")
+        if proposer not in self.allowed_proposers(h):
+            raise Refused(f"{proposer} is not an expected proposer for height {h} now")
+        try:
+            signer = recover_address(header.signing_digest(self.cfg.l1_chain_id, self.cfg.rollup), bytes(msg["signature"]))
+        except SignatureError as exc:
+            raise Refused(f"proposal signature invalid: {exc}") from None
+        if signer != proposer:
+            raise Refused("proposal header is not signed by the proposer's enclave")
+        rec = self._record_from_wire(msg)
+        if withdrawals_hash([Withdrawal(to_checksum(w[0]), int(w[1])) for w in rec.withdrawals]) != header.withdrawals_hash:
+            raise Refused("proposal withdrawals do not match the header's withdrawals_hash")
+        rec.proposer = proposer
+        rec.sigs[proposer] = bytes(msg["signature"])
+        # 2. the L1 messages must be the ones this node sees on L1
+        await self._check_messages(rec)
+        # 3. wait for our enclave to reach the proposal's parent
+        await self._wait_for_parent(h, header.prev_hash)
+        async with self.enclave_lock:
+            cached = self.my_sigs.get(h)
+            if cached is not None:
+                if cached[0] == hh:
+                    return {"signature": cached[1], "signer": self.address}
+                raise Refused(f"this enclave already signed a different header at height {h}")
+            if self.head_height != h - 1 or self.head_hash != header.prev_hash:
+                raise Refused(f"proposal for height {h} does not extend this enclave's head at {self.head_height}")
+            payload = {**rec.input, "envelopes": rec.envelopes, "header": header_bytes}
+            out = await self.host.call("verify_batch", payload)
+            sig = bytes(out["signature"])
+            self.my_sigs[h] = (hh, sig)
+            self.chain[h] = hh
+            self.head_height, self.head_hash = h, hh
+            self.head_msg_count = header.msg_count
+            self.head_l1_block = header.l1_block
+            self.head_timestamp = int(rec.input["timestamp"])
+            if self.cfg.persist == "sign":
+                await self._persist()
+        rec.sigs[self.address] = sig
+        self.records.setdefault(hh, rec)
+        self.mempool.mark_inflight(rec.rids(), h)
+        self.counters["voted"] += 1
+        await self._notify_head()
+        self._work.set()
+        return {"signature": sig, "signer": self.address}
+
+    async def _check_messages(self, rec: BatchRecord) -> None:
+        assert self.watcher is not None
+        msgs = rec.input.get("messages", [])
+        l1_block = int(rec.input["l1_block"])
+        deadline = time.monotonic() + max(2.0, self.cfg.proposer_timeout)
+        while self.watcher.confirmed_block() < l1_block:
+            if time.monotonic() > deadline:
+                raise Refused(f"L1 block {l1_block} is not confirmed here yet")
+            await asyncio.sleep(self.cfg.l1_poll_interval)
+        for m in msgs:
+            idx = int(m[0])
+            mine = self.watcher.messages.get(idx)
+            if mine is None or msg_to_wire(mine) != [idx, int(m[1]), to_checksum(m[2]), int(m[3]), int(m[4]), bytes(m[5])]:
+                raise Refused(f"L1 message {idx} in the proposal differs from what this node sees on L1")
+        # whole blocks: no message of a block <= l1_block may be left out
+        start = int(msgs[0][0]) if msgs else None
+        if start is not None:
+            nxt = start + len(msgs)
+            m = self.watcher.messages.get(nxt)
+            if m is not None and m.l1_block <= l1_block:
+                raise Refused(f"proposal leaves out L1 message {nxt} of block {m.l1_block} <= l1_block {l1_block}")
+
+    async def _wait_for_parent(self, h: int, prev_hash: bytes) -> None:
+        deadline = time.monotonic() + max(5.0, 2 * self.cfg.proposer_timeout)
+        async with self.head_changed:
+            while not (self.head_height >= h - 1 and self.chain.get(h - 1) == prev_hash):
+                if self.head_height >= h - 1 and h - 1 <= self.finalized and self.chain.get(h - 1) not in (None, prev_hash):
+                    raise Refused(f"proposal for height {h} does not extend the accepted header at {h - 1}")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise Refused(f"this node has not reached height {h - 1} (head {self.head_height})")
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.head_changed.wait(), timeout=min(remaining, 0.25))
+
+    # ================================================================== proposing
+    def accepted_epochs(self) -> list[int] | None:
+        if self.epoch is None:
+            return None
+        return [e for e in self.epochs_held if e >= self.epoch - 1] or [self.epoch]
+
+    def pending_messages(self) -> list[L1Message]:
+        assert self.watcher is not None
+        return self.watcher.messages_between(self.head_msg_count, self.watcher.confirmed_block())
+
+    async def _proposer_loop(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._work.wait(), timeout=0.02)
+            self._work.clear()
+            try:
+                await self._maybe_takeover()
+                await self._maybe_propose()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.last_error = f"proposer: {type(exc).__name__}: {exc}"
+                log.warning("%s: %s", self.cfg.name, self.last_error, exc_info=not isinstance(exc, EnclaveError))
+                await asyncio.sleep(0.2)
+
+    def _has_work(self, h: int) -> tuple[bool, bool]:
+        """(there is work, the batch should be cut now)."""
+        now = time.monotonic()
+        if h == 1 and self.l1_height == 0:
+            return True, True  # publish the epoch key
+        msgs = self.pending_messages()
+        ready = self.mempool.pending_count if self.mempool.has_ready() else 0
+        if not msgs and not ready:
+            return False, False
+        if ready + len(msgs) >= self.cfg.batch_size:
+            return True, True
+        age = self.mempool.oldest_pending_age() if ready else 0.0
+        if msgs:
+            age = max(age, now - self.msg_seen.get(msgs[0].index, now))
+        return True, age >= self.cfg.batch_interval
+
+    async def _maybe_propose(self) -> None:
+        if self.epoch is None or self.watcher is None or not self.ready_to_propose():
+            return
+        h = self.head_height + 1
+        if h > self.l1_height + self.cfg.pipeline:
+            return
+        if any(r.height == h and r.proposer == self.address for r in self.records.values()):
+            return
+        members = self.members()
+        if self.address not in members or members[h % len(members)] != self.address:
+            return
+        work, cut = self._has_work(h)
+        if not (work and cut):
+            return
+        await self._build_and_collect(h)
+
+    def ready_to_propose(self) -> bool:
+        return bool(self.members()) and self.finalized >= self.l1_height
+
+    async def _build_and_collect(self, h: int) -> None:
+        assert self.host is not None and self.watcher is not None
+        async with self.enclave_lock:
+            if self.head_height != h - 1 or self.epoch is None or h in self.my_sigs:
+                return
+            msgs = self.pending_messages()
+            l1_block = max(self.head_l1_block, self.watcher.confirmed_block())
+            if msgs:
+                l1_block = max(l1_block, msgs[-1].l1_block)
+            room = max(0, self.cfg.batch_size - len(msgs))
+            entries = self.mempool.select(room, h) if room else []
+            inp = {
+                "height": h,
+                "prev_hash": self.head_hash,
+                "epoch": self.epoch,
+                "l1_block": l1_block,
+                "timestamp": max(self.head_timestamp, int(time.time())),
+                "messages": [msg_to_wire(m) for m in msgs],
+            }
+            envelopes = [e.raw for e in entries]
+            try:
+                out = await self.host.call("execute_batch", {**inp, "envelopes": envelopes})
+            except EnclaveError:
+                self.mempool.release(h)
+                raise
+            header_bytes = bytes(out["header"])
+            header = Header.decode(header_bytes)
+            rec = BatchRecord(
+                height=h, input=inp, envelopes=envelopes, header=header, header_bytes=header_bytes,
+                hash=bytes(out["header_hash"]), batch_data=bytes(out["batch_data"]),
+                withdrawals=[list(w) for w in out.get("withdrawals", [])], proposer=self.address,
+            )
+            sig = bytes(out["signature"])
+            rec.sigs[self.address] = sig
+            self.my_sigs[h] = (rec.hash, sig)
+            self.chain[h] = rec.hash
+            self.head_height, self.head_hash = h, rec.hash
+            self.head_msg_count = header.msg_count
+            self.head_l1_block = header.l1_block
+            self.head_timestamp = int(inp["timestamp"])
+            self.records[rec.hash] = rec
+            if self.cfg.persist == "sign":
+                await self._persist()
+        self.counters["proposed"] += 1
+        log.info("%s: proposed height %d (%d messages, %d envelopes, %d ok)", self.cfg.name, h, len(msgs),
+                 len(envelopes), int(out.get("n_ok", 0)))
+        await self._notify_head()
+        self._spawn(self._collect_and_submit(rec, sig))
+
+    def _spawn(self, coro: Any) -> None:
+        t = asyncio.create_task(coro)
+        self._tasks.append(t)
+        t.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
+    def qc_ready(self, rec: BatchRecord) -> bool:
+        assert self.watcher is not None
+        types = self.member_types()
+        signers = [a for a in rec.sigs if a in types]
+        return len(signers) >= self.watcher.quorum and len({types[a] for a in signers}) >= self.watcher.min_types
+
+    async def _collect_and_submit(self, rec: BatchRecord, my_sig: bytes) -> None:
+        """Send the proposal to every other member until the QC is complete; then submit it."""
+        if rec.collecting:
+            return
+        rec.collecting = True
+        try:
+            await self._collect(rec, my_sig)
+            if self.qc_ready(rec):
+                await self._submit_when_due(rec)
+        finally:
+            rec.collecting = False
+
+    async def _collect(self, rec: BatchRecord, my_sig: bytes) -> None:
+        assert self.watcher is not None
+        digest = rec.header.signing_digest(self.cfg.l1_chain_id, self.cfg.rollup)
+        proposal = rec.proposal(self.address, my_sig)
+        members = set(self.members())
+        pending: set[str] = {a for a in members if a != self.address and a not in rec.sigs}
+        deadline = time.monotonic() + max(10.0, 4 * self.cfg.proposer_timeout)
+
+        async def ask(addr: str) -> None:
+            p = self.peer_for(addr)
+            if p is None:
+                return
+            try:
+                out = await p.call("propose", proposal, timeout=60)
+            except PeerError as exc:
+                log.debug("%s: vote from %s for %d: %s", self.cfg.name, addr, rec.height, exc)
+                return
+            sig = bytes(out["signature"])
+            try:
+                signer = recover_address(digest, sig)
+            except SignatureError:
+                return
+            if signer == addr and signer in members:
+                rec.sigs[signer] = sig
+                pending.discard(addr)
+
+        tasks = {asyncio.create_task(ask(a)) for a in pending}
+        while not self._stopping.is_set():
+            if self.qc_ready(rec) or rec.height <= self.finalized:
+                break
+            if not tasks:
+                if time.monotonic() > deadline or not pending:
+                    break
+                await asyncio.sleep(0.2)  # retry the silent ones
+                tasks = {asyncio.create_task(ask(a)) for a in pending}
+                continue
+            _done, tasks = await asyncio.wait(tasks, timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
+        # stragglers keep going in the background (their enclaves need the batch too)
+
+    async def _submit_when_due(self, rec: BatchRecord) -> None:
+        assert self.watcher is not None
+        while not self._stopping.is_set() and rec.height > self.l1_height + 1:
+            if rec.hash not in self.records:
+                return  # lost the race meanwhile
+            async with self.head_changed:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.head_changed.wait(), timeout=0.05)
+        if rec.height != self.l1_height + 1 or rec.submitted or rec.hash not in self.records:
+            return
+        await self._submit(rec)
+
+    async def _submit(self, rec: BatchRecord) -> None:
+        assert self.watcher is not None
+        if self.sender is None:
+            log.warning("%s: no L1 key: cannot submit height %d", self.cfg.name, rec.height)
+            return
+        rec.submitted = True
+        sigs = qc_signatures([(a, s) for a, s in rec.sigs.items() if a in self.member_types()])
+        ws = [(to_checksum(w[0]), int(w[1])) for w in rec.withdrawals]
+        fn = self.watcher.rollup.functions.submitHeader(rec.header.as_tuple(), ws, sigs)
+        sender = self.sender
+        loop = asyncio.get_running_loop()
+        t0 = time.monotonic()
+        try:
+            receipt = await loop.run_in_executor(self._tx_pool, lambda: sender.transact(fn, gas=2_000_000))
+            self.counters["submitted"] += 1
+            log.info("%s: header %d accepted on L1 (gas %d, %.0f ms)", self.cfg.name, rec.height,
+                     receipt["gasUsed"], 1000 * (time.monotonic() - t0))
+            self.last_gas = int(receipt["gasUsed"])
+        except TxReverted as exc:
+            log.info("%s: submitHeader %d reverted (lost the race?): %s", self.cfg.name, rec.height, exc)
+            with contextlib.suppress(ChainError):
+                await loop.run_in_executor(self._tx_pool, sender.resync_nonce)
+        except ChainError as exc:
+            rec.submitted = False
+            log.warning("%s: submitHeader %d failed: %s", self.cfg.name, rec.height, exc)
+        await self._poll_soon()
+
+    async def _poll_soon(self) -> None:
+        try:
+            await self._poll_l1()
+        except Exception as exc:  # the L1 loop will retry
+            log.debug("poll after submit failed: %s", exc)
+
+    async def _maybe_takeover(self) -> None:
+        """The race: the next height stayed unaccepted too long; fallback proposers step in."""
+        if self.epoch is None or self.watcher is None or not self.members():
+            return
+        t = self.l1_height + 1
+        if time.monotonic() - self.due_since < self.cfg.proposer_timeout:
+            return
+        members = self.members()
+        n = len(members)
+        if self.address not in members or n < 2:
+            return
+        k = int((time.monotonic() - self.due_since) / self.cfg.proposer_timeout)
+        offset = (members.index(self.address) - t) % n
+        if offset == 0 or offset > k:
+            return
+        # a proposal we already signed at t: finish its QC and submit it ourselves
+        known = [r for r in self.records.values() if r.height == t and r.header.prev_hash == self.watcher.last_header_hash()]
+        if known:
+            rec = max(known, key=lambda r: len(r.sigs))
+            if rec.collecting or rec.submitted:
+                return
+            mine = self.my_sigs.get(t)
+            if mine is None or mine[0] != rec.hash:
+                return
+            self.counters["takeovers"] += 1
+            log.info("%s: proposer of height %d silent for %.1fs: taking over its proposal", self.cfg.name, t,
+                     time.monotonic() - self.due_since)
+            self._spawn(self._collect_and_submit(rec, mine[1]))
+            return
+        if self.head_height != t - 1 or t in self.my_sigs:
+            return
+        work, _ = self._has_work(t)
+        if not work:
+            return
+        self.counters["takeovers"] += 1
+        log.info("%s: proposer of height %d silent for %.1fs: proposing it", self.cfg.name, t,
+                 time.monotonic() - self.due_since)
+        await self._build_and_collect(t)
+
+    # ================================================================== fast path
+    def submit_envelope(self, raw: bytes) -> bytes:
+        """eth_sendRawTransaction: admit to the mempool and forward to the committee."""
+        e = self.mempool.add(raw, epochs=self.accepted_epochs())
+        self._forward_buf.append(raw)
+        self._forward_event.set()
+        self._work.set()
+        return e.receipt_id
+
+    async def _forward_loop(self) -> None:
+        while not self._stopping.is_set():
+            await self._forward_event.wait()
+            self._forward_event.clear()
+            await asyncio.sleep(0.005)  # gather a burst into one message
+            buf, self._forward_buf = self._forward_buf, []
+            if not buf:
+                continue
+            body = {"envelopes": buf}
+            await asyncio.gather(*(self._forward_to(p, body) for p in self.peers), return_exceptions=True)
+
+    async def _forward_to(self, p: PeerClient, body: dict[str, Any]) -> None:
+        try:
+            await p.call("txs", body, timeout=30)
+        except PeerError as exc:
+            log.debug("%s: forward to %s failed: %s", self.cfg.name, p.url, exc)
+
+    # ================================================================== status
+    def status(self) -> dict[str, Any]:
+        members = self.members()
+        nxt = self.l1_height + 1
+        proposer = members[nxt % len(members)] if members else None
+        return {
+            "name": self.cfg.name,
+            "height": self.l1_height,
+            "finalized": self.finalized,
+            "head": self.head_height,
+            "epoch": self.epoch,
+            "role": "proposer" if proposer == self.address else "voter",
+            "proposer": proposer,
+            "members": members,
+            "mempool": self.mempool.stats(),
+            "peers": [{"url": p.url, "address": p.address, "up": p.failures == 0 and p.address is not None} for p in self.peers],
+            "l1Block": self.watcher.latest_block if self.watcher else None,
+            "address": self.address,
+            "teeType": TEE_NAMES.get(self.tee_type, str(self.tee_type)),
+            "counters": dict(self.counters),
+            "ecalls": self.host.stats_summary() if self.host else {},
+            "lastError": self.last_error,
+        }
+
+
+def run_node(config_path: str) -> None:
+    """Entry point of ``enclavenet node --config FILE`` (blocks until SIGINT/SIGTERM)."""
+    cfg = NodeConfig.load(config_path)
+    logging.basicConfig(
+        level=getattr(logging, cfg.log_level.upper(), logging.INFO),
+        format=f"%(asctime)s {cfg.name} %(levelname)s %(name)s: %(message)s",
+    )
+    node = Node(cfg)
+    asyncio.run(node.run())

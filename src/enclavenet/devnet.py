@@ -41,8 +41,8 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from .chain.accounts import dev_accounts
-from .chain.rpc import RpcL1
 from .chain.errors import TxReverted
+from .chain.rpc import RpcL1
 from .chain.sender import TxSender
 from .crypto.quote import TEE_TYPES
 from .node.config import NodeConfig, normalize_enclave_config

@@ -58,8 +58,8 @@ _FUNDS_ERRORS = ("insufficient funds", "cannot afford")
 _FEE_ERRORS = ("base fee", "fee too low", "underpriced")
 
 
-def _short(value: Any, limit: int = 40) -> str:
-    text = repr(value)
+def _short(value: Any, limit: int = 46) -> str:
+    text = "0x" + bytes(value).hex() if isinstance(value, bytes | bytearray) else repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -41,6 +41,26 @@ ERROR_STRING_SELECTOR = bytes.fromhex("08c379a0")
 _DATA_FIELDS = {"logsBloom": 256}
 
 
+_TX_KEYS = {"data": "input", "y_parity": "yParity"}
+
+
+def _camel(key: str) -> str:
+    if key in _TX_KEYS:
+        return _TX_KEYS[key]
+    head, *rest = key.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+def _fix_block(block: Any) -> Any:
+    """eth-tester leaves full transactions inside a block in snake_case: make them JSON-RPC."""
+    if isinstance(block, Mapping) and isinstance(block.get("transactions"), list):
+        txs = [
+            {_camel(k): v for k, v in t.items()} if isinstance(t, Mapping) else t for t in block["transactions"]
+        ]
+        return {**block, "transactions": txs}
+    return block
+
+
 def to_rpc(value: Any, key: str | None = None) -> Any:
     """eth-tester/web3 Python values -> JSON-RPC values (QUANTITY hex for ints, DATA hex for bytes)."""
     if isinstance(value, bool) or value is None:
@@ -150,6 +170,10 @@ class L1Server:
             result = self.l1.w3.manager.request_blocking(method, params)  # type: ignore[arg-type]
         except Exception as exc:
             raise _rpc_error(method, exc) from None
+        if method in ("eth_getBlockByNumber", "eth_getBlockByHash"):
+            result = _fix_block(result)
+        elif method == "eth_getTransactionByHash" and isinstance(result, Mapping):
+            result = {_camel(k): v for k, v in result.items()}
         return to_rpc(result)
 
     def _mine(self, n: Any = 1, *_: Any) -> str:

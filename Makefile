@@ -33,7 +33,7 @@ test: install
 	$(PY) -m pytest -q tests
 
 test-unit: install
-	$(PY) -m pytest -q tests/unit
+	$(PY) -m pytest -q -m "not integration" tests/unit
 
 test-integration: install
 	$(PY) -m pytest -q tests/integration

@@ -93,7 +93,7 @@ class BlockInfo:
     prevrandao: bytes = ZERO32
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Log:
     address: bytes  # 20 bytes
     topics: tuple[bytes, ...]
@@ -103,7 +103,7 @@ class Log:
         return [self.address, list(self.topics), self.data]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Receipt:
     """The outcome of one executed item. ``encode()`` is canonical CBOR (the program seals it)."""
 
@@ -232,6 +232,14 @@ def revert_reason(output: bytes) -> str:
     return "execution reverted"
 
 
+def _logs(res: Any) -> tuple[Log, ...]:
+    out = []
+    for lg in res.logs:
+        topics, data = lg.data
+        out.append(Log(bytes.fromhex(lg.address[2:]), tuple(topics), data))
+    return tuple(out)
+
+
 def _account_info(
     balance: int, nonce: int, code: bytes | None = None, code_hash: bytes | None = None
 ) -> AccountInfo:
@@ -328,7 +336,8 @@ class Executor:
         wiped: set[bytes],
         version: int,
         skip_flush: Set[bytes] = frozenset(),
-    ) -> None:
+        keep_undo: bool = False,
+    ) -> UndoRecord | None:
         """Write net changes into pyrevm's database (cold) and into the world state + trees.
 
         ``skip_flush``: accounts already written to the database (direct credits).
@@ -346,7 +355,7 @@ class Executor:
                 self._flush_slot(h, slot, value)
         needs_secret = any(ch.balance != self.state.balance(a) for a, ch in accounts.items())
         secret = self._salt_secret_fn() if needs_secret else ZERO32
-        self.state.apply(accounts, storage, wiped, secret, version)
+        return self.state.apply(accounts, storage, wiped, secret, version, self._version if keep_undo else None)
 
     # --- batches -------------------------------------------------------------------------------
     @property
@@ -440,9 +449,11 @@ class Executor:
         del state_part
         evm.revert(b.checkpoint)
         self._batch = None
-        if self.max_undo:
-            self._undo.append(st.undo_record(accounts, storage, wiped, self._version))
-        self._commit_changes(accounts, storage, wiped, b.block.number, skip_flush=b.direct.keys() - parsed)
+        undo = self._commit_changes(
+            accounts, storage, wiped, b.block.number, skip_flush=b.direct.keys() - parsed, keep_undo=self.max_undo > 0
+        )
+        if undo is not None:
+            self._undo.append(undo)
         self._version = b.block.number
         return BatchCommit(
             state_root=st.state_root,
@@ -604,7 +615,7 @@ class Executor:
                     evm.insert_account_info(caller, _account_info(info.balance, nonce))
                 contract = bytes.fromhex(evm.deploy(caller, item.data, value=item.value, gas=item.gas)[2:])
             else:
-                output = evm.message_call(caller, _hex(item.to), item.data, value=item.value, gas=item.gas)
+                output = evm.message_call(caller, "0x" + item.to.hex(), item.data, item.value, item.gas)
             err = None
         except RuntimeError as exc:
             err = str(exc)
@@ -613,10 +624,7 @@ class Executor:
             # refused before execution (pyrevm validation): nothing changed
             raise TxError(f"transaction refused by the EVM: {err}")
         if err is None:
-            logs = tuple(
-                Log(bytes.fromhex(lg.address[2:]), tuple(lg.data[0]), lg.data[1]) for lg in res.logs
-            )
-            return Receipt(1, res.gas_used, output, logs, None, contract, item.hash, item.sender)
+            return Receipt(1, res.gas_used, output, _logs(res), None, contract, item.hash, item.sender)
         if res.is_halt:
             reason = res.reason
             msg = "out of gas" if reason.startswith("OutOfGas") else f"execution halted: {reason}"
@@ -660,10 +668,7 @@ class Executor:
             if res is None:
                 return CallResult(False, b"", 0, f"call refused by the EVM: {err}")
             if err is None:
-                logs = tuple(
-                    Log(bytes.fromhex(lg.address[2:]), tuple(lg.data[0]), lg.data[1]) for lg in res.logs
-                )
-                return CallResult(True, output, res.gas_used, None, contract, logs)
+                return CallResult(True, output, res.gas_used, None, contract, _logs(res))
             if res.is_halt:
                 reason = res.reason
                 msg = "out of gas" if reason.startswith("OutOfGas") else f"execution halted: {reason}"

@@ -74,11 +74,13 @@ def storage_key(address: bytes, slot: int) -> bytes:
 
 
 def account_payload(acct: AccountRecord) -> bytes:
-    return acct.nonce.to_bytes(32, "big") + acct.code_hash
+    """The commitment entry body of an account: len (1 byte) || nonce (32) || code_hash (32)."""
+    return b"\x40" + acct.nonce.to_bytes(32, "big") + acct.code_hash
 
 
 def storage_payload(value: int) -> bytes:
-    return value.to_bytes(32, "big")
+    """The commitment entry body of a slot: len (1 byte) || value (32)."""
+    return b"\x20" + value.to_bytes(32, "big")
 
 
 def _keccak(data: bytes) -> bytes:
@@ -127,31 +129,43 @@ class StateCommitment:
         return None if b is None else b.get(key)
 
     def update(self, changes: dict[bytes, bytes | None]) -> None:
-        """Set (payload) or delete (None) entries, then rehash what changed."""
+        """Set or delete (None) entries, then rehash what changed.
+
+        A value is an entry *body*: ``len(payload)`` (1 byte) || payload, as ``account_payload``
+        and ``storage_payload`` build it.
+        """
         buckets = self._buckets
         dirty: set[int] = set()
-        for key, payload in changes.items():
+        add = dirty.add
+        count = self._count
+        for key, body in changes.items():
             bid = (key[0] << 8) | key[1]
             bucket = buckets.get(bid)
-            if payload is None:
+            if body is None:
                 if bucket is not None and bucket.pop(key, None) is not None:
-                    self._count -= 1
-                    dirty.add(bid)
+                    count -= 1
+                    add(bid)
                     if not bucket:
                         del buckets[bid]
                 continue
             if bucket is None:
                 bucket = buckets[bid] = {}
             if key not in bucket:
-                self._count += 1
-            bucket[key] = bytes([len(payload)]) + payload
-            dirty.add(bid)
+                count += 1
+            bucket[key] = body
+            add(bid)
+        self._count = count
         level0 = self._levels[0]
+        keccak = sha3.keccak_256
         for bid in dirty:
             bucket = buckets.get(bid)
-            level0[bid] = (
-                _keccak(b"\x05" + b"".join([k + v for k, v in sorted(bucket.items())])) if bucket else ZERO32
-            )
+            if not bucket:
+                level0[bid] = ZERO32
+            elif len(bucket) == 1:
+                ((k, v),) = bucket.items()
+                level0[bid] = keccak(b"\x05" + k + v).digest()
+            else:
+                level0[bid] = keccak(b"\x05" + b"".join([k + v for k, v in sorted(bucket.items())])).digest()
         bits = self.FANOUT_BITS
         fan = 1 << bits
         for lvl in range(1, len(self._levels)):
@@ -234,40 +248,60 @@ class WorldState:
         wiped: Iterable[bytes],
         salt_secret: bytes,
         version: int,
-    ) -> None:
+        undo_version: int | None = None,
+    ) -> UndoRecord | None:
         """Apply one batch's net changes and update both trees incrementally.
 
-        ``wiped``: accounts whose storage is cleared first (self-destructed contracts).
+        ``wiped``: accounts whose storage is cleared first (self-destructed contracts). With
+        ``undo_version`` (the executor's version before the batch), also return what was
+        overwritten, for ``undo``.
         """
+        keep = undo_version is not None
+        old_accounts: dict[bytes, AccountRecord | None] = {}
+        old_storage: dict[bytes, dict[int, int]] = {}
+        new_code: set[bytes] = set()
         state_changes: dict[bytes, bytes | None] = {}
         balance_changes: dict[bytes, bytes | None] = {}
+        all_storage = self.storage
         for addr in wiped:
-            old = self.storage.pop(addr, None)
+            old = all_storage.pop(addr, None)
             if old:
+                if keep:
+                    old_storage[addr] = dict(old)
                 for slot in old:
                     state_changes[storage_key(addr, slot)] = None
         for addr, slots in storage.items():
-            cur = self.storage.get(addr)
+            cur = all_storage.get(addr)
             if cur is None:
-                cur = self.storage[addr] = {}
+                cur = all_storage[addr] = {}
+            if keep:
+                prev = old_storage.setdefault(addr, {})
+                for slot in slots:
+                    if slot not in prev:
+                        prev[slot] = cur.get(slot, 0)
+            a2 = b"\x02" + addr
             for slot, value in slots.items():
                 if value:
                     cur[slot] = value
-                    state_changes[storage_key(addr, slot)] = storage_payload(value)
+                    state_changes[_keccak(a2 + slot.to_bytes(32, "big"))] = b"\x20" + value.to_bytes(32, "big")
                 elif cur.pop(slot, None) is not None:
-                    state_changes[storage_key(addr, slot)] = None
+                    state_changes[_keccak(a2 + slot.to_bytes(32, "big"))] = None
             if not cur:
-                del self.storage[addr]
+                del all_storage[addr]
+        all_accounts = self.accounts
         for addr, ch in accounts.items():
-            if ch.code is not None:
-                self.code.setdefault(ch.code_hash, ch.code)
-            rec = self.accounts.get(addr)
+            if ch.code is not None and ch.code_hash not in self.code:
+                self.code[ch.code_hash] = ch.code
+                new_code.add(ch.code_hash)
+            rec = all_accounts.get(addr)
             if rec is None:
                 rec = AccountRecord()
+                if keep:
+                    old_accounts[addr] = None
+            elif keep:
+                old_accounts[addr] = AccountRecord(rec.nonce, rec.balance, rec.code_hash, rec.salt)
             had_entry = bool(rec.nonce) or rec.code_hash != KECCAK_EMPTY
-            old_balance = rec.balance
-            rec.nonce, rec.code_hash = ch.nonce, ch.code_hash
-            if ch.balance != old_balance or (ch.balance and rec.salt == ZERO32):
+            if ch.balance != rec.balance or (ch.balance and rec.salt == ZERO32):
                 rec.balance = ch.balance
                 bkey = smt_key(addr)
                 if ch.balance:
@@ -276,41 +310,24 @@ class WorldState:
                 else:
                     rec.salt = ZERO32
                     balance_changes[bkey] = None
+            if rec.nonce != ch.nonce or rec.code_hash != ch.code_hash or not had_entry:
+                rec.nonce, rec.code_hash = ch.nonce, ch.code_hash
+                if rec.nonce or rec.code_hash != KECCAK_EMPTY:
+                    state_changes[account_key(addr)] = account_payload(rec)
+                elif had_entry:
+                    state_changes[account_key(addr)] = None
             if rec.is_empty():
-                self.accounts.pop(addr, None)
+                all_accounts.pop(addr, None)
             else:
-                self.accounts[addr] = rec
-            if rec.nonce or rec.code_hash != KECCAK_EMPTY:
-                state_changes[account_key(addr)] = account_payload(rec)
-            elif had_entry:
-                state_changes[account_key(addr)] = None
+                all_accounts[addr] = rec
         if state_changes:
             self.commitment.update(state_changes)
         if balance_changes:
             self.balances_tree.update(balance_changes)
-
-    def undo_record(
-        self,
-        accounts: dict[bytes, AccountChange],
-        storage: dict[bytes, dict[int, int]],
-        wiped: Iterable[bytes],
-        version: int,
-    ) -> UndoRecord:
-        """Capture what ``apply(accounts, storage, wiped, ...)`` is about to overwrite."""
-        old_accounts: dict[bytes, AccountRecord | None] = {}
-        for a in accounts:
-            r = self.accounts.get(a)
-            old_accounts[a] = None if r is None else AccountRecord(r.nonce, r.balance, r.code_hash, r.salt)
-        old_storage: dict[bytes, dict[int, int]] = {}
-        for a in wiped:
-            old_storage[a] = dict(self.storage.get(a, {}))
-        for a, slots in storage.items():
-            cur = self.storage.get(a, {})
-            prev = old_storage.setdefault(a, {})
-            for slot in slots:
-                prev.setdefault(slot, cur.get(slot, 0))
-        new_code = {ch.code_hash for ch in accounts.values() if ch.code is not None and ch.code_hash not in self.code}
-        return UndoRecord(old_accounts, old_storage, new_code, version)
+        if not keep:
+            return None
+        assert undo_version is not None
+        return UndoRecord(old_accounts, old_storage, new_code, undo_version)
 
     def undo(self, rec: UndoRecord) -> None:
         """Put back what one batch overwrote (records, salts, slots, code) and both trees."""

@@ -467,3 +467,42 @@ def test_an_envelope_sealed_to_the_wrong_key_or_chain_is_an_error_entry() -> Non
         assert e.startswith(ERROR_ENTRY_PREFIX) and b"bad tag" in e
     assert Envelope.decode(foreign.envelope.encode()).epoch == 0
     assert net.members[1].call("verify_batch", header=out["header"], **req)["header_hash"] == out["header_hash"]
+
+
+def test_random_payloads_never_crash_the_program() -> None:
+    """Bounded fuzz (fixed seed): random CBOR fields into every ecall give refusals, never internal errors."""
+    import random
+
+    rng = random.Random(3)
+    net = Net(n=2)
+    a = net.members[0]
+    methods = sorted(a.handle._server.program._handlers)  # type: ignore[attr-defined]
+    names = ["height", "prev_hash", "epoch", "l1_block", "timestamp", "messages", "envelopes", "header",
+             "signatures", "blob", "bundle", "envelope", "members", "quorum", "min_types", "member",
+             "member_enc_pub", "keep_from", "reset"]
+
+    def value(depth: int = 0) -> Any:
+        c = rng.randrange(9 if depth < 3 else 6)
+        if c == 0:
+            return rng.randrange(-5, 2**70)
+        if c == 1:
+            return os.urandom(rng.choice([0, 1, 20, 32, 65, 416, 100]))
+        if c in (2, 3, 4, 5):
+            return ["x", None, 1.5, True][c - 2]
+        if c in (6, 7):
+            return [value(depth + 1) for _ in range(rng.randrange(4))]
+        return {rng.choice(names): value(depth + 1) for _ in range(rng.randrange(5))}
+
+    for _ in range(600):
+        method = rng.choice(methods)
+        if method in ("epoch_rotate", "epoch_erase", "epoch_genesis"):
+            continue
+        fields = batch_request(1, bytes(32)) if rng.random() < 0.5 else {}
+        for _ in range(rng.randrange(1, 4)):
+            fields[rng.choice(names)] = value()
+        payload = cbor2.dumps(fields) if rng.random() < 0.9 else os.urandom(rng.randrange(40))
+        try:
+            a.handle.ecall(method, payload)
+        except EnclaveError as exc:
+            assert "internal enclave error" not in str(exc), (method, str(exc))
+    assert a.call("status")["address"] == a.address

@@ -413,3 +413,84 @@ def test_undo_batch_puts_everything_back(code: dict[str, bytes]) -> None:
     with pytest.raises(EnclaveRefusal, match="between batches"):
         ex.begin_batch(BlockInfo(9, 1))
         ex.undo_batch()
+
+
+# Solidity, compiled by solc-js 0.8.37+commit.f401782d.Emscripten.clang (evmVersion cancun, optimizer 200 runs) from:
+SOLIDITY_SOURCE = """
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.20;
+
+interface ICounter {
+    function bump(uint256 by) external returns (uint256);
+}
+
+contract Counter {
+    uint256 public count;
+    mapping(address => uint256) public byUser;
+    event Bumped(address indexed who, uint256 newCount);
+    error TooBig(uint256 by);
+
+    function bump(uint256 by) external returns (uint256) {
+        if (by > 100) revert TooBig(by);
+        require(by != 0, "zero bump");
+        count += by;
+        byUser[tx.origin] += by;
+        emit Bumped(msg.sender, count);
+        return count;
+    }
+}
+
+contract Caller {
+    function bumpTwice(address c, uint256 by) external returns (uint256) {
+        ICounter(c).bump(by);
+        return ICounter(c).bump(by);
+    }
+}
+"""
+SOL_COUNTER = bytes.fromhex(
+    "6080604052348015600e575f5ffd5b506102058061001c5f395ff3fe608060405234801561000f575f5ffd5b50600436"
+    "1061003f575f3560e01c806306661abd1461004357806371c7432a1461005d578063b20eb4c41461007c575b5f5ffd5b"
+    "61004b5f5481565b60405190815260200160405180910390f35b61004b61006b366004610166565b60016020525f9081"
+    "52604090205481565b61004b61008a366004610193565b5f60648211156100b5576040516370544d1d60e11b81526004"
+    "81018390526024015b60405180910390fd5b815f036100f05760405162461bcd60e51b81526020600482015260096024"
+    "8201526807a65726f2062756d760bc1b60448201526064016100ac565b815f5f82825461010091906101aa565b909155"
+    "5050325f90815260016020526040812080548492906101239084906101aa565b90915550505f5460405190815233907f"
+    "5311a32e1bc07c65f9f3c57e845d29af6c46065a94add70de6af009b370c33899060200160405180910390a250505f54"
+    "90565b5f60208284031215610176575f5ffd5b81356001600160a01b038116811461018c575f5ffd5b9392505050565b"
+    "5f602082840312156101a3575f5ffd5b5035919050565b808201808211156101c957634e487b7160e01b5f5260116004"
+    "5260245ffd5b9291505056fea264697066735822122002440f26d74db614c39dd3a36d1f61075393bb243e9e169c0de4"
+    "624355c6c4e264736f6c63430008250033"
+)
+SOL_CALLER = bytes.fromhex(
+    "6080604052348015600e575f5ffd5b506101ae8061001c5f395ff3fe608060405234801561000f575f5ffd5b50600436"
+    "10610029575f3560e01c80633cc114551461002d575b5f5ffd5b61004061003b36600461012c565b610052565b604051"
+    "90815260200160405180910390f35b604051632c83ad3160e21b8152600481018290525f906001600160a01b03841690"
+    "63b20eb4c4906024016020604051808303815f875af1158015610098573d5f5f3e3d5ffd5b505050506040513d601f19"
+    "601f820116820180604052508101906100bc9190610161565b50604051632c83ad3160e21b8152600481018390526001"
+    "600160a01b0384169063b20eb4c4906024016020604051808303815f875af1158015610101573d5f5f3e3d5ffd5b5050"
+    "50506040513d601f19601f820116820180604052508101906101259190610161565b9392505050565b5f5f6040838503"
+    "121561013d575f5ffd5b82356001600160a01b0381168114610153575f5ffd5b946020939093013593505050565b5f60"
+    "208284031215610171575f5ffd5b505191905056fea2646970667358221220823f2c515c5f03deccf97a60c974388fd5"
+    "27c8e95fef2fb82a368c8c08cd61c964736f6c63430008250033"
+)
+
+
+def test_solidity_bytecode_custom_errors_and_cross_contract_calls() -> None:
+    ex = Executor(CHAIN_ID)
+    alice = User(1)
+    ex.begin_batch(BlockInfo(1, 1_700_000_000))
+    counter = run(ex, alice.tx(None, SOL_COUNTER, gas=1_000_000))
+    caller = run(ex, alice.tx(None, SOL_CALLER, gas=1_000_000))
+    assert counter.success and caller.success and counter.contract_address and caller.contract_address
+    r = run(ex, alice.tx(caller.contract_address, call_data("bumpTwice(address,uint256)", ["address", "uint256"], [counter.contract_address, 7])))
+    assert r.success and abi_decode(["uint256"], r.output) == (14,)
+    assert [lg.address for lg in r.logs] == [counter.contract_address] * 2
+    assert r.logs[0].topics[1] == b"\x00" * 12 + caller.contract_address  # msg.sender is the caller contract
+    too_big = run(ex, alice.tx(counter.contract_address, call_data("bump(uint256)", ["uint256"], [101])))
+    assert too_big.status == 0 and too_big.output == sel("TooBig(uint256)") + abi_encode(["uint256"], [101])
+    assert too_big.error == "execution reverted"  # a custom error: the data is in the receipt
+    zero = run(ex, alice.tx(counter.contract_address, call_data("bump(uint256)", ["uint256"], [0])))
+    assert zero.error == "execution reverted: zero bump"
+    ex.end_batch()
+    by_user = ex.call(alice.address, counter.contract_address, call_data("byUser(address)", ["address"], [alice.address]))
+    assert abi_decode(["uint256"], by_user.output) == (14,)  # tx.origin is the signer

@@ -494,3 +494,16 @@ def test_solidity_bytecode_custom_errors_and_cross_contract_calls() -> None:
     ex.end_batch()
     by_user = ex.call(alice.address, counter.contract_address, call_data("byUser(address)", ["address"], [alice.address]))
     assert abi_decode(["uint256"], by_user.output) == (14,)  # tx.origin is the signer
+
+
+def test_contract_addresses_follow_ethereum(code: dict[str, bytes]) -> None:
+    import rlp
+
+    ex = Executor(CHAIN_ID)
+    alice, bob = User(1), User(2)
+    ex.begin_batch(BlockInfo(1, 1_700_000_000))
+    assert run(ex, alice.tx(bob.address)).success  # nonce 0: a plain call (pyrevm does not count it)
+    r = run(ex, alice.tx(None, code["vault"], gas=1_000_000))  # nonce 1: a creation
+    assert r.contract_address == keccak256(rlp.encode([alice.address, 1]))[12:]
+    ex.end_batch()
+    assert ex.code_at(r.contract_address) and ex.state.nonce(alice.address) == 2

@@ -117,6 +117,18 @@ def test_batch_must_continue_the_head() -> None:
         _batch(messages=[[0, 9, BOB, 0, 3, b""]])
 
 
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 5, 8, 13])
+def test_batch_roots_follow_crypto_merkle(n: int) -> None:
+    envs = [bytes([i]) * (i + 1) for i in range(n)]
+    entries = [bytes([i + 100]) * 3 for i in range(n + 1)]
+    inp = _batch(envelopes=envs)
+    ids = [keccak256(e) for e in envs]
+    c = commit_batch_data(inp, 0, 2, MSG_GENESIS_ACC, ids, entries)
+    assert c.tx_root == merkle_root(ids)
+    assert c.receipts_root == merkle_root([keccak256(e) for e in entries])
+    assert c.data_commitment == merkle_root([keccak256(x) for x in batch_data_items(c.batch_data)])
+
+
 def test_batch_data_commitment_proves_each_item() -> None:
     inp = _batch(envelopes=[b"env-a", b"env-b"])
     ids = [keccak256(e) for e in inp.envelopes]

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import cbor2
+import sha3
 
 from ..crypto.hashing import ZERO32, keccak256
 from ..crypto.header import GENESIS_PREV_HASH
-from ..crypto.merkle import merkle_root
 from ..crypto.messages import KIND_CHALLENGE, KIND_USER, MSG_GENESIS_ACC, L1Message
 from .codec import U64_MAX, Request, as_address, as_bytes, encode
 from .errors import EnclaveRefusal
@@ -203,12 +203,30 @@ def commit_batch_data(
             "n_entries": len(entries),
         }
     )
-    entry_hashes = [keccak256(e) for e in entries]
-    tx_root = merkle_root(envelope_ids) if envelope_ids else ZERO32
-    receipts_root = merkle_root(entry_hashes) if entry_hashes else ZERO32
-    data_commitment = merkle_root([keccak256(meta), *envelope_ids, *entry_hashes])
+    k = sha3.keccak_256
+    entry_hashes = [k(e).digest() for e in entries]
+    # crypto.merkle's leaf hashes, computed once and shared by the three trees
+    id_nodes = [k(b"\x00" + x).digest() for x in envelope_ids]
+    entry_nodes = [k(b"\x00" + x).digest() for x in entry_hashes]
+    tx_root = _root_of_leaf_nodes(id_nodes)
+    receipts_root = _root_of_leaf_nodes(entry_nodes)
+    data_commitment = _root_of_leaf_nodes([k(b"\x00" + keccak256(meta)).digest(), *id_nodes, *entry_nodes])
     batch_data = cbor2.dumps([meta, *inp.envelopes, *entries])
     return BatchCommitments(tx_root, receipts_root, data_commitment, batch_data)
+
+
+def _root_of_leaf_nodes(level: list[bytes]) -> bytes:
+    """``crypto.merkle.merkle_root`` given the already-hashed leaf level (same rules: 0x01 nodes,
+    odd node promoted, empty = ZERO32); a unit test checks they agree."""
+    if not level:
+        return ZERO32
+    k = sha3.keccak_256
+    while len(level) > 1:
+        nxt = [k(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
 
 
 def batch_data_items(batch_data: bytes) -> list[bytes]:

@@ -649,6 +649,8 @@ class EnclaveProgram:
         nonce = os.urandom(12)
         aad = SNAPSHOT_MAGIC + struct.pack(">Q", epoch)
         shared = aad + nonce + AESGCM(key).encrypt(nonce, plain, aad)
+        del plain
+        # the local blob wraps the shared one (opened with the epoch keys it also carries)
         local_plain = encode(
             {
                 "v": 1,
@@ -656,10 +658,11 @@ class EnclaveProgram:
                 "epochs": self._epochs.to_secret_bytes(),
                 "guard": self._guard.to_cbor(),
                 "committee": self._committee.to_cbor(),
-                "shared": plain,
+                "shared": shared,
             }
         )
         local = self._platform.seal(local_plain, LOCAL_LABEL)
+        del local_plain
         t2 = time.perf_counter()
         self.stats.add("seal_serialize", t1 - t0)
         self.stats.add("seal_encrypt", t2 - t1)
@@ -687,22 +690,27 @@ class EnclaveProgram:
         self._undo.clear()
         self._state_cache = (head.height, state, root)
 
+    @staticmethod
+    def _open_shared(blob: bytes, epochs: EpochKeyManager) -> bytes:
+        hdr = len(SNAPSHOT_MAGIC) + 8
+        if not blob.startswith(SNAPSHOT_MAGIC) or len(blob) < hdr + 12 + 16:
+            raise EnclaveRefusal("restore: not a shared snapshot (bad magic or too short)")
+        (epoch,) = struct.unpack(">Q", blob[len(SNAPSHOT_MAGIC) : hdr])
+        if not epochs.has_epoch(epoch):
+            raise EnclaveRefusal(
+                f"restore: the snapshot is sealed under epoch {epoch}, whose keys this enclave does not hold"
+            )
+        key = epochs.state_subkey(epoch, SNAPSHOT_SUBKEY)
+        try:
+            return AESGCM(key).decrypt(blob[hdr : hdr + 12], blob[hdr + 12 :], blob[:hdr])
+        except InvalidTag:
+            raise EnclaveRefusal("restore: shared snapshot does not decrypt (tampered or another committee)") from None
+
     def _restore(self, payload: bytes) -> dict[str, Any]:
         r = Request.parse(payload, "restore")
         blob = r.blob("blob")
         if blob.startswith(SNAPSHOT_MAGIC):
-            hdr = len(SNAPSHOT_MAGIC) + 8
-            if len(blob) < hdr + 12 + 16:
-                raise EnclaveRefusal("restore: shared snapshot too short")
-            (epoch,) = struct.unpack(">Q", blob[len(SNAPSHOT_MAGIC) : hdr])
-            if not self._epochs.has_epoch(epoch):
-                raise EnclaveRefusal(f"restore: the snapshot is sealed under epoch {epoch}, whose keys this enclave does not hold")
-            key = self._epochs.state_subkey(epoch, SNAPSHOT_SUBKEY)
-            try:
-                plain = AESGCM(key).decrypt(blob[hdr : hdr + 12], blob[hdr + 12 :], blob[:hdr])
-            except InvalidTag:
-                raise EnclaveRefusal("restore: shared snapshot does not decrypt (tampered or another committee)") from None
-            self._load_shared_plain(plain)
+            self._load_shared_plain(self._open_shared(blob, self._epochs))
             return self._status(b"")
         plain = self._platform.unseal(blob, LOCAL_LABEL)
         try:
@@ -713,12 +721,13 @@ class EnclaveProgram:
             guard = SignGuard.from_cbor(m["guard"])
             committee = Committee()
             committee.load_cbor(m["committee"])
+            shared = bytes(m["shared"])
         except (KeyError, TypeError, ValueError):
             raise EnclaveRefusal("restore: the local snapshot is malformed") from None
+        self._load_shared_plain(self._open_shared(shared, epochs))  # state first: may refuse
         if identity.address == self._identity.address:
             guard.merge(self._guard)  # never forget a signature made since that blob
         self._identity, self._epochs, self._guard, self._committee = identity, epochs, guard, committee
-        self._load_shared_plain(m["shared"])
         self._guard.finalize(self._finalized[0])
         return self._status(b"")
 

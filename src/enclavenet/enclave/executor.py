@@ -63,11 +63,13 @@ MAX_RECEIPT_OUTPUT = 64 * 1024
 _ERROR_SELECTOR = bytes.fromhex("08c379a0")
 _PANIC_SELECTOR = bytes.fromhex("4e487b71")
 
-_ACCT_RE = re.compile(
-    r"0x([0-9a-f]{40}): Account \{ info: AccountInfo \{ balance: (\d+), nonce: (\d+), "
-    r"code_hash: 0x([0-9a-f]{64}), code: .*?\}, storage: \{(.*?)\}, status: AccountStatus\(([^)]*)\) \}"
+_HEAD_RE = re.compile(
+    r"0x([0-9a-f]{40}): Account \{ info: AccountInfo \{ balance: (\d+), nonce: (\d+), code_hash: 0x([0-9a-f]{64}), code: "
 )
-_SLOT_RE = re.compile(r"(\d+): StorageSlot \{ previous_or_original_value: (\d+), present_value: (\d+) \}")
+_STORAGE_OPEN = "}, storage: {"
+_STATUS_OPEN = "}, status: AccountStatus("
+_SLOT_MID = ": StorageSlot { previous_or_original_value: "
+_SLOT_PRESENT = ", present_value: "
 _REVERT_RE = re.compile(r"output: 0x([0-9a-f]*)")
 _STATE_PREFIX = "JournaledState { state: {"
 _STATE_END = "}, transient_storage: "
@@ -230,6 +232,25 @@ def revert_reason(output: bytes) -> str:
     if output[:4] == _PANIC_SELECTOR and len(output) == 36:
         return f"execution reverted: panic 0x{int.from_bytes(output[4:], 'big'):02x}"
     return "execution reverted"
+
+
+def _changed_slots(text: str) -> dict[int, int]:
+    """{slot: present} for the slots whose present value differs from the value at first load.
+
+    ``text`` is revm's rendering ``k: StorageSlot { previous_or_original_value: a, present_value: b }, ...``
+    (decimal numbers); plain string splits are ~4x faster than a regex here.
+    """
+    out: dict[int, int] = {}
+    try:
+        for piece in text.split(" }, "):
+            k, rest = piece.split(_SLOT_MID)
+            orig, present = rest.split(_SLOT_PRESENT)
+            present = present.rstrip(" }")
+            if orig != present:
+                out[int(k)] = int(present)
+    except ValueError:
+        raise RuntimeError("could not parse pyrevm's journaled storage (pyrevm version drift?)") from None
+    return out
 
 
 def _logs(res: Any) -> tuple[Log, ...]:
@@ -402,29 +423,31 @@ class Executor:
         accounts: dict[bytes, AccountChange] = {}
         storage: dict[bytes, dict[int, int]] = {}
         wiped: set[bytes] = set()
-        found = 0
         parsed: set[bytes] = set()
-        for m in _ACCT_RE.finditer(state_part):
-            found += 1
+        heads = list(_HEAD_RE.finditer(state_part))
+        found = len(heads)
+        nonces = b.nonces
+        for idx, m in enumerate(heads):
+            end = heads[idx + 1].start() if idx + 1 < found else len(state_part)
             addr = bytes.fromhex(m.group(1))
             parsed.add(addr)
+            s_open = state_part.find(_STORAGE_OPEN, m.end(), end)
+            s_close = state_part.rfind(_STATUS_OPEN, m.end(), end)
+            if s_open < 0 or s_close < s_open:
+                raise RuntimeError("could not parse pyrevm's journaled state (pyrevm version drift?)")
+            status = state_part[s_close + len(_STATUS_OPEN) : state_part.find(")", s_close, end)]
             balance, nonce = int(m.group(2)), int(m.group(3))
             code_hash = bytes.fromhex(m.group(4))
-            status = m.group(6)
             if "SelfDestructed" in status:
                 wiped.add(addr)
                 code_hash, nonce = KECCAK_EMPTY, 0
-            else:
-                slots_text = m.group(5)
-                if slots_text:
-                    changed = {
-                        int(s.group(1)): int(s.group(3))
-                        for s in _SLOT_RE.finditer(slots_text)
-                        if s.group(2) != s.group(3)
-                    }
-                    if changed:
-                        storage[addr] = changed
-            nonce = max(nonce, b.nonces.get(addr, 0))
+            elif s_close > s_open + len(_STORAGE_OPEN):
+                changed = _changed_slots(state_part[s_open + len(_STORAGE_OPEN) : s_close])
+                if changed:
+                    storage[addr] = changed
+            n = nonces.get(addr)
+            if n is not None and n > nonce:
+                nonce = n
             rec = st.accounts.get(addr)
             if rec is None:
                 if nonce == 0 and balance == 0 and code_hash == KECCAK_EMPTY and addr not in wiped:

@@ -30,7 +30,7 @@ from .errors import EnclaveNetError, NodeUnavailable, TransactionReverted
 from .formats import create_address, encode_inbox_call, sign_transaction
 
 #: Inside EnclaveNet, value sent here by a top-level transaction leaves for L1.
-WITHDRAWAL_ADDRESS = "0x00000000000000000000000000000000000057d0"
+WITHDRAWAL_ADDRESS = to_checksum("0x00000000000000000000000000000000000057d0")
 
 ROLLUP_CLIENT_ABI: list[dict[str, Any]] = [
     {"type": "function", "name": "deposit", "stateMutability": "payable", "inputs": [], "outputs": []},

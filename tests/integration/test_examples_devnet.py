@@ -1,0 +1,88 @@
+"""Every example through wrap() on a real devnet equals the same script on the plain L1 EVM.
+
+One devnet (4 node processes: sgx, tdx, sev-snp, csv; quorum 3 of 4 spanning >= 3 types; an
+embedded L1 process) serves the whole module. Each example's ``run(w3, accounts)`` runs:
+
+* plainly on a fresh embedded L1 (eth-tester / py-evm), the accounts being eth-tester's, and
+* confidentially: ``wrap(Web3(HTTPProvider(node)), keys)`` with the *same keys*, so every
+  address in the results agrees; each user first deposits on the devnet's L1 (the auction
+  bids spend real balances inside EnclaveNet).
+
+The two result dicts must be equal. Examples share the devnet, so each runs with its own
+accounts' nonces continuing where the previous example left them: the contract addresses differ
+from the plain run, and no example reports one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import examples
+import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from web3 import EthereumTesterProvider, Web3
+
+from enclavenet.client import client_of, deposit, wrap
+from enclavenet.devnet import Devnet
+
+pytestmark = pytest.mark.integration
+
+N_USERS = 5
+FUND = 10**16  # wei per user inside EnclaveNet: bids and value transfers spend it
+
+
+def _users() -> list[LocalAccount]:
+    """eth-tester's development accounts are the addresses of private keys 1..10."""
+    return [Account.from_key(i.to_bytes(32, "big")) for i in range(1, N_USERS + 1)]
+
+
+def _l1_pay(l1: Web3, frm: LocalAccount, to: str, value: int) -> None:
+    tx = {
+        "to": to, "value": value, "gas": 21_000, "chainId": l1.eth.chain_id,
+        "nonce": l1.eth.get_transaction_count(frm.address, "pending"),
+        "maxFeePerGas": 2 * l1.eth.get_block("latest")["baseFeePerGas"] + 10**9, "maxPriorityFeePerGas": 10**9,
+    }
+    h = l1.eth.send_raw_transaction(frm.sign_transaction(tx).raw_transaction)
+    assert l1.eth.wait_for_transaction_receipt(h, timeout=30).status == 1
+
+
+@pytest.fixture(scope="module")
+def net() -> Iterator[Devnet]:
+    with Devnet(n=4, batch_interval=0.05) as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def wrapped(net: Devnet) -> Web3:
+    """The users, funded on L1 by the devnet's faucet account, deposited into EnclaveNet."""
+    assert net.w3 is not None
+    users = _users()
+    faucet = net.accounts[0]
+    for u in users:
+        _l1_pay(net.w3, faucet, u.address, FUND + 10**17)  # the deposit plus L1 gas
+        deposit(net.w3, u, net.rollup.address, FUND)
+    w3 = wrap(Web3(Web3.HTTPProvider(net.rpc_urls[0], request_kwargs={"timeout": 60})), users, l1=net.w3)
+    deadline = time.monotonic() + 60
+    while not all(w3.eth.get_balance(u.address) == FUND for u in users):
+        assert time.monotonic() < deadline, "deposits were not credited inside EnclaveNet within 60 s"
+        time.sleep(0.2)
+    return w3
+
+
+def _plain(name: str) -> dict[str, Any]:
+    w3 = Web3(EthereumTesterProvider())
+    assert w3.eth.accounts[:N_USERS] == [u.address for u in _users()]
+    return examples.load(name).run(w3, w3.eth.accounts)
+
+
+@pytest.mark.parametrize("name", sorted(examples.EXAMPLES))
+def test_example_on_devnet_equals_plain_l1(name: str, wrapped: Web3) -> None:
+    expected = _plain(name)
+    got = examples.load(name).run(wrapped, [u.address for u in _users()])
+    assert got == expected
+    c = client_of(wrapped)
+    assert c.epoch_key is not None and c.epoch_key.checked_on_l1  # sealed only to L1's epoch key
+    assert set(c.nonce_source.values()) <= {"enclave"}  # nonces read privately, never guessed

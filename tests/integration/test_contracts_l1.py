@@ -401,6 +401,43 @@ def test_withdrawals_are_paid_and_a_reverting_recipient_is_owed(world: World) ->
     world.refused(world.user, f.claim(), "nothing owed")
 
 
+HUNGRY = """
+# pragma version 0.4.3
+interface Rollup:
+    def claim(): nonpayable
+
+got: public(uint256)
+
+@external
+@payable
+def __default__():
+    assert msg.gas > 40000, "needs more gas than a withdrawal push gives"
+    self.got += msg.value
+
+@external
+def pull(rollup: address):
+    extcall Rollup(rollup).claim()
+"""
+
+
+def test_a_recipient_needing_more_gas_claims_what_it_is_owed(world: World) -> None:
+    import vyper
+
+    art = vyper.compile_code(HUNGRY, output_formats=["abi", "bytecode"])
+    hungry = world.w3.eth.contract(address=world.owner.deploy(art["abi"], art["bytecode"]), abi=art["abi"])
+    f = world.fn()
+    world.user.transact(f.deposit(), value=1000)
+    ws = [Withdrawal(str(hungry.address), 400)]
+    r = world.submit_header(world.header(withdrawals_hash=withdrawals_hash(ws)), withdrawals=ws)
+    assert [e.args.amount for e in world.events(r, "WithdrawalOwed")] == [400]
+    assert f.owed(hungry.address).call() == 400 and hungry.functions.got().call() == 0
+    r = world.user.transact(hungry.functions.pull(world.address))
+    assert [(e.args.recipient, e.args.amount) for e in world.events(r, "Claimed")] == [(hungry.address, 400)]
+    assert hungry.functions.got().call() == 400
+    assert f.owed(hungry.address).call() == 0 and f.owedTotal().call() == 0
+    assert world.w3.eth.get_balance(world.address) == 600
+
+
 def test_withdrawal_larger_than_the_rollup_holds_is_refused(world: World) -> None:
     f = world.fn()
     world.user.transact(f.deposit(), value=100)

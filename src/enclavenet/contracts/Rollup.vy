@@ -263,7 +263,8 @@ def claim():
     self.owed[msg.sender] = 0
     self.owedTotal -= amount
     log Claimed(recipient=msg.sender, amount=amount)
-    send(msg.sender, amount)
+    # all gas forwarded: this recipient could not take a 30,000-gas push (state is final)
+    raw_call(msg.sender, b"", value=amount)
 
 
 # ---------------------------------------------------------------- views

@@ -20,6 +20,7 @@ from web3 import Web3
 
 from enclavenet.client import (
     EpochKeyMismatch,
+    NodeUnavailable,
     TransactionReverted,
     check_receipt,
     client_of,
@@ -193,3 +194,19 @@ def test_observers_see_only_ciphertext(net: Devnet, l1: Web3) -> None:
         {"chainId": 1, "nonce": 0, "to": token.address, "data": calldata, "gas": 90_000, "gasPrice": 0}, user.key
     ).raw_transaction.hex()
     assert all(n in plain for n in needles.values())
+
+
+def test_node_down_is_a_typed_error_and_the_client_recovers(net: Devnet, l1: Web3) -> None:
+    """Last in the module: it kills and restarts node 3."""
+    user = Account.create()
+    w3 = wrap(Web3(Web3.HTTPProvider(net.rpc_urls[3], request_kwargs={"timeout": 10})), user, l1=l1)
+    art = artifact("counter", "Counter")
+    counter = art.deploy(w3, "0x" + "00" * 20, sender=user.address)
+    net.kill(3)
+    with pytest.raises(NodeUnavailable, match="unreachable"):
+        counter.functions.count().call()
+    with pytest.raises(NodeUnavailable):
+        counter.functions.bump(1).transact()
+    net.restart(3)
+    check_receipt(w3.eth.wait_for_transaction_receipt(counter.functions.bump(1).transact(), timeout=60))
+    assert counter.functions.count().call() == 1

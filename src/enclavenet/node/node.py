@@ -168,6 +168,8 @@ class Node:
         self.receipts: dict[bytes, dict[str, Any]] = {}
         self.l1_height = 0
         self.due_since = time.monotonic()
+        self.work_since: float | None = None
+        self._takeover_busy = False
         self.msg_seen: dict[int, float] = {}  # first time a pending message's block was confirmed
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -363,6 +365,7 @@ class Node:
             if h > self.l1_height:
                 self.l1_height = h
                 self.due_since = now
+                self.work_since = None
         if res.new_headers or res.replaced_headers or self.finalized < w.height:
             await self._process_accepted()
         if res.new_messages or res.new_headers:
@@ -395,6 +398,7 @@ class Node:
     async def _accept_one(self, acc: AcceptedHeader) -> bool:
         assert self.host is not None
         h = acc.header.height
+        jumped: list[int] = []
         async with self.enclave_lock:
             rec = self.records.get(acc.hash)
             try:
@@ -424,11 +428,23 @@ class Node:
                     await self.host.call("apply_batch", payload)
                 await self._refresh_status()
             except EnclaveError as exc:
-                self.last_error = f"accept {h}: {exc}"
-                log.warning("%s: cannot bring the enclave to accepted header %d: %s", self.cfg.name, h, exc)
-                with contextlib.suppress(EnclaveError):
-                    await self._refresh_status()
-                return False
+                if "no longer knows" in str(exc) or "not kept" in str(exc):
+                    # restored from a sealed snapshot past h: jump to the head if L1 agrees, else resync
+                    with contextlib.suppress(EnclaveError):
+                        jumped = await self._skip_ahead()
+                if not jumped:
+                    self.last_error = f"accept {h}: {exc}"
+                    log.warning("%s: cannot bring the enclave to accepted header %d: %s", self.cfg.name, h, exc)
+                    with contextlib.suppress(EnclaveError):
+                        await self._refresh_status()
+                    return False
+        if jumped:
+            for hh in jumped:
+                a = self.watcher.headers[hh] if self.watcher else acc
+                r = self.records.get(a.hash) or await self._fetch_record(hh, a.hash)
+                self._on_finalized(a, r)
+            await self._notify_head()
+            return True
         if rec is None:
             rec = self.records.get(acc.hash)
         self._on_finalized(acc, rec)
@@ -436,6 +452,59 @@ class Node:
         if self.cfg.persist == "accept":
             await self._persist()
         return True
+
+    async def _skip_ahead(self) -> list[int]:
+        """The enclave was restored past heights it can no longer check one by one (no pre-batch
+        states in a sealed snapshot). If L1 accepted the enclave's own head, accept that (its hash
+        chain covers the heights between); if L1 took another branch, restore the state from a
+        peer's sealed (shared) snapshot at a final height. Returns the heights now final."""
+        assert self.host is not None and self.watcher is not None
+        start = self.finalized
+        st = await self._refresh_status()
+        acc = self.watcher.headers.get(self.head_height)
+        if acc is not None and acc.hash == self.head_hash:
+            await self.host.call("accept_header", {"header": acc.header.encode(), "signatures": acc.signatures})
+            await self._refresh_status()
+            log.info("%s: restored enclave: accepted its head at height %d directly", self.cfg.name, self.head_height)
+        elif acc is not None or self.watcher.height >= int(st["height"]):
+            if not await self._restore_from_peer():
+                return []
+        else:
+            return []  # the enclave's tentative head is ahead of L1: wait
+        return list(range(start + 1, self.finalized + 1))
+
+    async def _restore_from_peer(self) -> bool:
+        assert self.host is not None and self.watcher is not None
+        for p in self.peers:
+            try:
+                out = await p.call("snapshot", {}, timeout=60)
+            except PeerError as exc:
+                log.info("%s: no snapshot from %s: %s", self.cfg.name, p.url, exc)
+                continue
+            h = int(out["height"])
+            acc = self.watcher.headers.get(h)
+            if acc is None or acc.hash != bytes(out["head_hash"]):
+                continue
+            try:
+                await self.host.call("restore", {"blob": bytes(out["shared"])})
+                await self._refresh_status()
+            except EnclaveError as exc:
+                log.warning("%s: restoring %s's snapshot failed: %s", self.cfg.name, p.url, exc)
+                continue
+            if self.head_hash == acc.hash:
+                log.info("%s: enclave resynchronised from %s's sealed snapshot at height %d", self.cfg.name, p.url, h)
+                self.my_sigs = {k: v for k, v in self.my_sigs.items() if k > h}
+                return True
+        return False
+
+    async def _on_snapshot(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """A sealed (epoch state key) snapshot of a FINAL state, for a member that must resync."""
+        assert self.host is not None
+        async with self.enclave_lock:
+            if self.head_height != self.finalized:
+                raise Refused(f"this enclave has tentative heights above {self.finalized}; ask again later")
+            out = await self.host.call("snapshot")
+        return {"height": int(out["height"]), "head_hash": bytes(out["head_hash"]), "shared": bytes(out["shared"])}
 
     def _on_finalized(self, acc: AcceptedHeader, rec: BatchRecord | None) -> None:
         h = acc.header.height
@@ -583,6 +652,7 @@ class Node:
                 res = await self.host.call("epoch_import", {"bundle": out["bundle"]})
                 await self._refresh_status()
             log.info("%s: imported epoch %s keys from %s", self.cfg.name, res.get("epoch"), p.address)
+            self.due_since = time.monotonic()
             await self._persist()
             self._work.set()
             return
@@ -598,6 +668,7 @@ class Node:
                 res = await self.host.call("epoch_genesis")
                 await self._refresh_status()
             log.info("%s: created epoch %s (genesis)", self.cfg.name, res.get("epoch"))
+            self.due_since = time.monotonic()
             await self._persist()
             self._work.set()
 
@@ -615,6 +686,7 @@ class Node:
                 "txs": self._on_txs,
                 "propose": self._on_propose,
                 "batch": self._on_batch,
+                "snapshot": self._on_snapshot,
             }.get(op)
             if handler is None:
                 raise Refused(f"unknown peer op {op[:32]!r}")
@@ -669,6 +741,12 @@ class Node:
 
     async def _on_batch(self, msg: dict[str, Any]) -> dict[str, Any]:
         h = int(msg["height"])
+        if msg.get("pending"):
+            cands = [r for r in self.records.values() if r.height == h and r.proposer in r.sigs]
+            if not cands:
+                raise Refused(f"no proposal at height {h} here")
+            r = max(cands, key=lambda r: len(r.sigs))
+            return r.proposal(r.proposer, r.sigs[r.proposer])
         rec = self.accepted_records.get(h)
         if rec is None:
             want = msg.get("hash")
@@ -718,10 +796,11 @@ class Node:
         n = len(members)
         k = 0
         if h == self.l1_height + 1:
-            k = int((time.monotonic() - self.due_since) / self.cfg.proposer_timeout) + 1  # +1: clock/poll slack
+            base = self.due_since if self.work_since is None else max(self.due_since, self.work_since)
+            k = int((time.monotonic() - base) / self.cfg.proposer_timeout) + 1  # +1: clock/poll slack
         return [members[(h + j) % n] for j in range(min(k, n - 1) + 1)]
 
-    async def _on_propose(self, msg: dict[str, Any]) -> dict[str, Any]:
+    async def _on_propose(self, msg: dict[str, Any], *, takeover: bool = False) -> dict[str, Any]:
         assert self.host is not None and self.watcher is not None
         proposer = to_checksum(msg["proposer"])
         header_bytes = bytes(msg["header"])
@@ -738,7 +817,7 @@ class Node:
         # 1. cheap checks first (bound the work a bad proposal costs)
         if proposer not in self.members():
             raise Refused(f"proposer {proposer} is not an active committee member")
-        if proposer not in self.allowed_proposers(h):
+        if not takeover and proposer not in self.allowed_proposers(h):
             raise Refused(f"{proposer} is not an expected proposer for height {h} now")
         try:
             signer = recover_address(header.signing_digest(self.cfg.l1_chain_id, self.cfg.rollup), bytes(msg["signature"]))
@@ -751,6 +830,9 @@ class Node:
             raise Refused("proposal withdrawals do not match the header's withdrawals_hash")
         rec.proposer = proposer
         rec.sigs[proposer] = bytes(msg["signature"])
+        for item in msg.get("sigs", [])[:64]:
+            with contextlib.suppress(TypeError, ValueError, IndexError):
+                self._add_sig(rec, to_checksum(item[0]), bytes(item[1]))
         # 2. the L1 messages must be the ones this node sees on L1
         await self._check_messages(rec)
         # 3. wait for our enclave to reach the proposal's parent
@@ -1032,44 +1114,99 @@ class Node:
         except Exception as exc:  # the L1 loop will retry
             log.debug("poll after submit failed: %s", exc)
 
-    async def _maybe_takeover(self) -> None:
-        """The race: the next height stayed unaccepted too long; fallback proposers step in."""
-        if self.epoch is None or self.watcher is None or not self.members():
-            return
+    def _stall_base(self) -> float | None:
+        """Since when the next height has been due with work waiting (None: nothing to wait for)."""
         t = self.l1_height + 1
-        if time.monotonic() - self.due_since < self.cfg.proposer_timeout:
+        waiting = any(r.height == t for r in self.records.values()) or self._has_work(t)[0]
+        if not waiting:
+            self.work_since = None
+            return None
+        if self.work_since is None:
+            self.work_since = time.monotonic()
+        return max(self.due_since, self.work_since)
+
+    async def _maybe_takeover(self) -> None:
+        """The race: the next height stayed unaccepted too long; fallback proposers step in, one at a time.
+
+        The member at offset j after the primary may act after j timeouts. It first finishes a
+        proposal it already signed; else it asks its peers for any proposal at that height and
+        adopts it (so votes do not split between two headers: an enclave never signs two);
+        only when nobody has one does it build its own batch.
+        """
+        if self.epoch is None or self.watcher is None or self._takeover_busy:
             return
         members = self.members()
         n = len(members)
-        if self.address not in members or n < 2:
+        if self.address not in members or n < 2 or self.finalized < self.l1_height:
             return
-        k = int((time.monotonic() - self.due_since) / self.cfg.proposer_timeout)
+        base = self._stall_base()
+        if base is None:
+            return
+        t = self.l1_height + 1
+        elapsed = time.monotonic() - base
         offset = (members.index(self.address) - t) % n
-        if offset == 0 or offset > k:
+        if offset == 0 or elapsed < offset * self.cfg.proposer_timeout:
             return
-        # a proposal we already signed at t: finish its QC and submit it ourselves
-        known = [r for r in self.records.values() if r.height == t and r.header.prev_hash == self.watcher.last_header_hash()]
-        if known:
-            rec = max(known, key=lambda r: len(r.sigs))
-            if rec.collecting or rec.submitted:
-                return
+        self._takeover_busy = True
+        self._spawn(self._takeover(t, elapsed))
+
+    async def _takeover(self, t: int, elapsed: float) -> None:
+        assert self.watcher is not None
+        try:
+            prev = self.watcher.last_header_hash()
+            known = [r for r in self.records.values() if r.height == t and r.header.prev_hash == prev]
             mine = self.my_sigs.get(t)
-            if mine is None or mine[0] != rec.hash:
+            rec = next((r for r in known if mine is not None and r.hash == mine[0]), None)
+            if rec is None and mine is None:
+                rec = await self._adopt_peer_proposal(t, prev)
+                mine = self.my_sigs.get(t)
+            if rec is not None and mine is not None and mine[0] == rec.hash:
+                if rec.collecting or rec.submitted:
+                    return
+                self.counters["takeovers"] += 1
+                log.info("%s: height %d stalled %.1fs: taking over proposal 0x%s", self.cfg.name, t, elapsed,
+                         rec.hash.hex()[:12])
+                await self._collect_and_submit(rec, mine[1])
                 return
+            if mine is not None or self.head_height != t - 1:
+                return  # we signed something else at t: only its QC can complete now
             self.counters["takeovers"] += 1
-            log.info("%s: proposer of height %d silent for %.1fs: taking over its proposal", self.cfg.name, t,
-                     time.monotonic() - self.due_since)
-            self._spawn(self._collect_and_submit(rec, mine[1]))
+            log.info("%s: height %d stalled %.1fs and no proposal around: proposing it", self.cfg.name, t, elapsed)
+            await self._build_and_collect(t)
+        except (PeerError, EnclaveError, Refused) as exc:
+            log.info("%s: takeover of height %d failed: %s", self.cfg.name, t, exc)
+        finally:
+            self._takeover_busy = False
+
+    async def _adopt_peer_proposal(self, t: int, prev: bytes) -> BatchRecord | None:
+        """Ask the peers for a proposal at height t; verify and sign the first valid one."""
+        for p in self.peers:
+            try:
+                out = await p.call("batch", {"height": t, "pending": True}, timeout=10)
+                proposer = to_checksum(out["proposer"])
+                msg = {**out, "proposer": proposer, "signature": bytes(out["signature"])}
+            except (PeerError, KeyError, TypeError, ValueError):
+                continue
+            try:
+                await self._on_propose(msg, takeover=True)
+            except (Refused, EnclaveError, ValueError) as exc:
+                log.info("%s: proposal at %d from %s not adopted: %s", self.cfg.name, t, p.url, exc)
+                continue
+            rec = self.records.get(Header.decode(bytes(out["header"])).hash())
+            if rec is not None and rec.header.prev_hash == prev:
+                for a, sig in out.get("sigs", []):
+                    self._add_sig(rec, to_checksum(a), bytes(sig))
+                return rec
+        return None
+
+    def _add_sig(self, rec: BatchRecord, signer: str, sig: bytes) -> None:
+        if signer not in self.member_types():
             return
-        if self.head_height != t - 1 or t in self.my_sigs:
+        try:
+            if recover_address(rec.header.signing_digest(self.cfg.l1_chain_id, self.cfg.rollup), sig) == signer:
+                rec.sigs[signer] = sig
+        except SignatureError:
             return
-        work, _ = self._has_work(t)
-        if not work:
-            return
-        self.counters["takeovers"] += 1
-        log.info("%s: proposer of height %d silent for %.1fs: proposing it", self.cfg.name, t,
-                 time.monotonic() - self.due_since)
-        await self._build_and_collect(t)
 
     # ================================================================== fast path
     def submit_envelope(self, raw: bytes) -> bytes:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..tee.boundary import EnclaveError
-from .jsonrpc import INVALID_PARAMS, RpcError, hex_bytes
+from .jsonrpc import INVALID_PARAMS, RpcError, hex_bytes, quantity
 from .mempool import DuplicateTransaction, MempoolError, MempoolFull
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def install_rpc_methods(node: Node) -> None:
             out = await node.host.call(method, {"envelope": raw})
         except EnclaveError as exc:
             msg = str(exc)
-            code = WRONG_EPOCH if "epoch" in msg else ENCLAVE_REFUSED
+            code = WRONG_EPOCH if "unknown or erased" in msg else ENCLAVE_REFUSED
             raise RpcError(code, f"enclave refused the request: {msg}") from None
         return {"encryptedResult": "0x" + bytes(out["result"]).hex()}
 
@@ -114,9 +114,7 @@ def install_rpc_methods(node: Node) -> None:
                 "chainId": hex(cfg.chain_id), "startBlock": hex(cfg.start_block)}
 
     def get_header(height: Any) -> dict[str, Any] | None:
-        h = int(height, 16) if isinstance(height, str) else height
-        if not isinstance(h, int) or isinstance(h, bool) or h < 0:
-            raise RpcError(INVALID_PARAMS, "height must be a hex quantity or a non-negative integer")
+        h = quantity(height, "height")
         w = node.watcher
         acc = w.headers.get(h) if w else None
         if acc is None:

@@ -216,6 +216,24 @@ def hex_bytes(value: Any, name: str, *, length: int | None = None, max_len: int 
     return raw
 
 
+def quantity(value: Any, name: str, *, max_value: int = 2**64) -> int:
+    """A hex QUANTITY ("0x1a") or a JSON integer -> int, or an invalid-params error naming it."""
+    if isinstance(value, bool):
+        raise invalid_params(f"{name} must be a hex quantity or an integer")
+    if isinstance(value, int):
+        n = value
+    elif isinstance(value, str) and value.startswith(("0x", "0X")) and 2 < len(value) <= 66:
+        try:
+            n = int(value[2:], 16)
+        except ValueError:
+            raise invalid_params(f"{name} is not a valid hex quantity") from None
+    else:
+        raise invalid_params(f"{name} must be a hex quantity (0x...) or an integer")
+    if not 0 <= n <= max_value:
+        raise invalid_params(f"{name} out of range (0..{max_value})")
+    return n
+
+
 def hex_quantity(value: int) -> str:
     return hex(value)
 

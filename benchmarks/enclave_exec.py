@@ -283,7 +283,7 @@ def run(enclave: ProcessEnclave, code: bytes, selector: bytes, n_batches: int, n
     evm_rate, evm_rate_commit = raw_evm_rate(code, selector, senders, BATCH, 3 if quick else 5)
 
     # --- 100k funded accounts: RSS of the enclave process --------------------------------------
-    per = 10_000
+    per = 5_000  # deposits per funding batch (bounds the transient of a batch)
     addrs = [to_checksum(keccak256(b"funded", i.to_bytes(8, "big"))[12:]) for i in range(n_accounts)]
     t0 = time.perf_counter()
     for k in tqdm(range(0, n_accounts, per), desc="funding accounts by L1 deposits", unit="batch", file=sys.stderr):

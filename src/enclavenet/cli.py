@@ -138,6 +138,21 @@ def cmd_devnet(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- demo
+
+
+def _demo_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-n", type=int, default=4, help="committee members (default 4)")
+    p.add_argument("--l1", default="embedded", choices=["embedded", "anvil"], help="the L1 to run on")
+
+
+@command("demo", "the main job: a devnet, deposits and withdrawals, the examples, what an observer sees, gas", _demo_opts)
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(n=args.n, l1=args.l1)
+
+
 # ---------------------------------------------------------------------------- main
 
 

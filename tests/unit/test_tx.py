@@ -159,3 +159,53 @@ def test_decode_is_fast() -> None:
         decode_tx(r, CHAIN_ID)
     per_tx = (time.perf_counter() - t0) / len(raws)
     assert per_tx < 500e-6  # ~60 us here (coincurve recovery); eth-account takes ~10x longer
+
+
+def test_fast_rlp_reader_agrees_with_strict_rlp() -> None:
+    """The hand-written reader of flat lists returns exactly what rlp.decode(strict) returns, or
+    None (then the decoder goes through rlp): random mutations of real transactions."""
+    import random
+
+    from rlp.exceptions import RLPException
+
+    from enclavenet.enclave.tx import _fast_list
+
+    rnd = random.Random(5)
+    seeds = [wallet_tx()[1:], sign_tx(KEY, CHAIN_ID, 1, TO, b"\x00" * 100, legacy=True),
+             sign_tx(KEY, CHAIN_ID, 2, None, b"\x60" * 300)[1:], rlp.encode([b"", b"\x7f", b"\x80", []]),
+             rlp.encode([b"\x01" * 56, b"\x02" * 1000]), rlp.encode([[b"\x01"]])]
+    accepted = 0
+    for i in range(4000):
+        b = bytearray(rnd.choice(seeds))
+        for _ in range(rnd.randrange(4)):
+            op = rnd.randrange(3)
+            pos = rnd.randrange(len(b) + 1)
+            if op == 0 and pos < len(b):
+                b[pos] = rnd.choice([0, 0x7F, 0x80, 0x81, 0xB7, 0xB8, 0xBF, 0xC0, 0xF7, 0xF8, rnd.randrange(256)])
+            elif op == 1:
+                b[pos:pos] = bytes([rnd.randrange(256)])
+            elif pos < len(b):
+                del b[pos]
+        data = bytes(b) if i % 10 else rnd.choice(seeds)
+        fast = _fast_list(data)
+        try:
+            ref = rlp.decode(data, strict=True)
+        except RLPException:
+            assert fast is None, data.hex()
+            continue
+        if fast is not None:
+            accepted += 1
+            items, starts = fast
+            assert items == ref
+            assert len(starts) == len(items) + 1 and starts[-1] == len(data)
+            assert all(rlp.decode(data[starts[k] : starts[k + 1]]) == items[k] for k in range(len(items)))
+    assert accepted > 400
+
+
+def test_recovery_matches_coincurve() -> None:
+    import coincurve
+
+    for i in range(20):
+        raw = sign_tx(keccak256(b"k", bytes([i])), CHAIN_ID, i, TO, legacy=bool(i % 2))
+        pub = coincurve.PrivateKey(keccak256(b"k", bytes([i]))).public_key.format(compressed=False)[1:]
+        assert decode_tx(raw, CHAIN_ID).sender == keccak256(pub)[12:]

@@ -40,6 +40,16 @@ from rlp.exceptions import RLPException
 from ..crypto.hashing import address_bytes, to_checksum
 from .errors import EnclaveRefusal
 
+try:  # coincurve's own cffi binding of libsecp256k1: skips a PublicKey object per recovery
+    from coincurve._libsecp256k1 import ffi as _ffi
+    from coincurve._libsecp256k1 import lib as _lib
+    from coincurve.context import GLOBAL_CONTEXT as _GLOBAL_CONTEXT
+
+    _CTX: object | None = _GLOBAL_CONTEXT.ctx
+    _UNCOMPRESSED = _lib.SECP256K1_EC_UNCOMPRESSED
+except (ImportError, AttributeError):  # pragma: no cover - another coincurve build
+    _CTX = None
+
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 _HALF_N = SECP256K1_N // 2
 
@@ -147,6 +157,70 @@ def _rlp_list(payload: bytes, what: str) -> list[object]:
     return items
 
 
+def _fast_list(p: bytes) -> tuple[list[object], list[int]] | None:
+    """Strict RLP decoding of a flat list of strings (an empty list allowed as an item).
+
+    Returns (items, start offset of each item + the end), exactly what ``rlp.decode(p,
+    strict=True)`` returns for such input; returns None for anything else (malformed,
+    non-canonical, nested, truncated, trailing bytes), and the caller then goes the slow way
+    through ``rlp`` (which raises the usual error, or decodes a nested list). A transaction
+    is a flat list, so the slow way is only taken by bad or unusual input.
+    """
+    n = len(p)
+    if n == 0:
+        return None
+    b = p[0]
+    if b < 0xC0:
+        return None
+    if b <= 0xF7:
+        pos = 1
+        ln = b - 0xC0
+    else:
+        ll = b - 0xF7
+        if n < 1 + ll or p[1] == 0:
+            return None
+        ln = int.from_bytes(p[1 : 1 + ll], "big")
+        if ln < 56:
+            return None
+        pos = 1 + ll
+    if pos + ln != n:
+        return None
+    items: list[object] = []
+    starts: list[int] = []
+    add = items.append
+    mark = starts.append
+    while pos < n:
+        mark(pos)
+        b = p[pos]
+        if b < 0x80:
+            add(p[pos : pos + 1])
+            pos += 1
+        elif b <= 0xB7:
+            end = pos + 1 + b - 0x80
+            if end > n or (b == 0x81 and p[pos + 1] < 0x80):
+                return None
+            add(p[pos + 1 : end])
+            pos = end
+        elif b <= 0xBF:
+            ll = b - 0xB7
+            s0 = pos + 1 + ll
+            if s0 > n or p[pos + 1] == 0:
+                return None
+            ln = int.from_bytes(p[pos + 1 : s0], "big")
+            end = s0 + ln
+            if ln < 56 or end > n:
+                return None
+            add(p[s0:end])
+            pos = end
+        elif b == 0xC0:
+            add([])
+            pos += 1
+        else:
+            return None
+    mark(pos)
+    return items, starts
+
+
 def _item_spans(payload: bytes) -> tuple[int, list[int]]:
     """Offset where the outer list's body starts and the start offset of each item (+ end)."""
     p0 = payload[0]
@@ -196,12 +270,23 @@ def _recover(digest: bytes, y_parity: int, r: int, s: int) -> bytes:
         raise TxError("bad signature: r out of range")
     if not (0 < s <= _HALF_N):
         raise TxError("bad signature: s is zero or not in the lower half of the curve order (EIP-2)")
-    sig = r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes([y_parity])
+    sig64 = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    if _CTX is not None:
+        rsig = _ffi.new("secp256k1_ecdsa_recoverable_signature *")
+        if not _lib.secp256k1_ecdsa_recoverable_signature_parse_compact(_CTX, rsig, sig64, y_parity):
+            raise TxError("bad signature: it does not recover to a public key")
+        pub = _ffi.new("secp256k1_pubkey *")
+        if not _lib.secp256k1_ecdsa_recover(_CTX, pub, rsig, digest):
+            raise TxError("bad signature: it does not recover to a public key")
+        out = _ffi.new("unsigned char[65]")
+        out_len = _ffi.new("size_t *", 65)
+        _lib.secp256k1_ec_pubkey_serialize(_CTX, out, out_len, pub, _UNCOMPRESSED)
+        return sha3.keccak_256(_ffi.buffer(out, 65)[1:]).digest()[12:]
     try:
-        pub = coincurve.PublicKey.from_signature_and_message(sig, digest, hasher=None)
+        pk = coincurve.PublicKey.from_signature_and_message(sig64 + bytes([y_parity]), digest, hasher=None)
     except Exception:  # coincurve raises plain Exception when no point recovers
         raise TxError("bad signature: it does not recover to a public key") from None
-    return _keccak(pub.format(compressed=False)[1:])[12:]
+    return _keccak(pk.format(compressed=False)[1:])[12:]
 
 
 # --- decoding ---------------------------------------------------------------------------------
@@ -228,7 +313,12 @@ def decode_tx(raw: bytes, chain_id: int) -> SignedTx:
 
 def _decode_1559(raw: bytes, chain_id: int) -> SignedTx:
     payload = raw[1:]
-    items = _rlp_list(payload, "EIP-1559 transaction")
+    fast = _fast_list(payload)
+    if fast is None:
+        items = _rlp_list(payload, "EIP-1559 transaction")
+        starts = None
+    else:
+        items, starts = fast
     if len(items) != 12:
         raise TxError(f"an EIP-1559 transaction has 12 fields, got {len(items)}")
     tx_chain = _int(items[0], "chain_id")
@@ -250,15 +340,21 @@ def _decode_1559(raw: bytes, chain_id: int) -> SignedTx:
         raise TxError(f"bad signature: y_parity must be 0 or 1, got {y}")
     r = _int(items[10], "r")
     s = _int(items[11], "s")
-    _, starts = _item_spans(payload)
+    if starts is None:
+        _, starts = _item_spans(payload)
     unsigned = payload[starts[0] : starts[9]]
-    digest = _keccak(b"\x02" + _list_header(len(unsigned)) + unsigned)
+    digest = sha3.keccak_256(b"\x02" + _list_header(len(unsigned)) + unsigned).digest()
     sender = _recover(digest, y, r, s)
-    return SignedTx(TYPE_EIP1559, chain_id, nonce, gas, to, value, data, sender, _keccak(raw), max_fee)
+    return SignedTx(TYPE_EIP1559, chain_id, nonce, gas, to, value, data, sender, sha3.keccak_256(raw).digest(), max_fee)
 
 
 def _decode_legacy(raw: bytes, chain_id: int) -> SignedTx:
-    items = _rlp_list(raw, "legacy transaction")
+    fast = _fast_list(raw)
+    if fast is None:
+        items = _rlp_list(raw, "legacy transaction")
+        starts = None
+    else:
+        items, starts = fast
     if len(items) != 9:
         raise TxError(f"a legacy transaction has 9 fields, got {len(items)}")
     nonce = _int(items[0], "nonce")
@@ -280,11 +376,12 @@ def _decode_legacy(raw: bytes, chain_id: int) -> SignedTx:
     if tx_chain != chain_id:
         raise TxError(f"wrong chain id {tx_chain}: EnclaveNet's chain id is {chain_id}")
     y = (v - 35) % 2
-    _, starts = _item_spans(raw)
+    if starts is None:
+        _, starts = _item_spans(raw)
     unsigned = raw[starts[0] : starts[6]] + _rlp_int(chain_id) + b"\x80\x80"
-    digest = _keccak(_list_header(len(unsigned)) + unsigned)
+    digest = sha3.keccak_256(_list_header(len(unsigned)) + unsigned).digest()
     sender = _recover(digest, y, r, s)
-    return SignedTx(TYPE_LEGACY, chain_id, nonce, gas, to, value, data, sender, _keccak(raw), gas_price)
+    return SignedTx(TYPE_LEGACY, chain_id, nonce, gas, to, value, data, sender, sha3.keccak_256(raw).digest(), gas_price)
 
 
 def decode_inbox_call(raw: bytes, chain_id: int, l1_sender: str | bytes) -> InboxCall:

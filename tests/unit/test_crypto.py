@@ -194,3 +194,34 @@ def test_routing_hint_is_bound_to_the_envelope() -> None:
         open_envelope(Envelope.decode(stripped.encode()), epoch_key, 1)
     with pytest.raises(EnvelopeError, match="flags"):
         Envelope.decode(wire[:1] + b"\x04" + wire[2:])
+
+
+def test_envelope_opener_equals_open_envelope() -> None:
+    """The enclave's per-key opener: same plaintext, receipt key and refusals as open_envelope."""
+    from enclavenet.crypto.envelope import EnvelopeOpener, RoutingHint
+
+    epoch_key = X25519PrivateKey.generate()
+    pub = epoch_key.public_key().public_bytes_raw()
+    opener = EnvelopeOpener(epoch_key, 77, 3)
+    assert "77" in repr(opener) and pub.hex() not in repr(opener)
+    for hint in (None, RoutingHint(b"\x11" * 20, 9)):
+        req = seal(os.urandom(150), pub, chain_id=77, epoch=3, hint=hint)
+        env = Envelope.decode(req.envelope.encode())
+        a, b = opener.open(env), open_envelope(env, epoch_key, 77)
+        assert (a.plaintext, a.receipt_key) == (b.plaintext, b.receipt_key)
+        assert a.receipt_key == req.receipt_key
+        wire = req.envelope.encode()
+        for bad in (wire[:-1] + bytes([wire[-1] ^ 1]), wire[:60] + bytes([wire[60] ^ 1]) + wire[61:]):
+            with pytest.raises(EnvelopeError, match="bad tag"):
+                opener.open(Envelope.decode(bad))
+    with pytest.raises(EnvelopeError, match="bad tag"):
+        EnvelopeOpener(epoch_key, 78, 3).open(env)
+    with pytest.raises(EnvelopeError, match="epoch 4"):
+        opener.open(Envelope.decode(seal(b"x", pub, 77, 4).envelope.encode()))
+    # the receipt format is unchanged: nonce = keccak256(key || plaintext)[:12], then AES-GCM
+    key = os.urandom(32)
+    sealed = seal_receipt(key, b"receipt bytes")
+    assert sealed[:12] == keccak256(key, b"receipt bytes")[:12]
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    assert sealed[12:] == AESGCM(key).encrypt(sealed[:12], b"receipt bytes", b"EnclaveNet.receipt.v1")

@@ -27,13 +27,14 @@ import os
 import struct
 from dataclasses import dataclass, field
 
+import sha3
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .hashing import keccak256
+_keccak256 = sha3.keccak_256
 
 VERSION = 1
 HEADER_LEN = 1 + 1 + 8 + 32 + 12
@@ -111,10 +112,15 @@ class Envelope:
         return cls(epoch, data[10:42], data[42:54], body, hint)
 
 
+_SHA256 = hashes.SHA256()
+_LABEL = b"EnclaveNet.envelope.v1"
+_RECEIPT_AAD = b"EnclaveNet.receipt.v1"
+
+
 def _kdf(shared: bytes, eph_pub: bytes, epoch_pub: bytes, chain_id: int, epoch: int) -> tuple[bytes, bytes]:
     """(tx key, receipt key): one HKDF call, both keys bound to chain id and epoch."""
     okm = HKDF(
-        algorithm=hashes.SHA256(),
+        algorithm=_SHA256,
         length=64,
         salt=eph_pub + epoch_pub,
         info=b"EnclaveNet.envelope.v1" + struct.pack(">QQ", chain_id, epoch),
@@ -187,10 +193,58 @@ def open_envelope(env: Envelope, epoch_priv: X25519PrivateKey, chain_id: int) ->
     return OpenedEnvelope(pt, rkey)
 
 
+class EnvelopeOpener:
+    """``open_envelope`` for the many envelopes of one epoch key (inside the enclave).
+
+    The same checks, plaintext, receipt key and errors as ``open_envelope(Envelope.decode(raw),
+    epoch_priv, chain_id)``; the per-key work (the epoch public key, the KDF info, the fixed
+    part of the AAD) is done once here instead of once per envelope. Holds the private key:
+    never logged (no repr of the key).
+    """
+
+    __slots__ = ("_aad_hint", "_aad_plain", "_epoch_pub", "_info", "_priv", "chain_id", "epoch")
+
+    def __init__(self, epoch_priv: X25519PrivateKey, chain_id: int, epoch: int) -> None:
+        self._priv = epoch_priv
+        self._epoch_pub = epoch_priv.public_key().public_bytes_raw()
+        self.chain_id = chain_id
+        self.epoch = epoch
+        ce = struct.pack(">QQ", chain_id, epoch)
+        self._info = _LABEL + ce
+        # aad = label || version || flags || chain_id || epoch || eph_pub || hint: the fixed head
+        self._aad_plain = _LABEL + bytes([VERSION, 0]) + ce
+        self._aad_hint = _LABEL + bytes([VERSION, FLAG_HINT]) + ce
+
+    def __repr__(self) -> str:
+        return f"EnvelopeOpener(chain_id={self.chain_id}, epoch={self.epoch})"
+
+    def open(self, env: Envelope) -> OpenedEnvelope:
+        """Decrypt ``env`` (whose ``epoch`` must be this opener's). Raises EnvelopeError."""
+        if env.epoch != self.epoch:
+            raise EnvelopeError(f"envelope is for epoch {env.epoch}, this key is epoch {self.epoch}")
+        eph_pub = env.eph_pub
+        if len(eph_pub) != 32 or len(env.nonce) != 12:
+            raise EnvelopeError("envelope has a malformed ephemeral key or nonce")
+        try:
+            shared = self._priv.exchange(X25519PublicKey.from_public_bytes(eph_pub))
+        except ValueError as exc:
+            raise EnvelopeError("envelope ephemeral key is not a valid X25519 point") from exc
+        okm = HKDF(algorithm=_SHA256, length=64, salt=eph_pub + self._epoch_pub, info=self._info).derive(shared)
+        hint = env.hint
+        aad = self._aad_plain + eph_pub if hint is None else self._aad_hint + eph_pub + hint.encode()
+        try:
+            pt = AESGCM(okm[:32]).decrypt(env.nonce, env.ciphertext, aad)
+        except InvalidTag as exc:
+            raise EnvelopeError(
+                "envelope does not decrypt: bad tag (wrong epoch key, chain id or tampered ciphertext)"
+            ) from exc
+        return OpenedEnvelope(pt, okm[32:])
+
+
 def seal_receipt(receipt_key: bytes, plaintext: bytes) -> bytes:
     """Deterministic: nonce = keccak(key || plaintext)[:12] (SIV-style; same bytes on every member)."""
-    nonce = keccak256(receipt_key, plaintext)[:12]
-    return nonce + AESGCM(receipt_key).encrypt(nonce, plaintext, b"EnclaveNet.receipt.v1")
+    nonce = _keccak256(receipt_key + plaintext).digest()[:12]
+    return nonce + AESGCM(receipt_key).encrypt(nonce, plaintext, _RECEIPT_AAD)
 
 
 def open_receipt(receipt_key: bytes, sealed: bytes) -> bytes:

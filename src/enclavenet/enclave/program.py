@@ -24,10 +24,9 @@ from typing import Any
 
 import cbor2
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..crypto.envelope import Envelope, EnvelopeError, open_envelope, seal_receipt
+from ..crypto.envelope import Envelope, EnvelopeError, EnvelopeOpener, open_envelope, seal_receipt
 from ..crypto.hashing import ZERO32, keccak256
 from ..crypto.header import Header
 from ..crypto.messages import KIND_USER, accumulate
@@ -290,18 +289,18 @@ class EnclaveProgram:
         }
 
     # ------------------------------------------------------------------ batches
-    def _window_keys(self, epoch: int) -> dict[int, X25519PrivateKey]:
-        """Keys of the epochs whose envelopes a batch at ``epoch`` accepts; refuse if one is missing."""
+    def _window_keys(self, epoch: int) -> dict[int, EnvelopeOpener]:
+        """Openers (keys) of the epochs whose envelopes a batch at ``epoch`` accepts; refuse if one is missing."""
         if not self._epochs.has_epoch(epoch):
             raise EnclaveRefusal(f"batch epoch {epoch}: this enclave does not hold that epoch's keys")
-        keys: dict[int, X25519PrivateKey] = {}
+        keys: dict[int, EnvelopeOpener] = {}
         for e in range(max(0, epoch - self.cfg.epoch_grace), epoch + 1):
             if not self._epochs.has_epoch(e):
                 raise EnclaveRefusal(
                     f"batch epoch {epoch}: this enclave lacks the keys of epoch {e}, whose envelopes the "
                     f"batch must accept (grace {self.cfg.epoch_grace}); import them or use a later epoch"
                 )
-            keys[e] = self._epochs.tx_private_key(e)
+            keys[e] = EnvelopeOpener(self._epochs.tx_private_key(e), self.cfg.chain_id, e)
         return keys
 
     def _pre_batch_state(self) -> tuple[bytes, bytes]:
@@ -317,7 +316,7 @@ class EnclaveProgram:
     def _run_item(
         self,
         raw: bytes,
-        keys: dict[int, X25519PrivateKey],
+        keys: dict[int, EnvelopeOpener],
         l1_sender: str | None,
         batch_epoch: int,
     ) -> tuple[bytes, bool]:
@@ -335,7 +334,7 @@ class EnclaveProgram:
                 f"(unknown, erased, or outside the grace window of {self.cfg.epoch_grace})"
             ), False
         try:
-            opened = open_envelope(env, key, self.cfg.chain_id)
+            opened = key.open(env)
         except EnvelopeError as exc:
             return error_entry(str(exc)), False
         t1 = time.perf_counter()

@@ -6,6 +6,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+import cbor2
 import coincurve
 import pytest
 import vyper
@@ -13,10 +14,11 @@ from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 
 from enclavenet.crypto.hashing import keccak256, to_checksum
-from enclavenet.crypto.header import withdrawals_hash
+from enclavenet.crypto.header import EMPTY_WITHDRAWALS_HASH, withdrawals_hash
 from enclavenet.crypto.smt import smt_verify
 from enclavenet.enclave.errors import EnclaveRefusal
 from enclavenet.enclave.executor import (
+    MAX_WITHDRAWALS_PER_HEADER,
     WITHDRAW_ADDRESS,
     BlockInfo,
     Executor,
@@ -284,6 +286,62 @@ def test_deposit_transfer_withdraw_and_balance_proofs(code: dict[str, bytes]) ->
         ex.balance_proof(User(99).address)
 
 
+def test_rollup_cap_matches_the_contract() -> None:
+    from pathlib import Path
+
+    import enclavenet
+
+    src = (Path(enclavenet.__file__).parent / "contracts" / "Rollup.vy").read_text()
+    assert f"MAX_WITHDRAWALS: constant(uint256) = {MAX_WITHDRAWALS_PER_HEADER}" in src
+
+
+def test_withdrawals_beyond_the_rollup_cap_carry_over() -> None:
+    """At most 16 withdrawals per header (the Rollup's cap); the rest queue FIFO in the state."""
+    ex = Executor(CHAIN_ID, salt_secret_fn=lambda: b"\x05" * 32)
+    alice = User(1)
+    targets = [keccak256(b"l1", i.to_bytes(2, "big"))[12:] for i in range(34)]
+
+    def withdraw(i: int) -> bytes:
+        return alice.tx(WITHDRAW_ADDRESS, targets[i], value=10**9 * (i + 1), gas=21_000 + 16 * 20)
+
+    ex.begin_batch(BlockInfo(1, 1_700_000_001))
+    ex.credit(alice.address, 10**18)
+    ex.end_batch()
+    commits = []
+    for h, first, n in ((2, 0, 20), (3, 20, 14), (4, 0, 0), (5, 0, 0)):
+        ex.begin_batch(BlockInfo(h, 1_700_000_000 + h))
+        assert all(run(ex, withdraw(i)).success for i in range(first, first + n))
+        commits.append(ex.end_batch())
+        if h == 2:
+            snap, root = ex.snapshot(), ex.state_root
+    paid = [[(w.recipient, w.amount) for w in c.withdrawals] for c in commits]
+    expected = [(to_checksum(targets[i]), 10**9 * (i + 1)) for i in range(34)]
+    assert paid == [expected[:16], expected[16:32], expected[32:], []]  # 20 -> 16 + 4 (+12 new), FIFO
+    assert [c.queued_withdrawals for c in commits] == [4, 2, 0, 0]
+    for c in commits:
+        assert len(c.withdrawals) <= MAX_WITHDRAWALS_PER_HEADER
+        assert c.withdrawals_hash == withdrawals_hash(list(c.withdrawals))
+    assert commits[-1].withdrawals_hash == EMPTY_WITHDRAWALS_HASH and ex.withdrawal_queue == ()
+    assert ex.balance(alice.address) == 10**18 - sum(a for _, a in expected)  # burnt once, when made
+    # the queue is in the snapshot and the state root: a restored executor drains it identically
+    twin = Executor(CHAIN_ID, salt_secret_fn=lambda: b"\x05" * 32)
+    twin.restore(snap, expect_state_root=root)
+    assert [(w.recipient, w.amount) for w in twin.withdrawal_queue] == expected[16:20]
+    twin.begin_batch(BlockInfo(3, 1_700_000_003))
+    alice.nonce = 20
+    for i in range(20, 34):
+        run(twin, withdraw(i))
+    assert twin.end_batch() == commits[1]
+    m = cbor2.loads(snap)
+    m["withdrawal_queue"] = m["withdrawal_queue"][1:]  # drop a queued withdrawal: the root says no
+    with pytest.raises(EnclaveRefusal, match="does not match the expected state root"):
+        Executor(CHAIN_ID).restore(cbor2.dumps(m, canonical=True), expect_state_root=root)
+    # undo_batch puts the queue back too
+    for _ in range(3):
+        ex.undo_batch()
+    assert ex.snapshot() == snap and ex.state_root == root
+
+
 def test_inbox_call_takes_sender_from_l1(code: dict[str, bytes]) -> None:
     ex = Executor(CHAIN_ID)
     users = [User(i) for i in range(3)]
@@ -507,3 +565,26 @@ def test_contract_addresses_follow_ethereum(code: dict[str, bytes]) -> None:
     assert r.contract_address == keccak256(rlp.encode([alice.address, 1]))[12:]
     ex.end_batch()
     assert ex.code_at(r.contract_address) and ex.state.nonce(alice.address) == 2
+
+
+def test_receipt_encoding_is_cbor2_canonical_byte_for_byte() -> None:
+    """Receipt.encode writes CBOR by hand (hot path): the same bytes as cbor2's canonical encoding."""
+    from enclavenet.crypto.header import Withdrawal
+    from enclavenet.enclave.executor import Log
+
+    rnd = random.Random(3)
+
+    def rb(n: int) -> bytes:
+        return rnd.randbytes(n)
+
+    for _ in range(500):
+        logs = tuple(
+            Log(rb(20), tuple(rb(32) for _ in range(rnd.randrange(5))), rb(rnd.choice([0, 1, 23, 24, 255, 256, 70_000])))
+            for _ in range(rnd.choice([0, 1, 2, 24]))
+        )
+        error = rnd.choice([None, "", "out of gas", "execution reverted: é ü ∑ " * rnd.randrange(1, 30)])
+        w = rnd.choice([None, Withdrawal(to_checksum(rb(20)), rnd.choice([1, 2**64 - 1, 2**64, 2**255]))])
+        r = Receipt(rnd.choice([0, 1]), rnd.choice([0, 23, 24, 255, 256, 65_536, 2**32, 2**63]),
+                    rb(rnd.choice([0, 32, 300])), logs, error, rnd.choice([None, rb(20)]), rb(32), rb(20), w)
+        assert r.encode() == cbor2.dumps(r.to_cbor(), canonical=True)
+        assert Receipt.decode(r.encode()) == r

@@ -16,7 +16,7 @@ from eth_account.messages import encode_typed_data
 
 from enclavenet.crypto.envelope import Envelope, RoutingHint, SealedRequest, open_receipt, seal
 from enclavenet.crypto.hashing import address_bytes, keccak256, to_checksum
-from enclavenet.crypto.header import Header
+from enclavenet.crypto.header import EMPTY_WITHDRAWALS_HASH, Header, Withdrawal, withdrawals_hash
 from enclavenet.crypto.merkle import merkle_root
 from enclavenet.crypto.secp256k1 import recover_address
 from enclavenet.enclave.batch import ERROR_ENTRY_PREFIX, batch_data_items
@@ -231,6 +231,42 @@ def test_l1_inbox_payloads_deposits_and_withdrawals() -> None:
         net.run(net.members[0], 3, h.hash(), l1_block=4, messages=[dep(4, alice.address, 1, 3)])
     with pytest.raises(EnclaveError, match="already consumed"):
         net.run(net.members[0], 3, h.hash(), l1_block=4, messages=[dep(3, alice.address, 1, 2)])
+
+
+def test_withdrawals_over_the_header_cap_carry_over_through_snapshots() -> None:
+    """20 withdrawals in one batch: the header lists 16 (the Rollup's cap), the next one the other 4,
+    also on a member restored from a snapshot taken in between."""
+    net = Net(n=2)
+    a, b = net.members
+    alice = Account.create()
+    req1, out1 = net.run(a, 1, bytes(32), l1_block=1, messages=[dep(0, alice.address, 10**18, 1)])
+    ws = [net.env(alice, "0x00000000000000000000000000000000000057d0", value=GWEI * (i + 1), gas=21_000)
+          for i in range(20)]
+    req2, out2 = net.run(a, 2, out1["header_hash"], l1_block=1, envelopes=[w.envelope.encode() for w in ws])
+    assert out2["n_ok"] == 20 and all(receipt_of(out2, w).success for w in ws)
+    expected = [[alice.address, GWEI * (i + 1)] for i in range(20)]
+    assert out2["withdrawals"] == expected[:16]
+    h2 = Header.decode(out2["header"])
+    assert h2.withdrawals_hash == withdrawals_hash([Withdrawal(r, v) for r, v in expected[:16]])
+    for req, out in ((req1, out1), (req2, out2)):
+        assert b.call("verify_batch", header=out["header"], **req)["header_hash"] == out["header_hash"]
+    # a fresh member restores the snapshot taken with 4 withdrawals queued and agrees on the next header
+    snap = a.call("snapshot")
+    fresh = Member(InProcessEnclave(VENDORS[2].new_platform(), DEFAULT_PROGRAM, CFG))
+    quotes = [m.identity["quote"] for m in (a, b, fresh)]
+    for m in (a, b, fresh):
+        m.call("committee", members=quotes, quorum=2, min_types=2)
+    share_epoch(a, [fresh], 0)
+    assert fresh.call("restore", blob=snap["shared"])["state_root"] == h2.state_root
+    req3 = batch_request(3, out2["header_hash"], l1_block=1)
+    outs = [m.call("execute_batch", **req3) for m in (a, fresh)]
+    assert outs[0]["header"] == outs[1]["header"]
+    assert outs[0]["withdrawals"] == outs[1]["withdrawals"] == expected[16:]
+    assert Header.decode(outs[0]["header"]).withdrawals_hash == withdrawals_hash(
+        [Withdrawal(r, v) for r, v in expected[16:]]
+    )
+    out4 = a.call("execute_batch", **batch_request(4, outs[0]["header_hash"], l1_block=1))
+    assert out4["withdrawals"] == [] and Header.decode(out4["header"]).withdrawals_hash == EMPTY_WITHDRAWALS_HASH
 
 
 def test_voter_refuses_a_different_header_and_never_signs_twice() -> None:

@@ -44,7 +44,7 @@ from eth_abi import decode as abi_decode
 from pyrevm import EVM, AccountInfo, BlockEnv, CfgEnv, Env
 
 from ..crypto.hashing import ZERO32, address_bytes, to_checksum
-from ..crypto.header import Withdrawal, withdrawals_hash
+from ..crypto.header import EMPTY_WITHDRAWALS_HASH, Withdrawal, withdrawals_hash
 from ..crypto.smt import smt_key, smt_leaf
 from .errors import EnclaveRefusal
 from .state import KECCAK_EMPTY, AccountChange, UndoRecord, WorldState
@@ -60,6 +60,9 @@ WITHDRAW_CODE = bytes.fromhex("60006000fd")
 _ZERO_ADDRESS = b"\x00" * 20
 COINBASE = "0x" + "00" * 20  # stays loaded in pyrevm's journal for good (see credit)
 MAX_RECEIPT_OUTPUT = 64 * 1024
+# The Rollup pays at most this many withdrawals per header (Rollup.vy MAX_WITHDRAWALS); the
+# rest wait in the state's FIFO withdrawal queue for the next headers.
+MAX_WITHDRAWALS_PER_HEADER = 16
 _ERROR_SELECTOR = bytes.fromhex("08c379a0")
 _PANIC_SELECTOR = bytes.fromhex("4e487b71")
 
@@ -105,6 +108,64 @@ class Log:
         return [self.address, list(self.topics), self.data]
 
 
+# --- canonical CBOR of receipts, by hand (the hot path: one per transaction) ---------------------
+_CBOR_NULL = b"\xf6"
+_U64 = 1 << 64
+
+
+def _cbor_head(major: int, n: int) -> bytes:
+    """A CBOR item head (major type, argument) in its shortest form, as cbor2 writes it."""
+    m = major << 5
+    if n < 24:
+        return bytes((m | n,))
+    if n < 0x100:
+        return bytes((m | 24, n))
+    if n < 0x10000:
+        return bytes((m | 25,)) + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return bytes((m | 26,)) + n.to_bytes(4, "big")
+    return bytes((m | 27,)) + n.to_bytes(8, "big")
+
+
+def _cbor_bytes(b: bytes) -> bytes:
+    if type(b) is not bytes:
+        return cbor2.dumps(b, canonical=True)
+    return _cbor_head(2, len(b)) + b
+
+
+def _cbor(v: Any) -> bytes:
+    """Canonical CBOR of None, a non-negative int below 2**64, bytes, str or a list of those;
+    anything else (bignums, negative ints, other types) is left to cbor2."""
+    t = type(v)
+    if v is None:
+        return _CBOR_NULL
+    if t is int and 0 <= v < _U64:
+        return _cbor_head(0, v)
+    if t is bytes:
+        return _cbor_head(2, len(v)) + v
+    if t is str:
+        e = v.encode()
+        return _cbor_head(3, len(e)) + e
+    if t is list:
+        return _cbor_head(4, len(v)) + b"".join([_cbor(x) for x in v])
+    return cbor2.dumps(v, canonical=True)
+
+
+def _cbor_key(k: str) -> bytes:
+    return _cbor_head(3, len(k)) + k.encode()
+
+
+_RECEIPT_HEAD = _cbor_head(5, 9) + _cbor_key("logs")
+_K_ERROR = _cbor_key("error")
+_K_OUTPUT = _cbor_key("output")
+_K_SENDER = _cbor_key("sender")
+_K_STATUS = _cbor_key("status")
+_K_TX_HASH = _cbor_key("tx_hash")
+_K_CONTRACT = _cbor_key("contract")
+_K_GAS_USED = _cbor_key("gas_used")
+_K_WITHDRAWAL = _cbor_key("withdrawal")
+
+
 @dataclass(slots=True)
 class Receipt:
     """The outcome of one executed item. ``encode()`` is canonical CBOR (the program seals it)."""
@@ -139,7 +200,39 @@ class Receipt:
         }
 
     def encode(self) -> bytes:
-        return cbor2.dumps(self.to_cbor(), canonical=True)
+        """``cbor2.dumps(self.to_cbor(), canonical=True)``, byte for byte, without the dict.
+
+        Canonical CBOR orders map keys by length, then bytewise: logs, error, output, sender,
+        status, tx_hash, contract, gas_used, withdrawal (a unit test checks the bytes against
+        cbor2 on many receipts).
+        """
+        parts = [_RECEIPT_HEAD, _cbor_head(4, len(self.logs))]
+        add = parts.append
+        for lg in self.logs:
+            add(b"\x83")
+            add(_cbor_bytes(lg.address))
+            add(_cbor_head(4, len(lg.topics)))
+            for t in lg.topics:
+                add(_cbor_bytes(t))
+            add(_cbor_bytes(lg.data))
+        add(_K_ERROR)
+        add(_cbor(self.error))
+        add(_K_OUTPUT)
+        add(_cbor_bytes(self.output))
+        add(_K_SENDER)
+        add(_cbor_bytes(self.sender))
+        add(_K_STATUS)
+        add(_cbor(self.status))
+        add(_K_TX_HASH)
+        add(_cbor_bytes(self.tx_hash))
+        add(_K_CONTRACT)
+        add(_cbor(self.contract_address))
+        add(_K_GAS_USED)
+        add(_cbor(self.gas_used))
+        add(_K_WITHDRAWAL)
+        w = self.withdrawal
+        add(_CBOR_NULL if w is None else _cbor([address_bytes(w.recipient), w.amount]))
+        return b"".join(parts)
 
     @classmethod
     def decode(cls, data: bytes) -> Receipt:
@@ -175,7 +268,12 @@ class CallResult:
 
 @dataclass(frozen=True)
 class BatchCommit:
-    """What a batch commits to: the roots and withdrawals that go into the header."""
+    """What a batch commits to: the roots and withdrawals that go into the header.
+
+    ``withdrawals`` are the ones the header lists (paid when it is accepted): the oldest
+    queued ones first, then this batch's, at most ``MAX_WITHDRAWALS_PER_HEADER``; the others
+    stay queued (``queued_withdrawals`` of them) for the next headers.
+    """
 
     state_root: bytes
     balances_root: bytes
@@ -185,6 +283,7 @@ class BatchCommit:
     tx_count: int
     accounts_touched: int
     slots_touched: int
+    queued_withdrawals: int = 0
 
 
 @dataclass(frozen=True)
@@ -358,6 +457,7 @@ class Executor:
         version: int,
         skip_flush: Set[bytes] = frozenset(),
         keep_undo: bool = False,
+        withdrawal_queue: tuple[Withdrawal, ...] | None = None,
     ) -> UndoRecord | None:
         """Write net changes into pyrevm's database (cold) and into the world state + trees.
 
@@ -376,7 +476,9 @@ class Executor:
                 self._flush_slot(h, slot, value)
         needs_secret = any(ch.balance != self.state.balance(a) for a, ch in accounts.items())
         secret = self._salt_secret_fn() if needs_secret else ZERO32
-        return self.state.apply(accounts, storage, wiped, secret, version, self._version if keep_undo else None)
+        return self.state.apply(
+            accounts, storage, wiped, secret, version, self._version if keep_undo else None, withdrawal_queue
+        )
 
     # --- batches -------------------------------------------------------------------------------
     @property
@@ -472,8 +574,18 @@ class Executor:
         del state_part
         evm.revert(b.checkpoint)
         self._batch = None
+        # the header lists the oldest pending withdrawals, up to the Rollup's cap; the rest wait
+        pending = st.withdrawal_queue + tuple(b.withdrawals) if b.withdrawals else st.withdrawal_queue
+        paid = pending[:MAX_WITHDRAWALS_PER_HEADER]
+        queue = pending[MAX_WITHDRAWALS_PER_HEADER:]
         undo = self._commit_changes(
-            accounts, storage, wiped, b.block.number, skip_flush=b.direct.keys() - parsed, keep_undo=self.max_undo > 0
+            accounts,
+            storage,
+            wiped,
+            b.block.number,
+            skip_flush=b.direct.keys() - parsed,
+            keep_undo=self.max_undo > 0,
+            withdrawal_queue=queue,
         )
         if undo is not None:
             self._undo.append(undo)
@@ -481,12 +593,13 @@ class Executor:
         return BatchCommit(
             state_root=st.state_root,
             balances_root=st.balances_root,
-            withdrawals=tuple(b.withdrawals),
-            withdrawals_hash=withdrawals_hash(b.withdrawals),
+            withdrawals=paid,
+            withdrawals_hash=withdrawals_hash(paid) if paid else EMPTY_WITHDRAWALS_HASH,
             gas_used=b.gas_used,
             tx_count=b.tx_count,
             accounts_touched=len(accounts),
             slots_touched=sum(len(s) for s in storage.values()),
+            queued_withdrawals=len(queue),
         )
 
     @property
@@ -739,6 +852,11 @@ class Executor:
     @property
     def state_root(self) -> bytes:
         return self.state.state_root
+
+    @property
+    def withdrawal_queue(self) -> tuple[Withdrawal, ...]:
+        """Withdrawals made but not yet listed in a header (oldest first), as of the last commit."""
+        return self.state.withdrawal_queue
 
     @property
     def balances_root(self) -> bytes:

@@ -13,6 +13,13 @@ batch (see executor.py for how the writes are collected). It owns:
       account entry   key keccak256(0x01 || address),         payload nonce (32) || code_hash (32)
       storage entry   key keccak256(0x02 || address || slot), payload value (32)
 
+* the **withdrawal queue**: withdrawals made but not yet listed in a header (the Rollup pays at
+  most ``MAX_WITHDRAWALS`` = 16 per header; the executor carries the rest over, FIFO). When it
+  is non-empty it is one more entry of the storage commitment::
+
+      queue entry     key WITHDRAWAL_QUEUE_KEY = keccak256(0x03 || "EnclaveNet.WithdrawalQueue.v1"),
+                      payload keccak256(0x08 || for each queued withdrawal: recipient (20) || amount (32))
+
 * the **balances tree** below; and the **state root**, which binds everything:
   ``state_root = keccak256(0x07 || storage_commitment_root || balances_root)``;
 * the **balances tree** (``crypto.smt`` format, the escape hatch's): a leaf
@@ -34,13 +41,16 @@ from dataclasses import dataclass
 import cbor2
 import sha3
 
-from ..crypto.hashing import ZERO32, domain_tag, keccak256
+from ..crypto.hashing import ZERO32, address_bytes, domain_tag, keccak256, to_checksum
+from ..crypto.header import Withdrawal
 from ..crypto.smt import SparseMerkleTree, smt_key, smt_leaf
 from .errors import EnclaveRefusal
 
 KECCAK_EMPTY = keccak256(b"")
 SALT_DOMAIN = domain_tag("EnclaveNet.BalanceSalt.v1")
 SNAPSHOT_VERSION = 1
+WITHDRAWAL_QUEUE_KEY = keccak256(b"\x03", b"EnclaveNet.WithdrawalQueue.v1")
+MAX_QUEUED_WITHDRAWALS = 1 << 20  # a snapshot with more is refused (20,000 per batch at most)
 
 
 class StateError(EnclaveRefusal):
@@ -176,6 +186,14 @@ class StateCommitment:
                 here[i] = ZERO32 if kids.count(ZERO32) == fan else _keccak(b"\x06" + b"".join(kids))
 
 
+def withdrawal_queue_payload(queue: Iterable[Withdrawal]) -> bytes:
+    """The commitment entry body of a non-empty withdrawal queue: 0x20 || keccak256(0x08 || ...)."""
+    h = sha3.keccak_256(b"\x08")
+    for w in queue:
+        h.update(address_bytes(w.recipient) + w.amount.to_bytes(32, "big"))
+    return b"\x20" + h.digest()
+
+
 def balance_salt(secret: bytes, address: bytes, version: int) -> bytes:
     return keccak256(SALT_DOMAIN, secret, address, version.to_bytes(32, "big"))
 
@@ -198,6 +216,7 @@ class UndoRecord:
     storage: dict[bytes, dict[int, int]]  # previous values of changed slots (0 = absent)
     new_code: set[bytes]  # code hashes the batch introduced
     version: int  # the executor's version before the batch
+    withdrawal_queue: tuple[Withdrawal, ...] | None = None  # the queue before, if the batch changed it
 
 
 class WorldState:
@@ -209,6 +228,8 @@ class WorldState:
         self.storage: dict[bytes, dict[int, int]] = {}
         self.commitment = StateCommitment()
         self.balances_tree = SparseMerkleTree()
+        # withdrawals not yet listed in a header, oldest first (see the module docstring)
+        self.withdrawal_queue: tuple[Withdrawal, ...] = ()
 
     # --- reads ---------------------------------------------------------------------------
     @property
@@ -249,12 +270,13 @@ class WorldState:
         salt_secret: bytes,
         version: int,
         undo_version: int | None = None,
+        withdrawal_queue: tuple[Withdrawal, ...] | None = None,
     ) -> UndoRecord | None:
         """Apply one batch's net changes and update both trees incrementally.
 
         ``wiped``: accounts whose storage is cleared first (self-destructed contracts). With
         ``undo_version`` (the executor's version before the batch), also return what was
-        overwritten, for ``undo``.
+        overwritten, for ``undo``. ``withdrawal_queue``: the new queue (None: unchanged).
         """
         keep = undo_version is not None
         old_accounts: dict[bytes, AccountRecord | None] = {}
@@ -320,6 +342,10 @@ class WorldState:
                 all_accounts.pop(addr, None)
             else:
                 all_accounts[addr] = rec
+        old_queue = None
+        if withdrawal_queue is not None and withdrawal_queue != self.withdrawal_queue:
+            old_queue = self.withdrawal_queue
+            self._set_queue(withdrawal_queue, state_changes)
         if state_changes:
             self.commitment.update(state_changes)
         if balance_changes:
@@ -327,7 +353,11 @@ class WorldState:
         if not keep:
             return None
         assert undo_version is not None
-        return UndoRecord(old_accounts, old_storage, new_code, undo_version)
+        return UndoRecord(old_accounts, old_storage, new_code, undo_version, old_queue)
+
+    def _set_queue(self, queue: tuple[Withdrawal, ...], state_changes: dict[bytes, bytes | None]) -> None:
+        self.withdrawal_queue = queue
+        state_changes[WITHDRAWAL_QUEUE_KEY] = withdrawal_queue_payload(queue) if queue else None
 
     def undo(self, rec: UndoRecord) -> None:
         """Put back what one batch overwrote (records, salts, slots, code) and both trees."""
@@ -364,6 +394,8 @@ class WorldState:
                 balance_changes[bkey] = smt_leaf(bkey, old.balance, old.salt) if old and old.balance else None
         for h in rec.new_code:
             self.code.pop(h, None)
+        if rec.withdrawal_queue is not None:
+            self._set_queue(rec.withdrawal_queue, state_changes)
         if state_changes:
             self.commitment.update(state_changes)
         if balance_changes:
@@ -380,17 +412,17 @@ class WorldState:
             [a, [x for kv in sorted(slots.items()) for x in kv]]
             for a, slots in sorted(self.storage.items())
         ]
-        return cbor2.dumps(
-            {
-                "v": SNAPSHOT_VERSION,
-                "chain_id": chain_id,
-                "version": version,
-                "accounts": accounts,
-                "code": code,
-                "storage": storage,
-            },
-            canonical=True,
-        )
+        m: dict[str, object] = {
+            "v": SNAPSHOT_VERSION,
+            "chain_id": chain_id,
+            "version": version,
+            "accounts": accounts,
+            "code": code,
+            "storage": storage,
+        }
+        if self.withdrawal_queue:  # absent when empty: the same bytes as before the queue existed
+            m["withdrawal_queue"] = [[address_bytes(w.recipient), w.amount] for w in self.withdrawal_queue]
+        return cbor2.dumps(m, canonical=True)
 
     @classmethod
     def from_snapshot(cls, data: bytes, chain_id: int) -> tuple[WorldState, int]:
@@ -441,6 +473,17 @@ class WorldState:
                     slots[slot] = value
                     state_changes[storage_key(a, slot)] = storage_payload(value)
                 st.storage[a] = slots
+            queue = m.get("withdrawal_queue", [])
+            if not isinstance(queue, list) or len(queue) > MAX_QUEUED_WITHDRAWALS:
+                raise StateError("snapshot withdrawal_queue must be a list of [recipient, amount]")
+            ws = []
+            for recipient, amount in queue:
+                _check_addr(recipient)
+                if not _is_u256(amount) or amount == 0 or recipient == bytes(20):
+                    raise StateError("snapshot withdrawal_queue entries need a non-zero recipient and amount")
+                ws.append(Withdrawal(to_checksum(recipient), amount))
+            if ws:
+                st._set_queue(tuple(ws), state_changes)
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, StateError):
                 raise

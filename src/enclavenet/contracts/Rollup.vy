@@ -25,6 +25,7 @@ EMPTY_PAYLOAD_HASH: constant(bytes32) = keccak256(b"")
 EMPTY_WITHDRAWALS_HASH: constant(bytes32) = 0x569e75fc77c1a856f6daaf9e69d8a9566ca34aa47f9133711ce065a571af0cfd
 
 KIND_USER: constant(uint256) = 1  # a deposit and/or an encrypted transaction envelope
+KIND_CHALLENGE: constant(uint256) = 2  # a challenged transaction (forced inclusion, with a bond)
 
 MAX_WITHDRAWALS: constant(uint256) = 16  # per header; the enclaves carry the rest over
 MAX_PAYLOAD: constant(uint256) = 131072  # enclavenet.crypto.envelope.MAX_ENVELOPE_BYTES
@@ -35,6 +36,15 @@ SMALL_PAYLOAD: constant(uint256) = 8192
 # gas handed to a withdrawal's recipient; if it needs more, or reverts, the amount is
 # owed to it instead (see `claim`), so no recipient can block a header
 WITHDRAWAL_GAS: constant(uint256) = 30000
+
+# Challenge / freeze / escape hatch / reclaim (enclavenet.crypto.smt, enclavenet.crypto.escape)
+DEFAULT_CHALLENGE_PERIOD: constant(uint256) = 7200  # blocks (~1 day at 12 s); owner: setChallengeParams
+DEFAULT_CHALLENGE_BOND: constant(uint256) = 10**16  # wei (0.01 ether)
+MAX_CHALLENGE_PERIOD: constant(uint256) = 2**32
+SMT_LEAF: constant(bytes1) = 0x00  # enclavenet.crypto.smt: leaf = keccak(0x00 || key || balance || salt)
+SMT_NODE: constant(bytes1) = 0x01  # inner = keccak(0x01 || left || right)
+MAX_PROOF: constant(uint256) = 256  # siblings of a balances proof (the tree's depth)
+MAX_SEGMENT: constant(uint256) = 256  # L1 messages per reclaim / proveMessages call
 
 
 struct Header:
@@ -56,6 +66,15 @@ struct Header:
 struct Withdrawal:
     recipient: address
     amount: uint256
+
+
+# one L1 message as it enters the chain (enclavenet.crypto.messages.L1Message, payload hashed)
+struct Message:
+    kind: uint256
+    sender: address
+    value: uint256
+    l1_block: uint256
+    payload_hash: bytes32
 
 
 event L1Message:
@@ -92,12 +111,57 @@ event Claimed:
     amount: uint256
 
 
+event ChallengeStarted:
+    index: indexed(uint256)
+    challenger: indexed(address)
+    bond: uint256
+    deadline: uint256
+
+
+event ChallengeParamsSet:
+    period: uint256
+    bond: uint256
+
+
+event Frozen:
+    by: indexed(address)
+    index: uint256  # the L1 message (challenge or deposit) left unconsumed past its deadline
+    deadline: uint256
+
+
+event Escaped:
+    account: indexed(address)
+    recipient: indexed(address)
+    amount: uint256
+
+
+event Reclaimed:
+    index: indexed(uint256)
+    sender: indexed(address)
+    amount: uint256
+    paid: bool  # False: the push failed and the amount is owed (Rollup.claim)
+
+
+event MessagesProven:
+    index: indexed(uint256)
+    acc: bytes32
+
+
 msgAcc: public(bytes32)
 lastHeaderHash: public(bytes32)
 epochKey: public(HashMap[uint256, bytes32])
 # withdrawals whose recipient did not take the pushed payment
 owed: public(HashMap[address, uint256])
 owedTotal: public(uint256)
+# challenges (message index -> deadline block; 0 = no challenge there), and their parameters
+challengePeriod: public(uint256)
+challengeBond: public(uint256)
+challengeDeadline: public(HashMap[uint256, uint256])
+# escape hatch and reclaim: who/what was paid after the freeze
+escaped: public(HashMap[address, bool])
+reclaimed: public(HashMap[uint256, bool])
+# accumulators proven to lie on the L1 message chain (acc -> index of the next message + 1)
+_provenAcc: HashMap[bytes32, uint256]
 
 
 @deploy
@@ -110,6 +174,8 @@ def __init__(owner: address, quorum: uint256, min_types: uint256):
     """
     registry.__init__(owner, quorum, min_types)
     self.msgAcc = MSG_GENESIS_ACC
+    self.challengePeriod = DEFAULT_CHALLENGE_PERIOD
+    self.challengeBond = DEFAULT_CHALLENGE_BOND
 
 
 # ---------------------------------------------------------------- L1 messages
@@ -265,6 +331,180 @@ def claim():
     log Claimed(recipient=msg.sender, amount=amount)
     # all gas forwarded: this recipient could not take a 30,000-gas push (state is final)
     raw_call(msg.sender, b"", value=amount)
+
+
+# ---------------------------------------------------------------- challenge, freeze, escape
+
+
+@external
+def setChallengeParams(period: uint256, bond: uint256):
+    """
+    @notice Owner: blocks a challenge (and any L1 message) may wait for a header before the
+            Rollup can be frozen, and the minimum challenge bond. Open challenges keep the
+            deadline they were given.
+    """
+    registry._only_owner()
+    assert period >= 1 and period <= MAX_CHALLENGE_PERIOD, "Rollup: challenge period out of range (1..2**32 blocks)"
+    self.challengePeriod = period
+    self.challengeBond = bond
+    log ChallengeParamsSet(period=period, bond=bond)
+
+
+@external
+@payable
+def challenge(payload: Bytes[SMALL_PAYLOAD]):
+    """
+    @notice Force the committee to execute a transaction it ignores: `payload` is an envelope
+            holding a *signed* transaction, msg.value (>= challengeBond) the bond. It becomes
+            an L1 message of kind 2 in the one message chain, so the committee executes it in
+            L1 order; a header must consume it (msg_count > its index) before
+            `challengeDeadline(index)`, or anyone may `freeze` the Rollup.
+    @dev    The enclaves settle the bond inside EnclaveNet, in the state every member signs:
+            credited back to the challenger when the transaction executes, to the committee's
+            treasury when it is garbage or was already executed (docs/CONTRACTS.md).
+    """
+    assert len(payload) > 0, "Rollup: empty challenge payload"
+    assert msg.value >= self.challengeBond, "Rollup: challenge bond below challengeBond"
+    index: uint256 = self._append(KIND_CHALLENGE, msg.value, keccak256(payload))
+    deadline: uint256 = block.number + self.challengePeriod
+    self.challengeDeadline[index] = deadline
+    log L1Message(
+        index=index, sender=msg.sender, kind=KIND_CHALLENGE, value=msg.value,
+        l1_block=block.number, payload=payload
+    )
+    log ChallengeStarted(index=index, challenger=msg.sender, bond=msg.value, deadline=deadline)
+
+
+@internal
+def _freeze(index: uint256, deadline: uint256):
+    state.hot = state.hot | state.FROZEN_BIT
+    log Frozen(by=msg.sender, index=index, deadline=deadline)
+
+
+@external
+def freeze(index: uint256):
+    """
+    @notice Anyone: freeze the Rollup because challenge `index` passed its deadline and no
+            accepted header consumed it. No more headers, deposits, submissions or
+            challenges; balances leave through `escape`, unconsumed messages through `reclaim`.
+    """
+    hot: uint256 = state.hot
+    assert hot & state.FROZEN_BIT == 0, "Rollup: already frozen"
+    deadline: uint256 = self.challengeDeadline[index]
+    assert deadline != 0, "Rollup: no challenge at this message index"
+    assert index >= (hot >> state.CONSUMED_SHIFT) & state.W40, "Rollup: challenge resolved (an accepted header consumed it)"
+    assert block.number > deadline, "Rollup: challenge deadline not passed yet"
+    self._freeze(index, deadline)
+
+
+@internal
+@pure
+def _smt_root(key: bytes32, leaf: bytes32, siblings: DynArray[bytes32, MAX_PROOF]) -> bytes32:
+    """enclavenet.crypto.smt.smt_verify: the root of `leaf` at `key` with these siblings."""
+    k: uint256 = convert(key, uint256)
+    n: uint256 = len(siblings)
+    h: bytes32 = leaf
+    for i: uint256 in range(n, bound=MAX_PROOF):
+        # siblings run from the leaf's level (depth n - 1) up to the root's children (depth 0)
+        if (k >> unsafe_add(unsafe_sub(256, n), i)) & 1 == 1:
+            h = keccak256(concat(SMT_NODE, siblings[i], h))
+        else:
+            h = keccak256(concat(SMT_NODE, h, siblings[i]))
+    return h
+
+
+@external
+def escape(
+    header: Header,
+    balance: uint256,
+    salt: bytes32,
+    siblings: DynArray[bytes32, MAX_PROOF],
+    recipient: address,
+):
+    """
+    @notice After the freeze: withdraw msg.sender's EnclaveNet balance to `recipient` by
+            proving its salted leaf (enclavenet.crypto.escape.EscapeLeaf) against the
+            balances root of the last accepted header. Needs no enclave; once per account.
+    @param  header the last accepted header (its hash must be lastHeaderHash)
+    """
+    assert state.hot & state.FROZEN_BIT != 0, "Rollup: not frozen (the escape hatch opens after a freeze)"
+    last: bytes32 = self.lastHeaderHash
+    assert last != empty(bytes32), "Rollup: no header was ever accepted (nothing to escape; reclaim deposits)"
+    assert keccak256(abi_encode(header)) == last, "Rollup: header is not the last accepted header"
+    assert not self.escaped[msg.sender], "Rollup: already withdrawn through the escape hatch"
+    assert balance != 0, "Rollup: a zero balance has no leaf"
+    assert recipient != empty(address), "Rollup: recipient is the zero address"
+    key: bytes32 = keccak256(slice(convert(msg.sender, bytes32), 12, 20))
+    leaf: bytes32 = keccak256(concat(SMT_LEAF, key, convert(balance, bytes32), salt))
+    assert self._smt_root(key, leaf, siblings) == header.balances_root, "Rollup: balance proof does not match the balances root"
+    assert balance <= self.balance - self.owedTotal, "Rollup: balance larger than the Rollup holds"
+    self.escaped[msg.sender] = True
+    log Escaped(account=msg.sender, recipient=recipient, amount=balance)
+    raw_call(recipient, b"", value=balance)
+
+
+@internal
+@view
+def _segment_start(start_acc: bytes32, messages: DynArray[Message, MAX_SEGMENT]) -> uint256:
+    """
+    Index of the first of `messages` when they follow `start_acc` on the L1 message chain and
+    end at the current accumulator or at a proven one; refuse otherwise.
+    """
+    acc: bytes32 = start_acc
+    for m: Message in messages:
+        acc = keccak256(abi_encode(acc, m.kind, m.sender, m.value, m.l1_block, m.payload_hash))
+    end: uint256 = 0
+    if acc == self.msgAcc:
+        end = state.hot & state.W40
+    else:
+        end = self._provenAcc[acc]
+        assert end != 0, "Rollup: the messages do not lead to the L1 accumulator or a proven one"
+        end = unsafe_sub(end, 1)
+    assert end >= len(messages), "Rollup: segment longer than the chain before it"
+    return unsafe_sub(end, len(messages))
+
+
+@external
+def proveMessages(start_acc: bytes32, messages: DynArray[Message, MAX_SEGMENT]):
+    """
+    @notice Record that `start_acc` lies on the L1 message chain (the accumulator before
+            `messages`, which lead to the current or an already proven accumulator), so a
+            reclaim of an older message needs a segment of at most 256 messages.
+    """
+    assert len(messages) > 0, "Rollup: empty segment"
+    start: uint256 = self._segment_start(start_acc, messages)
+    self._provenAcc[start_acc] = start + 1
+    log MessagesProven(index=start, acc=start_acc)
+
+
+@external
+def reclaim(start_acc: bytes32, messages: DynArray[Message, MAX_SEGMENT], position: uint256):
+    """
+    @notice Pay back the value of an L1 message (deposit, submission with value, challenge
+            bond) that no accepted header consumed: `messages[position]`, in a segment of
+            the L1 message chain from `start_acc` (the accumulator before it) to the current
+            accumulator or a proven one. Anyone may call it; the message's sender is paid.
+            Allowed once the Rollup is frozen, or when the message is past its deadline
+            (l1_block + challengePeriod) -- the committee failed, so this freezes the Rollup
+            first: no later header can credit what is paid back here.
+    """
+    assert position < len(messages), "Rollup: position outside the segment"
+    index: uint256 = self._segment_start(start_acc, messages) + position
+    hot: uint256 = state.hot
+    assert index >= (hot >> state.CONSUMED_SHIFT) & state.W40, "Rollup: message consumed by an accepted header (its value is in the balances root: use escape)"
+    m: Message = messages[position]
+    assert m.value != 0, "Rollup: message carries no value"
+    assert not self.reclaimed[index], "Rollup: message already reclaimed"
+    if hot & state.FROZEN_BIT == 0:
+        deadline: uint256 = m.l1_block + self.challengePeriod
+        assert block.number > deadline, "Rollup: message not past its deadline (l1_block + challengePeriod) and not frozen"
+        self._freeze(index, deadline)
+    self.reclaimed[index] = True
+    ok: bool = raw_call(m.sender, b"", value=m.value, gas=WITHDRAWAL_GAS, revert_on_failure=False)
+    if not ok:
+        self.owed[m.sender] += m.value
+        self.owedTotal += m.value
+    log Reclaimed(index=index, sender=m.sender, amount=m.value, paid=ok)
 
 
 # ---------------------------------------------------------------- views

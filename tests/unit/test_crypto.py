@@ -218,6 +218,18 @@ def test_envelope_opener_equals_open_envelope() -> None:
         EnvelopeOpener(epoch_key, 78, 3).open(env)
     with pytest.raises(EnvelopeError, match="epoch 4"):
         opener.open(Envelope.decode(seal(b"x", pub, 77, 4).envelope.encode()))
+    # its HKDF over hashlib is the cryptography HKDF of open_envelope
+    import struct
+
+    from enclavenet.crypto.envelope import _hkdf64, _kdf
+
+    for _ in range(50):
+        shared, eph, epub = RNG(32), RNG(32), RNG(32)
+        chain, epoch = int.from_bytes(RNG(8), "big"), int.from_bytes(RNG(8), "big")
+        info = b"EnclaveNet.envelope.v1" + struct.pack(">QQ", chain, epoch)
+        assert _hkdf64(eph + epub, shared, info) == b"".join(_kdf(shared, eph, epub, chain, epoch))
+    with pytest.raises(EnvelopeError, match="not a valid X25519 point"):
+        opener.open(Envelope(3, bytes(32), RNG(12), RNG(40)))  # a low-order point
     # the receipt format is unchanged: nonce = keccak256(key || plaintext)[:12], then AES-GCM
     key = os.urandom(32)
     sealed = seal_receipt(key, b"receipt bytes")

@@ -23,6 +23,7 @@ are derived from the plaintext so every committee member produces the same bytes
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 from dataclasses import dataclass, field
@@ -115,6 +116,26 @@ class Envelope:
 _SHA256 = hashes.SHA256()
 _LABEL = b"EnclaveNet.envelope.v1"
 _RECEIPT_AAD = b"EnclaveNet.receipt.v1"
+_IPAD = bytes(b ^ 0x36 for b in range(256))  # HMAC pads, applied with bytes.translate
+_OPAD = bytes(b ^ 0x5C for b in range(256))
+_sha256 = hashlib.sha256
+try:  # what X25519PublicKey.from_public_bytes calls once its (per-call) backend check passed
+    from cryptography.hazmat.bindings._rust import openssl as _rust_openssl
+
+    _x25519_public = _rust_openssl.x25519.from_public_bytes
+except (ImportError, AttributeError):  # pragma: no cover - another cryptography build
+    _x25519_public = X25519PublicKey.from_public_bytes
+
+
+def _hkdf64(salt: bytes, ikm: bytes, info: bytes) -> bytes:
+    """HKDF-SHA256 (RFC 5869) with a 64-byte salt and 64 bytes of output: the same bytes as
+    ``_kdf``'s ``HKDF(...).derive`` (a unit test checks), with HMAC written out over hashlib;
+    a 64-byte salt is exactly one SHA-256 block, so it is the HMAC key as it is."""
+    prk = _sha256(salt.translate(_OPAD) + _sha256(salt.translate(_IPAD) + ikm).digest()).digest()
+    key = prk + bytes(32)
+    ki, ko = key.translate(_IPAD), key.translate(_OPAD)
+    t1 = _sha256(ko + _sha256(ki + info + b"\x01").digest()).digest()
+    return t1 + _sha256(ko + _sha256(ki + t1 + info + b"\x02").digest()).digest()
 
 
 def _kdf(shared: bytes, eph_pub: bytes, epoch_pub: bytes, chain_id: int, epoch: int) -> tuple[bytes, bytes]:
@@ -226,10 +247,10 @@ class EnvelopeOpener:
         if len(eph_pub) != 32 or len(env.nonce) != 12:
             raise EnvelopeError("envelope has a malformed ephemeral key or nonce")
         try:
-            shared = self._priv.exchange(X25519PublicKey.from_public_bytes(eph_pub))
+            shared = self._priv.exchange(_x25519_public(eph_pub))
         except ValueError as exc:
             raise EnvelopeError("envelope ephemeral key is not a valid X25519 point") from exc
-        okm = HKDF(algorithm=_SHA256, length=64, salt=eph_pub + self._epoch_pub, info=self._info).derive(shared)
+        okm = _hkdf64(eph_pub + self._epoch_pub, shared, self._info)
         hint = env.hint
         aad = self._aad_plain + eph_pub if hint is None else self._aad_hint + eph_pub + hint.encode()
         try:

@@ -66,9 +66,12 @@ MAX_WITHDRAWALS_PER_HEADER = 16
 _ERROR_SELECTOR = bytes.fromhex("08c379a0")
 _PANIC_SELECTOR = bytes.fromhex("4e487b71")
 
-_HEAD_RE = re.compile(
-    r"0x([0-9a-f]{40}): Account \{ info: AccountInfo \{ balance: (\d+), nonce: (\d+), code_hash: 0x([0-9a-f]{64}), code: "
-)
+# revm renders each account as ``0x<address>: Account { info: AccountInfo { balance: <b>, nonce:
+# <n>, code_hash: 0x<h>, code: ... }, storage: {...}, status: AccountStatus(...) }``: the journal
+# is split at the account separator, then each piece's head is matched at its start.
+_ACCOUNT_SEP = ": Account { info: AccountInfo { balance: "
+_HEAD_RE = re.compile(r"(\d+), nonce: (\d+), code_hash: 0x([0-9a-f]{64}), code: ")
+_ADDR_RE = re.compile(r"0x([0-9a-f]{40})")
 _STORAGE_OPEN = "}, storage: {"
 _STATUS_OPEN = "}, status: AccountStatus("
 _SLOT_MID = ": StorageSlot { previous_or_original_value: "
@@ -526,25 +529,30 @@ class Executor:
         storage: dict[bytes, dict[int, int]] = {}
         wiped: set[bytes] = set()
         parsed: set[bytes] = set()
-        heads = list(_HEAD_RE.finditer(state_part))
-        found = len(heads)
+        pieces = state_part.split(_ACCOUNT_SEP)
+        found = len(pieces) - 1
         nonces = b.nonces
-        for idx, m in enumerate(heads):
-            end = heads[idx + 1].start() if idx + 1 < found else len(state_part)
-            addr = bytes.fromhex(m.group(1))
+        head_match, addr_match = _HEAD_RE.match, _ADDR_RE.fullmatch
+        for idx in range(1, found + 1):
+            piece = pieces[idx]
+            a = addr_match(pieces[idx - 1], len(pieces[idx - 1]) - 42)
+            m = head_match(piece)
+            if a is None or m is None:
+                raise RuntimeError("could not parse pyrevm's journaled state (pyrevm version drift?)")
+            addr = bytes.fromhex(a.group(1))
             parsed.add(addr)
-            s_open = state_part.find(_STORAGE_OPEN, m.end(), end)
-            s_close = state_part.rfind(_STATUS_OPEN, m.end(), end)
+            s_open = piece.find(_STORAGE_OPEN, m.end())
+            s_close = piece.rfind(_STATUS_OPEN, m.end())
             if s_open < 0 or s_close < s_open:
                 raise RuntimeError("could not parse pyrevm's journaled state (pyrevm version drift?)")
-            status = state_part[s_close + len(_STATUS_OPEN) : state_part.find(")", s_close, end)]
-            balance, nonce = int(m.group(2)), int(m.group(3))
-            code_hash = bytes.fromhex(m.group(4))
+            status = piece[s_close + len(_STATUS_OPEN) : piece.find(")", s_close)]
+            balance, nonce = int(m.group(1)), int(m.group(2))
+            code_hash = bytes.fromhex(m.group(3))
             if "SelfDestructed" in status:
                 wiped.add(addr)
                 code_hash, nonce = KECCAK_EMPTY, 0
             elif s_close > s_open + len(_STORAGE_OPEN):
-                changed = _changed_slots(state_part[s_open + len(_STORAGE_OPEN) : s_close])
+                changed = _changed_slots(piece[s_open + len(_STORAGE_OPEN) : s_close])
                 if changed:
                     storage[addr] = changed
             n = nonces.get(addr)
@@ -561,6 +569,8 @@ class Executor:
                 raw = evm.get_code(_hex(addr)) or b""
                 code = _trim_code(raw, code_hash)
             accounts[addr] = AccountChange(nonce, balance, code_hash, code)
+        if found and pieces[0] != pieces[0][-42:]:
+            raise RuntimeError("could not parse pyrevm's journaled state (pyrevm version drift?)")
         if found != state_part.count(": Account { info: "):
             raise RuntimeError("could not parse pyrevm's journaled state (pyrevm version drift?)")
         for addr in b.nonces:  # every sender was loaded, but be safe
@@ -631,6 +641,11 @@ class Executor:
         self._version = rec.version
 
     # --- items ---------------------------------------------------------------------------------
+    @property
+    def batch_tx_count(self) -> int:
+        """Items included in the open batch so far (executed, successfully or not)."""
+        return self._require_batch().tx_count
+
     def next_nonce(self, address: str | bytes) -> int:
         """The nonce the next signed transaction from ``address`` must carry."""
         a = address_bytes(address)

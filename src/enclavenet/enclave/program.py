@@ -26,10 +26,26 @@ import cbor2
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..crypto.envelope import Envelope, EnvelopeError, EnvelopeOpener, open_envelope, seal_receipt
+from ..crypto.envelope import (
+    Envelope,
+    EnvelopeError,
+    EnvelopeOpener,
+    OpenedEnvelope,
+    open_envelope,
+    seal_receipt,
+)
+from ..crypto.escape import (
+    DEFAULT_TREASURY,
+    EscapeError,
+    EscapeLeaf,
+    escape_request_digest,
+    public_key_address,
+    recover_public_key,
+    seal_escape_leaf,
+)
 from ..crypto.hashing import ZERO32, keccak256
 from ..crypto.header import Header
-from ..crypto.messages import KIND_USER, accumulate
+from ..crypto.messages import KIND_CHALLENGE, KIND_USER, accumulate
 from ..crypto.quote import TEE_NAMES, TEE_TYPES, enc_key_hash
 from ..tee.platform import EnclavePlatform
 from ..tee.sealing import SealingError
@@ -66,6 +82,7 @@ class ProgramConfig:
     measurements: frozenset[bytes] = frozenset()
     epoch_grace: int = 1
     tx_gas_limit: int = 30_000_000
+    treasury: str = DEFAULT_TREASURY  # credited with the bonds of frivolous challenges
 
     @classmethod
     def from_mapping(cls, m: Mapping[str, Any]) -> ProgramConfig:
@@ -88,6 +105,7 @@ class ProgramConfig:
             measurements=frozenset(as_bytes(x, "measurements", "config", 32) for x in meas),
             epoch_grace=r.integer("epoch_grace", hi=16, default=1),
             tx_gas_limit=r.integer("tx_gas_limit", lo=21_000, hi=30_000_000, default=30_000_000),
+            treasury=r.address("treasury") if r.has("treasury") else DEFAULT_TREASURY,
         )
 
 
@@ -162,6 +180,7 @@ class EnclaveProgram:
             "restore": self._restore,
             "status": self._status,
             "stats": self._stats,
+            "escape_leaf": self._escape_leaf,
         }
 
     def __repr__(self) -> str:
@@ -303,69 +322,85 @@ class EnclaveProgram:
             keys[e] = EnvelopeOpener(self._epochs.tx_private_key(e), self.cfg.chain_id, e)
         return keys
 
-    def _pre_batch_state(self) -> tuple[bytes, bytes]:
+    def _pre_batch_state(self, record: bool = True) -> tuple[bytes, bytes]:
+        """The head's serialised state (kept for rollback, and sealed by ``snapshot``)."""
         c = self._state_cache
         if c is not None and c[0] == self._head.height and c[2] == self._ex.state_root:
             return c[1], c[2]
         t0 = time.perf_counter()
         data = self._ex.snapshot()
-        self.stats.add("undo_snapshot", time.perf_counter() - t0)
+        if record:  # else counted by the caller (seal_serialize)
+            self.stats.add("undo_snapshot", time.perf_counter() - t0)
         self._state_cache = (self._head.height, data, self._ex.state_root)
         return data, self._ex.state_root
 
-    def _run_item(
+    def _open_items(
         self,
-        raw: bytes,
+        raws: list[bytes],
         keys: dict[int, EnvelopeOpener],
-        l1_sender: str | None,
         batch_epoch: int,
-    ) -> tuple[bytes, bool]:
-        """Open, check and execute one envelope; return (receipt entry, executed ok)."""
-        acc = self._tacc  # [decrypt, recover, execute, receipt] seconds, folded into stats per batch
-        t0 = time.perf_counter()
-        try:
-            env = Envelope.decode(raw)
-        except EnvelopeError as exc:
-            return error_entry(str(exc)), False
-        key = keys.get(env.epoch)
-        if key is None:
-            return error_entry(
-                f"envelope epoch {env.epoch} is not accepted in a batch of epoch {batch_epoch} "
-                f"(unknown, erased, or outside the grace window of {self.cfg.epoch_grace})"
-            ), False
-        try:
-            opened = key.open(env)
-        except EnvelopeError as exc:
-            return error_entry(str(exc)), False
-        t1 = time.perf_counter()
-        acc[0] += t1 - t0
-        pt = opened.plaintext
-        receipt: Receipt
-        item: SignedTx | InboxCall | None = None
-        t2 = t1
-        try:
+    ) -> list[tuple[Envelope, OpenedEnvelope] | bytes]:
+        """Pass 1 over a batch's items: open each envelope; an error entry for one that does not open."""
+        out: list[tuple[Envelope, OpenedEnvelope] | bytes] = []
+        add = out.append
+        decode = Envelope.decode
+        for raw in raws:
             try:
-                item = decode_item(pt, self.cfg.chain_id, l1_sender)
-            finally:
-                t2 = time.perf_counter()
-                acc[1] += t2 - t1
-            hint = env.hint
+                env = decode(raw)
+            except EnvelopeError as exc:
+                add(error_entry(str(exc)))
+                continue
+            key = keys.get(env.epoch)
+            if key is None:
+                add(error_entry(
+                    f"envelope epoch {env.epoch} is not accepted in a batch of epoch {batch_epoch} "
+                    f"(unknown, erased, or outside the grace window of {self.cfg.epoch_grace})"
+                ))
+                continue
+            try:
+                add((env, key.open(env)))
+            except EnvelopeError as exc:
+                add(error_entry(str(exc)))
+        return out
+
+    def _decode_items(
+        self, opened: list[tuple[Envelope, OpenedEnvelope] | bytes], senders: list[str | None]
+    ) -> list[SignedTx | InboxCall | TxError | None]:
+        """Pass 2: decode each opened item and recover its signer (None where pass 1 failed)."""
+        chain_id = self.cfg.chain_id
+        out: list[SignedTx | InboxCall | TxError | None] = []
+        add = out.append
+        for o, l1_sender in zip(opened, senders, strict=True):
+            if isinstance(o, bytes):
+                add(None)
+                continue
+            try:
+                add(decode_item(o[1].plaintext, chain_id, l1_sender))
+            except TxError as exc:
+                add(exc)
+        return out
+
+    def _execute_item(
+        self, o: tuple[Envelope, OpenedEnvelope] | bytes, item: SignedTx | InboxCall | TxError | None
+    ) -> Receipt | bytes:
+        """Pass 3 (in execution order): check the routing hint and execute; a refusal is a receipt.
+        An item that did not open stays its error entry."""
+        if isinstance(o, bytes) or item is None:
+            assert isinstance(o, bytes)
+            return o
+        try:
+            if isinstance(item, TxError):
+                raise item
+            hint = o[0].hint
             if hint is not None:
                 if hint.sender != item.sender:
                     raise TxError("the envelope's routing hint names another sender than the transaction's signer")
                 if isinstance(item, SignedTx) and hint.nonce != item.nonce:
                     raise TxError(f"the envelope's routing hint says nonce {hint.nonce}, the transaction has {item.nonce}")
-            receipt = self._ex.execute(item)
-            ok = receipt.success
+            return self._ex.execute(item)
         except TxError as exc:
-            sender = item.sender if item is not None else _ZERO_ADDR
-            receipt = Receipt(0, 0, b"", (), f"refused: {exc}", None, keccak256(pt), sender)
-            ok = False
-        t3 = time.perf_counter()
-        acc[2] += t3 - t2
-        sealed = seal_receipt(opened.receipt_key, receipt.encode())
-        acc[3] += time.perf_counter() - t3
-        return sealed, ok
+            sender = item.sender if not isinstance(item, TxError) else _ZERO_ADDR
+            return Receipt(0, 0, b"", (), f"refused: {exc}", None, keccak256(o[1].plaintext), sender)
 
     def _run_batch(self, inp: BatchInput) -> _Executed:
         """Execute ``inp`` on the head; on return the executor and head are advanced."""
@@ -380,35 +415,62 @@ class EnclaveProgram:
         head = self._head
         t_start = time.perf_counter()
         self._batch_epoch = inp.epoch
-        self._tacc = [0.0, 0.0, 0.0, 0.0]
         ex = self._ex
+        # Items (L1 payloads, then envelopes) go through in passes: open all, decode all, then
+        # execute in order, then seal all receipts. Opening and decoding depend only on the bytes,
+        # so the result is that of one item at a time; each pass keeps its own crypto hot in cache.
+        raws = [m.payload for m in inp.messages if m.payload] + inp.envelopes
+        senders: list[str | None] = [
+            (m.sender if m.kind == KIND_USER else None) for m in inp.messages if m.payload
+        ] + [None] * len(inp.envelopes)
+        opened = self._open_items(raws, keys, inp.epoch)
+        t_opened = time.perf_counter()
+        decoded = self._decode_items(opened, senders)
+        t_decoded = time.perf_counter()
+        results: list[Receipt | bytes] = []
+        run = self._execute_item
         ex.begin_batch(BlockInfo(number=inp.height, timestamp=inp.timestamp))
         try:
-            entries: list[bytes] = []
-            receipts: dict[bytes, bytes] = {}
-            n_ok = 0
+            i = 0
             for m in inp.messages:
                 if m.kind == KIND_USER and m.value:
                     ex.credit(m.sender, m.value)
+                included = ex.batch_tx_count if m.kind == KIND_CHALLENGE else 0
                 if m.payload:
-                    entry, ok = self._run_item(m.payload, keys, m.sender if m.kind == KIND_USER else None, inp.epoch)
-                    receipts.setdefault(keccak256(m.payload), entry)
-                    entries.append(entry)
-                    n_ok += ok
-            ids: list[bytes] = []
-            for raw in inp.envelopes:
-                rid = keccak256(raw)
-                entry, ok = self._run_item(raw, keys, None, inp.epoch)
-                ids.append(rid)
-                receipts.setdefault(rid, entry)
-                entries.append(entry)
-                n_ok += ok
+                    results.append(run(opened[i], decoded[i]))
+                    i += 1
+                if m.kind == KIND_CHALLENGE and m.value:
+                    # the bond: back to the challenger when the challenged transaction was
+                    # included (executed, even if it reverted); to the treasury when it was
+                    # garbage or refused (already executed, nonce gap, not a signed tx...)
+                    ex.credit(m.sender if ex.batch_tx_count > included else self.cfg.treasury, m.value)
+            for o, it in zip(opened[i:], decoded[i:], strict=True):
+                results.append(run(o, it))
+            t_executed = time.perf_counter()
+            entries: list[bytes] = []
+            n_ok = 0
+            for o, r in zip(opened, results, strict=True):
+                if isinstance(r, bytes):
+                    entries.append(r)
+                else:
+                    assert not isinstance(o, bytes)
+                    entries.append(seal_receipt(o[1].receipt_key, r.encode()))
+                    n_ok += r.status == 1
             t0 = time.perf_counter()
             commit = ex.end_batch()
         except BaseException:
             if ex.in_batch:
                 ex.abort_batch()
             raise
+        self._tacc = [t_opened - t_start, t_decoded - t_opened, t_executed - t_decoded, t0 - t_executed]
+        receipts: dict[bytes, bytes] = {}
+        ids: list[bytes] = []
+        n_msg = len(raws) - len(inp.envelopes)
+        for k, (raw, entry) in enumerate(zip(raws, entries, strict=True)):
+            rid = keccak256(raw)
+            if k >= n_msg:
+                ids.append(rid)
+            receipts.setdefault(rid, entry)
         msg_count = head.msg_count + len(inp.messages)
         msg_acc = accumulate(head.msg_acc, inp.messages)
         c = commit_batch_data(inp, head.msg_count, msg_count, msg_acc, ids, entries)
@@ -624,7 +686,7 @@ class EnclaveProgram:
 
     # ------------------------------------------------------------------ snapshots
     def _shared_plain(self) -> bytes:
-        state, root = self._pre_batch_state()
+        state, root = self._pre_batch_state(record=False)
         return encode(
             {
                 "v": 1,
@@ -729,6 +791,42 @@ class EnclaveProgram:
         self._identity, self._epochs, self._guard, self._committee = identity, epochs, guard, committee
         self._guard.finalize(self._finalized[0])
         return self._status(b"")
+
+    # ------------------------------------------------------------------ escape hatch
+    def _escape_leaf(self, payload: bytes) -> dict[str, Any]:
+        """The requesting user's own balance leaf and proof at the head, sealed to their key.
+
+        The request is signed by the user (``crypto.escape.escape_request_digest``); the leaf is
+        sealed to the public key recovered from that signature, so only the user opens it, and
+        the sealed length is the same for every account (with or without a balance).
+        """
+        r = Request.parse(payload, "escape_leaf")
+        address = r.address("address")
+        expiry = r.integer("expiry", hi=U64_MAX)
+        signature = r.blob("signature", 65)
+        if expiry < self._platform.now():
+            raise EnclaveRefusal(f"escape_leaf: the request expired at {expiry}; sign a new one")
+        digest = escape_request_digest(self.cfg.chain_id, self.cfg.l1_chain_id, self.cfg.rollup, address, expiry)
+        try:
+            public_key = recover_public_key(digest, signature)
+        except EscapeError as exc:
+            raise EnclaveRefusal(f"escape_leaf: {exc}") from None
+        if public_key_address(public_key) != address:
+            raise EnclaveRefusal(f"escape_leaf: the request is not signed by {address}")
+        hd = self._head
+        root = self._ex.balances_root
+        if self._ex.balance(address):
+            p = self._ex.balance_proof(address)
+            leaf = EscapeLeaf(address, p.balance, p.salt, p.siblings, hd.height, hd.hash, root)
+        else:
+            leaf = EscapeLeaf.empty(address, hd.height, hd.hash, root)
+        return {
+            "sealed": seal_escape_leaf(leaf, public_key),
+            "height": hd.height,
+            "header_hash": hd.hash,
+            "balances_root": root,
+            "finalized": self._finalized == (hd.height, hd.hash),
+        }
 
     # ------------------------------------------------------------------ status
     def _status(self, payload: bytes) -> dict[str, Any]:

@@ -106,6 +106,28 @@ def install_rpc_methods(node: Node) -> None:
             "headerHash": "0x" + acc.hash.hex(),
         }
 
+    async def escape_leaf(request: Any) -> dict[str, Any]:
+        """The caller's own escape-hatch leaf, sealed by the enclave to the key that signed the
+        request (crypto/escape.py): ``{address, expiry, signature}``."""
+        if not isinstance(request, dict):
+            raise RpcError(INVALID_PARAMS, "escape leaf request must be an object {address, expiry, signature}")
+        address = hex_bytes(request.get("address"), "address", length=20)
+        expiry = quantity(request.get("expiry"), "expiry")
+        signature = hex_bytes(request.get("signature"), "signature", length=65)
+        if node.host is None:
+            raise RpcError(NOT_READY, "the enclave is not running; retry in a moment")
+        try:
+            out = await node.host.call("escape_leaf", {"address": address, "expiry": expiry, "signature": signature})
+        except EnclaveError as exc:
+            raise RpcError(ENCLAVE_REFUSED, f"enclave refused the request: {exc}") from None
+        return {
+            "sealed": "0x" + bytes(out["sealed"]).hex(),
+            "height": hex(int(out["height"])),
+            "headerHash": "0x" + bytes(out["header_hash"]).hex(),
+            "balancesRoot": "0x" + bytes(out["balances_root"]).hex(),
+            "finalized": bool(out["finalized"]),
+        }
+
     def status() -> dict[str, Any]:
         return node.status()
 
@@ -139,3 +161,4 @@ def install_rpc_methods(node: Node) -> None:
     rpc.method("enclavenet_contracts", contracts)
     rpc.method("enclavenet_txStatus", tx_status)
     rpc.method("enclavenet_getHeader", get_header)
+    rpc.method("enclavenet_escapeLeaf", escape_leaf)

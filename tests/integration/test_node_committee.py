@@ -179,12 +179,12 @@ def test_killed_proposer_is_replaced_and_no_acknowledged_tx_is_lost(
 
 def test_race_converges_when_a_suspended_proposer_returns(net: Devnet, token_artifact: dict[str, object]) -> None:
     alice, bob = Account.create(), Account.create()
-    sender = net.proposer_index()
-    entry = (sender + 2) % 4
-    w3 = connect(net, entry, alice)
-    token = deploy_token(w3, token_artifact, 10**6, alice.address)
+    token = deploy_token(connect(net, 0, alice), token_artifact, 10**6, alice.address)
     before = {i: (net.status(i) or {}).get("counters", {}).get("takeovers", 0) for i in range(4)}
     p = net.proposer_index()
+    entry = (p + 2) % 4  # the client talks to a node that stays up
+    w3 = connect(net, entry, alice)
+    token = w3.eth.contract(address=token.address, abi=token_artifact["abi"])
     net.suspend(p)  # silent, but not dead: it comes back with whatever it had in flight
     try:
         ids = [token.functions.transfer(bob.address, 1).transact() for _ in range(10)]

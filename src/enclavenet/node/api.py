@@ -147,6 +147,18 @@ def install_rpc_methods(node: Node) -> None:
             "withdrawals": [[x.recipient, hex(x.amount)] for x in acc.withdrawals],
         }
 
+    def admin_set_batch(size: Any, interval: Any) -> dict[str, Any]:
+        n = quantity(size, "batch size", max_value=20_000)
+        if n < 1:
+            raise RpcError(INVALID_PARAMS, "batch size must be >= 1")
+        if not isinstance(interval, int | float) or isinstance(interval, bool) or not 0 < interval <= 60:
+            raise RpcError(INVALID_PARAMS, "batch interval must be a number of seconds in (0, 60]")
+        cfg.batch_size = n
+        cfg.batch_interval = float(interval)
+        return {"batchSize": n, "batchInterval": float(interval)}
+
+    if cfg.admin_rpc:
+        rpc.method("enclavenet_adminSetBatch", admin_set_batch)
     rpc.method("eth_chainId", chain_id)
     rpc.method("net_version", net_version)
     rpc.method("eth_blockNumber", block_number)

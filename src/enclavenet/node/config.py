@@ -69,6 +69,7 @@ class NodeConfig:
     enclave_timeout: float = 120.0
     allow_faults: bool = False
     max_body: int = 8 * 1024 * 1024
+    admin_rpc: bool = False  # enclavenet_admin* methods (benchmarks on a devnet): never on a shared node
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:

@@ -1030,21 +1030,45 @@ class Node:
         finally:
             rec.collecting = False
 
+    def _first_voters(self, rec: BatchRecord, candidates: list[str]) -> list[str]:
+        """The fewest voters, in rotation order after the proposer (the next proposers first: they
+        need the batch anyway), whose signatures complete the QC. The others get the proposal once
+        the QC is complete: their re-execution is off the critical path."""
+        assert self.watcher is not None
+        types = self.member_types()
+        have = [a for a in rec.sigs if a in types]
+        chosen: list[str] = []
+        for a in candidates:
+            signers = have + chosen
+            if len(signers) >= self.watcher.quorum and len({types[x] for x in signers}) >= self.watcher.min_types:
+                break
+            chosen.append(a)
+        return chosen
+
     async def _collect(self, rec: BatchRecord, my_sig: bytes) -> None:
         assert self.watcher is not None
         digest = rec.header.signing_digest(self.cfg.l1_chain_id, self.cfg.rollup)
-        proposal = rec.proposal(self.address, my_sig)
-        members = set(self.members())
-        pending: set[str] = {a for a in members if a != self.address and a not in rec.sigs}
+        body = cbor2.dumps(rec.proposal(self.address, my_sig))  # encoded once for every peer
+        order = self.members()
+        members = set(order)
+        n = len(order)
+        start = order.index(self.address) if self.address in order else 0
+        rotation = [order[(start + j) % n] for j in range(1, n)]
+        pending: list[str] = [a for a in rotation if a not in rec.sigs]
+        first = self._first_voters(rec, pending)
         deadline = time.monotonic() + max(10.0, 4 * self.cfg.proposer_timeout)
+        widen_at = time.monotonic() + max(1.0, self.cfg.proposer_timeout / 3)
+        refused: set[str] = set()
 
         async def ask(addr: str) -> None:
             p = self.peer_for(addr)
             if p is None:
+                refused.add(addr)
                 return
             try:
-                out = await p.call("propose", proposal, timeout=60)
+                out = await p.call_raw("propose", body, timeout=60)
             except PeerError as exc:
+                refused.add(addr)
                 log.debug("%s: vote from %s for %d: %s", self.cfg.name, addr, rec.height, exc)
                 return
             sig = bytes(out["signature"])
@@ -1054,19 +1078,29 @@ class Node:
                 return
             if signer == addr and signer in members:
                 rec.sigs[signer] = sig
-                pending.discard(addr)
+                if addr in pending:
+                    pending.remove(addr)
 
-        tasks = {asyncio.create_task(ask(a)) for a in pending}
+        asked: set[str] = set(first)
+        tasks = {asyncio.create_task(ask(a)) for a in first}
         while not self._stopping.is_set():
             if self.qc_ready(rec) or rec.height <= self.finalized:
                 break
+            if refused or time.monotonic() > widen_at:  # a first voter failed or is slow: ask everyone
+                fresh = [a for a in pending if a not in asked]
+                asked.update(fresh)
+                tasks |= {asyncio.create_task(ask(a)) for a in fresh}
             if not tasks:
                 if time.monotonic() > deadline or not pending:
                     break
                 await asyncio.sleep(0.2)  # retry the silent ones
+                refused.clear()
                 tasks = {asyncio.create_task(ask(a)) for a in pending}
                 continue
             _done, tasks = await asyncio.wait(tasks, timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
+        for a in pending:  # the rest learn the batch now, off the critical path
+            if a not in asked:
+                self._spawn(ask(a))
         # stragglers keep going in the background (their enclaves need the batch too)
 
     async def _submit_when_due(self, rec: BatchRecord) -> None:
@@ -1179,22 +1213,28 @@ class Node:
             self._takeover_busy = False
 
     async def _adopt_peer_proposal(self, t: int, prev: bytes) -> BatchRecord | None:
-        """Ask the peers for a proposal at height t; verify and sign the first valid one."""
-        for p in self.peers:
+        """Ask every peer at once (a silent one must not delay the takeover) for a proposal at
+        height t; verify and sign the first valid one."""
+        wait = max(0.5, min(2.0, self.cfg.proposer_timeout))
+
+        async def ask(p: PeerClient) -> dict[str, Any] | None:
             try:
-                out = await p.call("batch", {"height": t, "pending": True}, timeout=10)
-                proposer = to_checksum(out["proposer"])
-                msg = {**out, "proposer": proposer, "signature": bytes(out["signature"])}
+                out = await p.call("batch", {"height": t, "pending": True}, timeout=wait)
+                return {**out, "proposer": to_checksum(out["proposer"]), "signature": bytes(out["signature"])}
             except (PeerError, KeyError, TypeError, ValueError):
-                continue
+                return None
+
+        answers = [a for a in await asyncio.gather(*(ask(p) for p in self.peers)) if a is not None]
+        answers.sort(key=lambda a: -len(a.get("sigs", [])))
+        for msg in answers:
             try:
                 await self._on_propose(msg, takeover=True)
             except (Refused, EnclaveError, ValueError) as exc:
-                log.info("%s: proposal at %d from %s not adopted: %s", self.cfg.name, t, p.url, exc)
+                log.info("%s: proposal at %d not adopted: %s", self.cfg.name, t, exc)
                 continue
-            rec = self.records.get(Header.decode(bytes(out["header"])).hash())
+            rec = self.records.get(Header.decode(bytes(msg["header"])).hash())
             if rec is not None and rec.header.prev_hash == prev:
-                for a, sig in out.get("sigs", []):
+                for a, sig in msg.get("sigs", []):
                     self._add_sig(rec, to_checksum(a), bytes(sig))
                 return rec
         return None
@@ -1225,14 +1265,19 @@ class Node:
             buf, self._forward_buf = self._forward_buf, []
             if not buf:
                 continue
-            body = {"envelopes": buf}
-            await asyncio.gather(*(self._forward_to(p, body) for p in self.peers), return_exceptions=True)
+            data = cbor2.dumps({"envelopes": buf})
+            for p in self.peers:  # one task per peer: a silent peer delays nobody
+                if p.inflight_forwards < 16:  # a peer that stopped answering is skipped (we keep the txs)
+                    self._spawn(self._forward_to(p, data))
 
-    async def _forward_to(self, p: PeerClient, body: dict[str, Any]) -> None:
+    async def _forward_to(self, p: PeerClient, data: bytes) -> None:
+        p.inflight_forwards += 1
         try:
-            await p.call("txs", body, timeout=30)
+            await p.call_raw("txs", data, timeout=10)
         except PeerError as exc:
             log.debug("%s: forward to %s failed: %s", self.cfg.name, p.url, exc)
+        finally:
+            p.inflight_forwards -= 1
 
     # ================================================================== status
     def status(self) -> dict[str, Any]:

@@ -35,12 +35,16 @@ class PeerClient:
         self.tee_type: int | None = None
         self.quote: bytes | None = None
         self.failures = 0
+        self.inflight_forwards = 0
 
     def __repr__(self) -> str:
         return f"PeerClient({self.url}, {self.address})"
 
     async def call(self, op: str, body: dict[str, Any], *, timeout: float = 30.0) -> dict[str, Any]:
-        data = cbor2.dumps(body)
+        return await self.call_raw(op, cbor2.dumps(body), timeout=timeout)
+
+    async def call_raw(self, op: str, data: bytes, *, timeout: float = 30.0) -> dict[str, Any]:
+        """``call`` with a body already CBOR-encoded (one encoding for many peers)."""
         try:
             async with self.session.post(
                 f"{self.url}/peer/{op}",

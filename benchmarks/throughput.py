@@ -1,0 +1,309 @@
+"""Throughput and latency of the committee: confidential ERC20 transfers through the JSON-RPC fast path.
+
+    .venv/bin/python benchmarks/throughput.py [--quick] [--l1 embedded|anvil]
+
+For committees of 4, 7 and 10 members (sgx, tdx, sev-snp, csv, ...; quorum > 2/3 spanning >= 3
+types) and batch sizes 500, 1000 and 2000: every member is its own node process with its own
+enclave process, all on this machine's 2 cores, with the L1 (anvil by default: the embedded
+eth-tester is slow per header) in a process of its own.
+
+Per cell: signed ERC20 transfers from many senders, sealed into envelopes OUTSIDE the timed region,
+are sent with batched JSON-RPC (``eth_sendRawTransaction`` x 500 per HTTP request) spread over
+the nodes. A transaction's latency runs from the moment the node acknowledged it (receipt id
+returned) until the L1 block that accepted the header holding it was seen by the benchmark;
+throughput = transactions / (last acceptance - first submission). L1 gas per transaction =
+the gas of the ``submitHeader`` transactions / the transactions they carried.
+
+Prints a table, writes benchmarks/out/throughput.png (like TeeRollup's Fig. 4: TPS and latency
+against committee size, one line per batch size) and ends with one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from eth_account import Account  # noqa: E402
+
+from enclavenet.client.formats import sign_transaction  # noqa: E402
+from enclavenet.crypto.envelope import RoutingHint, seal  # noqa: E402
+from enclavenet.crypto.hashing import address_bytes, keccak256  # noqa: E402
+from enclavenet.devnet import Devnet  # noqa: E402
+
+TOKEN_SRC = """
+balanceOf: public(HashMap[address, uint256])
+@deploy
+def __init__(supply: uint256):
+    self.balanceOf[msg.sender] = supply
+@external
+def transfer(to: address, amount: uint256) -> bool:
+    assert self.balanceOf[msg.sender] >= amount, "balance too low"
+    self.balanceOf[msg.sender] -= amount
+    self.balanceOf[to] += amount
+    return True
+"""
+TRANSFER = keccak256(b"transfer(address,uint256)")[:4]
+RPC_CHUNK = 500
+
+
+def rpc_batch(url: str, calls: list[tuple[str, list[Any]]], timeout: float = 120) -> list[Any]:
+    body = [{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in enumerate(calls)]
+    out = requests.post(url, json=body, timeout=timeout).json()
+    out = sorted(out, key=lambda r: r["id"])
+    return out
+
+
+def rpc(url: str, method: str, *params: Any) -> Any:
+    out = requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}, timeout=60).json()
+    if "error" in out:
+        raise RuntimeError(f"{method}: {out['error']['message']}")
+    return out["result"]
+
+
+class Chain:
+    """The pieces of a devnet the benchmark needs."""
+
+    def __init__(self, net: Devnet) -> None:
+        self.net = net
+        k = rpc(net.rpc_urls[0], "enclavenet_epochKey")
+        self.epoch = int(k["epoch"], 16)
+        self.epoch_pub = bytes.fromhex(k["epochKey"][2:])
+        self.chain_id = net.chain_id
+
+    def envelope(self, key: bytes, sender: str, nonce: int, to: str | None, data: bytes, gas: int = 200_000) -> bytes:
+        raw = sign_transaction(key, self.chain_id, nonce, to, data, 0, gas)
+        return seal(raw, self.epoch_pub, self.chain_id, self.epoch, RoutingHint(address_bytes(sender), nonce)).envelope.encode()
+
+    def send_all(self, envs: list[bytes], *, spread: bool = True) -> tuple[list[bytes], list[float]]:
+        """Send envelopes in JSON-RPC batches; return receipt ids and acknowledgement times."""
+        urls = self.net.rpc_urls
+        rids: list[bytes] = []
+        acks: list[float] = []
+        for i in range(0, len(envs), RPC_CHUNK):
+            chunk = envs[i : i + RPC_CHUNK]
+            url = urls[(i // RPC_CHUNK) % len(urls)] if spread else urls[0]
+            out = rpc_batch(url, [("eth_sendRawTransaction", ["0x" + e.hex()]) for e in chunk])
+            t = time.monotonic()
+            for e, r in zip(chunk, out, strict=True):
+                if "error" in r:
+                    raise RuntimeError(f"node refused a transaction: {r['error']['message']}")
+                rids.append(keccak256(e))
+                acks.append(t)
+        return rids, acks
+
+    def receipts(self, rids: list[bytes], url: str | None = None) -> list[dict[str, Any] | None]:
+        url = url or self.net.rpc_urls[0]
+        out: list[dict[str, Any] | None] = []
+        for i in range(0, len(rids), 2000):
+            res = rpc_batch(url, [("eth_getTransactionReceipt", ["0x" + r.hex()]) for r in rids[i : i + 2000]])
+            out += [r.get("result") for r in res]
+        return out
+
+
+def wait_all(chain: Chain, rids: list[bytes], timeout: float) -> dict[int, float]:
+    """Watch L1 until every transaction's header is accepted; return {height: time first seen}."""
+    rollup = chain.net.rollup
+    seen: dict[int, float] = {}
+    deadline = time.monotonic() + timeout
+    last_check = 0.0
+    pending = list(rids)
+    url = chain.net.rpc_urls[0]
+    while True:
+        h = int(rollup.functions.lastHeight().call())
+        now = time.monotonic()
+        for x in range(max(seen, default=0) + 1, h + 1):
+            seen[x] = now
+        if now - last_check > 0.5:  # which transactions are in by now (cheap status call)
+            last_check = now
+            st = rpc_batch(url, [("enclavenet_txStatus", ["0x" + r.hex()]) for r in pending[:4000]])
+            done = {i for i, r in enumerate(st) if r.get("result", {}).get("status") == "included"}
+            pending = [r for i, r in enumerate(pending) if i not in done]
+            if not pending:
+                return seen
+        if now > deadline:
+            raise TimeoutError(f"{len(pending)} of {len(rids)} transactions not included after {timeout:.0f}s")
+        time.sleep(0.02)
+
+
+def setup_token(chain: Chain, n_senders: int, per_sender: int) -> tuple[str, list[Any]]:
+    """Deploy the token and fund the senders (untimed)."""
+    import vyper
+
+    out = vyper.compile_code(TOKEN_SRC, output_formats=["bytecode"])
+    code = bytes.fromhex(out["bytecode"][2:])
+    deployer = Account.create()
+    ctor = code + (10**30).to_bytes(32, "big")
+    env = chain.envelope(bytes(deployer.key), deployer.address, 0, None, ctor, gas=3_000_000)
+    rids, _ = chain.send_all([env], spread=False)
+    wait_all(chain, rids, 120)
+    (rc,) = chain.receipts(rids)
+    assert rc is not None
+    # the contract address: CREATE from (deployer, nonce 0)
+    import rlp
+
+    token = "0x" + keccak256(rlp.encode([address_bytes(deployer.address), 0]))[12:].hex()
+    senders = [Account.create() for _ in range(n_senders)]
+    envs = [
+        chain.envelope(bytes(deployer.key), deployer.address, i + 1, token,
+                       TRANSFER + address_bytes(s.address).rjust(32, b"\0") + (10**9).to_bytes(32, "big"))
+        for i, s in enumerate(senders)
+    ]
+    rids, _ = chain.send_all(envs, spread=False)
+    wait_all(chain, rids, 300)
+    return token, senders
+
+
+def run_cell(chain: Chain, token: str, senders: list[Any], nonces: dict[str, int], batch: int, total: int) -> dict[str, Any]:
+    net = chain.net
+    for url in net.rpc_urls:
+        rpc(url, "enclavenet_adminSetBatch", batch, 0.25)
+    per = -(-total // len(senders))
+    sink = address_bytes(Account.create().address).rjust(32, b"\0")
+    envs: list[bytes] = []
+    for _ in range(per):  # interleave senders: nonce order inside each, round robin across
+        for s in senders:
+            if len(envs) >= total:
+                break
+            n = nonces[s.address]
+            nonces[s.address] = n + 1
+            envs.append(chain.envelope(bytes(s.key), s.address, n, token, TRANSFER + sink + (1).to_bytes(32, "big"),
+                                       gas=100_000))
+    h0 = int(net.rollup.functions.lastHeight().call())
+    t0 = time.monotonic()
+    rids, acks = chain.send_all(envs)
+    t_sent = time.monotonic()
+    seen = wait_all(chain, rids, timeout=60 + total / 100)
+    rcs = chain.receipts(rids)
+    lat, heights = [], set()
+    for rc, ack in zip(rcs, acks, strict=True):
+        assert rc is not None, "included but no receipt"
+        h = int(rc["height"], 16)
+        heights.add(h)
+        lat.append(max(0.0, seen.get(h, ack) - ack))
+    t_end = max(seen[h] for h in heights)
+    # L1 gas of the headers that carried them
+    w3 = net.w3
+    assert w3 is not None
+    gas = 0
+    counted = set()
+    for h in sorted(heights):
+        hdr = rpc(net.rpc_urls[0], "enclavenet_getHeader", hex(h))
+        if hdr and hdr["l1TxHash"] not in counted:
+            counted.add(hdr["l1TxHash"])
+            gas += int(w3.eth.get_transaction_receipt(hdr["l1TxHash"])["gasUsed"])
+    ok = 0
+    lat.sort()
+    return {
+        "members": net.n, "batch": batch, "txs": len(rids), "headers": len(heights), "first_height": h0 + 1,
+        "tps": len(rids) / (t_end - t0), "send_s": t_sent - t0, "p50_s": statistics.median(lat),
+        "p99_s": lat[min(len(lat) - 1, int(0.99 * len(lat)))], "l1_gas_per_tx": gas / len(rids), "ok": ok,
+    }
+
+
+def node_breakdown(net: Devnet) -> dict[str, Any]:
+    """Where the enclaves' time went (ecall seconds per node) -- for the notes."""
+    out = {}
+    for i in range(net.n):
+        st = net.status(i) or {}
+        out[f"node{i}"] = {m: v["seconds"] for m, v in st.get("ecalls", {}).items() if v["seconds"] > 0.5}
+    return out
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for batch in sorted({r["batch"] for r in results}):
+        rs = sorted((r for r in results if r["batch"] == batch), key=lambda r: r["members"])
+        a.plot([r["members"] for r in rs], [r["tps"] for r in rs], marker="o", label=f"batch {batch}")
+        b.plot([r["members"] for r in rs], [r["p50_s"] for r in rs], marker="o", label=f"batch {batch}")
+    a.set_xlabel("committee members")
+    a.set_ylabel("throughput (tx/s)")
+    a.set_title("Throughput (confidential ERC20 transfers)")
+    b.set_xlabel("committee members")
+    b.set_ylabel("p50 latency (s)")
+    b.set_title("Latency: acknowledged -> header on L1")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="4 members only, fewer transactions")
+    ap.add_argument("--l1", choices=["anvil", "embedded"], default="anvil")
+    ap.add_argument("--members", default=None, help="comma-separated committee sizes (default 4,7,10)")
+    ap.add_argument("--batches", default="500,1000,2000")
+    ap.add_argument("--rounds", type=float, default=None, help="transactions per cell = rounds x batch")
+    args = ap.parse_args()
+    members = [int(x) for x in (args.members or ("4" if args.quick else "4,7,10")).split(",")]
+    batches = [int(x) for x in args.batches.split(",")]
+    rounds = args.rounds or (3 if args.quick else 5)
+    results: list[dict[str, Any]] = []
+    notes: dict[str, Any] = {}
+    print(f"# throughput: committees {members}, batches {batches}, {rounds} x batch transactions per cell, L1 {args.l1}")
+    for n in members:
+        t = time.monotonic()
+        with Devnet(n=n, l1=args.l1, batch_size=max(batches), batch_interval=0.25, proposer_timeout=20.0,
+                    persist="accept", progress=True, start_timeout=300,
+                    node_options={"admin_rpc": True, "mempool_max_total": 400_000}, log_level="WARNING") as net:
+            print(f"# devnet of {n} up in {time.monotonic() - t:.1f}s (quorum {net.quorum}, >= {net.min_types} types)")
+            chain = Chain(net)
+            n_senders = 400
+            token, senders = setup_token(chain, n_senders, 0)
+            nonces = {s.address: 0 for s in senders}
+            for batch in batches:
+                r = run_cell(chain, token, senders, nonces, batch, int(rounds * batch))
+                results.append(r)
+                print(f"members {n:2d}  batch {batch:4d}  txs {r['txs']:6d}  headers {r['headers']:3d}  "
+                      f"TPS {r['tps']:7.0f}  p50 {r['p50_s']:6.2f}s  p99 {r['p99_s']:6.2f}s  "
+                      f"L1 gas/tx {r['l1_gas_per_tx']:6.1f}  (sending took {r['send_s']:.2f}s)", flush=True)
+            notes[f"ecall_seconds_{n}_members"] = node_breakdown(net)
+    print("\n| members | batch | TPS | p50 (s) | p99 (s) | L1 gas/tx |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['members']} | {r['batch']} | {r['tps']:.0f} | {r['p50_s']:.2f} | {r['p99_s']:.2f} | {r['l1_gas_per_tx']:.1f} |")
+    out = ROOT / "benchmarks" / "out" / "throughput.png"
+    plot(results, out)
+    print(f"plot: {out}")
+    if os.environ.get("ENCLAVENET_BENCH_NOTES"):
+        print(json.dumps(notes))
+
+    def cell(m: int, b: int, key: str) -> float | None:
+        for r in results:
+            if r["members"] == m and r["batch"] == b:
+                return round(float(r[key]), 3)
+        return None
+
+    summary = {
+        "tps_4_members_batch_2000": cell(4, 2000, "tps"),
+        "p50_latency_s_batch_500": cell(4, 500, "p50_s"),
+        "l1_gas_per_tx_batch_2000": cell(4, 2000, "l1_gas_per_tx"),
+    }
+    for r in results:
+        summary[f"tps_{r['members']}_members_batch_{r['batch']}"] = round(r["tps"], 1)
+        summary[f"p50_s_{r['members']}_members_batch_{r['batch']}"] = round(r["p50_s"], 3)
+        summary[f"p99_s_{r['members']}_members_batch_{r['batch']}"] = round(r["p99_s"], 3)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

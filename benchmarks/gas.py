@@ -16,9 +16,14 @@ messages for the next one skips that read, see the 'pending messages' row).
 Batch data lives with the DAPs; L1 sees the header only, so the L1 gas per transaction of a
 batch of b transactions is header_gas / b.
 
+The challenge / freeze / escape-hatch / reclaim functions are measured on the headline
+deployment too: the escape proof is that of one account in a balances tree of 100,000
+accounts (1,000 with --quick), as the enclaves build it (crypto.smt, salted leaves).
+
 Targets: header (10 members, 7 sigs, 3 types) <= 90,000; deposit <= 45,000 (steady state);
 registration <= 150,000. Ends with one JSON line: header_gas_10_members, deposit_gas,
-register_gas, gas_per_tx_batch_2000 (and more).
+register_gas, gas_per_tx_batch_2000, challenge_gas, freeze_gas, escape_gas, reclaim_gas
+(and more).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
+from web3.logs import DISCARD
 
 from enclavenet.chain import L1, TxSender, open_l1
 from enclavenet.contracts import deploy_contracts, load_artifact
@@ -46,6 +52,8 @@ from enclavenet.crypto.header import (
     Withdrawal,
     withdrawals_hash,
 )
+from enclavenet.crypto.messages import MSG_GENESIS_ACC, L1Message, accumulate
+from enclavenet.crypto.smt import SparseMerkleTree, smt_key, smt_leaf
 
 OUT = Path(__file__).resolve().parent / "out"
 COMMITTEES = (5, 10, 15, 20)
@@ -158,7 +166,62 @@ def measure(l1: L1, quick: bool) -> dict[str, Any]:
         res["header_after_revocation_next"] = b.header_gas(epoch=3, signers=qc)
         res["transferOwnership"] = b.gas(o, f.transferOwnership(u.address))
     res["header_first"] = _first_header(l1)
+    res.update(_escape_hatch(l1, 1_000 if quick else 100_000))
     return res
+
+
+def _escape_hatch(l1: L1, accounts: int) -> dict[str, Any]:
+    """challenge, freeze, escape (proof in a tree of ``accounts``), reclaim, proveMessages."""
+    b = Bench(l1, 10)
+    f, o, u = b.f, b.owner, b.user
+    bond, period = 10**15, 5
+    b.gas(o, f.setChallengeParams(period, bond))
+    msgs: list[L1Message] = []
+
+    def send(fn: Any, value: int = 0) -> int:
+        rc = u.transact(fn, value=value)
+        for ev in b.rollup.events.L1Message().process_receipt(rc, errors=DISCARD):
+            a = ev.args
+            msgs.append(L1Message(a.index, a.kind, to_checksum(a.sender), a.value, a.l1_block, bytes(a.payload)))
+        return int(rc["gasUsed"])
+
+    send(f.deposit(), 10**18)
+    # the balances tree as the enclaves build it; the user's leaf is one of ``accounts``
+    salt, balance = os.urandom(32), 10**17
+    leaves = {smt_key(os.urandom(20)): os.urandom(32) for _ in range(accounts - 1)}
+    key = smt_key(u.address)
+    leaves[key] = smt_leaf(key, balance, salt)
+    tree = SparseMerkleTree()
+    tree.update(leaves)
+    siblings = tree.proof(key)
+    h = Header(
+        height=int(f.lastHeight().call()) + 1, prev_hash=b.prev, epoch=1, epoch_key=os.urandom(32),
+        l1_block=b.l1.block_number() - 1, msg_count=len(msgs), msg_acc=accumulate(MSG_GENESIS_ACC, msgs),
+        tx_root=os.urandom(32), receipts_root=os.urandom(32), state_root=os.urandom(32),
+        balances_root=tree.root, withdrawals_hash=EMPTY_WITHDRAWALS_HASH, data_commitment=os.urandom(32),
+    )
+    sigs = sign_qc(h, pick_qc(b.members, b.quorum, MIN_TYPES), b.l1.chain_id, b.rollup.address)
+    b.gas(o, f.submitHeader(h.as_tuple(), [], sigs))
+    out: dict[str, Any] = {"escape_accounts": accounts, "escape_siblings": len(siblings)}
+    out["challenge_200B"] = send(f.challenge(os.urandom(200)), bond)
+    challenged = len(msgs) - 1
+    for _ in range(17):
+        send(f.deposit(), 10**15)
+    b.l1.mine(period + 1)
+    out["freeze"] = b.gas(u, f.freeze(challenged))
+    out["escape"] = b.gas(u, f.escape(h.as_tuple(), balance, salt, siblings, u.address))
+
+    def seg(start: int, end: int) -> tuple[bytes, list[tuple[Any, ...]]]:
+        return accumulate(MSG_GENESIS_ACC, msgs[:start]), [
+            (m.kind, m.sender, m.value, m.l1_block, m.payload_hash) for m in msgs[start:end]
+        ]
+
+    n = len(msgs)
+    out["reclaim_1"] = b.gas(u, f.reclaim(*seg(n - 1, n), 0))
+    out["reclaim_16"] = b.gas(u, f.reclaim(*seg(n - 16, n), 0))
+    out["proveMessages_16"] = b.gas(u, f.proveMessages(*seg(n - 16, n)))
+    out["setChallengeParams"] = b.gas(o, f.setChallengeParams(period, bond))
+    return out
 
 
 def _first_deposit(l1: L1) -> int:
@@ -201,6 +264,14 @@ def table(res: dict[str, Any]) -> str:
         ("revokeMeasurement", res["revokeMeasurement"], "owner"),
         ("revokeType", res["revokeType"], "owner"),
         ("transferOwnership", res["transferOwnership"], "owner"),
+        ("challenge, 200-byte envelope (+ bond)", res["challenge_200B"], "submit + the deadline slot; TeeRollup: -"),
+        ("freeze (unresolved challenge past its deadline)", res["freeze"], "anyone"),
+        (f"escape ({res['escape_siblings']} siblings: 1 of {res['escape_accounts']:,} accounts)", res["escape"],
+         "header preimage + salted SMT proof + one flag + the payment"),
+        ("reclaim, segment of 1 message", res["reclaim_1"], "the message is the newest"),
+        ("reclaim, segment of 16 messages", res["reclaim_16"], "~1,750 per message of the segment"),
+        ("proveMessages, 16 messages", res["proveMessages_16"], "a checkpoint for segments > 256"),
+        ("setChallengeParams", res["setChallengeParams"], "owner"),
         ("plain ETH transfer (reference)", 21_000, "TeeRollup Transfer 21,000"),
     ]
     w = max(len(r[0]) for r in rows)
@@ -275,6 +346,11 @@ def main(argv: list[str] | None = None) -> int:
         "submit_gas_200B": int(res["submit_200B"]),
         "gas_per_tx_batch_2000": round(res["header"][10] / 2000, 1),
         "teerollup_header_gas_10": TEEROLLUP["header_10"],
+        "challenge_gas": int(res["challenge_200B"]),
+        "freeze_gas": int(res["freeze"]),
+        "escape_gas": int(res["escape"]),
+        "escape_siblings": int(res["escape_siblings"]),
+        "reclaim_gas": int(res["reclaim_1"]),
         "targets_met": bool(
             res["header"][10] <= TARGETS["header_10"]
             and res["deposit"] <= TARGETS["deposit"]

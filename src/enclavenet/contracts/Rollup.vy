@@ -445,14 +445,11 @@ def escape(
 
 @internal
 @view
-def _segment_start(start_acc: bytes32, messages: DynArray[Message, MAX_SEGMENT]) -> uint256:
+def _segment_start(acc: bytes32, length: uint256) -> uint256:
     """
-    Index of the first of `messages` when they follow `start_acc` on the L1 message chain and
-    end at the current accumulator or at a proven one; refuse otherwise.
+    Index of the first of `length` messages whose chain ends at accumulator `acc`: the
+    current accumulator, or one `proveMessages` recorded; refuse any other.
     """
-    acc: bytes32 = start_acc
-    for m: Message in messages:
-        acc = keccak256(abi_encode(acc, m.kind, m.sender, m.value, m.l1_block, m.payload_hash))
     end: uint256 = 0
     if acc == self.msgAcc:
         end = state.hot & state.W40
@@ -460,8 +457,8 @@ def _segment_start(start_acc: bytes32, messages: DynArray[Message, MAX_SEGMENT])
         end = self._provenAcc[acc]
         assert end != 0, "Rollup: the messages do not lead to the L1 accumulator or a proven one"
         end = unsafe_sub(end, 1)
-    assert end >= len(messages), "Rollup: segment longer than the chain before it"
-    return unsafe_sub(end, len(messages))
+    assert end >= length, "Rollup: segment longer than the chain before it"
+    return unsafe_sub(end, length)
 
 
 @external
@@ -472,7 +469,10 @@ def proveMessages(start_acc: bytes32, messages: DynArray[Message, MAX_SEGMENT]):
             reclaim of an older message needs a segment of at most 256 messages.
     """
     assert len(messages) > 0, "Rollup: empty segment"
-    start: uint256 = self._segment_start(start_acc, messages)
+    acc: bytes32 = start_acc
+    for m: Message in messages:
+        acc = keccak256(abi_encode(acc, m.kind, m.sender, m.value, m.l1_block, m.payload_hash))
+    start: uint256 = self._segment_start(acc, len(messages))
     self._provenAcc[start_acc] = start + 1
     log MessagesProven(index=start, acc=start_acc)
 
@@ -489,7 +489,10 @@ def reclaim(start_acc: bytes32, messages: DynArray[Message, MAX_SEGMENT], positi
             first: no later header can credit what is paid back here.
     """
     assert position < len(messages), "Rollup: position outside the segment"
-    index: uint256 = self._segment_start(start_acc, messages) + position
+    acc: bytes32 = start_acc
+    for m: Message in messages:
+        acc = keccak256(abi_encode(acc, m.kind, m.sender, m.value, m.l1_block, m.payload_hash))
+    index: uint256 = self._segment_start(acc, len(messages)) + position
     hot: uint256 = state.hot
     assert index >= (hot >> state.CONSUMED_SHIFT) & state.W40, "Rollup: message consumed by an accepted header (its value is in the balances root: use escape)"
     m: Message = messages[position]

@@ -292,3 +292,49 @@ def test_reclaim_after_a_freeze_covers_challenge_bonds_and_long_segments(world: 
     world.refused(keeper, world.f.proveMessages(acc4, []), "empty segment")
     forged = keccak256(b"not on the chain")
     world.refused(keeper, world.f.proveMessages(forged, seg4), "do not lead to the L1 accumulator")
+
+
+def test_client_escapes_and_reclaims_from_the_l1_alone(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client functions against the contract, no node anywhere: escape_withdraw reads the
+    last header from the submitHeader calldata; reclaim_deposit rebuilds the message chain and,
+    for a message further from the end than a segment holds, proves checkpoints first."""
+    import enclavenet.client.escape as escape_mod
+    from enclavenet.client import (
+        EnclaveNetError,
+        TransactionReverted,
+        escape_withdraw,
+        reclaim_deposit,
+    )
+
+    alice, bob, keeper = world.users
+    a_acct, k_acct = world.l1.accounts[1], world.l1.accounts[3]
+    assert a_acct.address == alice.address and k_acct.address == keeper.address
+    t, salts = _tree([(alice.address, 10**15), (to_checksum(os.urandom(20)), 5)])
+    world.deposit(alice, 2 * 10**15)
+    h1 = world.accept(balances_root=os.urandom(32))
+    old_leaf = EscapeLeaf(alice.address, 10**15, salts[alice.address], tuple(t.proof(smt_key(alice.address))),
+                          h1.height, h1.hash(), t.root)
+    h2 = world.accept(balances_root=t.root)
+    leaf = _leaf(t, salts, alice.address, 10**15, h2)
+    for i in range(7):
+        world.deposit(bob, 100 + i)  # messages 1..7, never consumed
+    with pytest.raises(EnclaveNetError, match="not frozen"):
+        escape_withdraw(world.w3, a_acct, world.address, leaf)
+    with pytest.raises(EnclaveNetError, match="consumed by an accepted header"):
+        reclaim_deposit(world.w3, k_acct, world.address, 0)
+    with pytest.raises(TransactionReverted, match="not past its deadline"):
+        reclaim_deposit(world.w3, k_acct, world.address, 7)  # the newest
+    world.l1.mine(PERIOD + 1)
+    monkeypatch.setattr(escape_mod, "MAX_SEGMENT", 2)  # short segments: exercise the checkpoints
+    before = world.balance(bob.address)
+    r = reclaim_deposit(world.w3, k_acct, world.address, 2)  # 8 messages; 2 is 6 from the end
+    assert (r.index, r.sender, r.amount, r.paid, r.checkpoints) == (2, bob.address, 101, True, 2)
+    assert world.balance(bob.address) - before == 101 and world.frozen()
+
+    with pytest.raises(EnclaveNetError, match="is for the header at height 1"):
+        escape_withdraw(world.w3, a_acct, world.address, old_leaf)
+    rcpt = to_checksum(os.urandom(20))
+    res = escape_withdraw(world.w3, a_acct, world.address, leaf, recipient=rcpt)
+    assert res.amount == 10**15 and world.balance(rcpt) == 10**15
+    with pytest.raises(TransactionReverted, match="already withdrawn"):
+        escape_withdraw(world.w3, a_acct, world.address, leaf, recipient=rcpt)

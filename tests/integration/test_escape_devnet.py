@@ -1,5 +1,5 @@
 """Challenge, freeze, escape hatch and reclaim on a real devnet (4 node processes with their
-enclave processes + an embedded L1 process).
+enclave processes + an L1: the embedded L1 process, then anvil).
 
 The first test runs with the committee alive: a challenge resolved in time gives the bond back
 inside EnclaveNet, a frivolous one forfeits it to the treasury. The second kills EVERY node and
@@ -103,9 +103,9 @@ class Env:
         return bool(self.f.msgConsumed().call() == self.f.msgCount().call())
 
 
-@pytest.fixture(scope="module")
-def env() -> Iterator[Env]:
-    with Devnet(n=4, batch_interval=0.05) as net:
+@pytest.fixture(scope="module", params=["embedded", "anvil"])
+def env(request: pytest.FixtureRequest) -> Iterator[Env]:
+    with Devnet(n=4, l1=request.param, batch_interval=0.05) as net:
         e = Env(net)
         _l1_transact(e.l1, net.owner, e.f.setChallengeParams(1_000, BOND), 0, 60)  # type: ignore[arg-type]
         yield e

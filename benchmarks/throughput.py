@@ -270,6 +270,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     b.set_ylabel("p50 latency (s)")
     b.set_title("Latency: acknowledged -> header on L1")
     for ax in (a, b):
+        ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()

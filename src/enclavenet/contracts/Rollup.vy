@@ -12,10 +12,15 @@
 
 import state
 import registry
+import dap
 
 initializes: state
 initializes: registry[state := state]
 exports: registry.__interface__
+# data availability: the DAP receipt threshold and the active DAPs (dap.vy; their collateral
+# and the laziness game live in DapManager.vy)
+initializes: dap[state := state, registry := registry]
+exports: dap.__interface__
 
 # enclavenet.crypto.header.HEADER_DOMAIN / enclavenet.crypto.messages.MSG_GENESIS_ACC
 HEADER_DOMAIN: constant(bytes32) = keccak256("EnclaveNet.Header.v1")
@@ -241,11 +246,13 @@ def submitHeader(
     header: Header,
     withdrawals: DynArray[Withdrawal, MAX_WITHDRAWALS],
     signatures: DynArray[registry.Signature, registry.MAX_QC],
+    receipts: DynArray[registry.Signature, dap.MAX_RECEIPTS] = [],
 ):
     """
     @notice Accept the next header when a valid QC of the committee signed it, and pay
             the withdrawals it lists. Signatures: EIP-2098 (r, vs), ordered by strictly
-            increasing signer address.
+            increasing signer address. `receipts`: DAP storage receipts over the header's
+            data_commitment (same form and order), at least dapThreshold() of them.
     @dev    Checks, then effects, then the payments (the only external calls); a
             re-entered submitHeader would need a QC for the next height and finds the
             state already advanced.
@@ -295,6 +302,17 @@ def submitHeader(
         prev = convert(signer, uint256)
         types |= 1 << (rec & registry.TYPE_MASK)
     assert registry._popcount(types) >= (hot >> state.MINTYPES_SHIFT) & state.W6, "Registry: QC spans too few TEE types"
+    # DAP storage receipts over the data commitment (dap.vy; t = 0: nothing more is read)
+    dap_t: uint256 = (hot >> state.DAPT_SHIFT) & state.W6
+    if dap_t != 0:
+        assert len(receipts) >= dap_t, "DAP: too few storage receipts for the threshold"
+        digest = keccak256(abi_encode(dap.RECEIPT_DOMAIN, chain.id, self, header.data_commitment))
+        prev = 0
+        for sig: registry.Signature in receipts:
+            vs: uint256 = convert(sig.vs, uint256)
+            signer: address = ecrecover(digest, unsafe_add(27, vs >> 255), convert(sig.r, uint256), vs & registry.LOW_255)
+            assert convert(signer, uint256) > prev and dap._dapActive[signer] != 0, "DAP: receipt not by an active DAP, or receipts not by strictly increasing signer"
+            prev = convert(signer, uint256)
 
     state.hot = (hot & ~state.HEADER_FIELDS) | (
         (header.msg_count << state.CONSUMED_SHIFT)

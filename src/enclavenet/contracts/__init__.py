@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .deploy import Deployment, deploy_contracts
 
 ARTIFACT_DIR = Path(__file__).resolve().parent / "artifacts"
-CONTRACT_NAMES = ("Rollup",)
+CONTRACT_NAMES = ("Rollup", "DapManager")  # DapManager: DAP collateral and the penalty game
 # the registry is part of the Rollup contract: its ABI is the Rollup's
 ALIASES = {"Registry": "Rollup"}
 

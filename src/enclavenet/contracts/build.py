@@ -18,8 +18,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ARTIFACTS = HERE / "artifacts"
-CONTRACTS = ("Rollup",)  # the deployable contract; registry.vy is a module compiled into it
-MODULES = ("registry", "state")
+# the deployable contracts; registry.vy, state.vy and dap.vy are modules compiled into the Rollup
+CONTRACTS = ("Rollup", "DapManager")
+MODULES = {"Rollup": ("registry", "state", "dap"), "DapManager": ()}
 VYPER_VERSION = "0.4.3"
 EVM_VERSION = "prague"
 OPTIMIZE = "gas"
@@ -38,7 +39,7 @@ def compile_contract(name: str) -> dict[str, Any]:
         )
     path = HERE / f"{name}.vy"
     source = path.read_text()
-    sources = {p: (HERE / f"{p}.vy").read_text() for p in (name, *MODULES)}
+    sources = {p: (HERE / f"{p}.vy").read_text() for p in (name, *MODULES[name])}
     settings = Settings(
         evm_version=EVM_VERSION,
         optimize=OptimizationLevel.from_string(OPTIMIZE),

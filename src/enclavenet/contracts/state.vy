@@ -14,6 +14,7 @@
             bits 198..203  min_types     distinct TEE types a QC needs (1..quorum)
             bits 204..235  rgen          revocation generation: bumped by every type or
                                          measurement revocation (see registry.vy)
+            bits 236..241  dap_t         storage receipts a header needs (dap.vy; 0 = off)
             bit  255       frozen        set by the challenge game (later issue)
 """
 
@@ -30,6 +31,7 @@ EPOCH_SHIFT: constant(uint256) = 160
 QUORUM_SHIFT: constant(uint256) = 192
 MINTYPES_SHIFT: constant(uint256) = 198
 RGEN_SHIFT: constant(uint256) = 204
+DAPT_SHIFT: constant(uint256) = 236
 FROZEN_BIT: constant(uint256) = 2**255
 
 # the bits a header rewrites: consumed, height, l1_block, epoch

@@ -87,6 +87,7 @@ class _Proc:
         self.env = env
         self.popen: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._pump: threading.Thread | None = None
         self.ready_line: dict[str, Any] | None = None
 
     def start(self, timeout: float = 60.0, wait_ready: bool = True) -> dict[str, Any] | None:
@@ -136,7 +137,8 @@ class _Proc:
                         dst.write(line)
                         dst.flush()
 
-        threading.Thread(target=pump, daemon=True).start()
+        self._pump = threading.Thread(target=pump, daemon=True)
+        self._pump.start()
 
     @property
     def alive(self) -> bool:
@@ -162,6 +164,12 @@ class _Proc:
         # the group may still hold the enclave child
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.popen.pid, signal.SIGKILL)
+        # the whole group is gone, so the pipe reaches EOF: let the pump finish, then close it
+        if self._pump is not None:
+            self._pump.join(2.0)
+            self._pump = None
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -1,0 +1,363 @@
+"""Durable storage of a DAP: SQLite (embedded, the default) or PostgreSQL (a real server).
+
+    store = open_store("sqlite:///var/dap/dap.db")        # or a bare path, or ":memory:"
+    store = open_store("postgresql://dap@127.0.0.1:5433/dap")
+    store.put(StoredBatch(header, batch_data), snapshot=None, leaves=[])   # one transaction
+    store.batch(data_commitment) -> StoredBatch | None
+
+Three tables, the same on both backends:
+
+    batches   (data_commitment PK, header_hash UNIQUE, height, header, data)
+    snapshots (header_hash PK, height, epoch, blob)          -- sealed enclave snapshots
+    leaves    (address, header_hash, height, sealed)  PK (address, header_hash)
+                                                             -- escape leaves, each sealed to its user
+
+``put`` returns only once the transaction is committed (SQLite: WAL with ``synchronous=FULL``;
+PostgreSQL: a plain COMMIT, which waits for the WAL flush): a receipt is signed after that.
+Writes are idempotent (the same data again is a no-op). The store trusts nothing it is given
+beyond what :mod:`enclavenet.dap.service` checked; readers check what they read
+(:mod:`enclavenet.dap.client`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..crypto.hashing import address_bytes, to_checksum
+from ..crypto.header import Header
+
+
+class StoreError(RuntimeError):
+    """The storage backend failed or was given something it cannot hold."""
+
+
+@dataclass(frozen=True)
+class StoredBatch:
+    header: Header
+    batch_data: bytes = field(repr=False)
+
+    @property
+    def height(self) -> int:
+        return self.header.height
+
+    @property
+    def header_hash(self) -> bytes:
+        return self.header.hash()
+
+    @property
+    def data_commitment(self) -> bytes:
+        return self.header.data_commitment
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A sealed enclave snapshot (the ``shared`` blob of the ``snapshot`` ecall) after a header."""
+
+    height: int
+    header_hash: bytes
+    epoch: int
+    blob: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SealedLeaf:
+    """A user's escape leaf at a header, sealed to that user (crypto.escape.seal_escape_leaf)."""
+
+    address: str
+    height: int
+    header_hash: bytes
+    sealed: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class HeaderRef:
+    height: int
+    header_hash: bytes
+    data_commitment: bytes
+
+
+class Store(ABC):
+    """A DAP's storage. Thread-safe: calls are serialised on one connection."""
+
+    backend: str = "?"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    # -- writes ----------------------------------------------------------------------------
+    def put(self, batch: StoredBatch, snapshot: Snapshot | None = None, leaves: Sequence[SealedLeaf] = ()) -> None:
+        """Store a header's batch data (and, if given, its snapshot and escape leaves) atomically."""
+        with self._lock:
+            self._put(batch, snapshot, list(leaves))
+
+    def put_snapshot(self, snapshot: Snapshot) -> None:
+        with self._lock:
+            self._put(None, snapshot, [])
+
+    def put_leaves(self, leaves: Sequence[SealedLeaf]) -> None:
+        with self._lock:
+            self._put(None, None, list(leaves))
+
+    # -- reads -----------------------------------------------------------------------------
+    def batch(self, data_commitment: bytes) -> StoredBatch | None:
+        rows = self._query("SELECT header, data FROM batches WHERE data_commitment = {p}", (data_commitment,))
+        return _batch(rows[0]) if rows else None
+
+    def batch_by_hash(self, header_hash: bytes) -> StoredBatch | None:
+        rows = self._query("SELECT header, data FROM batches WHERE header_hash = {p}", (header_hash,))
+        return _batch(rows[0]) if rows else None
+
+    def batches_at(self, height: int) -> list[StoredBatch]:
+        rows = self._query("SELECT header, data FROM batches WHERE height = {p} ORDER BY header_hash", (height,))
+        return [_batch(r) for r in rows]
+
+    def headers(self, from_height: int, to_height: int, limit: int = 1000) -> list[HeaderRef]:
+        """The headers stored at heights ``from_height..to_height`` (several per height when a
+        race left losers), at most ``limit``."""
+        rows = self._query(
+            "SELECT height, header_hash, data_commitment FROM batches WHERE height >= {p} AND height <= {p} "
+            "ORDER BY height, header_hash LIMIT {p}", (from_height, to_height, limit))
+        return [HeaderRef(int(h), bytes(hh), bytes(dc)) for h, hh, dc in rows]
+
+    def latest_snapshot(self, max_height: int | None = None) -> Snapshot | None:
+        rows = self._query(
+            "SELECT height, header_hash, epoch, blob FROM snapshots WHERE height <= {p} "
+            "ORDER BY height DESC, header_hash LIMIT 1", (max_height if max_height is not None else 1 << 62,))
+        if not rows:
+            return None
+        h, hh, e, blob = rows[0]
+        return Snapshot(int(h), bytes(hh), int(e), bytes(blob))
+
+    def snapshot(self, header_hash: bytes) -> Snapshot | None:
+        rows = self._query("SELECT height, header_hash, epoch, blob FROM snapshots WHERE header_hash = {p}", (header_hash,))
+        return Snapshot(int(rows[0][0]), bytes(rows[0][1]), int(rows[0][2]), bytes(rows[0][3])) if rows else None
+
+    def leaf(self, address: str, max_height: int | None = None) -> SealedLeaf | None:
+        """The newest sealed leaf of ``address`` at or below ``max_height``."""
+        rows = self._query(
+            "SELECT height, header_hash, sealed FROM leaves WHERE address = {p} AND height <= {p} "
+            "ORDER BY height DESC, header_hash LIMIT 1",
+            (address_bytes(address), max_height if max_height is not None else 1 << 62))
+        if not rows:
+            return None
+        h, hh, sealed = rows[0]
+        return SealedLeaf(to_checksum(address), int(h), bytes(hh), bytes(sealed))
+
+    def summary(self) -> dict[str, int]:
+        rows = self._query("SELECT COUNT(*), COALESCE(MIN(height), 0), COALESCE(MAX(height), 0) FROM batches", ())
+        n, lo, hi = rows[0]
+        (snaps,) = self._query("SELECT COUNT(*) FROM snapshots", ())[0]
+        (leaves,) = self._query("SELECT COUNT(*) FROM leaves", ())[0]
+        return {"batches": int(n), "min_height": int(lo), "max_height": int(hi),
+                "snapshots": int(snaps), "leaves": int(leaves)}
+
+    # -- backend -----------------------------------------------------------------------------
+    @abstractmethod
+    def _put(self, batch: StoredBatch | None, snapshot: Snapshot | None, leaves: list[SealedLeaf]) -> None: ...
+
+    @abstractmethod
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _batch(row: tuple[Any, ...]) -> StoredBatch:
+    return StoredBatch(Header.decode(bytes(row[0])), bytes(row[1]))
+
+
+def _rows(batch: StoredBatch | None, snapshot: Snapshot | None, leaves: list[SealedLeaf]) -> tuple[
+    tuple[Any, ...] | None, tuple[Any, ...] | None, list[tuple[Any, ...]]
+]:
+    b = None if batch is None else (
+        batch.data_commitment, batch.header_hash, batch.height, batch.header.encode(), batch.batch_data)
+    s = None if snapshot is None else (snapshot.header_hash, snapshot.height, snapshot.epoch, snapshot.blob)
+    ls = [(address_bytes(x.address), x.header_hash, x.height, x.sealed) for x in leaves]
+    return b, s, ls
+
+
+# ---------------------------------------------------------------------------------- SQLite
+
+_SQLITE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS batches (
+    data_commitment BLOB PRIMARY KEY, header_hash BLOB NOT NULL UNIQUE, height INTEGER NOT NULL,
+    header BLOB NOT NULL, data BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS batches_height ON batches (height);
+CREATE TABLE IF NOT EXISTS snapshots (
+    header_hash BLOB PRIMARY KEY, height INTEGER NOT NULL, epoch INTEGER NOT NULL, blob BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS snapshots_height ON snapshots (height);
+CREATE TABLE IF NOT EXISTS leaves (
+    address BLOB NOT NULL, header_hash BLOB NOT NULL, height INTEGER NOT NULL, sealed BLOB NOT NULL,
+    PRIMARY KEY (address, header_hash));
+CREATE INDEX IF NOT EXISTS leaves_address_height ON leaves (address, height);
+"""
+
+
+class SQLiteStore(Store):
+    backend = "sqlite"
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.path = str(path)
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            if self.path != ":memory:":
+                self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SQLITE_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the SQLite store at {self.path}: {exc}") from None
+
+    def _put(self, batch: StoredBatch | None, snapshot: Snapshot | None, leaves: list[SealedLeaf]) -> None:
+        b, s, ls = _rows(batch, snapshot, leaves)
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if b is not None:
+                    self._db.execute("INSERT OR IGNORE INTO batches VALUES (?, ?, ?, ?, ?)", b)
+                if s is not None:
+                    self._db.execute("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?)", s)
+                if ls:
+                    self._db.executemany("INSERT OR REPLACE INTO leaves VALUES (?, ?, ?, ?)", ls)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite write failed: {exc}") from None
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return list(self._db.execute(sql.replace("{p}", "?"), params).fetchall())
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite read failed: {exc}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+# ------------------------------------------------------------------------------ PostgreSQL
+
+_PG_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS batches (
+        data_commitment BYTEA PRIMARY KEY, header_hash BYTEA NOT NULL UNIQUE, height BIGINT NOT NULL,
+        header BYTEA NOT NULL, data BYTEA NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS batches_height ON batches (height)",
+    """CREATE TABLE IF NOT EXISTS snapshots (
+        header_hash BYTEA PRIMARY KEY, height BIGINT NOT NULL, epoch BIGINT NOT NULL, blob BYTEA NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS snapshots_height ON snapshots (height)",
+    """CREATE TABLE IF NOT EXISTS leaves (
+        address BYTEA NOT NULL, header_hash BYTEA NOT NULL, height BIGINT NOT NULL, sealed BYTEA NOT NULL,
+        PRIMARY KEY (address, header_hash))""",
+    "CREATE INDEX IF NOT EXISTS leaves_address_height ON leaves (address, height)",
+    # the data is encrypted: TOAST compression would only burn CPU
+    "ALTER TABLE batches ALTER COLUMN data SET STORAGE EXTERNAL",
+    "ALTER TABLE snapshots ALTER COLUMN blob SET STORAGE EXTERNAL",
+]
+
+
+class PostgresStore(Store):
+    backend = "postgresql"
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__()
+        import psycopg
+
+        self._psycopg = psycopg
+        self.dsn = dsn
+        try:
+            self._db = psycopg.connect(dsn, autocommit=False, connect_timeout=10)
+            with self._db.cursor() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(7365)")  # two DAPs creating the schema at once
+                for stmt in _PG_SCHEMA:
+                    cur.execute(stmt)
+            self._db.commit()
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot open the PostgreSQL store ({_redact(dsn)}): {_pg_reason(exc)}") from None
+
+    def _put(self, batch: StoredBatch | None, snapshot: Snapshot | None, leaves: list[SealedLeaf]) -> None:
+        b, s, ls = _rows(batch, snapshot, leaves)
+        try:
+            with self._db.cursor() as cur:
+                if b is not None:
+                    cur.execute("INSERT INTO batches VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING", b)
+                if s is not None:
+                    cur.execute(
+                        "INSERT INTO snapshots VALUES (%s, %s, %s, %s) ON CONFLICT (header_hash) DO UPDATE "
+                        "SET blob = EXCLUDED.blob, epoch = EXCLUDED.epoch", s)
+                if ls:
+                    cur.executemany(
+                        "INSERT INTO leaves VALUES (%s, %s, %s, %s) ON CONFLICT (address, header_hash) "
+                        "DO UPDATE SET sealed = EXCLUDED.sealed", ls)
+            self._db.commit()
+        except self._psycopg.Error as exc:
+            self._db.rollback()
+            raise StoreError(f"PostgreSQL write failed: {_pg_reason(exc)}") from None
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                with self._db.cursor() as cur:
+                    cur.execute(sql.replace("{p}", "%s"), params)
+                    rows = list(cur.fetchall())
+                self._db.commit()
+                return rows
+            except self._psycopg.Error as exc:
+                self._db.rollback()
+                raise StoreError(f"PostgreSQL read failed: {_pg_reason(exc)}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _pg_reason(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _redact(dsn: str) -> str:
+    """A DSN without its password, for messages."""
+    if "://" in dsn and "@" in dsn:
+        scheme, rest = dsn.split("://", 1)
+        cred, host = rest.rsplit("@", 1)
+        return f"{scheme}://{cred.split(':', 1)[0]}@{host}"
+    return " ".join(p for p in dsn.split() if not p.startswith("password="))
+
+
+def open_store(spec: str) -> Store:
+    """``sqlite:///path`` / a bare path / ``:memory:`` -> SQLite; ``postgresql://...`` (or
+    ``postgres://``, or a libpq ``key=value`` string with ``dbname=``) -> PostgreSQL."""
+    if spec.startswith(("postgresql://", "postgres://")) or "dbname=" in spec:
+        return PostgresStore(spec)
+    if spec.startswith("sqlite://"):
+        spec = spec[len("sqlite://"):]  # sqlite:///abs/path -> /abs/path
+    if not spec:
+        raise StoreError("empty store spec: give sqlite:///path, a path, :memory: or postgresql://...")
+    return SQLiteStore(spec)
+
+
+__all__ = [
+    "HeaderRef",
+    "PostgresStore",
+    "SQLiteStore",
+    "SealedLeaf",
+    "Snapshot",
+    "Store",
+    "StoreError",
+    "StoredBatch",
+    "open_store",
+]

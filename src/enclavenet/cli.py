@@ -3,6 +3,7 @@
     enclavenet node --config FILE        one node (enclave host, L1 follower, JSON-RPC)
     enclavenet devnet [-n 4] [--l1 embedded|anvil] [--l1-rpc URL]
     enclavenet l1 [--port 8545]          the embedded L1 (eth-tester) served over JSON-RPC
+    enclavenet dap --key-file F --rollup A [--store sqlite:///dap.db|postgresql://...]   a DAP
 
 Subcommands register themselves in ``COMMANDS``: add one with ``@command("name", "help")`` on a
 function ``(args) -> int`` and a ``configure(parser)`` attribute for its options.
@@ -151,6 +152,53 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     return run_demo(n=args.n, l1=args.l1)
+
+
+# ---------------------------------------------------------------------------- dap
+
+
+def _dap_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", default="sqlite:///dap.db",
+                   help="sqlite:///PATH (default sqlite:///dap.db), a path, or postgresql://user@host:port/db")
+    p.add_argument("--key-file", required=True, help="the DAP's receipt key (hex secret; created, mode 0600, if missing)")
+    p.add_argument("--rollup", required=True, help="the Rollup's address (receipts are bound to it)")
+    p.add_argument("--l1-chain-id", type=int, default=None, help="L1 chain id (default: asked from --l1-rpc)")
+    p.add_argument("--l1-rpc", default=None, help="L1 JSON-RPC URL: with --manager, answer data requests on chain")
+    p.add_argument("--manager", default=None, help="the DapManager's address")
+    p.add_argument("--from-block", type=int, default=0, help="first L1 block to scan for data requests")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 picks a free port (printed on the ready line)")
+    p.add_argument("--lazy", action="store_true", help="fault switch: never answer data requests (to see the slashing)")
+    p.add_argument("--poll", type=float, default=0.5, help="seconds between L1 scans for requests")
+
+
+@command("dap", "run a data availability provider: store batch data, snapshots and escape leaves; sign receipts; serve them", _dap_opts)
+def cmd_dap(args: argparse.Namespace) -> int:
+    from .dap.service import DapConfig, load_key, run_dap
+    from .dap.store import StoreError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s dap %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    chain_id = args.l1_chain_id
+    if chain_id is None:
+        if not args.l1_rpc:
+            print("enclavenet dap: give --l1-chain-id or --l1-rpc", file=sys.stderr)
+            return 2
+        from web3 import Web3
+
+        chain_id = int(Web3(Web3.HTTPProvider(args.l1_rpc)).eth.chain_id)
+    try:
+        config = DapConfig(
+            store=args.store, key=load_key(args.key_file), l1_chain_id=chain_id, rollup=args.rollup,
+            host=args.host, port=args.port, l1_rpc=args.l1_rpc, manager=args.manager,
+            manager_from_block=args.from_block, lazy=args.lazy, poll_interval=args.poll,
+        )
+        run_dap(config)
+    except (ValueError, StoreError) as exc:
+        print(f"enclavenet dap: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 # ---------------------------------------------------------------------------- main

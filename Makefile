@@ -7,9 +7,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ANVIL := node_modules/.bin/anvil
 
-.PHONY: install demo test test-unit test-integration lint typecheck bench clean
+.PHONY: install postgres demo test test-unit test-integration lint typecheck bench clean
 
-install: $(STAMP) $(ANVIL)
+install: $(STAMP) $(ANVIL) postgres
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "EnclaveNet needs Python 3.11+"'
@@ -23,6 +23,11 @@ $(ANVIL): package.json package-lock.json
 	@command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
+
+# PostgreSQL server binaries: the DAP tests and benchmark start a throwaway server with
+# initdb/pg_ctl (src/enclavenet/dap/pgserver.py). Idempotent: nothing to do when present.
+postgres:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq postgresql)
 
 demo: install
 	$(PY) -m enclavenet.cli demo

@@ -147,7 +147,7 @@ def test_only_the_owner_and_the_manager_steer_the_rollup_side(world: DapWorld) -
     world.refused(world.user, world.m().setParams(1, 10, 0, 5, 0), "not the Rollup's owner")
     world.refused(world.owner, world.f().dapControl(world.keys[0].address, True, 0), "not the DapManager")
     world.refused(world.owner, world.f().setDapManager(world.user.address), "already set")
-    world.refused(world.owner, world.m().setThreshold(33), "threshold above 32")
+    world.refused(world.owner, world.m().setThreshold(9), "threshold above 8")
     world.refused(world.owner, world.m().setParams(ETH, 3, FEE, 5, LAZY), "leave delay")
     world.refused(world.owner, world.m().setParams(ETH, 30, FEE, 5, 2 * ETH), "lazy penalty above")
 

@@ -38,7 +38,8 @@ struct Signature:
 
 # enclavenet.crypto.dap.DAP_RECEIPT_DOMAIN
 RECEIPT_DOMAIN: constant(bytes32) = keccak256("EnclaveNet.DapReceipt.v1")
-MAX_RECEIPTS: constant(uint256) = 32  # the Rollup's bound on receipts per header (so t <= 32); DAPs per request
+MAX_RECEIPTS: constant(uint256) = 32  # DAPs named per request
+MAX_THRESHOLD: constant(uint256) = 8  # the Rollup's bound on receipts per header (dap.vy)
 MAX_PIECE: constant(uint256) = 131072  # bytes of one answered piece (an envelope's bound)
 MAX_DEPTH: constant(uint256) = 32  # Merkle depth of a piece (batch data has < 2**32 items)
 MAX_ENDPOINT: constant(uint256) = 256
@@ -237,7 +238,7 @@ def setThreshold(threshold: uint256):
             0 turns the check off. The Rollup is told min(threshold, activeCount).
     """
     self._only_owner()
-    assert threshold <= MAX_RECEIPTS, "DAP: threshold above 32"
+    assert threshold <= MAX_THRESHOLD, "DAP: threshold above 8"
     self.threshold = threshold
     self._tell_rollup(empty(address), False)
     log ThresholdSet(threshold=threshold)

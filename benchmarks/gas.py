@@ -22,7 +22,8 @@ accounts (1,000 with --quick), as the enclaves build it (crypto.smt, salted leav
 
 Targets: header (10 members, 7 sigs, 3 types) <= 90,000; deposit <= 45,000 (steady state);
 registration <= 150,000. Ends with one JSON line: header_gas_10_members, deposit_gas,
-register_gas, gas_per_tx_batch_2000, challenge_gas, freeze_gas, escape_gas, reclaim_gas
+register_gas, gas_per_tx_batch_2000, challenge_gas, freeze_gas, escape_gas, reclaim_gas,
+dap_extra_gas_t1/t2/t3 (DAP storage receipts checked in submitHeader, over the t = 0 header)
 (and more).
 """
 
@@ -167,7 +168,72 @@ def measure(l1: L1, quick: bool) -> dict[str, Any]:
         res["transferOwnership"] = b.gas(o, f.transferOwnership(u.address))
     res["header_first"] = _first_header(l1)
     res.update(_escape_hatch(l1, 1_000 if quick else 100_000))
+    res.update(_dap(l1, reps))
     return res
+
+
+def _dap(l1: L1, reps: int) -> dict[str, Any]:
+    """DAP storage receipts on the headline deployment (10 members, QC 7 / 3 types): the header
+    with t = 0 (no DapManager: today's path), then with t = 1, 2, 3 receipts; and the DapManager's
+    own calls (register, leave, requestData naming 3 DAPs, answerData, resolveRequest)."""
+    from eth_account import Account
+
+    from enclavenet.crypto.dap import dap_receipt_digest, data_commitment, piece_index, piece_proof
+    from enclavenet.crypto.secp256k1 import SigningKey
+    from enclavenet.dap.l1 import deploy_dap_manager, receipts_arg
+
+    b = Bench(l1, 10)
+    b.gas(b.user, b.f.deposit(), value=10**18)
+    b.header_gas()
+    out: dict[str, Any] = {"dap_header_t0": _median(b.header_gas() for _ in range(reps))}
+    manager = deploy_dap_manager(b.owner, b.rollup.address, answer_period=5, leave_delay=10,
+                                 min_collateral=10**18, request_fee=10**15, lazy_penalty=10**17)
+    keys = sorted((SigningKey.generate() for _ in range(4)), key=lambda k: k.address.lower())
+    senders = []
+    funder = l1.sender(3)
+    for k in keys:
+        funder.send_raw(k.address, value=3 * 10**18)
+        senders.append(l1.sender(Account.from_key(k.secret)))
+    regs = [b.gas(s, manager.functions.register(f"http://127.0.0.1:{8600 + i}"), value=10**18)
+            for i, s in enumerate(senders)]
+    out["dap_register"] = _median(regs)
+    items = [os.urandom(200) for _ in range(1000)]  # a batch of ~1,000 items: depth 10
+    dc = data_commitment(items)
+
+    def receipts(t: int) -> list[tuple[bytes, bytes]]:
+        digest = dap_receipt_digest(l1.chain_id, b.rollup.address, dc)
+        return receipts_arg([(k.address, k.sign(digest)) for k in keys[:t]])
+
+    for t in (1, 2, 3):
+        b.gas(b.owner, manager.functions.setThreshold(t))
+        gs = []
+        for _ in range(reps):
+            total = int(b.f.msgCount().call())
+            h = Header(
+                height=int(b.f.lastHeight().call()) + 1, prev_hash=b.prev, epoch=1, epoch_key=os.urandom(32),
+                l1_block=l1.block_number() - 1, msg_count=total, msg_acc=bytes(b.f.msgAcc().call()),
+                tx_root=os.urandom(32), receipts_root=os.urandom(32), state_root=os.urandom(32),
+                balances_root=os.urandom(32), withdrawals_hash=EMPTY_WITHDRAWALS_HASH, data_commitment=dc,
+            )
+            sigs = sign_qc(h, pick_qc(b.members, b.quorum, MIN_TYPES), l1.chain_id, b.rollup.address)
+            gs.append(b.gas(b.owner, b.f.submitHeader(h.as_tuple(), [], sigs, receipts(t))))
+            b.prev = h.hash()
+        out[f"dap_header_t{t}"] = _median(gs)
+    m = manager.functions
+    out["dap_setThreshold"] = b.gas(b.owner, m.setThreshold(3))
+    rc = b.user.transact(m.requestData(dc, 777, receipts(3)), value=10**15)
+    out["dap_request_3"] = int(rc["gasUsed"])
+    rid = manager.events.DataRequested().process_receipt(rc)[0].args.request_id
+    index = piece_index(777, len(items))
+    _, siblings = piece_proof(items, index)
+    out["dap_answer_200B_depth10"] = b.gas(senders[0], m.answerData(rid, items[index], siblings))
+    out["dap_answer_siblings"] = len(siblings)
+    l1.mine(6)
+    out["dap_resolve_3"] = b.gas(b.user, m.resolveRequest(rid, [k.address for k in keys[:3]]))
+    out["dap_leave"] = b.gas(senders[3], m.leave())
+    l1.mine(10)
+    out["dap_withdraw"] = b.gas(senders[3], m.withdraw())
+    return out
 
 
 def _escape_hatch(l1: L1, accounts: int) -> dict[str, Any]:
@@ -272,6 +338,17 @@ def table(res: dict[str, Any]) -> str:
         ("reclaim, segment of 16 messages", res["reclaim_16"], "~1,750 per message of the segment"),
         ("proveMessages, 16 messages", res["proveMessages_16"], "a checkpoint for segments > 256"),
         ("setChallengeParams", res["setChallengeParams"], "owner"),
+        ("submitHeader with DAP receipts: t = 0 (no DAPs configured)", res["dap_header_t0"], "same path as the headline"),
+        ("  t = 1 storage receipt", res["dap_header_t1"], f"+{res['dap_header_t1'] - res['dap_header_t0']:,} over t = 0"),
+        ("  t = 2 storage receipts", res["dap_header_t2"], f"+{res['dap_header_t2'] - res['dap_header_t0']:,} over t = 0"),
+        ("  t = 3 storage receipts", res["dap_header_t3"], f"+{res['dap_header_t3'] - res['dap_header_t0']:,} over t = 0"),
+        ("DapManager.register (+ Rollup flag)", res["dap_register"], "collateral 1 ETH; cross-contract call to the Rollup"),
+        ("DapManager.setThreshold", res["dap_setThreshold"], "owner"),
+        ("DapManager.requestData naming 3 DAPs", res["dap_request_3"], "3 receipts checked, request stored"),
+        (f"DapManager.answerData, 200-byte piece, {res['dap_answer_siblings']} siblings", res["dap_answer_200B_depth10"], "first answer: earns the fee"),
+        ("DapManager.resolveRequest, 3 named (1 answered)", res["dap_resolve_3"], "2 lazy DAPs slashed"),
+        ("DapManager.leave", res["dap_leave"], "stops counting at once"),
+        ("DapManager.withdraw (after the delay)", res["dap_withdraw"], ""),
         ("plain ETH transfer (reference)", 21_000, "TeeRollup Transfer 21,000"),
     ]
     w = max(len(r[0]) for r in rows)
@@ -351,6 +428,14 @@ def main(argv: list[str] | None = None) -> int:
         "escape_gas": int(res["escape"]),
         "escape_siblings": int(res["escape_siblings"]),
         "reclaim_gas": int(res["reclaim_1"]),
+        "dap_header_gas_t0": int(res["dap_header_t0"]),
+        "dap_extra_gas_t1": int(res["dap_header_t1"] - res["dap_header_t0"]),
+        "dap_extra_gas_t2": int(res["dap_header_t2"] - res["dap_header_t0"]),
+        "dap_extra_gas_t3": int(res["dap_header_t3"] - res["dap_header_t0"]),
+        "dap_register_gas": int(res["dap_register"]),
+        "dap_request_gas_3": int(res["dap_request_3"]),
+        "dap_answer_gas": int(res["dap_answer_200B_depth10"]),
+        "dap_resolve_gas_3": int(res["dap_resolve_3"]),
         "targets_met": bool(
             res["header"][10] <= TARGETS["header_10"]
             and res["deposit"] <= TARGETS["deposit"]

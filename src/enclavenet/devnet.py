@@ -531,6 +531,75 @@ class Devnet:
         if p is not None:
             p.signal(signal.SIGCONT)
 
+    # ------------------------------------------------------------------ fault controls (docs/FAULTS.md)
+    def faults(
+        self,
+        i: int,
+        *,
+        links: dict[str, Any] | bool | None = False,
+        enclave_link: dict[str, Any] | bool | None = False,
+        enclave: str | None = None,
+    ) -> dict[str, Any]:
+        """Set node i's hostile-host policy (needs ``allow_faults=True``): ``links`` for its peer
+        messages (drop/delay/reorder/replay probabilities...; None clears), ``enclave_link`` for
+        what its host hands its enclave (drop/delay/replay; None clears), ``enclave`` = "crash" or
+        "hang". Arguments left out are unchanged. Returns the policies with their counters."""
+        policy: dict[str, Any] = {}
+        if links is not False:
+            policy["links"] = links or {}
+        if enclave_link is not False:
+            policy["enclaveLink"] = enclave_link
+        if enclave is not None:
+            policy["enclave"] = enclave
+        out: dict[str, Any] = self.rpc(i, "enclavenet_adminFaults", policy)
+        return out
+
+    def crash_enclave(self, i: int) -> None:
+        """Node i's enclave process exits (the node keeps running without it)."""
+        self.faults(i, enclave="crash")
+
+    def hang_enclave(self, i: int) -> None:
+        """Node i's enclave stops answering (its ecalls time out)."""
+        self.faults(i, enclave="hang")
+
+    def compromise(self, i: int) -> dict[str, Any]:
+        """Node i's enclave leaks its keys (a broken TEE): ``{address, signingKey, epochs}``."""
+        out: dict[str, Any] = self.rpc(i, "enclavenet_adminCompromise")
+        return out
+
+    def owner_sender(self) -> TxSender:
+        assert self.owner is not None
+        return TxSender(RpcL1(self.l1_url, accounts=[self.owner]), self.owner)
+
+    def revoke_enclave(self, i: int) -> Any:
+        """The Registry owner revokes node i's enclave (takes effect on the next header)."""
+        return self.owner_sender().transact(self.registry.functions.revokeEnclave(self.addresses[i]))
+
+    def revoke_type(self, tee: str) -> Any:
+        """The Registry owner revokes a whole TEE type (sgx, tdx, sev-snp, csv)."""
+        return self.owner_sender().transact(self.registry.functions.revokeType(TEE_TYPES[tee]))
+
+    def l1_reorg(self, depth: int, transactions: list[tuple[bytes, int]] | None = None) -> None:
+        """anvil only: replace the latest ``depth`` L1 blocks (re-including the given raw
+        transactions at the given block offsets; every other transaction of those blocks is gone)."""
+        if self._anvil is None:
+            raise DevnetError("an L1 reorganisation needs the anvil L1 (Devnet(l1='anvil'))")
+        self._anvil.reorg(depth, transactions or [])
+
+    def restart_all(self) -> None:
+        """Kill every node (and enclave) at once, then start them all again from their sealed state."""
+        for i in range(self.n):
+            self.kill(i)
+        for i in range(self.n):
+            p = self._node_proc(i)
+            p.start(wait_ready=False)
+            self.procs[i] = p
+        for i in range(self.n):
+            p = self.procs[i]
+            assert p is not None
+            self.addresses[i] = self._await_ready(i, p)
+        self.wait_healthy(self.start_timeout)
+
     # ------------------------------------------------------------------ stop
     def stop(self) -> None:
         for p in self.procs:

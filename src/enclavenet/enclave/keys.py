@@ -331,13 +331,15 @@ class EpochKeyManager:
         sig = self.identity.sign(keccak256(EXPORT_SIG_DOMAIN, body))
         return cbor2.dumps({"body": body, "sig": sig}, canonical=True)
 
-    def import_epoch(self, bundle: bytes, allowed_exporters: Iterable[str]) -> int:
+    def import_epoch(self, bundle: bytes, allowed_exporters: Iterable[str], *, replace: bool = False) -> int:
         """Verify and install a bundle from ``export_epoch``; returns its epoch.
 
         Refused (EpochKeyError) when: malformed; signed by someone outside ``allowed_exporters``
         (the caller passes the current committee's registered addresses); addressed to another
         member or another encryption key; does not decrypt; the epoch was erased here; or we
-        already hold different keys for that epoch. Importing the same keys twice is a no-op.
+        already hold different keys for that epoch -- unless ``replace`` (the caller allows it
+        only for an epoch no accepted header has used yet: two members rotated at once and the
+        committee settles on one of their keys). Importing the same keys twice is a no-op.
         """
         allowed = {to_checksum(a) for a in allowed_exporters}
         m = _decode_bundle(bundle)
@@ -374,8 +376,14 @@ class EpochKeyManager:
         held = self._epochs.get(epoch)
         if held is not None:
             if held.tx_pub != keys.tx_pub or bytes(held._state_key) != state_key:
-                keys.erase()
-                raise EpochKeyError(f"already holding different keys for epoch {epoch}")
+                if not replace:
+                    keys.erase()
+                    raise EpochKeyError(f"already holding different keys for epoch {epoch}")
+                self._epochs.pop(epoch).erase()  # a candidate nobody anchored: settle on this one
+                keys.superseded_at = held.superseded_at
+                self._epochs[epoch] = keys
+                self.prune()
+                return epoch
             keys.erase()
             return epoch
         self._install(keys)

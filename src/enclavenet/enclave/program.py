@@ -158,6 +158,7 @@ class EnclaveProgram:
         self._undo: dict[int, _Undo] = {}
         self._state_cache: tuple[int, bytes, bytes] | None = None  # (height, state bytes, root)
         self._batch_epoch = 0
+        self._anchored_epoch = -1  # the epoch of the newest header accepted with a QC (-1: none)
         self._tacc = [0.0, 0.0, 0.0, 0.0]
         self.stats = Stats()
         self._handlers: dict[str, Callable[[bytes], dict[str, Any]]] = {
@@ -192,7 +193,10 @@ class EnclaveProgram:
         return EpochKeyManager(identity, grace_epochs=self.cfg.epoch_grace, grace_seconds=None)
 
     def _new_executor(self) -> Executor:
-        return Executor(self.cfg.chain_id, self._salt_secret, tx_gas_limit=self.cfg.tx_gas_limit)
+        # max_undo=0: the program rolls back from the pre-batch state it keeps per unfinalised
+        # height (``_Undo``), never with ``Executor.undo_batch``, so the executor keeps no undo
+        # records (up to 64 batches' worth of old records: memory and CPU for nothing).
+        return Executor(self.cfg.chain_id, self._salt_secret, tx_gas_limit=self.cfg.tx_gas_limit, max_undo=0)
 
     def _salt_secret(self) -> bytes:
         return self._epochs.state_subkey(self._batch_epoch, SALT_SUBKEY)
@@ -287,8 +291,33 @@ class EnclaveProgram:
         r = Request.parse(payload, "epoch_import")
         if not self._committee.members:
             raise EnclaveRefusal("epoch_import: no committee yet (call 'committee' first)")
-        epoch = self._epochs.import_epoch(r.blob("bundle", max_len=8192), list(self._committee.members))
+        replace = bool(r.raw("replace")) if r.has("replace") else False
+        bundle = r.blob("bundle", max_len=8192)
+        if replace:
+            # Two members may rotate at once (a proposer and a fallback); the committee settles on
+            # the keys of the proposal it votes for. Keys of an epoch that an accepted header used,
+            # or that a batch this enclave executed above its finalised head used, never change.
+            epoch = self._bundle_epoch(bundle)
+            if epoch <= self._anchored_epoch:
+                raise EnclaveRefusal(
+                    f"epoch_import: epoch {epoch} is anchored by an accepted header; its keys cannot be replaced"
+                )
+            if self._head.height > self._finalized[0] and self._batch_epoch >= epoch:
+                raise EnclaveRefusal(
+                    f"epoch_import: a tentative batch of this enclave uses epoch {epoch}; its keys cannot be replaced"
+                )
+        epoch = self._epochs.import_epoch(bundle, list(self._committee.members), replace=replace)
         return {"epoch": epoch, "epoch_pub": self._epochs.tx_public_key(epoch)}
+
+    @staticmethod
+    def _bundle_epoch(bundle: bytes) -> int:
+        try:
+            epoch = cbor2.loads(cbor2.loads(bundle)["body"])["epoch"]
+        except Exception:
+            raise EnclaveRefusal("epoch_import: the bundle is not a valid CBOR bundle") from None
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+            raise EnclaveRefusal("epoch_import: the bundle's epoch is not a non-negative integer")
+        return epoch
 
     def _epoch_erase(self, payload: bytes) -> dict[str, Any]:
         r = Request.parse(payload, "epoch_erase")
@@ -305,6 +334,7 @@ class EnclaveProgram:
         return {
             "current": self._epochs.current_epoch,
             "held": {e: self._epochs.tx_public_key(e) for e in self._epochs.epochs()},
+            "anchored": self._anchored_epoch,
         }
 
     # ------------------------------------------------------------------ batches
@@ -621,6 +651,7 @@ class EnclaveProgram:
                 f"0x{mine.hex()}; rollback to {header.height - 1} and apply_batch the accepted batch"
             )
         self._finalize(header.height, h)
+        self._anchored_epoch = max(self._anchored_epoch, header.epoch)
         return self._finalized_info()
 
     def _finalized_info(self) -> dict[str, Any]:
@@ -652,6 +683,7 @@ class EnclaveProgram:
         self._committee.check_qc(header.hash(), r.items("signatures", 256), self.cfg.l1_chain_id, self.cfg.rollup)
         header, _ = self._reexecute_matching(r, "apply_batch")
         self._finalize(header.height, header.hash())
+        self._anchored_epoch = max(self._anchored_epoch, header.epoch)
         return self._status(b"")
 
     # ------------------------------------------------------------------ views
@@ -719,6 +751,7 @@ class EnclaveProgram:
                 "epochs": self._epochs.to_secret_bytes(),
                 "guard": self._guard.to_cbor(),
                 "committee": self._committee.to_cbor(),
+                "anchored": self._anchored_epoch,
                 "shared": shared,
             }
         )
@@ -782,6 +815,7 @@ class EnclaveProgram:
             guard = SignGuard.from_cbor(m["guard"])
             committee = Committee()
             committee.load_cbor(m["committee"])
+            anchored = int(m.get("anchored", -1))
             shared = bytes(m["shared"])
         except (KeyError, TypeError, ValueError):
             raise EnclaveRefusal("restore: the local snapshot is malformed") from None
@@ -789,6 +823,7 @@ class EnclaveProgram:
         if identity.address == self._identity.address:
             guard.merge(self._guard)  # never forget a signature made since that blob
         self._identity, self._epochs, self._guard, self._committee = identity, epochs, guard, committee
+        self._anchored_epoch = max(self._anchored_epoch, anchored)
         self._guard.finalize(self._finalized[0])
         return self._status(b"")
 

@@ -159,6 +159,8 @@ def install_rpc_methods(node: Node) -> None:
 
     if cfg.admin_rpc:
         rpc.method("enclavenet_adminSetBatch", admin_set_batch)
+    if cfg.allow_faults:
+        install_fault_methods(node)
     rpc.method("eth_chainId", chain_id)
     rpc.method("net_version", net_version)
     rpc.method("eth_blockNumber", block_number)
@@ -174,3 +176,85 @@ def install_rpc_methods(node: Node) -> None:
     rpc.method("enclavenet_txStatus", tx_status)
     rpc.method("enclavenet_getHeader", get_header)
     rpc.method("enclavenet_escapeLeaf", escape_leaf)
+
+
+def install_fault_methods(node: Node) -> None:
+    """Fault injection (docs/FAULTS.md), only on a node started with ``allow_faults`` (a devnet
+    that asked for it): never on a shared node -- ``enclavenet_adminCompromise`` hands out keys.
+
+    * ``enclavenet_adminFaults(policy)``: ``{links?: {drop, delay, reorder, replay, reorder_window,
+      ops, peers, seed} | null, enclaveLink?: {drop, delay, replay, seed} | null,
+      enclave?: "crash" | "hang"}``; returns the current policies with their counters
+      (``{}`` only reads them);
+    * ``enclavenet_adminCompromise()``: the enclave's keys (``ProcessEnclave.compromise()``), as
+      a broken TEE would leak them: ``{address, signingKey, epochs: {epoch: {txKey, stateKey}}}``.
+    """
+    from .host import EnclaveLinkFaults
+    from .peers import LinkFaults
+
+    rpc = node.rpc
+
+    async def on_ecall_thread(fn: Any) -> Any:  # the pipe is sequential: same thread as the ecalls
+        import asyncio
+
+        assert node.host is not None
+        return await asyncio.get_running_loop().run_in_executor(node.host._pool, fn)
+
+    async def faults(policy: Any = None) -> dict[str, Any]:
+        if policy is None:
+            policy = {}
+        if not isinstance(policy, dict):
+            raise RpcError(INVALID_PARAMS, "fault policy must be an object {links?, enclaveLink?, enclave?}")
+        unknown = sorted(set(policy) - {"links", "enclaveLink", "enclave"})
+        if unknown:
+            raise RpcError(INVALID_PARAMS, f"unknown fault policy field(s): {', '.join(unknown)}")
+        try:
+            if "links" in policy:
+                new = LinkFaults.from_dict(policy["links"] or {})
+                old = node.link_faults
+                new.injected = old.injected  # counters accumulate over policies
+                for k in ("drop", "delay", "reorder", "replay", "reorder_window", "ops", "peers", "seed", "_rng"):
+                    setattr(old, k, getattr(new, k))
+            if "enclaveLink" in policy and node.host is not None:
+                el = policy["enclaveLink"]
+                if el is None:
+                    node.host.faults = None
+                else:
+                    prev = node.host.faults
+                    f = EnclaveLinkFaults.from_dict(el)
+                    if prev is not None:
+                        f.injected, f.replays = prev.injected, prev.replays
+                    node.host.faults = f
+        except ValueError as exc:
+            raise RpcError(INVALID_PARAMS, str(exc)) from None
+        what = policy.get("enclave")
+        if what is not None:
+            if node.host is None:
+                raise RpcError(NOT_READY, "the enclave is not running")
+            if what == "crash":
+                await on_ecall_thread(node.host.enclave.crash)
+            elif what == "hang":
+                await on_ecall_thread(node.host.enclave.hang)
+            else:
+                raise RpcError(INVALID_PARAMS, "enclave fault must be 'crash' or 'hang'")
+        return {
+            "links": node.link_faults.to_dict(),
+            "enclaveLink": node.host.faults.to_dict() if node.host is not None and node.host.faults else None,
+        }
+
+    async def compromise() -> dict[str, Any]:
+        if node.host is None:
+            raise RpcError(NOT_READY, "the enclave is not running")
+        try:
+            leaked = await on_ecall_thread(node.host.enclave.compromise)
+        except EnclaveError as exc:
+            raise RpcError(ENCLAVE_REFUSED, f"enclave refused the fault hook: {exc}") from None
+        epochs = leaked.get("epochs") or {}
+        return {
+            "address": leaked.get("address"),
+            "signingKey": "0x" + str(leaked.get("signing_key_hex", "")),
+            "epochs": {str(e): {"txKey": "0x" + k["tx_key"], "stateKey": "0x" + k["state_key"]} for e, k in epochs.items()},
+        }
+
+    rpc.method("enclavenet_adminFaults", faults)
+    rpc.method("enclavenet_adminCompromise", compromise)

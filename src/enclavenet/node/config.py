@@ -67,7 +67,8 @@ class NodeConfig:
     # accepted header) or "none"
     persist: str = "sign"
     enclave_timeout: float = 120.0
-    allow_faults: bool = False
+    allow_faults: bool = False  # fault hooks: enclave crash/hang/compromise, hostile links (enclavenet_adminFaults)
+    epoch_every: int = 0  # rotate the epoch keys every N accepted headers (0: only on revocation)
     max_body: int = 8 * 1024 * 1024
     admin_rpc: bool = False  # enclavenet_admin* methods (benchmarks on a devnet): never on a shared node
     log_level: str = "INFO"
@@ -79,6 +80,8 @@ class NodeConfig:
             raise ConfigError("batch_interval and proposer_timeout must be > 0 seconds")
         if self.persist not in ("sign", "accept", "none"):
             raise ConfigError(f"persist must be 'sign', 'accept' or 'none', got {self.persist!r}")
+        if self.epoch_every < 0:
+            raise ConfigError("epoch_every must be >= 0 (0: rotate only on revocation)")
         if self.pipeline < 1:
             raise ConfigError("pipeline must be >= 1")
         if not isinstance(self.platform, dict) or "tee" not in self.platform:

@@ -3,6 +3,11 @@
 Ecalls are blocking pipe I/O; they run on one dedicated thread (the pipe is sequential anyway)
 so the node's event loop keeps serving JSON-RPC and peers while the enclave — its own process,
 on the other core — executes a batch. Payloads are CBOR maps (docs/ENCLAVE.md).
+
+The host is untrusted, and a hostile one may drop, delay or replay what it hands its enclave:
+``EnclaveLinkFaults`` does that for real (``enclavenet_adminFaults``, only with ``allow_faults``)
+and counts how the enclave answered each replayed, stale input (refused, or the identical
+answer of an idempotent retry; anything else would be a safety violation).
 """
 
 from __future__ import annotations
@@ -10,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import random
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
 from typing import Any
 
 import cbor2
@@ -19,6 +26,64 @@ import cbor2
 from ..tee.boundary import EnclaveError
 
 log = logging.getLogger(__name__)
+
+
+# inputs bound to a height: what a hostile host would replay to its enclave
+REPLAYABLE = ("execute_batch", "verify_batch", "apply_batch", "accept_header", "epoch_import")
+
+
+@dataclass
+class EnclaveLinkFaults:
+    """A hostile host between the node and its enclave.
+
+    ``drop``: probability that a batch-path ecall is not delivered (the node sees an error);
+    ``delay``: seconds added before each ecall; ``replay``: probability that, after an ecall,
+    the host also replays an earlier (stale) input of the same method, or the same one again.
+    ``replays`` counts the enclave's answers to those: ``refused``, ``identical`` (an idempotent
+    retry, no state change) and ``violations`` (accepted with a different answer: never expected).
+    """
+
+    drop: float = 0.0
+    delay: float = 0.0
+    replay: float = 0.0
+    seed: int | None = None
+    injected: dict[str, int] = field(default_factory=lambda: {"drop": 0, "delay": 0, "replay": 0})
+    replays: dict[str, int] = field(default_factory=lambda: {"refused": 0, "identical": 0, "violations": 0})
+    _rng: random.Random = field(default_factory=random.Random, repr=False)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EnclaveLinkFaults:
+        if not isinstance(d, dict):
+            raise ValueError("an enclave link fault policy is an object {drop, delay, replay}")
+        unknown = sorted(set(d) - {"drop", "delay", "replay", "seed"})
+        if unknown:
+            raise ValueError(f"unknown enclave link fault field(s): {', '.join(unknown)}")
+        out = cls()
+        for k, hi in (("drop", 1.0), ("replay", 1.0), ("delay", 30.0)):
+            v = d.get(k, 0.0)
+            if not isinstance(v, int | float) or isinstance(v, bool) or not 0.0 <= v <= hi:
+                raise ValueError(f"enclave link fault {k!r} must be a number in [0, {hi:g}]")
+            setattr(out, k, float(v))
+        seed = d.get("seed")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise ValueError("enclave link fault 'seed' must be an integer")
+        out._rng = random.Random(seed)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"drop": self.drop, "delay": self.delay, "replay": self.replay,
+                "injected": dict(self.injected), "replays": dict(self.replays)}
+
+    def roll(self, p: float) -> bool:
+        return p > 0 and self._rng.random() < p
+
+
+def _height_of(method: str, payload: dict[str, Any]) -> int:
+    if "height" in payload:
+        return int(payload["height"])
+    if "header" in payload:
+        return int.from_bytes(bytes(payload["header"])[:32], "big")
+    return -1
 
 
 class EnclaveHost:
@@ -29,8 +94,56 @@ class EnclaveHost:
         self.timeout = timeout
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ecall")
         self.stats: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])  # method -> [count, seconds]
+        self.faults: EnclaveLinkFaults | None = None
+        self._seen: dict[str, deque[tuple[int, bytes, dict[str, Any]]]] = defaultdict(lambda: deque(maxlen=4))
 
     def call_sync(self, method: str, payload: dict[str, Any] | None = None, *, timeout: float | None = None) -> dict[str, Any]:
+        f = self.faults
+        if f is not None and method in REPLAYABLE:
+            return self._faulty_call(f, method, payload or {}, timeout)
+        return self._call(method, payload, timeout)
+
+    def _faulty_call(
+        self, f: EnclaveLinkFaults, method: str, payload: dict[str, Any], timeout: float | None
+    ) -> dict[str, Any]:
+        if f.delay:
+            f.injected["delay"] += 1
+            time.sleep(f.delay)
+        if f.roll(f.drop):
+            f.injected["drop"] += 1
+            raise EnclaveError(f"{method}: the host dropped the input (fault injection)")
+        out = self._call(method, payload, timeout)
+        h = _height_of(method, payload)
+        seen = self._seen[method]
+        if f.roll(f.replay):
+            older = [x for x in seen if x[0] < h]
+            same = [x for x in seen if x[0] == h and method in ("verify_batch", "accept_header", "epoch_import")]
+            pick = f._rng.choice(older) if older else None
+            if pick is None:
+                pick = (h, cbor2.dumps(payload), out) if method in ("verify_batch", "accept_header", "epoch_import") else None
+                if same:
+                    pick = same[-1]
+            if pick is not None:
+                f.injected["replay"] += 1
+                self._replay(f, method, pick)
+        seen.append((h, cbor2.dumps(payload), out))
+        return out
+
+    def _replay(self, f: EnclaveLinkFaults, method: str, item: tuple[int, bytes, dict[str, Any]]) -> None:
+        _, body, first = item
+        try:
+            again = self._call(method, cbor2.loads(body), None)
+        except EnclaveError:
+            f.replays["refused"] += 1
+            return
+        keys = ("header_hash", "signature", "finalized_hash", "height", "epoch", "epoch_pub")
+        if all(again.get(k) == first.get(k) for k in keys):
+            f.replays["identical"] += 1
+        else:
+            f.replays["violations"] += 1
+            log.error("enclave accepted a replayed %s with a different answer", method)
+
+    def _call(self, method: str, payload: dict[str, Any] | None, timeout: float | None) -> dict[str, Any]:
         body = cbor2.dumps(payload or {})
         t0 = time.perf_counter()
         try:

@@ -11,8 +11,14 @@ Rollup's and the Registry's logs up to ``latest - confirmations`` and updates:
   with their TEE types, and the policy (``quorum``, ``min_types``).
 
 A reorganisation is noticed when the block at the cursor changes hash; the watcher then
-rewinds ``reorg_window`` blocks and re-reads (messages are keyed by index, headers by height,
-so re-reading is idempotent; a replaced header is reported as such).
+rewinds ``reorg_window`` blocks, forgets what it read from the replaced blocks (messages,
+accepted headers, revocations, the freeze) and re-reads (messages are keyed by index, headers by
+height, so re-reading is idempotent; a replaced header is reported as such, a header that is no
+longer on L1 as ``removed_headers``).
+
+Also followed, for the fault handling of docs/FAULTS.md: ``frozen`` (the ``Frozen`` event, and
+``frozen()`` now and then), ``last_revocation_block`` (the L1 block of the latest revocation
+event or member found inactive: the committee's epoch must rotate) and ``epoch_opened(e)``.
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ class Member:
     tee_type: int
     expiry: int
     active: bool = True
+    checked: bool = False  # isActive was read at least once
 
 
 @dataclass
@@ -66,6 +73,8 @@ class WatchResult:
     replaced_headers: list[int] = field(default_factory=list)
     members_changed: bool = False
     reorg: bool = False
+    removed_headers: list[int] = field(default_factory=list)
+    frozen: bool = False
 
 
 def _b(v: Any) -> bytes:
@@ -116,9 +125,15 @@ class L1Watcher:
         self.quorum = 0
         self.min_types = 0
         self.last_member_check = 0.0
+        self.frozen = False
+        self.frozen_block: int | None = None
+        self.revocations: list[tuple[int, str]] = []  # (L1 block, what) of revocation events
+        self.reorgs = 0
+        self._staged_revocations: list[tuple[int, str]] = []
+        self._opened: dict[int, tuple[int, int]] = {}  # epoch -> (height, L1 block) of its first header
         self._topics: dict[bytes, tuple[Contract, str]] = {}
         for c, names in (
-            (self.rollup, ("L1Message", "HeaderAccepted")),
+            (self.rollup, ("L1Message", "HeaderAccepted", "Frozen")),
             (self.registry, ("EnclaveRegistered", "EnclaveRevoked", "TeeTypeRevoked", "MeasurementRevoked", "PolicySet")),
         ):
             for name in names:
@@ -135,6 +150,23 @@ class L1Watcher:
     def last_header_hash(self) -> bytes:
         acc = self.headers.get(self.height)
         return acc.hash if acc is not None else b"\x00" * 32
+
+    @property
+    def last_revocation_block(self) -> int:
+        """The L1 block of the latest revocation (event, or a member found inactive); -1: none."""
+        return max([b for b, _ in self.revocations] + [-1])
+
+    def epoch_opened(self, epoch: int) -> tuple[int, int]:
+        """(height, L1 block) of the first accepted header of ``epoch`` (0, -1 when unknown)."""
+        hit = self._opened.get(epoch)
+        if hit is not None and self.headers.get(hit[0]) is not None:
+            return hit
+        for h in sorted(self.headers):
+            acc = self.headers[h]
+            if acc.header.epoch == epoch:
+                self._opened[epoch] = (h, acc.l1_block_number)
+                return h, acc.l1_block_number
+        return 0, -1
 
     def confirmed_block(self) -> int:
         return self.cursor
@@ -168,7 +200,8 @@ class L1Watcher:
             if _b(blk["hash"]) != self.cursor_hash:
                 log.warning("L1 reorganisation at block %d: re-reading the last %d blocks", self.cursor, self.reorg_window)
                 res.reorg = True
-                self._rewind(max(self.start_block - 1, self.cursor - self.reorg_window))
+                self.reorgs += 1
+                res.removed_headers = self._rewind(max(self.start_block - 1, self.cursor - self.reorg_window))
         if target > self.cursor:
             frm = self.cursor + 1
             while frm <= target:
@@ -182,16 +215,32 @@ class L1Watcher:
             self.cursor = target
             self.cursor_hash = _b(self.w3.eth.get_block(target)["hash"]) if target >= 0 else None
         now = time.time()
-        if res.members_changed or now - self.last_member_check > 10 or not self.quorum:
+        if res.members_changed or res.reorg or now - self.last_member_check > 10 or not self.quorum:
             self._refresh_members()
             self.last_member_check = now
+        # published only now, with the member flags refreshed: the node's event loop reads these
+        # while this poll runs on a worker thread, and must never see a revocation before the
+        # committee without the revoked member
+        if self._staged_revocations:
+            self.revocations = self.revocations + self._staged_revocations
+            self._staged_revocations = []
+        res.frozen = self.frozen
         return res
 
-    def _rewind(self, to_block: int) -> None:
+    def _rewind(self, to_block: int) -> list[int]:
+        """Forget what was read from blocks after ``to_block``; returns the header heights dropped."""
         self.cursor = to_block
         self.cursor_hash = None
         for i in [i for i, m in self.messages.items() if m.l1_block > to_block]:
             del self.messages[i]
+        gone = sorted(h for h, acc in self.headers.items() if acc.l1_block_number > to_block)
+        for h in gone:
+            del self.headers[h]
+        self._opened.clear()
+        self.revocations = [(b, w) for b, w in self.revocations if b <= to_block]
+        if self.frozen_block is not None and self.frozen_block > to_block:
+            self.frozen, self.frozen_block = False, None
+        return gone
 
     def _handle(self, lg: Any, res: WatchResult) -> None:
         topic = _b(lg["topics"][0]) if lg["topics"] else b""
@@ -220,8 +269,13 @@ class L1Watcher:
                 res.replaced_headers.append(h)
             self.headers[h] = acc
             res.new_headers.append(h)
+        elif name == "Frozen":
+            self.frozen = True
+            self.frozen_block = int(lg["blockNumber"])
         else:
             res.members_changed = True
+            if name in ("EnclaveRevoked", "TeeTypeRevoked", "MeasurementRevoked"):
+                self._staged_revocations.append((int(lg["blockNumber"]), name))
             if name == "EnclaveRegistered":
                 addr = to_checksum(a["enclave"])
                 self.members[addr] = Member(addr, int(a["tee_type"]), int(a["expiry"]))
@@ -253,7 +307,13 @@ class L1Watcher:
         self.quorum = int(self.registry.functions.quorum().call())
         self.min_types = int(self.registry.functions.minTypes().call())
         for m in self.members.values():
+            was = m.active and m.checked
             m.active = bool(self.registry.functions.isActive(m.address).call())
+            m.checked = True
+            if was and not m.active:
+                self._staged_revocations.append((max(self.cursor, 0), "inactive"))  # expired or revoked: rotate the epoch
+        if not self.frozen:
+            self.frozen = bool(self.rollup.functions.frozen().call())
 
     # ------------------------------------------------------------------ writes
     def is_active(self, address: str) -> bool:

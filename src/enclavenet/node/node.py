@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -62,7 +63,7 @@ from .host import EnclaveHost
 from .jsonrpc import JsonRpcServer
 from .l1watch import AcceptedHeader, L1Watcher
 from .mempool import Mempool, MempoolError
-from .peers import MAX_PEER_BODY, PeerClient, PeerError
+from .peers import MAX_PEER_BODY, LinkFaults, PeerClient, PeerError
 
 log = logging.getLogger("enclavenet.node")
 
@@ -89,6 +90,7 @@ class BatchRecord:
     sigs: dict[str, bytes] = field(default_factory=dict)  # signer -> 65-byte signature
     created: float = field(default_factory=time.monotonic)
     submitted: bool = False
+    submitted_at: float = 0.0
     collecting: bool = False
 
     def proposal(self, proposer: str, signature: bytes) -> dict[str, Any]:
@@ -181,7 +183,14 @@ class Node:
         self.started = time.time()
         self.ready = False
         self.last_error = ""
-        self.counters: dict[str, int] = {"proposed": 0, "voted": 0, "submitted": 0, "accepted": 0, "takeovers": 0}
+        self.counters: dict[str, int] = {"proposed": 0, "voted": 0, "submitted": 0, "accepted": 0, "takeovers": 0,
+                                         "rotations": 0, "reanchored": 0, "resubmitted": 0}
+        # faults, epochs and reorgs (docs/FAULTS.md)
+        self.link_faults = LinkFaults()  # a hostile host's policy for peer messages (admin RPC)
+        self.frozen = False
+        self.final_headers: dict[int, AcceptedHeader] = {}  # QC'd headers this enclave finalised
+        self._reanchoring = False
+        self.enc_pubs: dict[str, bytes] = {}  # member address -> attested X25519 key (from identity)
 
     # ================================================================== lifecycle
     @property
@@ -199,7 +208,7 @@ class Node:
         await self._start_enclave()
         await self._start_server()
         self.session = aiohttp.ClientSession()
-        self.peers = [PeerClient(u, self.session) for u in self.cfg.peers if u.rstrip("/") != self.url]
+        self.peers = [PeerClient(u, self.session, self.link_faults) for u in self.cfg.peers if u.rstrip("/") != self.url]
         await self._connect_l1()
         await self._register()
         await self._poll_l1()
@@ -356,6 +365,11 @@ class Node:
         res = await loop.run_in_executor(self._l1_pool, self.watcher.poll)
         now = time.monotonic()
         w = self.watcher
+        if res.reorg:
+            await self._after_reorg(res.removed_headers)
+        if w.frozen and not self.frozen:
+            log.warning("%s: the Rollup is frozen: no more headers; this node stops proposing", self.cfg.name)
+        self.frozen = w.frozen
         # first sight of pending (unconsumed) messages, for the batch interval
         for idx in range(self.head_msg_count, w.message_count()):
             self.msg_seen.setdefault(idx, now)
@@ -509,6 +523,9 @@ class Node:
     def _on_finalized(self, acc: AcceptedHeader, rec: BatchRecord | None) -> None:
         h = acc.header.height
         self.counters["accepted"] += 1
+        self.final_headers[h] = acc
+        for old in [x for x in self.final_headers if x <= h - KEEP_RECORDS]:
+            del self.final_headers[old]
         if rec is not None:
             self.accepted_records[h] = rec
             for old in [x for x in self.accepted_records if x <= h - KEEP_RECORDS]:
@@ -608,6 +625,8 @@ class Node:
                 await self._update_committee()
                 if self.epoch is None:
                     await self._obtain_epoch()
+                else:
+                    await self._catch_up_epoch()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -626,6 +645,8 @@ class Node:
             p.tee_type = int(info["tee_type"])
             p.quote = bytes(info["quote"])
             self.quotes[addr] = p.quote
+            if isinstance(info.get("enc_pub"), bytes):
+                self.enc_pubs[addr] = bytes(info["enc_pub"])
 
         await asyncio.gather(*(one(p) for p in self.peers if p.address is None or p.failures))
 
@@ -687,6 +708,7 @@ class Node:
                 "propose": self._on_propose,
                 "batch": self._on_batch,
                 "snapshot": self._on_snapshot,
+                "epoch_push": self._on_epoch_push,
             }.get(op)
             if handler is None:
                 raise Refused(f"unknown peer op {op[:32]!r}")
@@ -702,12 +724,15 @@ class Node:
 
     async def _on_identity(self, msg: dict[str, Any]) -> dict[str, Any]:
         return {"address": self.address, "tee_type": self.tee_type, "quote": self.quote,
-                "height": self.finalized, "epoch": self.epoch}
+                "enc_pub": self.enc_pub, "height": self.finalized, "epoch": self.epoch}
 
     async def _on_epoch_bundle(self, msg: dict[str, Any]) -> dict[str, Any]:
         assert self.host is not None and self.watcher is not None
         if self.epoch is None:
             raise Refused("this node's enclave holds no epoch yet")
+        epoch = int(msg.get("epoch", self.epoch))
+        if epoch not in self.epochs_held:
+            raise Refused(f"this node's enclave does not hold epoch {epoch} (holds {self.epochs_held})")
         quote = bytes(msg["quote"])
         from ..tee.platform import Quote
 
@@ -720,9 +745,9 @@ class Node:
         self.quotes[q.enclave] = quote
         await self._update_committee()
         out = await self.host.call(
-            "epoch_export", {"epoch": self.epoch, "member": quote, "member_enc_pub": bytes(msg["enc_pub"])}
+            "epoch_export", {"epoch": epoch, "member": quote, "member_enc_pub": bytes(msg["enc_pub"])}
         )
-        return {"bundle": out["bundle"], "epoch": self.epoch}
+        return {"bundle": out["bundle"], "epoch": epoch}
 
     async def _on_txs(self, msg: dict[str, Any]) -> dict[str, Any]:
         added = 0
@@ -809,6 +834,8 @@ class Node:
         hh = header.hash()
         if h <= self.finalized:
             raise Refused(f"height {h} is already final here (finalized {self.finalized})")
+        if self.frozen:
+            raise Refused("the Rollup is frozen: no more headers")
         cached = self.my_sigs.get(h)
         if cached is not None and cached[0] == hh:
             return {"signature": cached[1], "signer": self.address}
@@ -833,8 +860,9 @@ class Node:
         for item in msg.get("sigs", [])[:64]:
             with contextlib.suppress(TypeError, ValueError, IndexError):
                 self._add_sig(rec, to_checksum(item[0]), bytes(item[1]))
-        # 2. the L1 messages must be the ones this node sees on L1
+        # 2. the L1 messages must be the ones this node sees on L1; the epoch keys must be here
         await self._check_messages(rec)
+        await self._ensure_proposal_epoch(header, proposer)
         # 3. wait for our enclave to reach the proposal's parent
         await self._wait_for_parent(h, header.prev_hash)
         async with self.enclave_lock:
@@ -928,6 +956,8 @@ class Node:
         now = time.monotonic()
         if h == 1 and self.l1_height == 0:
             return True, True  # publish the epoch key
+        if h == self.l1_height + 1 and self.rotation_due() == "revocation":
+            return True, True  # a member left: the next header opens a new epoch at once
         msgs = self.pending_messages()
         ready = self.mempool.pending_count if self.mempool.has_ready() else 0
         if not msgs and not ready:
@@ -940,7 +970,7 @@ class Node:
         return True, age >= self.cfg.batch_interval
 
     async def _maybe_propose(self) -> None:
-        if self.epoch is None or self.watcher is None or not self.ready_to_propose():
+        if self.epoch is None or self.watcher is None or self.frozen or not self.ready_to_propose():
             return
         h = self.head_height + 1
         if h > self.l1_height + self.cfg.pipeline:
@@ -960,6 +990,8 @@ class Node:
 
     async def _build_and_collect(self, h: int) -> None:
         assert self.host is not None and self.watcher is not None
+        if self.frozen or not await self._prepare_epoch(h):
+            return
         async with self.enclave_lock:
             if self.head_height != h - 1 or self.epoch is None or h in self.my_sigs:
                 return
@@ -1121,6 +1153,7 @@ class Node:
             log.warning("%s: no L1 key: cannot submit height %d", self.cfg.name, rec.height)
             return
         rec.submitted = True
+        rec.submitted_at = time.monotonic()
         sigs = qc_signatures([(a, s) for a, s in rec.sigs.items() if a in self.member_types()])
         ws = [(to_checksum(w[0]), int(w[1])) for w in rec.withdrawals]
         fn = self.watcher.rollup.functions.submitHeader(rec.header.as_tuple(), ws, sigs)
@@ -1167,8 +1200,11 @@ class Node:
         adopts it (so votes do not split between two headers: an enclave never signs two);
         only when nobody has one does it build its own batch.
         """
-        if self.epoch is None or self.watcher is None or self._takeover_busy:
+        if self.epoch is None or self.watcher is None or self._takeover_busy or self.frozen:
             return
+        if self.finalized > self.l1_height:
+            return  # an L1 reorganisation took accepted headers away: re-anchoring them first
+        await self._resubmit_vanished()
         members = self.members()
         n = len(members)
         if self.address not in members or n < 2 or self.finalized < self.l1_height:
@@ -1290,7 +1326,7 @@ class Node:
             "finalized": self.finalized,
             "head": self.head_height,
             "epoch": self.epoch,
-            "role": "proposer" if proposer == self.address else "voter",
+            "role": "frozen" if self.frozen else ("proposer" if proposer == self.address else "voter"),
             "proposer": proposer,
             "members": members,
             "mempool": self.mempool.stats(),
@@ -1301,7 +1337,233 @@ class Node:
             "counters": dict(self.counters),
             "ecalls": self.host.stats_summary() if self.host else {},
             "lastError": self.last_error,
+            **self._fault_status(),
         }
+
+    # ================================================================== faults, epochs, reorgs
+    # (docs/FAULTS.md) kept apart from the batch pipeline above
+
+    def _fault_status(self) -> dict[str, Any]:
+        w = self.watcher
+        out: dict[str, Any] = {
+            "frozen": self.frozen,
+            "epochsHeld": list(self.epochs_held),
+            "rotationDue": self.rotation_due(),
+            "l1Reorgs": w.reorgs if w else 0,
+        }
+        if self.cfg.allow_faults:
+            out["faults"] = {
+                "links": self.link_faults.to_dict(),
+                "enclaveLink": self.host.faults.to_dict() if self.host and self.host.faults else None,
+            }
+        return out
+
+    def l1_epoch(self) -> int:
+        last = self.watcher.last_header() if self.watcher else None
+        return last.header.epoch if last is not None else 0
+
+    def rotation_due(self) -> str | None:
+        """Why the next header must open a new epoch: ``"schedule"`` (``epoch_every`` headers in
+        the current epoch) or ``"revocation"`` (a member left the committee since the current
+        epoch opened); None: not due. Every node computes it from L1 alone."""
+        w = self.watcher
+        last = w.last_header() if w is not None else None
+        if w is None or last is None:
+            return None
+        opened_h, opened_block = w.epoch_opened(last.header.epoch)
+        if self.cfg.epoch_every and last.header.height - opened_h + 1 >= self.cfg.epoch_every:
+            return "schedule"
+        if opened_block >= 0 and w.last_revocation_block >= opened_block:
+            return "revocation"
+        return None
+
+    async def _prepare_epoch(self, h: int) -> bool:
+        """Make the enclave's current epoch right for a batch at ``h``; rotate first when due.
+        False: not now (the proposer waits for L1 to reach its head, or for keys)."""
+        assert self.host is not None and self.watcher is not None
+        l1_epoch = self.l1_epoch()
+        if self.epoch is not None and self.epoch < l1_epoch:
+            await self._catch_up_epoch()
+            if self.epoch is None or self.epoch < l1_epoch:
+                return False
+        why = self.rotation_due()
+        if why is None or (self.epoch is not None and self.epoch > l1_epoch):
+            return True
+        if self.head_height != self.l1_height or self.finalized != self.l1_height or h != self.l1_height + 1:
+            return False  # rotate on the accepted head only (one pipeline bubble per rotation)
+        await self._update_committee()  # the enclave exports new keys only to the members still trusted
+        # a member that rotated before us (e.g. a proposer that lost the race): take its keys
+        if await self._fetch_epoch(l1_epoch + 1, timeout=1.0):
+            return True
+        async with self.enclave_lock:
+            if self.epoch is not None and self.epoch > l1_epoch:
+                return True
+            out = await self.host.call("epoch_rotate")
+            await self._refresh_status()
+        self.counters["rotations"] += 1
+        new = int(out["epoch"])
+        log.info("%s: rotated to epoch %d (%s); its key goes to L1 with height %d", self.cfg.name, new, why, h)
+        await self._persist()
+        self._spawn(self._push_epoch(new))
+        return True
+
+    async def _push_epoch(self, epoch: int) -> None:
+        """Send the new epoch's keys to every ACTIVE member, each encrypted by our enclave to that
+        member's attested key (the enclave refuses anyone outside its committee)."""
+        assert self.host is not None
+        members = set(self.members())
+
+        async def one(p: PeerClient) -> None:
+            if p.address is None or p.address not in members or p.address not in self.enc_pubs:
+                return
+            try:
+                out = await self.host.call("epoch_export", {"epoch": epoch, "member": self.quotes[p.address],  # type: ignore[union-attr]
+                                                            "member_enc_pub": self.enc_pubs[p.address]})
+                await p.call("epoch_push", {"epoch": epoch, "bundle": out["bundle"]}, timeout=10)
+            except (PeerError, EnclaveError, KeyError) as exc:
+                log.info("%s: epoch %d not pushed to %s: %s", self.cfg.name, epoch, p.url, exc)
+
+        await asyncio.gather(*(one(p) for p in self.peers))
+
+    async def _on_epoch_push(self, msg: dict[str, Any]) -> dict[str, Any]:
+        assert self.host is not None
+        epoch = int(msg["epoch"])
+        if epoch in self.epochs_held:
+            return {"imported": False, "epoch": epoch}
+        async with self.enclave_lock:
+            await self.host.call("epoch_import", {"bundle": bytes(msg["bundle"])})
+            await self._refresh_status()
+        log.info("%s: imported epoch %d keys (pushed)", self.cfg.name, epoch)
+        await self._persist()
+        return {"imported": True, "epoch": epoch}
+
+    async def _fetch_epoch(
+        self, epoch: int, *, replace: bool = False, peers: list[PeerClient] | None = None, timeout: float = 5.0
+    ) -> bool:
+        """Ask peers (all at once) for ``epoch``'s keys and import the first bundle that works."""
+        assert self.host is not None
+        members = set(self.members())
+        cands = [p for p in (peers if peers is not None else self.peers) if p.address in members]
+
+        async def ask(p: PeerClient) -> bytes | None:
+            try:
+                out = await p.call("epoch_bundle", {"quote": self.quote, "enc_pub": self.enc_pub, "epoch": epoch},
+                                   timeout=timeout)
+                return bytes(out["bundle"])
+            except (PeerError, KeyError, TypeError) as exc:
+                log.debug("%s: epoch %d from %s: %s", self.cfg.name, epoch, p.url, exc)
+                return None
+
+        for bundle in await asyncio.gather(*(ask(p) for p in cands)):
+            if bundle is None:
+                continue
+            try:
+                async with self.enclave_lock:
+                    await self.host.call("epoch_import", {"bundle": bundle, "replace": replace})
+                    await self._refresh_status()
+            except EnclaveError as exc:
+                log.info("%s: epoch %d bundle refused by the enclave: %s", self.cfg.name, epoch, exc)
+                continue
+            log.info("%s: imported epoch %d keys%s", self.cfg.name, epoch, " (replacing a candidate)" if replace else "")
+            await self._persist()
+            return True
+        return False
+
+    async def _catch_up_epoch(self) -> None:
+        """After a restart or a missed rotation: fetch the epochs L1 uses (and the grace window)."""
+        if self.epoch is None or self.watcher is None:
+            return
+        target = self.l1_epoch()
+        if self.epoch >= target:
+            return
+        grace = int(self.cfg.enclave.get("epoch_grace", 1))
+        for e in range(max(self.epoch + 1, target - grace), target + 1):
+            if e not in self.epochs_held:
+                await self._fetch_epoch(e)
+
+    async def _ensure_proposal_epoch(self, header: Header, proposer: str) -> None:
+        """A voter: hold the keys of the epoch the proposal uses (fetched from its proposer when
+        it rotated; a different candidate for an unanchored epoch is replaced by the proposal's)."""
+        assert self.host is not None
+        e = header.epoch
+        if e < self.l1_epoch():
+            raise Refused(f"proposal uses epoch {e}, older than epoch {self.l1_epoch()} on L1")
+        if e in self.epochs_held and e <= self.l1_epoch():
+            return
+        held = await self.host.call("epochs")
+        pub = (held.get("held") or {}).get(e)
+        if pub is not None and bytes(pub) == header.epoch_key:
+            return
+        p = self.peer_for(proposer)
+        ok = await self._fetch_epoch(e, replace=pub is not None, peers=[p] if p is not None else None)
+        if not ok:
+            raise Refused(f"this enclave does not hold the keys of epoch {e} that the proposal uses")
+
+    async def _resubmit_vanished(self) -> None:
+        """A header we submitted that L1 still lacks long after (its transaction was lost, e.g. in
+        an L1 reorganisation shallower than ``confirmations``): submit it again."""
+        t = self.l1_height + 1
+        limit = 2 * self.cfg.proposer_timeout + 2.0
+        for rec in list(self.records.values()):
+            if rec.height == t and rec.submitted and time.monotonic() - rec.submitted_at > limit and self.qc_ready(rec):
+                log.info("%s: header %d submitted %.1fs ago is not on L1: submitting it again", self.cfg.name, t,
+                         time.monotonic() - rec.submitted_at)
+                rec.submitted = False
+                self.counters["resubmitted"] += 1
+                if self.sender is not None:
+                    with contextlib.suppress(ChainError):
+                        await asyncio.get_running_loop().run_in_executor(self._tx_pool, self.sender.resync_nonce)
+                self._spawn(self._submit(rec))
+
+    async def _after_reorg(self, removed: list[int]) -> None:
+        """An L1 reorganisation: follow L1's new height; headers this enclave finalised that are no
+        longer on L1 are submitted again with their QC (same header, same L1 messages: nothing is
+        lost or executed twice; if the reorganisation changed those messages, L1 refuses them and
+        the committee waits: ``confirmations`` exists to make that unlikely)."""
+        assert self.watcher is not None
+        self.l1_height = self.watcher.height
+        self.due_since = time.monotonic()
+        if self.sender is not None:
+            with contextlib.suppress(ChainError):
+                await asyncio.get_running_loop().run_in_executor(self._tx_pool, self.sender.resync_nonce)
+        if removed:
+            log.warning("%s: L1 reorganisation removed accepted header(s) %s", self.cfg.name, removed)
+        if self.finalized > self.watcher.height and not self._reanchoring:
+            self._spawn(self._reanchor())
+
+    async def _reanchor(self) -> None:
+        assert self.watcher is not None
+        self._reanchoring = True
+        try:
+            deadline = time.monotonic() + 120
+            while not self._stopping.is_set() and self.watcher.height < self.finalized and time.monotonic() < deadline:
+                h = self.watcher.height + 1
+                acc = self.final_headers.get(h)
+                if acc is None or self.sender is None:
+                    log.warning("%s: cannot re-anchor height %d (no record or no L1 key)", self.cfg.name, h)
+                    return
+                digest = acc.header.signing_digest(self.cfg.l1_chain_id, self.cfg.rollup)
+                fn = self.watcher.rollup.functions.submitHeader(
+                    acc.header.as_tuple(), [(w.recipient, w.amount) for w in acc.withdrawals],
+                    qc_signatures(acc.signatures, digest),
+                )
+                sender = self.sender
+                try:
+                    await asyncio.get_running_loop().run_in_executor(
+                        self._tx_pool, functools.partial(sender.transact, fn, gas=2_000_000))
+                    self.counters["reanchored"] += 1
+                    log.info("%s: re-anchored header %d on L1 after the reorganisation", self.cfg.name, h)
+                except TxReverted as exc:
+                    log.info("%s: re-anchoring header %d: %s", self.cfg.name, h, exc)
+                    with contextlib.suppress(ChainError):
+                        await asyncio.get_running_loop().run_in_executor(self._tx_pool, sender.resync_nonce)
+                    await asyncio.sleep(0.5)
+                except ChainError as exc:
+                    log.warning("%s: re-anchoring header %d failed: %s", self.cfg.name, h, exc)
+                    await asyncio.sleep(0.5)
+                await self._poll_soon()
+        finally:
+            self._reanchoring = False
 
 
 def run_node(config_path: str) -> None:

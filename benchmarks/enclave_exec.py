@@ -309,7 +309,8 @@ def run(enclave: ProcessEnclave, code: bytes, selector: bytes, n_batches: int, n
     rate_cpu = statistics.median(BATCH / c for c in cpus if c > 0) if any(c > 0 for c in cpus) else 0.0
     rate_exec = statistics.median(BATCH / e for e in execs)
     mach_busy = mach1[0] - mach0[0]
-    # cores kept busy by everything else on the machine while the batches ran (0 = idle machine)
+    # cores kept busy by everything but the enclave while the batches ran (this host process
+    # included; ~0 on an otherwise idle machine)
     other_cores = max(0.0, (mach_busy - enclave_cpu) / max(wall, 1e-9))
     enclave_share = enclave_cpu / max(wall, 1e-9)  # of one core
     stats = m.call("stats", reset=True)
@@ -375,8 +376,8 @@ def run(enclave: ProcessEnclave, code: bytes, selector: bytes, n_batches: int, n
     print(f"{'enclave RSS with ' + str(accounts) + ' accounts, MB':46s} {rss:12.1f}")
     print(f"{'enclave peak RSS (VmHWM), MB':46s} {hwm:12.1f}")
     print(f"machine during the run: X25519 {calib['x25519_per_s']:,.0f}/s, ecrecover {calib['recover_per_s']:,.0f}/s, "
-          f"load average {load0:.2f} -> {load1:.2f} on {os.cpu_count()} cores; other work kept "
-          f"{other_cores:.2f} cores busy while the batches ran")
+          f"load average {load0:.2f} -> {load1:.2f} on {os.cpu_count()} cores; everything but the enclave "
+          f"(this host process included) kept {other_cores:.2f} cores busy while the batches ran")
     print(f"targets: >= 5,000 tx/s: {'met' if rate >= 5000 else 'MISSED'}; <= 300 MB RSS: {'met' if rss <= 300 else 'MISSED'}")
 
     try:

@@ -378,7 +378,9 @@ def run(enclave: ProcessEnclave, code: bytes, selector: bytes, n_batches: int, n
     print(f"machine during the run: X25519 {calib['x25519_per_s']:,.0f}/s, ecrecover {calib['recover_per_s']:,.0f}/s, "
           f"load average {load0:.2f} -> {load1:.2f} on {os.cpu_count()} cores; everything but the enclave "
           f"(this host process included) kept {other_cores:.2f} cores busy while the batches ran")
-    print(f"targets: >= 5,000 tx/s: {'met' if rate >= 5000 else 'MISSED'}; <= 300 MB RSS: {'met' if rss <= 300 else 'MISSED'}")
+    print(f"targets: >= 5,000 tx/s: {'met' if rate >= 5000 else 'MISSED'} by the wall clock, "
+          f"{'met' if rate_cpu >= 5000 else 'MISSED'} per enclave CPU-second; "
+          f"<= 300 MB RSS: {'met' if rss <= 300 else 'MISSED'}")
 
     try:
         import matplotlib

@@ -207,6 +207,9 @@ class Devnet:
         start_timeout: float = 120.0,
         node_options: dict[str, Any] | None = None,
         log_level: str = "INFO",
+        daps: int = 0,
+        dap_threshold: int | None = None,
+        dap_store: str = "sqlite",
     ) -> None:
         if n < 1:
             raise ValueError("a devnet needs at least one node")
@@ -258,6 +261,16 @@ class Devnet:
         self.owner: LocalAccount | None = None
         self.deploy_block = 0
         self._started = False
+        # data availability providers (docs/DAP.md): ``daps`` DAP processes on ``dap_store``
+        # ("sqlite" or "postgres": a throwaway server), t = ``dap_threshold`` (default daps - 1, >= 1)
+        if dap_store not in ("sqlite", "postgres"):
+            raise ValueError(f"dap_store must be 'sqlite' or 'postgres', got {dap_store!r}")
+        self.n_daps = daps
+        self.dap_threshold = dap_threshold if dap_threshold is not None else max(1, daps - 1) if daps else 0
+        self.dap_store = dap_store
+        self.dap_manager: Any = None
+        self.dap_procs: list[Any] = []
+        self._postgres: Any = None
 
     # ------------------------------------------------------------------ context
     def __enter__(self) -> Devnet:
@@ -277,6 +290,8 @@ class Devnet:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self._start_l1()
         self._deploy()
+        if self.n_daps:
+            self._start_daps()
         self._write_configs()
         self._start_nodes()
         self.wait_healthy(self.start_timeout)
@@ -353,6 +368,46 @@ class Devnet:
                 if "already allowed" not in str(exc):
                     raise
         self.l1_chain_id = l1_chain_id
+
+    def _start_daps(self) -> None:
+        """Deploy the DapManager, start and register the DAPs, set the receipt threshold."""
+        from eth_account import Account
+
+        from .crypto.secp256k1 import SigningKey
+        from .dap.l1 import deploy_dap_manager, register_dap, set_threshold
+        from .dap.process import DapProcess
+
+        assert self.owner is not None
+        owner = self.owner_sender()
+        self.dap_manager = deploy_dap_manager(owner, self.deployment.rollup.address, answer_period=20, leave_delay=40)
+        if self.dap_store == "postgres":
+            from .dap.pgserver import TempPostgres
+
+            self._postgres = TempPostgres().start()
+        for i in range(self.n_daps):
+            d = self.base_dir / f"dap{i}"
+            d.mkdir(parents=True, exist_ok=True)
+            key = SigningKey.generate()
+            key_file = d / "key"
+            key_file.write_text(key.secret.hex())
+            key_file.chmod(0o600)
+            store = self._postgres.create_database(f"dap{i}") if self._postgres else f"sqlite://{d}/dap.db"
+            owner.send_raw(key.address, value=10 * 10**18)
+            proc = DapProcess(key_file, store, self.deployment.rollup.address, self.l1_chain_id,
+                              log_path=self.base_dir / f"dap{i}.log", l1_rpc=self.l1_url,
+                              manager=self.dap_manager.address, from_block=self.deploy_block)
+            proc.start()
+            self.dap_procs.append(proc)
+            dap_l1 = RpcL1(self.l1_url, accounts=[Account.from_key(key.secret)])
+            register_dap(TxSender(dap_l1, dap_l1.accounts[0]), self.dap_manager, str(proc.url))
+        set_threshold(owner, self.dap_manager, self.dap_threshold)
+        self.node_options.setdefault("dap_manager", self.dap_manager.address)
+
+    def kill_dap(self, i: int) -> None:
+        self.dap_procs[i].kill()
+
+    def restart_dap(self, i: int) -> None:
+        self.dap_procs[i].start()
 
     def _write_configs(self) -> None:
         ports = [free_port() for _ in range(self.n)]
@@ -606,6 +661,13 @@ class Devnet:
             if p is not None:
                 with contextlib.suppress(Exception):
                     p.stop()
+        for d in self.dap_procs:
+            with contextlib.suppress(Exception):
+                d.stop()
+        if self._postgres is not None:
+            with contextlib.suppress(Exception):
+                self._postgres.stop()
+            self._postgres = None
         if self._l1_proc is not None:
             self._l1_proc.stop()
             self._l1_proc = None
@@ -635,4 +697,7 @@ class Devnet:
             "quorum": self.quorum,
             "minTypes": self.min_types,
             "dir": str(self.base_dir),
+            "dapManager": self.dap_manager.address if self.dap_manager is not None else None,
+            "daps": [{"url": d.url, "address": d.address} for d in self.dap_procs],
+            "dapThreshold": self.dap_threshold if self.n_daps else 0,
         }

@@ -72,6 +72,11 @@ class NodeConfig:
     max_body: int = 8 * 1024 * 1024
     admin_rpc: bool = False  # enclavenet_admin* methods (benchmarks on a devnet): never on a shared node
     log_level: str = "INFO"
+    # data availability (node/daps.py, docs/DAP.md): the DapManager whose active DAPs get every
+    # batch; a snapshot goes with every Nth height and each new epoch's first; upload timeout
+    dap_manager: str = ""
+    dap_snapshot_every: int = 16
+    dap_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

@@ -56,9 +56,11 @@ from ..crypto.merkle import merkle_root
 from ..crypto.messages import L1Message
 from ..crypto.quote import TEE_NAMES
 from ..crypto.secp256k1 import SignatureError, recover_address
+from ..dap.client import DapError
 from ..enclave.batch import ERROR_ENTRY_PREFIX, batch_data_items
 from ..tee.boundary import EnclaveError
 from .config import NodeConfig
+from .daps import NodeDaps, record_inputs
 from .host import EnclaveHost
 from .jsonrpc import JsonRpcServer
 from .l1watch import AcceptedHeader, L1Watcher
@@ -191,6 +193,7 @@ class Node:
         self.final_headers: dict[int, AcceptedHeader] = {}  # QC'd headers this enclave finalised
         self._reanchoring = False
         self.enc_pubs: dict[str, bytes] = {}  # member address -> attested X25519 key (from identity)
+        self.daps = NodeDaps(self)  # data availability providers (node/daps.py); off without dap_manager
 
     # ================================================================== lifecycle
     @property
@@ -211,6 +214,7 @@ class Node:
         self.peers = [PeerClient(u, self.session, self.link_faults) for u in self.cfg.peers if u.rstrip("/") != self.url]
         await self._connect_l1()
         await self._register()
+        await self.daps.start()
         await self._poll_l1()
         self._tasks = [
             asyncio.create_task(self._l1_loop(), name="l1"),
@@ -238,6 +242,8 @@ class Node:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        with contextlib.suppress(Exception):
+            await self.daps.close()
         if self.session is not None:
             await self.session.close()
         if self._runner is not None:
@@ -400,6 +406,8 @@ class Node:
     async def _process_accepted(self) -> None:
         """Bring the enclave to every header accepted on L1, in height order."""
         assert self.watcher is not None
+        if self.daps.enabled and self.watcher.height - self.finalized >= 2:
+            await self.daps.restore_snapshot()  # far behind: the newest accepted snapshot first
         while self.finalized < self.watcher.height and not self._stopping.is_set():
             h = self.finalized + 1
             acc = self.watcher.headers.get(h)
@@ -793,7 +801,25 @@ class Node:
                 continue
             if rec.hash == header_hash:
                 return rec
-        return None
+        return await self._fetch_record_from_daps(h, header_hash)
+
+    async def _fetch_record_from_daps(self, h: int, header_hash: bytes) -> BatchRecord | None:
+        """No peer has it (a new node, or every node restarted): the DAPs (node/daps.py)."""
+        acc = self.watcher.headers.get(h) if self.watcher else None
+        if not self.daps.enabled or acc is None or acc.hash != header_hash or self.watcher is None:
+            return None
+        b = await self.daps.fetch_batch(header_hash)
+        if b is None:
+            return None
+        try:
+            inp = record_inputs(b, self.watcher.messages)
+            rec = self._record_from_wire({"input": inp, "header": b.header.encode(), "batch_data": b.batch_data,
+                                          "withdrawals": [[w.recipient, w.amount] for w in acc.withdrawals]})
+            log.info("%s: batch of accepted height %d from the DAPs", self.cfg.name, h)
+            return rec
+        except (KeyError, ValueError, TypeError) as exc:
+            log.info("%s: DAP batch of height %d unusable yet: %s", self.cfg.name, h, exc)
+            return None
 
     def _record_from_wire(self, out: dict[str, Any]) -> BatchRecord:
         header_bytes = bytes(out["header"])
@@ -1031,6 +1057,13 @@ class Node:
             self.head_l1_block = header.l1_block
             self.head_timestamp = int(inp["timestamp"])
             self.records[rec.hash] = rec
+            if self.daps.enabled:  # to the DAPs while the voters re-execute (with a snapshot now and then)
+                snap = None
+                if self.daps.snapshot_due(h, self.epoch):
+                    with contextlib.suppress(EnclaveError):
+                        s = await self.host.call("snapshot")
+                        snap = (int(s["epoch"]), bytes(s["shared"]))
+                self.daps.upload(header, rec.batch_data, snap)
             if self.cfg.persist == "sign":
                 await self._persist()
         self.counters["proposed"] += 1
@@ -1156,7 +1189,18 @@ class Node:
         rec.submitted_at = time.monotonic()
         sigs = qc_signatures([(a, s) for a, s in rec.sigs.items() if a in self.member_types()])
         ws = [(to_checksum(w[0]), int(w[1])) for w in rec.withdrawals]
-        fn = self.watcher.rollup.functions.submitHeader(rec.header.as_tuple(), ws, sigs)
+        receipts: list[Any] = []
+        if self.daps.enabled:  # at least Rollup.dapThreshold() DAP storage receipts
+            try:
+                receipts = qc_signatures(await self.daps.receipts_for(rec))
+            except DapError as exc:
+                rec.submitted = False
+                log.warning("%s: cannot submit height %d: %s", self.cfg.name, rec.height, exc)
+                return
+        if receipts:
+            fn = self.watcher.rollup.functions.submitHeader(rec.header.as_tuple(), ws, sigs, receipts)
+        else:
+            fn = self.watcher.rollup.functions.submitHeader(rec.header.as_tuple(), ws, sigs)
         sender = self.sender
         loop = asyncio.get_running_loop()
         t0 = time.monotonic()
@@ -1337,6 +1381,7 @@ class Node:
             "counters": dict(self.counters),
             "ecalls": self.host.stats_summary() if self.host else {},
             "lastError": self.last_error,
+            "dapSnapshot": self.daps.restored_from,  # height of a DAP snapshot this node restored (node/daps.py)
             **self._fault_status(),
         }
 
@@ -1543,10 +1588,15 @@ class Node:
                     log.warning("%s: cannot re-anchor height %d (no record or no L1 key)", self.cfg.name, h)
                     return
                 digest = acc.header.signing_digest(self.cfg.l1_chain_id, self.cfg.rollup)
-                fn = self.watcher.rollup.functions.submitHeader(
-                    acc.header.as_tuple(), [(w.recipient, w.amount) for w in acc.withdrawals],
-                    qc_signatures(acc.signatures, digest),
-                )
+                args: list[Any] = [acc.header.as_tuple(), [(w.recipient, w.amount) for w in acc.withdrawals],
+                                   qc_signatures(acc.signatures, digest)]
+                rec = self.accepted_records.get(h)
+                if self.daps.enabled and rec is not None:
+                    with contextlib.suppress(DapError):
+                        receipts = await self.daps.receipts_for(rec)
+                        if receipts:
+                            args.append(qc_signatures(receipts))
+                fn = self.watcher.rollup.functions.submitHeader(*args)
                 sender = self.sender
                 try:
                     await asyncio.get_running_loop().run_in_executor(

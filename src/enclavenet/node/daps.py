@@ -1,0 +1,203 @@
+"""The node's side of data availability (docs/DAP.md): what the node does with the DAPs.
+
+* **Proposer**: right after ``execute_batch`` it uploads the header, the batch data and, every
+  ``dap_snapshot_every`` heights and at each new epoch, the enclave's sealed (``shared``)
+  snapshot to every DAP, in the background while the voters re-execute; ``Rollup.submitHeader``
+  then carries at least ``Rollup.dapThreshold()`` receipts (ordered, compact).
+* **Catching up** (a new node, or every node restarted at once: no peer holds the batches):
+  accepted batches come from the DAPs (checked against the header accepted on L1), and a node
+  far behind first restores the newest DAP snapshot whose header L1 accepted (the enclave
+  authenticates it: it is sealed under the epoch's state key), then replays the rest.
+
+The DAPs are the DapManager's active ones (its events on L1: address and endpoint), re-read every
+``REFRESH`` seconds. Nothing here is trusted: bad data from one DAP means asking the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..crypto.header import Header
+from ..dap.client import DapError, DapPool, NotEnoughReceipts, Receipt
+from ..dap.l1 import active_daps, manager_contract
+from ..dap.store import StoredBatch
+from ..tee.boundary import EnclaveError
+
+if TYPE_CHECKING:
+    from .node import BatchRecord, Node
+
+log = logging.getLogger("enclavenet.node.daps")
+
+REFRESH = 5.0
+
+
+class NodeDaps:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.cfg = node.cfg
+        self.enabled = bool(self.cfg.dap_manager)
+        self.pool: DapPool | None = None
+        self.uploads: dict[bytes, asyncio.Task[list[Receipt]]] = {}  # header hash -> upload
+        self._refreshed = 0.0
+        self._next_snapshot_try = 0.0
+        self.restored_from: int | None = None  # height of the DAP snapshot this node restored, if any
+
+    # ------------------------------------------------------------------ DAP list and threshold
+    async def start(self) -> None:
+        if not self.enabled:
+            return
+        assert self.node.session is not None
+        self.pool = DapPool({}, self.cfg.l1_chain_id, self.cfg.rollup, session=self.node.session,
+                            timeout=self.cfg.dap_timeout)
+        await self.pool.open()
+        await self.refresh(force=True)
+
+    async def refresh(self, force: bool = False) -> None:
+        if self.pool is None or (not force and time.monotonic() - self._refreshed < REFRESH):
+            return
+        w = self.node.watcher
+        assert w is not None
+        loop = asyncio.get_running_loop()
+        try:
+            daps = await loop.run_in_executor(
+                None, lambda: active_daps(w.w3, manager_contract(w.w3, self.cfg.dap_manager), self.cfg.start_block))
+        except Exception as exc:
+            log.warning("%s: reading the DAPs from L1 failed: %s", self.cfg.name, exc)
+            return
+        self._refreshed = time.monotonic()
+        if set(daps.items()) != {(c.address, c.url) for c in self.pool.clients}:
+            self.pool.set_daps(daps)
+            log.info("%s: %d active DAPs", self.cfg.name, len(daps))
+
+    async def threshold(self) -> int:
+        w = self.node.watcher
+        assert w is not None
+        return int(await asyncio.get_running_loop().run_in_executor(None, w.rollup.functions.dapThreshold().call))
+
+    # ------------------------------------------------------------------ proposer
+    def snapshot_due(self, h: int, epoch: int | None) -> bool:
+        if not self.enabled:
+            return False
+        acc = self.node.watcher.headers.get(h - 1) if self.node.watcher else None
+        new_epoch = acc is None or (epoch is not None and acc.header.epoch != epoch)
+        return new_epoch or (self.cfg.dap_snapshot_every > 0 and h % self.cfg.dap_snapshot_every == 0)
+
+    def upload(self, header: Header, batch_data: bytes, snapshot: tuple[int, bytes] | None = None) -> None:
+        """Start uploading a proposed batch (and snapshot) to every DAP; receipts come later."""
+        if self.pool is None:
+            return
+        hh = header.hash()
+        if hh in self.uploads:
+            return
+        self.uploads[hh] = asyncio.create_task(self._upload(header, batch_data, snapshot))
+        for old in [k for k, t in self.uploads.items() if t.done() and k != hh][:-64]:
+            del self.uploads[old]
+
+    async def _upload(self, header: Header, batch_data: bytes, snapshot: tuple[int, bytes] | None) -> list[Receipt]:
+        assert self.pool is not None
+        await self.refresh()
+        t = await self.threshold()
+        return await self.pool.store(header, batch_data, snapshot=snapshot, need=max(t, 1) if self.pool.clients else 0)
+
+    async def receipts_for(self, rec: BatchRecord) -> list[tuple[str, bytes]]:
+        """The receipts ``submitHeader`` needs for this batch (uploading it if nobody did yet);
+        retried for a while when too few DAPs answer. Empty when the threshold is 0."""
+        if self.pool is None:
+            return []
+        t = await self.threshold()
+        if t == 0:
+            self.upload(rec.header, rec.batch_data)  # the DAPs store it anyway; nobody waits
+            return []
+        deadline = time.monotonic() + max(10.0, 4 * self.cfg.proposer_timeout)
+        while True:
+            task = self.uploads.get(rec.hash)
+            if task is None:
+                self.upload(rec.header, rec.batch_data)
+                task = self.uploads[rec.hash]
+            try:
+                receipts = await task
+            except NotEnoughReceipts as exc:
+                receipts = exc.receipts
+                log.warning("%s: height %d: %s", self.cfg.name, rec.height, exc)
+            except DapError as exc:
+                receipts = []
+                log.warning("%s: height %d: upload to the DAPs failed: %s", self.cfg.name, rec.height, exc)
+            if len(receipts) >= t:
+                return [r.pair() for r in receipts]
+            if time.monotonic() > deadline:
+                raise DapError(f"only {len(receipts)} of {t} DAP storage receipts for height {rec.height}")
+            del self.uploads[rec.hash]
+            await asyncio.sleep(0.5)
+            await self.refresh(force=True)
+
+    # ------------------------------------------------------------------ catching up
+    async def fetch_batch(self, header_hash: bytes) -> StoredBatch | None:
+        if self.pool is None:
+            return None
+        await self.refresh()
+        try:
+            return await self.pool.fetch_by_hash(header_hash)
+        except DapError as exc:
+            log.info("%s: batch 0x%s not available from the DAPs: %s", self.cfg.name, header_hash.hex()[:12], exc)
+            return None
+
+    async def restore_snapshot(self, min_gap: int = 2) -> bool:
+        """When the enclave is at least ``min_gap`` accepted headers behind, restore the newest DAP
+        snapshot of an accepted header above its finalised height. True if it did."""
+        n = self.node
+        w = n.watcher
+        if self.pool is None or w is None or n.host is None or n.epoch is None:
+            return False
+        if w.height - n.finalized < min_gap or time.monotonic() < self._next_snapshot_try:
+            return False
+        self._next_snapshot_try = time.monotonic() + 2.0
+        await self.refresh()
+        for snap in await self.pool.snapshots(max_height=w.height):
+            if snap.height <= n.finalized:
+                break
+            acc = w.headers.get(snap.height)
+            if acc is None or acc.hash != snap.header_hash:
+                continue  # a losing branch's snapshot, or a lie
+            async with n.enclave_lock:
+                try:
+                    await n.host.call("restore", {"blob": snap.blob})
+                    await n._refresh_status()
+                except EnclaveError as exc:
+                    log.info("%s: DAP snapshot of height %d not restorable here: %s", self.cfg.name, snap.height, exc)
+                    continue
+            if n.head_hash != acc.hash:
+                continue
+            self.restored_from = snap.height
+            log.info("%s: restored the enclave from a DAP snapshot at height %d (L1 at %d)", self.cfg.name,
+                     snap.height, w.height)
+            return True
+        return False
+
+    async def close(self) -> None:
+        for t in self.uploads.values():
+            t.cancel()
+        if self.pool is not None:
+            await self.pool.close()
+
+
+def record_inputs(batch: StoredBatch, messages: dict[int, Any]) -> dict[str, Any]:
+    """``execute_batch`` fields (without envelopes) of stored batch data, with the L1 messages
+    it consumed (from the L1 watcher); KeyError if a message is not known yet."""
+    from .node import msg_to_wire, split_batch_data
+
+    meta, _, _ = split_batch_data(batch.batch_data)
+    start, end = int(meta["msg_start"]), int(meta["msg_count"])
+    return {
+        "height": int(meta["height"]),
+        "prev_hash": bytes(meta["prev_hash"]),
+        "epoch": int(meta["epoch"]),
+        "l1_block": int(meta["l1_block"]),
+        "timestamp": int(meta["timestamp"]),
+        "messages": [msg_to_wire(messages[i]) for i in range(start, end)],
+    }
+
+
+__all__ = ["NodeDaps", "record_inputs"]

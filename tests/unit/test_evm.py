@@ -342,6 +342,23 @@ def test_withdrawals_beyond_the_rollup_cap_carry_over() -> None:
     assert ex.snapshot() == snap and ex.state_root == root
 
 
+def test_a_full_withdrawal_queue_refuses_more_withdrawals() -> None:
+    """The queue is bounded: past the bound a withdrawal fails (value kept, nonce used)."""
+    ex = Executor(CHAIN_ID, max_queued_withdrawals=18)
+    alice = User(1)
+    ex.begin_batch(BlockInfo(1, 1_700_000_001))
+    ex.credit(alice.address, 10**18)
+    rs = [run(ex, alice.tx(WITHDRAW_ADDRESS, value=10**9, gas=21_000)) for _ in range(20)]
+    commit = ex.end_batch()
+    assert [r.status for r in rs] == [1] * 18 + [0, 0]
+    assert "withdrawal queue is full" in (rs[-1].error or "")
+    assert len(commit.withdrawals) == 16 and commit.queued_withdrawals == 2
+    assert ex.balance(alice.address) == 10**18 - 18 * 10**9 and ex.next_nonce(alice.address) == 20
+    ex.begin_batch(BlockInfo(2, 1_700_000_002))  # room again once headers drained the queue
+    assert run(ex, alice.tx(WITHDRAW_ADDRESS, value=10**9, gas=21_000)).success
+    assert len(ex.end_batch().withdrawals) == 3
+
+
 def test_inbox_call_takes_sender_from_l1(code: dict[str, bytes]) -> None:
     ex = Executor(CHAIN_ID)
     users = [User(i) for i in range(3)]

@@ -47,7 +47,7 @@ from ..crypto.hashing import ZERO32, address_bytes, to_checksum
 from ..crypto.header import EMPTY_WITHDRAWALS_HASH, Withdrawal, withdrawals_hash
 from ..crypto.smt import smt_key, smt_leaf
 from .errors import EnclaveRefusal
-from .state import KECCAK_EMPTY, AccountChange, UndoRecord, WorldState
+from .state import KECCAK_EMPTY, MAX_QUEUED_WITHDRAWALS, AccountChange, UndoRecord, WorldState
 from .tx import MAX_TX_GAS, InboxCall, SignedTx, TxError
 
 PYREVM_VERSION = "0.3.7"  # end_batch reads revm's Debug rendering of the journal: pinned
@@ -393,6 +393,7 @@ class Executor:
         *,
         tx_gas_limit: int = MAX_TX_GAS,
         max_undo: int = 64,
+        max_queued_withdrawals: int = MAX_QUEUED_WITHDRAWALS,
     ) -> None:
         version = importlib.metadata.version("pyrevm")
         if version != PYREVM_VERSION:
@@ -402,6 +403,7 @@ class Executor:
         self.chain_id = chain_id
         self.tx_gas_limit = tx_gas_limit
         self.max_undo = max_undo
+        self.max_queued_withdrawals = min(max_queued_withdrawals, MAX_QUEUED_WITHDRAWALS)
         self._undo: deque[UndoRecord] = deque(maxlen=max_undo or 1)
         self._salt_secret_fn = salt_secret_fn or (lambda: ZERO32)
         self._batch: _Batch | None = None
@@ -749,6 +751,11 @@ class Executor:
             return failed("withdrawal recipient must not be the zero address")
         if item.value == 0:
             return failed("a withdrawal needs a non-zero value")
+        if len(self.state.withdrawal_queue) + len(b.withdrawals) >= self.max_queued_withdrawals:
+            return failed(
+                f"the withdrawal queue is full ({self.max_queued_withdrawals} waiting; the L1 pays "
+                f"{MAX_WITHDRAWALS_PER_HEADER} per header): try again in a later batch"
+            )
         caller = _hex(sender)
         self._evm.set_balance(caller, self._evm.get_balance(caller) - item.value)
         w = Withdrawal(to_checksum(recipient), item.value)

@@ -50,7 +50,9 @@ KECCAK_EMPTY = keccak256(b"")
 SALT_DOMAIN = domain_tag("EnclaveNet.BalanceSalt.v1")
 SNAPSHOT_VERSION = 1
 WITHDRAWAL_QUEUE_KEY = keccak256(b"\x03", b"EnclaveNet.WithdrawalQueue.v1")
-MAX_QUEUED_WITHDRAWALS = 1 << 20  # a snapshot with more is refused (20,000 per batch at most)
+# At most this many withdrawals wait in the queue (the executor refuses more; a snapshot with
+# more is refused): 4,096 headers' worth, a bound on memory and on the per-batch queue hash.
+MAX_QUEUED_WITHDRAWALS = 65_536
 
 
 class StateError(EnclaveRefusal):

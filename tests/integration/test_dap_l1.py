@@ -122,6 +122,9 @@ def test_headers_need_t_receipts_from_distinct_active_daps(world: DapWorld) -> N
     a, b, c = world.keys
     items = _items()
     h = world.header(items)
+    # the contract's receipt digest is crypto.dap's
+    assert bytes(world.m().receiptDigest(h.data_commitment).call()) == dap_receipt_digest(
+        world.l1.chain_id, world.rollup.address, h.data_commitment)
     sigs = sign_qc(h, world.members[:2], world.l1.chain_id, world.rollup.address)
     f = world.f()
     o = world.owner

@@ -208,6 +208,7 @@ class Node:
 
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._load_receipts()
         await self._start_enclave()
         await self._start_server()
         self.session = aiohttp.ClientSession()
@@ -584,6 +585,7 @@ class Node:
             "l1TxHash": acc.l1_tx,
             "l1BlockNumber": hex(acc.l1_block_number),
         }
+        fresh: dict[bytes, dict[str, Any]] = {}
         for rid, entry in zip(ids, entries, strict=False):
             if rid in self.receipts:
                 continue  # first inclusion wins
@@ -593,6 +595,8 @@ class Node:
             if entry.startswith(ERROR_ENTRY_PREFIX):
                 r["error"] = entry[len(ERROR_ENTRY_PREFIX) :].decode(errors="replace")
             self.receipts[rid] = r
+            fresh[rid] = r
+        self._log_receipts(fresh)
 
     async def _persist(self, *, force: bool = True) -> None:
         """Keep the enclave's newest sealed local snapshot (identity, keys, never-sign-twice record)."""
@@ -1387,6 +1391,37 @@ class Node:
 
     # ================================================================== faults, epochs, reorgs
     # (docs/FAULTS.md) kept apart from the batch pipeline above
+
+    def _log_receipts(self, fresh: dict[bytes, dict[str, Any]]) -> None:
+        """Append an accepted header's (encrypted) receipts to ``data_dir/receipts.log``, so a
+        receipt stays servable after this node restarts (even when every node restarted)."""
+        if not fresh:
+            return
+        frame = cbor2.dumps(fresh)
+        try:
+            with open(self.data_dir / "receipts.log", "ab") as fh:
+                fh.write(len(frame).to_bytes(4, "big") + frame)
+        except OSError as exc:
+            log.warning("%s: receipts not persisted: %s", self.cfg.name, exc)
+
+    def _load_receipts(self) -> None:
+        path = self.data_dir / "receipts.log"
+        if not path.exists():
+            return
+        data = path.read_bytes()
+        pos = 0
+        while pos + 4 <= len(data):
+            n = int.from_bytes(data[pos : pos + 4], "big")
+            if pos + 4 + n > len(data):
+                break  # a torn last write
+            try:
+                part = cbor2.loads(data[pos + 4 : pos + 4 + n])
+                if isinstance(part, dict):
+                    self.receipts.update(part)
+            except Exception:
+                break
+            pos += 4 + n
+        log.info("%s: %d receipts reloaded from %s", self.cfg.name, len(self.receipts), path)
 
     def _fault_status(self) -> dict[str, Any]:
         w = self.watcher

@@ -50,6 +50,14 @@ SMT_LEAF: constant(bytes1) = 0x00  # enclavenet.crypto.smt: leaf = keccak(0x00 |
 SMT_NODE: constant(bytes1) = 0x01  # inner = keccak(0x01 || left || right)
 MAX_PROOF: constant(uint256) = 256  # siblings of a balances proof (the tree's depth)
 MAX_SEGMENT: constant(uint256) = 256  # L1 messages per reclaim / proveMessages call
+# The L1 message accumulators kept on chain: msgAccRing[i & (MSG_RING - 1)] = the accumulator after
+# i messages, for the newest MSG_RING values of i (msg_total - 255 .. msg_total). submitHeader
+# checks a header's msg_acc against it, so a header may leave at most MSG_RING - 1 newer
+# messages pending. Every slot is written nonzero by the constructor (MSG_RING x 22,100 gas, once)
+# so an append is a nonzero -> nonzero SSTORE (5,000 gas). A power of two: indexed with
+# `& (MSG_RING - 1)`. Trade-off (larger ring: more deploy gas, more lag tolerated under
+# message spam): docs/CONTRACTS.md.
+MSG_RING: constant(uint256) = 256
 
 
 struct Header:
@@ -152,7 +160,7 @@ event MessagesProven:
     acc: bytes32
 
 
-msgAcc: public(bytes32)
+msgAccRing: bytes32[MSG_RING]
 lastHeaderHash: public(bytes32)
 epochKey: public(HashMap[uint256, bytes32])
 # withdrawals whose recipient did not take the pushed payment
@@ -178,7 +186,10 @@ def __init__(owner: address, quorum: uint256, min_types: uint256):
     @param min_types distinct TEE types a QC needs (1..quorum)
     """
     registry.__init__(owner, quorum, min_types)
-    self.msgAcc = MSG_GENESIS_ACC
+    # acc_0 = the genesis accumulator in slot 0; the other slots get the same nonzero
+    # placeholder (never read for a real index before an append overwrites it)
+    for i: uint256 in range(MSG_RING):
+        self.msgAccRing[i] = MSG_GENESIS_ACC
     self.challengePeriod = DEFAULT_CHALLENGE_PERIOD
     self.challengeBond = DEFAULT_CHALLENGE_BOND
 
@@ -192,8 +203,8 @@ def _append(kind: uint256, amount: uint256, payload_hash: bytes32) -> uint256:
     assert hot & state.FROZEN_BIT == 0, "Rollup: frozen"
     index: uint256 = hot & state.W40
     assert index < state.W40, "Rollup: message index overflow"
-    self.msgAcc = keccak256(
-        abi_encode(self.msgAcc, kind, msg.sender, amount, block.number, payload_hash)
+    self.msgAccRing[unsafe_add(index, 1) & (MSG_RING - 1)] = keccak256(
+        abi_encode(self.msgAccRing[index & (MSG_RING - 1)], kind, msg.sender, amount, block.number, payload_hash)
     )
     state.hot = unsafe_add(hot, 1)
     return index
@@ -265,8 +276,9 @@ def submitHeader(
     total: uint256 = hot & state.W40
     assert header.msg_count <= total, "Rollup: msg_count beyond the L1 messages that exist"
     assert header.msg_count >= (hot >> state.CONSUMED_SHIFT) & state.W40, "Rollup: msg_count goes backwards"
-    if header.msg_count == total:
-        assert header.msg_acc == self.msgAcc, "Rollup: msg_acc differs from the L1 accumulator"
+    # the accumulator after msg_count messages, also when newer ones are pending (the ring)
+    assert unsafe_sub(total, header.msg_count) < MSG_RING, "Rollup: msg_count too far behind the L1 messages; consume more"
+    assert header.msg_acc == self.msgAccRing[header.msg_count & (MSG_RING - 1)], "Rollup: msg_acc differs from the L1 accumulator"
     assert header.l1_block < block.number, "Rollup: l1_block is not a finished L1 block"
     assert header.l1_block >= (hot >> state.L1BLOCK_SHIFT) & state.W40, "Rollup: l1_block goes backwards"
     epoch: uint256 = (hot >> state.EPOCH_SHIFT) & state.W32
@@ -468,10 +480,8 @@ def _segment_start(acc: bytes32, length: uint256) -> uint256:
     Index of the first of `length` messages whose chain ends at accumulator `acc`: the
     current accumulator, or one `proveMessages` recorded; refuse any other.
     """
-    end: uint256 = 0
-    if acc == self.msgAcc:
-        end = state.hot & state.W40
-    else:
+    end: uint256 = state.hot & state.W40
+    if acc != self.msgAccRing[end & (MSG_RING - 1)]:
         end = self._provenAcc[acc]
         assert end != 0, "Rollup: the messages do not lead to the L1 accumulator or a proven one"
         end = unsafe_sub(end, 1)
@@ -567,6 +577,13 @@ def currentEpoch() -> uint256:
 @view
 def frozen() -> bool:
     return state.hot & state.FROZEN_BIT != 0
+
+
+@external
+@view
+def msgAcc() -> bytes32:
+    """@notice The L1 message accumulator after all msgCount() messages."""
+    return self.msgAccRing[(state.hot & state.W40) & (MSG_RING - 1)]
 
 
 @external

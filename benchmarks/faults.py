@@ -197,7 +197,8 @@ def next_header_after(net: Devnet, h0: int, t0: float, timeout: float = 60.0) ->
 def settle(net: Devnet, nodes: list[int] | None = None) -> None:
     """Wait until the given nodes follow L1's height (after a fault)."""
     idx = nodes if nodes is not None else list(range(net.n))
-    until("nodes following L1", lambda: all(net.height(i) >= net.l1_height() for i in idx), 90, every=0.1)
+    target = net.l1_height()
+    until("nodes following L1", lambda: all(net.height(i) >= target for i in idx), 90, every=0.1)
 
 
 def after_a_header(net: Devnet) -> int:
@@ -370,8 +371,8 @@ def l1_reorg(net: Devnet) -> Row:
     tx = f.deposit().build_transaction({"from": user.address, "value": 12345, "nonce": l1.eth.get_transaction_count(user.address),
                                         "gas": 200_000, "chainId": l1.eth.chain_id})
     raw = bytes(user.sign_transaction(tx).raw_transaction)
-    l1.eth.send_raw_transaction(raw)
-    net.l1_reorg(1, [(raw, 0)])
+    block = int(l1.eth.wait_for_transaction_receipt(l1.eth.send_raw_transaction(raw))["blockNumber"])
+    net.l1_reorg(transactions=[(raw, 0)], from_block=block)
     t0 = time.monotonic()
     until("the re-included deposit credited", lambda: w3u.eth.get_balance(user.address) == 12345, 60)
     rec1 = time.monotonic() - t0
@@ -380,9 +381,9 @@ def l1_reorg(net: Devnet) -> Row:
     h = w3u.eth.send_transaction({"from": user.address, "to": Account.create().address, "value": 5, "gas": 21_000})
     w3u.eth.wait_for_transaction_receipt(h, timeout=60)
     h0 = int(f.lastHeight().call())
-    net.w3.provider.make_request("anvil_mine", ["0x1"])  # type: ignore[arg-type]
-    time.sleep(0.5)
-    net.l1_reorg(3)
+    until("every node following the header", lambda: all(net.height(i) >= h0 for i in range(net.n)), 30)
+    first = int(l1.eth.get_transaction_receipt(net.rpc(0, "enclavenet_getHeader", hex(h0))["l1TxHash"])["blockNumber"])
+    net.l1_reorg(from_block=first)
     t1 = time.monotonic()
     after = int(f.lastHeight().call())
     until("the header re-anchored", lambda: int(f.lastHeight().call()) >= h0, 60, every=0.05)

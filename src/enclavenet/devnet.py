@@ -261,6 +261,9 @@ class Devnet:
         self.owner: LocalAccount | None = None
         self.deploy_block = 0
         self._started = False
+        self._mine_lock = threading.Lock()
+        self._miner_stop = threading.Event()
+        self._miner: threading.Thread | None = None
         # data availability providers (docs/DAP.md): ``daps`` DAP processes on ``dap_store``
         # ("sqlite" or "postgres": a throwaway server), t = ``dap_threshold`` (default daps - 1, >= 1)
         if dap_store not in ("sqlite", "postgres"):
@@ -323,6 +326,9 @@ class Devnet:
 
             self._anvil = start_anvil(accounts=n_accounts)
             self.l1_url = self._anvil.url
+            if self.confirmations > 0 or int(self.node_options.get("confirmations", 0)) > 0:
+                self._miner = threading.Thread(target=self._keep_mining, daemon=True, name="devnet-miner")
+                self._miner.start()
         else:
             assert self._l1_rpc is not None
             self.l1_url = self._l1_rpc
@@ -634,12 +640,27 @@ class Devnet:
         """The Registry owner revokes a whole TEE type (sgx, tdx, sev-snp, csv)."""
         return self.owner_sender().transact(self.registry.functions.revokeType(TEE_TYPES[tee]))
 
-    def l1_reorg(self, depth: int, transactions: list[tuple[bytes, int]] | None = None) -> None:
-        """anvil only: replace the latest ``depth`` L1 blocks (re-including the given raw
-        transactions at the given block offsets; every other transaction of those blocks is gone)."""
+    def l1_reorg(
+        self, depth: int = 0, transactions: list[tuple[bytes, int]] | None = None, *, from_block: int | None = None
+    ) -> int:
+        """anvil only: replace the latest ``depth`` L1 blocks, or every block from ``from_block``
+        on (re-including the given raw transactions at the given block offsets; every other
+        transaction of those blocks is gone). Returns the depth."""
         if self._anvil is None:
             raise DevnetError("an L1 reorganisation needs the anvil L1 (Devnet(l1='anvil'))")
-        self._anvil.reorg(depth, transactions or [])
+        with self._mine_lock:
+            if from_block is not None:
+                depth = self._anvil.block_number() - from_block + 1
+            self._anvil.reorg(depth, transactions or [])
+        return depth
+
+    def _keep_mining(self) -> None:
+        """anvil mines only when a transaction arrives; with ``confirmations`` the nodes need
+        the chain to move on, as a real one does: an empty block every 0.2 s."""
+        while not self._miner_stop.wait(0.2):
+            with self._mine_lock, contextlib.suppress(Exception):
+                if self._anvil is not None:
+                    self._anvil.mine(1)
 
     def restart_all(self) -> None:
         """Kill every node (and enclave) at once, then start them all again from their sealed state."""
@@ -671,6 +692,9 @@ class Devnet:
         if self._l1_proc is not None:
             self._l1_proc.stop()
             self._l1_proc = None
+        self._miner_stop.set()
+        if self._miner is not None:
+            self._miner.join(2)
         if self._anvil is not None:
             with contextlib.suppress(Exception):
                 self._anvil.close()

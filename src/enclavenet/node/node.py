@@ -210,6 +210,7 @@ class Node:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._load_receipts()
         await self._start_enclave()
+        self._reload_pending()
         await self._start_server()
         self.session = aiohttp.ClientSession()
         self.peers = [PeerClient(u, self.session, self.link_faults) for u in self.cfg.peers if u.rstrip("/") != self.url]
@@ -958,9 +959,13 @@ class Node:
 
     # ================================================================== proposing
     def accepted_epochs(self) -> list[int] | None:
+        """Epochs a new envelope may be sealed to: the one on L1 (what clients read) and newer.
+        An envelope of an epoch L1 already superseded is refused at once (the client re-seals):
+        after the next rotation it would fall out of the batches' grace window."""
         if self.epoch is None:
             return None
-        return [e for e in self.epochs_held if e >= self.epoch - 1] or [self.epoch]
+        floor = min(self.l1_epoch(), self.epoch)
+        return [e for e in self.epochs_held if e >= floor] or [self.epoch]
 
     def pending_messages(self) -> list[L1Message]:
         assert self.watcher is not None
@@ -1349,6 +1354,7 @@ class Node:
             buf, self._forward_buf = self._forward_buf, []
             if not buf:
                 continue
+            self._log_pending(buf)
             data = cbor2.dumps({"envelopes": buf})
             for p in self.peers:  # one task per peer: a silent peer delays nobody
                 if p.inflight_forwards < 16:  # a peer that stopped answering is skipped (we keep the txs)
@@ -1391,6 +1397,46 @@ class Node:
 
     # ================================================================== faults, epochs, reorgs
     # (docs/FAULTS.md) kept apart from the batch pipeline above
+
+    def _log_pending(self, envelopes: list[bytes]) -> None:
+        """Append acknowledged envelopes to ``data_dir/pending.log``: a node restarted (even with
+        every other node) offers them again until they are included."""
+        frame = cbor2.dumps(envelopes)
+        try:
+            with open(self.data_dir / "pending.log", "ab") as fh:
+                fh.write(len(frame).to_bytes(4, "big") + frame)
+        except OSError as exc:
+            log.warning("%s: pending transactions not persisted: %s", self.cfg.name, exc)
+
+    def _reload_pending(self) -> None:
+        """At start (epoch known): re-admit logged envelopes without a receipt; compact the log."""
+        path = self.data_dir / "pending.log"
+        if not path.exists():
+            return
+        data = path.read_bytes()
+        pos, keep = 0, []
+        while pos + 4 <= len(data):
+            n = int.from_bytes(data[pos : pos + 4], "big")
+            if pos + 4 + n > len(data):
+                break
+            try:
+                keep += [e for e in cbor2.loads(data[pos + 4 : pos + 4 + n]) if keccak256(e) not in self.receipts]
+            except Exception:
+                break
+            pos += 4 + n
+        added = 0
+        for e in keep:
+            with contextlib.suppress(MempoolError):
+                self.mempool.add(e, epochs=None)
+                added += 1
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(b"")
+        os.replace(tmp, path)
+        if keep:
+            self._log_pending(keep)
+            self._forward_buf.extend(keep)
+            self._forward_event.set()
+        log.info("%s: %d pending transactions offered again after the restart", self.cfg.name, added)
 
     def _log_receipts(self, fresh: dict[bytes, dict[str, Any]]) -> None:
         """Append an accepted header's (encrypted) receipts to ``data_dir/receipts.log``, so a

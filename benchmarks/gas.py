@@ -367,8 +367,8 @@ def table(res: dict[str, Any]) -> str:
         ("plain ETH transfer (reference)", 21_000, "TeeRollup Transfer 21,000"),
     ]
     w = max(len(r[0]) for r in rows)
-    lines = [f"{'function':<{w}}  {'gas':>8}  note", "-" * (w + 60)]
-    lines += [f"{name:<{w}}  {gas:>8,}  {note}" for name, gas, note in rows]
+    lines = [f"{'function':<{w}}  {'gas':>10}  note", "-" * (w + 62)]
+    lines += [f"{name:<{w}}  {gas:>10,}  {note}" for name, gas, note in rows]
     lines += ["", "header gas by committee size (QC = ceil(2n/3) signatures, >= 3 TEE types):",
               f"{'members':>8} {'QC sigs':>8} {'all consumed':>13} {'pending msgs':>13}"]
     for n in COMMITTEES:

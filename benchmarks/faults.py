@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -355,7 +356,8 @@ def compromised(net: Devnet, load: Load, k: int, bound: int) -> Row:
     expect_accept = k >= bound
     ok = accepted == expect_accept and (paid > 0) == expect_accept
     name = f"compromised types {'at' if expect_accept else 'below'} the bound ({k} of min_types {bound})"
-    note = "forged header accepted, thief paid" if accepted else f"forged header refused: {why.split(':')[-1].strip()[:60]}"
+    m = re.search(r"(Registry|Rollup): [^'\"]+", why)
+    note = "forged header accepted, thief paid" if accepted else f"forged header refused ({m.group(0) if m else why[:60]})"
     return Row(name, 1, 1 if ok else 0, note=note)
 
 

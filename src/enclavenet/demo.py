@@ -23,9 +23,9 @@ import time
 from typing import Any
 
 from eth_account import Account
-from eth_account.signers.local import LocalAccount
 from web3 import EthereumTesterProvider, Web3
 
+from .chain.accounts import eth_tester_accounts, pay
 from .crypto.quote import TEE_NAMES
 
 ETHER = 10**18
@@ -45,26 +45,6 @@ def _short(x: str | bytes, n: int = 10) -> str:
     return s if len(s) <= 2 * n + 3 else f"{s[: n + 2]}…{s[-n:]}"
 
 
-def _users(n: int) -> list[LocalAccount]:
-    """eth-tester's development accounts are the keys 1..n: the plain runs use the same addresses."""
-    return [Account.from_key(i.to_bytes(32, "big")) for i in range(1, n + 1)]
-
-
-def _l1_pay(l1: Web3, frm: LocalAccount, to: str, value: int) -> dict[str, Any]:
-    tx = {
-        "to": to,
-        "value": value,
-        "gas": 21_000,
-        "chainId": l1.eth.chain_id,
-        "nonce": l1.eth.get_transaction_count(frm.address, "pending"),
-        "maxFeePerGas": 2 * l1.eth.get_block("latest")["baseFeePerGas"] + 10**9,
-        "maxPriorityFeePerGas": 10**9,
-    }
-    h = l1.eth.send_raw_transaction(frm.sign_transaction(tx).raw_transaction)
-    rc = l1.eth.wait_for_transaction_receipt(h, timeout=60)
-    if rc.status != 1:
-        raise RuntimeError(f"L1 payment to {to} failed")
-    return dict(rc)
 
 
 def _wait(cond: Any, what: str, timeout: float = 90.0) -> None:
@@ -79,7 +59,7 @@ class Demo:
     def __init__(self, net: Any, n_users: int = 5) -> None:
         self.net = net
         self.l1: Web3 = net.w3
-        self.users = _users(n_users)
+        self.users = eth_tester_accounts(n_users)
         self.gas: dict[str, list[int]] = {}
 
     def note_gas(self, fn: str, rc: Any) -> None:
@@ -112,7 +92,7 @@ class Demo:
         _rule("2. Deposit on L1, confidential withdrawal paid on L1")
         faucet = self.net.accounts[0]
         for u in self.users:
-            _l1_pay(self.l1, faucet, u.address, 2 * ETHER)
+            pay(self.l1, faucet, u.address, 2 * ETHER)
         self.w3 = wrap(
             Web3(Web3.HTTPProvider(self.net.rpc_urls[0], request_kwargs={"timeout": 60})),
             self.users,

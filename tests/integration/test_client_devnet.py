@@ -18,6 +18,7 @@ from eth_account.signers.local import LocalAccount
 from examples.common import artifact
 from web3 import Web3
 
+from enclavenet.chain import pay
 from enclavenet.client import (
     EpochKeyMismatch,
     NodeUnavailable,
@@ -48,20 +49,12 @@ class RecordingProvider(Web3.HTTPProvider):
         return resp
 
 
-def _l1_pay(l1: Web3, frm: LocalAccount, to: str, value: int) -> None:
-    tx = {
-        "to": to, "value": value, "gas": 21_000, "chainId": l1.eth.chain_id,
-        "nonce": l1.eth.get_transaction_count(frm.address, "pending"),
-        "maxFeePerGas": 2 * l1.eth.get_block("latest")["baseFeePerGas"] + 10**9, "maxPriorityFeePerGas": 10**9,
-    }
-    h = l1.eth.send_raw_transaction(frm.sign_transaction(tx).raw_transaction)
-    assert l1.eth.wait_for_transaction_receipt(h, timeout=30).status == 1
 
 
 def _fresh_user(net: Devnet, l1_eth: int = 10**18) -> LocalAccount:
     assert net.w3 is not None
     u = Account.create()
-    _l1_pay(net.w3, net.accounts[0], u.address, l1_eth)
+    pay(net.w3, net.accounts[0], u.address, l1_eth)
     return u
 
 

@@ -22,6 +22,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.exceptions import ContractLogicError
 
+from enclavenet.chain import pay
 from enclavenet.client import (
     EnclaveNetError,
     TransactionReverted,
@@ -47,14 +48,6 @@ BOND = 10**15
 ETH = 10**18
 
 
-def _l1_pay(l1: Web3, frm: LocalAccount, to: str, value: int) -> None:
-    tx = {
-        "to": to, "value": value, "gas": 21_000, "chainId": l1.eth.chain_id,
-        "nonce": l1.eth.get_transaction_count(frm.address, "pending"),
-        "maxFeePerGas": 2 * l1.eth.get_block("latest")["baseFeePerGas"] + 10**9, "maxPriorityFeePerGas": 10**9,
-    }
-    h = l1.eth.send_raw_transaction(frm.sign_transaction(tx).raw_transaction)
-    assert l1.eth.wait_for_transaction_receipt(h, timeout=30).status == 1
 
 
 def _until(what: str, fn: Any, timeout: float = 60.0) -> Any:
@@ -90,7 +83,7 @@ class Env:
 
     def user(self, l1_eth: int = ETH) -> LocalAccount:
         u = Account.create()
-        _l1_pay(self.l1, self.faucet, u.address, l1_eth)
+        pay(self.l1, self.faucet, u.address, l1_eth)
         return u
 
     def wrapped(self, u: LocalAccount, node: int = 0) -> Web3:

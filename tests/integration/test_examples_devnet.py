@@ -21,10 +21,10 @@ from typing import Any
 
 import examples
 import pytest
-from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import EthereumTesterProvider, Web3
 
+from enclavenet.chain import eth_tester_accounts, pay
 from enclavenet.client import client_of, deposit, wrap
 from enclavenet.devnet import Devnet
 
@@ -35,18 +35,9 @@ FUND = 10**16  # wei per user inside EnclaveNet: bids and value transfers spend 
 
 
 def _users() -> list[LocalAccount]:
-    """eth-tester's development accounts are the addresses of private keys 1..10."""
-    return [Account.from_key(i.to_bytes(32, "big")) for i in range(1, N_USERS + 1)]
+    return eth_tester_accounts(N_USERS)
 
 
-def _l1_pay(l1: Web3, frm: LocalAccount, to: str, value: int) -> None:
-    tx = {
-        "to": to, "value": value, "gas": 21_000, "chainId": l1.eth.chain_id,
-        "nonce": l1.eth.get_transaction_count(frm.address, "pending"),
-        "maxFeePerGas": 2 * l1.eth.get_block("latest")["baseFeePerGas"] + 10**9, "maxPriorityFeePerGas": 10**9,
-    }
-    h = l1.eth.send_raw_transaction(frm.sign_transaction(tx).raw_transaction)
-    assert l1.eth.wait_for_transaction_receipt(h, timeout=30).status == 1
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +53,7 @@ def wrapped(net: Devnet) -> Web3:
     users = _users()
     faucet = net.accounts[0]
     for u in users:
-        _l1_pay(net.w3, faucet, u.address, FUND + 10**17)  # the deposit plus L1 gas
+        pay(net.w3, faucet, u.address, FUND + 10**17)  # the deposit plus L1 gas
         deposit(net.w3, u, net.rollup.address, FUND)
     w3 = wrap(Web3(Web3.HTTPProvider(net.rpc_urls[0], request_kwargs={"timeout": 60})), users, l1=net.w3)
     deadline = time.monotonic() + 60

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .accounts import DEV_MNEMONIC, dev_accounts
+from .accounts import DEV_MNEMONIC, dev_accounts, eth_tester_accounts, pay
 from .anvil import AnvilProcess, anvil_available, find_anvil, start_anvil
 from .base import DEFAULT_CHAIN_ID, L1, SnapshotId
 from .embedded import EmbeddedL1
@@ -77,7 +77,9 @@ __all__ = [
     "TxTimeout",
     "anvil_available",
     "dev_accounts",
+    "eth_tester_accounts",
     "find_anvil",
     "open_l1",
+    "pay",
     "start_anvil",
 ]

@@ -9,6 +9,7 @@ keys are public: never use them on a real network.
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -48,3 +49,35 @@ def dev_key(index: int) -> bytes:
 def dev_accounts(count: int) -> list[LocalAccount]:
     """The first ``count`` development accounts, as signing ``LocalAccount`` objects."""
     return [Account.from_key(dev_key(i)) for i in range(count)]
+
+
+def eth_tester_accounts(count: int) -> list[LocalAccount]:
+    """eth-tester's own development accounts are the private keys 1..count.
+
+    A script run plainly on ``Web3(EthereumTesterProvider())`` and confidentially with these keys
+    sees the same addresses, which is how the examples compare the two runs.
+    """
+    return [Account.from_key(i.to_bytes(32, "big")) for i in range(1, count + 1)]
+
+
+def pay(w3: Any, frm: LocalAccount, to: str, value: int, *, timeout: float = 60.0) -> Any:
+    """Send ``value`` wei from ``frm`` to ``to`` on L1 and wait for it; returns the receipt.
+
+    Raises ``TxReverted`` if the payment is mined with status 0 (e.g. ``to`` refuses ETH).
+    """
+    from .errors import TxReverted
+
+    tx = {
+        "to": to,
+        "value": value,
+        "gas": 21_000,
+        "chainId": w3.eth.chain_id,
+        "nonce": w3.eth.get_transaction_count(frm.address, "pending"),
+        "maxFeePerGas": 2 * w3.eth.get_block("latest")["baseFeePerGas"] + 10**9,
+        "maxPriorityFeePerGas": 10**9,
+    }
+    h = w3.eth.send_raw_transaction(frm.sign_transaction(tx).raw_transaction)
+    rc = w3.eth.wait_for_transaction_receipt(h, timeout=timeout)
+    if rc.status != 1:
+        raise TxReverted(f"paying {value} wei from {frm.address} to {to}", "mined with status 0")
+    return rc

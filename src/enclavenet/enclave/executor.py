@@ -46,6 +46,14 @@ from pyrevm import EVM, AccountInfo, BlockEnv, CfgEnv, Env
 from ..crypto.hashing import ZERO32, address_bytes, to_checksum
 from ..crypto.header import EMPTY_WITHDRAWALS_HASH, Withdrawal, withdrawals_hash
 from ..crypto.smt import smt_key, smt_leaf
+from .contract_keys import (
+    KEY_POLICY_ADDRESS,
+    ContractKeyChain,
+    ContractKeyError,
+    KeyDraw,
+    PolicyCall,
+    derive_contract_key,
+)
 from .errors import EnclaveRefusal
 from .state import KECCAK_EMPTY, MAX_QUEUED_WITHDRAWALS, AccountChange, UndoRecord, WorldState
 from .tx import MAX_TX_GAS, InboxCall, SignedTx, TxError
@@ -312,6 +320,8 @@ class _Batch:
     tx_count: int = 0
     journal_used: bool = False  # has anything been loaded into pyrevm's journal this batch?
     direct: dict[bytes, int] = field(default_factory=dict)  # credits written straight to the db
+    key_policies: dict[bytes, PolicyCall] = field(default_factory=dict)  # set this batch (last wins)
+    key_counts: dict[bytes, int] = field(default_factory=dict)  # executions of keyed contracts
 
 
 def intrinsic_gas(data: bytes, create: bool) -> int:
@@ -394,6 +404,7 @@ class Executor:
         tx_gas_limit: int = MAX_TX_GAS,
         max_undo: int = 64,
         max_queued_withdrawals: int = MAX_QUEUED_WITHDRAWALS,
+        contract_key_fn: KeyDraw | None = None,
     ) -> None:
         version = importlib.metadata.version("pyrevm")
         if version != PYREVM_VERSION:
@@ -406,6 +417,11 @@ class Executor:
         self.max_queued_withdrawals = min(max_queued_withdrawals, MAX_QUEUED_WITHDRAWALS)
         self._undo: deque[UndoRecord] = deque(maxlen=max_undo or 1)
         self._salt_secret_fn = salt_secret_fn or (lambda: ZERO32)
+        # draws a contract's next state key (contract_keys.py); default (tests): a function of the
+        # batch's block number only, NOT secret -- the program passes an epoch-keyed one
+        self._contract_key_fn: KeyDraw = contract_key_fn or (
+            lambda a, r: derive_contract_key(ZERO32, self._block.number.to_bytes(8, "big"), a, r)
+        )
         self._batch: _Batch | None = None
         self._block = BlockInfo(0, 0)
         self._version = 0  # block number of the last committed batch
@@ -599,7 +615,9 @@ class Executor:
             keep_undo=self.max_undo > 0,
             withdrawal_queue=queue,
         )
+        old_chains = self._advance_contract_keys(b)
         if undo is not None:
+            undo.contract_keys = old_chains
             self._undo.append(undo)
         self._version = b.block.number
         return BatchCommit(
@@ -640,6 +658,8 @@ class Executor:
             else:
                 self._flush_account(addr, AccountChange(old.nonce, old.balance, old.code_hash), False)
         self.state.undo(rec)
+        if rec.contract_keys is not None:
+            self.state.contract_keys = rec.contract_keys
         self._version = rec.version
 
     # --- items ---------------------------------------------------------------------------------
@@ -725,10 +745,15 @@ class Executor:
             bal = evm.get_balance(caller)
             if bal < item.value:
                 raise TxError(f"insufficient funds: {to_checksum(sender)} cannot send value above its balance")
-        if item.to == WITHDRAW_ADDRESS:
+        to = item.to
+        if to == WITHDRAW_ADDRESS:
             receipt = self._withdraw(b, item, base)
+        elif to == KEY_POLICY_ADDRESS:
+            receipt = self._set_key_policy(b, item, base)
         else:
             receipt = self._run(item, caller, nonce)
+            if to is not None and (to in self.state.contract_keys or to in b.key_policies):
+                b.key_counts[to] = b.key_counts.get(to, 0) + 1
         if nonce >= 0:
             b.nonces[sender] = nonce + 1
         b.gas_used += receipt.gas_used
@@ -761,6 +786,49 @@ class Executor:
         w = Withdrawal(to_checksum(recipient), item.value)
         b.withdrawals.append(w)
         return Receipt(1, gas, b"", (), None, None, item.hash, sender, w)
+
+    def _set_key_policy(self, b: _Batch, item: SignedTx | InboxCall, gas: int) -> Receipt:
+        """A contract's admin sets its state-key rotation policy (contract_keys.py)."""
+        self._evm.get_balance(_hex(item.sender))  # load the sender: end_batch commits its nonce
+        try:
+            call = PolicyCall.parse(item.data)
+        except ContractKeyError as exc:
+            return Receipt(0, gas, b"", (), str(exc), None, item.hash, item.sender)
+        why = None
+        if item.value:
+            why = "a key policy transaction must carry no value"
+        elif not call.admin_ok(item.sender):
+            why = "key policy: only the contract's deployer (with its deploy nonce) may set it"
+        elif not (self._evm.get_code(_hex(call.contract)) or b""):
+            why = "key policy: there is no contract at that address"
+        if why is not None:
+            return Receipt(0, gas, b"", (), why, None, item.hash, item.sender)
+        b.key_policies[call.contract] = call
+        return Receipt(1, gas, b"", (), None, None, item.hash, item.sender)
+
+    def _advance_contract_keys(self, b: _Batch) -> dict[bytes, ContractKeyChain] | None:
+        """Apply the batch's policies and execution counts; draw due keys. Returns the chains
+        as they were (for undo) if anything changed, else None."""
+        if not b.key_policies and not b.key_counts:
+            return None
+        chains = self.state.contract_keys
+        before = {a: c.copy() for a, c in chains.items()}
+        for a, call in b.key_policies.items():
+            c = chains.get(a)
+            if c is None:
+                chains[a] = ContractKeyChain(call.every_n, call.keep_history)
+            else:
+                c.every_n, c.keep_history = call.every_n, call.keep_history
+                c.prune()
+        for a, n in b.key_counts.items():
+            chains[a].count += n
+        for a in sorted(b.key_policies.keys() | b.key_counts.keys()):
+            chains[a].advance(a, self._contract_key_fn)
+        return before
+
+    def contract_key_chain(self, address: str | bytes) -> ContractKeyChain | None:
+        """The committed key chain of a contract with a key policy (None without one)."""
+        return self.state.contract_keys.get(address_bytes(address))
 
     def _run(self, item: SignedTx | InboxCall, caller: str, nonce: int) -> Receipt:
         evm = self._evm

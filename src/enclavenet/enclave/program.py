@@ -57,6 +57,7 @@ from .batch import (
 )
 from .codec import U64_MAX, Request, as_address, as_bytes, decode_map, encode
 from .committee import Committee, SignGuard, check_quote
+from .contract_keys import derive_contract_key
 from .errors import EnclaveRefusal
 from .executor import BlockInfo, Executor, Receipt
 from .keys import EnclaveIdentity, EpochKeyError, EpochKeyManager
@@ -67,6 +68,7 @@ MAX_UNFINALISED = 32  # heights executed beyond the finalised one (each keeps it
 SNAPSHOT_MAGIC = b"ENSS\x01"  # shared snapshot: sealed under the epoch state key
 SNAPSHOT_SUBKEY = "snapshot-v1"
 SALT_SUBKEY = "escape-leaf-salt"
+CONTRACT_KEY_SUBKEY = "contract-key-v1"
 LOCAL_LABEL = b"EnclaveNet.program.local.v1"
 _ZERO_ADDR = b"\x00" * 20
 
@@ -196,7 +198,20 @@ class EnclaveProgram:
         # max_undo=0: the program rolls back from the pre-batch state it keeps per unfinalised
         # height (``_Undo``), never with ``Executor.undo_batch``, so the executor keeps no undo
         # records (up to 64 batches' worth of old records: memory and CPU for nothing).
-        return Executor(self.cfg.chain_id, self._salt_secret, tx_gas_limit=self.cfg.tx_gas_limit, max_undo=0)
+        return Executor(
+            self.cfg.chain_id,
+            self._salt_secret,
+            tx_gas_limit=self.cfg.tx_gas_limit,
+            max_undo=0,
+            contract_key_fn=self._draw_contract_key,
+        )
+
+    def _draw_contract_key(self, address: bytes, rotation: int) -> bytes:
+        """A contract's next state key (contract_keys.py): HKDF of the batch epoch's state subkey,
+        salted with the batch's header context (previous header hash, height)."""
+        hd = self._head  # the head the batch extends (moved only after end_batch)
+        context = hd.hash + (hd.height + 1).to_bytes(8, "big")
+        return derive_contract_key(self._epochs.state_subkey(self._batch_epoch, CONTRACT_KEY_SUBKEY), context, address, rotation)
 
     def _salt_secret(self) -> bytes:
         return self._epochs.state_subkey(self._batch_epoch, SALT_SUBKEY)

@@ -44,6 +44,7 @@ import sha3
 from ..crypto.hashing import ZERO32, address_bytes, domain_tag, keccak256, to_checksum
 from ..crypto.header import Withdrawal
 from ..crypto.smt import SparseMerkleTree, smt_key, smt_leaf
+from .contract_keys import ContractKeyChain, ContractKeyError, open_section, seal_section
 from .errors import EnclaveRefusal
 
 KECCAK_EMPTY = keccak256(b"")
@@ -219,6 +220,7 @@ class UndoRecord:
     new_code: set[bytes]  # code hashes the batch introduced
     version: int  # the executor's version before the batch
     withdrawal_queue: tuple[Withdrawal, ...] | None = None  # the queue before, if the batch changed it
+    contract_keys: dict[bytes, ContractKeyChain] | None = None  # the key chains before, if changed
 
 
 class WorldState:
@@ -232,6 +234,8 @@ class WorldState:
         self.balances_tree = SparseMerkleTree()
         # withdrawals not yet listed in a header, oldest first (see the module docstring)
         self.withdrawal_queue: tuple[Withdrawal, ...] = ()
+        # per-contract state keys and rotation policies (contract_keys.py); not in the commitment
+        self.contract_keys: dict[bytes, ContractKeyChain] = {}
 
     # --- reads ---------------------------------------------------------------------------
     @property
@@ -410,9 +414,11 @@ class WorldState:
             [a, r.nonce, r.balance, r.code_hash, r.salt] for a, r in sorted(self.accounts.items())
         ]
         code = [[h, c] for h, c in sorted(self.code.items())]
+        chains = self.contract_keys
         storage = [
             [a, [x for kv in sorted(slots.items()) for x in kv]]
             for a, slots in sorted(self.storage.items())
+            if a not in chains
         ]
         m: dict[str, object] = {
             "v": SNAPSHOT_VERSION,
@@ -422,9 +428,20 @@ class WorldState:
             "code": code,
             "storage": storage,
         }
+        if chains:  # absent when no contract has a key policy: the same bytes as before
+            m["contract_keys"] = [c.to_cbor(a) for a, c in sorted(chains.items())]
+            m["sealed_storage"] = [
+                [a, c.rotation, self.storage_section(a)] for a, c in sorted(chains.items()) if a in self.storage
+            ]
         if self.withdrawal_queue:  # absent when empty: the same bytes as before the queue existed
             m["withdrawal_queue"] = [[address_bytes(w.recipient), w.amount] for w in self.withdrawal_queue]
         return cbor2.dumps(m, canonical=True)
+
+    def storage_section(self, address: bytes) -> bytes:
+        """``address``'s storage sealed under its current contract key (as in a snapshot)."""
+        chain = self.contract_keys[address]
+        flat = [x for kv in sorted(self.storage.get(address, {}).items()) for x in kv]
+        return seal_section(chain.current_key, address, chain.rotation, cbor2.dumps(flat, canonical=True))
 
     @classmethod
     def from_snapshot(cls, data: bytes, chain_id: int) -> tuple[WorldState, int]:
@@ -475,6 +492,29 @@ class WorldState:
                     slots[slot] = value
                     state_changes[storage_key(a, slot)] = storage_payload(value)
                 st.storage[a] = slots
+            for item in m.get("contract_keys", []):
+                a, chain = ContractKeyChain.from_cbor(item)
+                st.contract_keys[a] = chain
+            sealed = []
+            for a, rotation, blob in m.get("sealed_storage", []):
+                owner = st.contract_keys.get(a) if isinstance(a, bytes) else None
+                if owner is None or rotation != owner.rotation or not isinstance(blob, bytes):
+                    raise StateError("snapshot sealed_storage entry has no matching current contract key")
+                sealed.append([a, cbor2.loads(open_section(owner.current_key, a, rotation, blob))])
+            for a, flat in sealed:
+                if a in st.storage:
+                    raise StateError("snapshot has a contract's storage both plain and sealed")
+                _check_addr(a)
+                if not isinstance(flat, list) or len(flat) % 2 or not flat:
+                    raise StateError("snapshot sealed storage must be a non-empty flat [slot, value, ...] list")
+                slots = {}
+                for i in range(0, len(flat), 2):
+                    slot, value = flat[i], flat[i + 1]
+                    if not (_is_u256(slot) and _is_u256(value)) or value == 0:
+                        raise StateError("snapshot storage slots and values must be uint256, values non-zero")
+                    slots[slot] = value
+                    state_changes[storage_key(a, slot)] = storage_payload(value)
+                st.storage[a] = slots
             queue = m.get("withdrawal_queue", [])
             if not isinstance(queue, list) or len(queue) > MAX_QUEUED_WITHDRAWALS:
                 raise StateError("snapshot withdrawal_queue must be a list of [recipient, amount]")
@@ -486,6 +526,8 @@ class WorldState:
                 ws.append(Withdrawal(to_checksum(recipient), amount))
             if ws:
                 st._set_queue(tuple(ws), state_changes)
+        except ContractKeyError as exc:
+            raise StateError(f"snapshot: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, StateError):
                 raise

@@ -316,6 +316,7 @@ class _Batch:
     checkpoint: Any
     nonces: dict[bytes, int] = field(default_factory=dict)
     withdrawals: list[Withdrawal] = field(default_factory=list)
+    withdrawal_senders: list[bytes] = field(default_factory=list)
     gas_used: int = 0
     tx_count: int = 0
     journal_used: bool = False  # has anything been loaded into pyrevm's journal this batch?
@@ -479,6 +480,7 @@ class Executor:
         skip_flush: Set[bytes] = frozenset(),
         keep_undo: bool = False,
         withdrawal_queue: tuple[Withdrawal, ...] | None = None,
+        queue_senders: tuple[bytes, ...] = (),
     ) -> UndoRecord | None:
         """Write net changes into pyrevm's database (cold) and into the world state + trees.
 
@@ -495,10 +497,19 @@ class Executor:
             h = _hex(addr)
             for slot, value in slots.items():
                 self._flush_slot(h, slot, value)
-        needs_secret = any(ch.balance != self.state.balance(a) for a, ch in accounts.items())
+        needs_secret = any(ch.balance != self.state.balance(a) for a, ch in accounts.items()) or (
+            withdrawal_queue is not None and queue_senders != self.state.queue_senders
+        )
         secret = self._salt_secret_fn() if needs_secret else ZERO32
         return self.state.apply(
-            accounts, storage, wiped, secret, version, self._version if keep_undo else None, withdrawal_queue
+            accounts,
+            storage,
+            wiped,
+            secret,
+            version,
+            self._version if keep_undo else None,
+            withdrawal_queue,
+            queue_senders,
         )
 
     # --- batches -------------------------------------------------------------------------------
@@ -606,6 +617,7 @@ class Executor:
         pending = st.withdrawal_queue + tuple(b.withdrawals) if b.withdrawals else st.withdrawal_queue
         paid = pending[:MAX_WITHDRAWALS_PER_HEADER]
         queue = pending[MAX_WITHDRAWALS_PER_HEADER:]
+        senders = (st.queue_senders + tuple(b.withdrawal_senders))[MAX_WITHDRAWALS_PER_HEADER:]
         undo = self._commit_changes(
             accounts,
             storage,
@@ -614,6 +626,7 @@ class Executor:
             skip_flush=b.direct.keys() - parsed,
             keep_undo=self.max_undo > 0,
             withdrawal_queue=queue,
+            queue_senders=senders,
         )
         old_chains = self._advance_contract_keys(b)
         if undo is not None:
@@ -785,6 +798,7 @@ class Executor:
         self._evm.set_balance(caller, self._evm.get_balance(caller) - item.value)
         w = Withdrawal(to_checksum(recipient), item.value)
         b.withdrawals.append(w)
+        b.withdrawal_senders.append(sender)
         return Receipt(1, gas, b"", (), None, None, item.hash, sender, w)
 
     def _set_key_policy(self, b: _Batch, item: SignedTx | InboxCall, gas: int) -> Receipt:
@@ -956,11 +970,16 @@ class Executor:
         """The escape-hatch proof of ``address``'s committed balance (non-zero balances only)."""
         a = address_bytes(address)
         rec = self.state.account(a)
-        if rec is None or rec.balance == 0:
+        value = self.state.leaf_value(a)
+        if rec is None or value == 0:
             raise EnclaveRefusal(f"{to_checksum(a)} has no balance leaf: its balance is zero")
         key = smt_key(a)
         sibs = self.state.balances_tree.proof(key)
-        return BalanceProof(a, rec.balance, rec.salt, key, smt_leaf(key, rec.balance, rec.salt), tuple(sibs), self.balances_root)
+        return BalanceProof(a, value, rec.salt, key, smt_leaf(key, value, rec.salt), tuple(sibs), self.balances_root)
+
+    def escape_value(self, address: str | bytes) -> int:
+        """What the escape hatch pays ``address``: its balance plus its queued withdrawals."""
+        return self.state.leaf_value(address_bytes(address))
 
     # --- snapshots -----------------------------------------------------------------------------
     def snapshot(self) -> bytes:

@@ -865,7 +865,7 @@ class EnclaveProgram:
             raise EnclaveRefusal(f"escape_leaf: the request is not signed by {address}")
         hd = self._head
         root = self._ex.balances_root
-        if self._ex.balance(address):
+        if self._ex.escape_value(address):  # balance + queued withdrawals (executor.escape_value)
             p = self._ex.balance_proof(address)
             leaf = EscapeLeaf(address, p.balance, p.salt, p.siblings, hd.height, hd.hash, root)
         else:

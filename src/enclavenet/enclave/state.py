@@ -221,6 +221,7 @@ class UndoRecord:
     version: int  # the executor's version before the batch
     withdrawal_queue: tuple[Withdrawal, ...] | None = None  # the queue before, if the batch changed it
     contract_keys: dict[bytes, ContractKeyChain] | None = None  # the key chains before, if changed
+    queue_senders: tuple[bytes, ...] = ()  # who made each withdrawal of ``withdrawal_queue``
 
 
 class WorldState:
@@ -234,6 +235,10 @@ class WorldState:
         self.balances_tree = SparseMerkleTree()
         # withdrawals not yet listed in a header, oldest first (see the module docstring)
         self.withdrawal_queue: tuple[Withdrawal, ...] = ()
+        # the sender of each queued withdrawal, and what the queue owes each sender: a balance
+        # leaf's value is balance + owed, so the escape hatch also pays queued withdrawals
+        self.queue_senders: tuple[bytes, ...] = ()
+        self.owed: dict[bytes, int] = {}
         # per-contract state keys and rotation policies (contract_keys.py); not in the commitment
         self.contract_keys: dict[bytes, ContractKeyChain] = {}
 
@@ -252,6 +257,10 @@ class WorldState:
     def balance(self, address: bytes) -> int:
         a = self.accounts.get(address)
         return a.balance if a is not None else 0
+
+    def leaf_value(self, address: bytes) -> int:
+        """The value of ``address``'s balance leaf: its balance plus its queued withdrawals."""
+        return self.balance(address) + self.owed.get(address, 0)
 
     def nonce(self, address: bytes) -> int:
         a = self.accounts.get(address)
@@ -277,6 +286,7 @@ class WorldState:
         version: int,
         undo_version: int | None = None,
         withdrawal_queue: tuple[Withdrawal, ...] | None = None,
+        queue_senders: tuple[bytes, ...] = (),
     ) -> UndoRecord | None:
         """Apply one batch's net changes and update both trees incrementally.
 
@@ -317,6 +327,11 @@ class WorldState:
             if not cur:
                 del all_storage[addr]
         all_accounts = self.accounts
+        queue_changed = withdrawal_queue is not None and (
+            withdrawal_queue != self.withdrawal_queue or queue_senders != self.queue_senders
+        )
+        old_owed = self.owed
+        new_owed = _owed(withdrawal_queue, queue_senders) if queue_changed and withdrawal_queue is not None else old_owed
         for addr, ch in accounts.items():
             if ch.code is not None and ch.code_hash not in self.code:
                 self.code[ch.code_hash] = ch.code
@@ -329,29 +344,42 @@ class WorldState:
             elif keep:
                 old_accounts[addr] = AccountRecord(rec.nonce, rec.balance, rec.code_hash, rec.salt)
             had_entry = bool(rec.nonce) or rec.code_hash != KECCAK_EMPTY
-            if ch.balance != rec.balance or (ch.balance and rec.salt == ZERO32):
-                rec.balance = ch.balance
-                bkey = smt_key(addr)
-                if ch.balance:
-                    rec.salt = balance_salt(salt_secret, addr, version)
-                    balance_changes[bkey] = smt_leaf(bkey, ch.balance, rec.salt)
-                else:
-                    rec.salt = ZERO32
-                    balance_changes[bkey] = None
+            old_value = rec.balance + old_owed.get(addr, 0)
+            rec.balance = ch.balance
+            _set_leaf(rec, addr, old_value, ch.balance + new_owed.get(addr, 0), salt_secret, version, balance_changes)
             if rec.nonce != ch.nonce or rec.code_hash != ch.code_hash or not had_entry:
                 rec.nonce, rec.code_hash = ch.nonce, ch.code_hash
                 if rec.nonce or rec.code_hash != KECCAK_EMPTY:
                     state_changes[account_key(addr)] = account_payload(rec)
                 elif had_entry:
                     state_changes[account_key(addr)] = None
-            if rec.is_empty():
+            if rec.is_empty() and not new_owed.get(addr):
                 all_accounts.pop(addr, None)
             else:
                 all_accounts[addr] = rec
         old_queue = None
-        if withdrawal_queue is not None and withdrawal_queue != self.withdrawal_queue:
+        old_senders = self.queue_senders
+        if queue_changed and withdrawal_queue is not None:
+            for addr in old_owed.keys() | new_owed.keys():  # owed changed without a balance change
+                if addr in accounts or old_owed.get(addr, 0) == new_owed.get(addr, 0):
+                    continue
+                rec = all_accounts.get(addr)
+                if rec is None:
+                    rec = AccountRecord()
+                    if keep:
+                        old_accounts[addr] = None
+                elif keep:
+                    old_accounts[addr] = AccountRecord(rec.nonce, rec.balance, rec.code_hash, rec.salt)
+                value = rec.balance + new_owed.get(addr, 0)
+                _set_leaf(rec, addr, rec.balance + old_owed.get(addr, 0), value, salt_secret, version, balance_changes)
+                if rec.is_empty() and not value:
+                    all_accounts.pop(addr, None)
+                else:
+                    all_accounts[addr] = rec
             old_queue = self.withdrawal_queue
-            self._set_queue(withdrawal_queue, state_changes)
+            self.queue_senders, self.owed = queue_senders, new_owed
+            if withdrawal_queue != old_queue:
+                self._set_queue(withdrawal_queue, state_changes)
         if state_changes:
             self.commitment.update(state_changes)
         if balance_changes:
@@ -359,7 +387,7 @@ class WorldState:
         if not keep:
             return None
         assert undo_version is not None
-        return UndoRecord(old_accounts, old_storage, new_code, undo_version, old_queue)
+        return UndoRecord(old_accounts, old_storage, new_code, undo_version, old_queue, None, old_senders)
 
     def _set_queue(self, queue: tuple[Withdrawal, ...], state_changes: dict[bytes, bytes | None]) -> None:
         self.withdrawal_queue = queue
@@ -379,6 +407,10 @@ class WorldState:
                     state_changes[storage_key(a, slot)] = None
             if not cur:
                 del self.storage[a]
+        now_owed = self.owed
+        old_owed = now_owed
+        if rec.withdrawal_queue is not None:
+            old_owed = _owed(rec.withdrawal_queue, rec.queue_senders)
         for a, old in rec.accounts.items():
             now = self.accounts.get(a)
             had_entry = now is not None and (bool(now.nonce) or now.code_hash != KECCAK_EMPTY)
@@ -392,16 +424,17 @@ class WorldState:
                 state_changes[account_key(a)] = account_payload(old)
             elif had_entry:
                 state_changes[account_key(a)] = None
-            if (now.balance if now else 0, now.salt if now else ZERO32) != (
-                old.balance if old else 0,
-                old.salt if old else ZERO32,
-            ):
+            now_value = (now.balance if now else 0) + now_owed.get(a, 0)
+            old_value = (old.balance if old else 0) + old_owed.get(a, 0)
+            if (now_value, now.salt if now else ZERO32) != (old_value, old.salt if old else ZERO32):
                 bkey = smt_key(a)
-                balance_changes[bkey] = smt_leaf(bkey, old.balance, old.salt) if old and old.balance else None
+                balance_changes[bkey] = smt_leaf(bkey, old_value, old.salt) if old and old_value else None
         for h in rec.new_code:
             self.code.pop(h, None)
         if rec.withdrawal_queue is not None:
-            self._set_queue(rec.withdrawal_queue, state_changes)
+            self.queue_senders, self.owed = rec.queue_senders, old_owed
+            if rec.withdrawal_queue != self.withdrawal_queue:
+                self._set_queue(rec.withdrawal_queue, state_changes)
         if state_changes:
             self.commitment.update(state_changes)
         if balance_changes:
@@ -434,7 +467,9 @@ class WorldState:
                 [a, c.rotation, self.storage_section(a)] for a, c in sorted(chains.items()) if a in self.storage
             ]
         if self.withdrawal_queue:  # absent when empty: the same bytes as before the queue existed
-            m["withdrawal_queue"] = [[address_bytes(w.recipient), w.amount] for w in self.withdrawal_queue]
+            m["withdrawal_queue"] = [
+                [address_bytes(w.recipient), w.amount, s] for w, s in zip(self.withdrawal_queue, self.queue_senders, strict=True)
+            ]
         return cbor2.dumps(m, canonical=True)
 
     def storage_section(self, address: bytes) -> bytes:
@@ -477,9 +512,6 @@ class WorldState:
                 st.accounts[a] = rec
                 if nonce or code_hash != KECCAK_EMPTY:
                     state_changes[account_key(a)] = account_payload(rec)
-                if balance:
-                    bkey = smt_key(a)
-                    balance_changes[bkey] = smt_leaf(bkey, balance, salt)
             for a, flat in m["storage"]:
                 _check_addr(a)
                 if not isinstance(flat, list) or len(flat) % 2:
@@ -519,13 +551,29 @@ class WorldState:
             if not isinstance(queue, list) or len(queue) > MAX_QUEUED_WITHDRAWALS:
                 raise StateError("snapshot withdrawal_queue must be a list of [recipient, amount]")
             ws = []
-            for recipient, amount in queue:
+            senders = []
+            for entry in queue:
+                recipient, amount = entry[0], entry[1]
+                sender = entry[2] if len(entry) == 3 else recipient  # older snapshots: no sender
                 _check_addr(recipient)
-                if not _is_u256(amount) or amount == 0 or recipient == bytes(20):
+                _check_addr(sender)
+                if len(entry) not in (2, 3) or not _is_u256(amount) or amount == 0 or recipient == bytes(20):
                     raise StateError("snapshot withdrawal_queue entries need a non-zero recipient and amount")
                 ws.append(Withdrawal(to_checksum(recipient), amount))
+                senders.append(sender)
             if ws:
                 st._set_queue(tuple(ws), state_changes)
+                st.queue_senders = tuple(senders)
+                st.owed = _owed(st.withdrawal_queue, st.queue_senders)
+            if st.owed.keys() - st.accounts.keys():
+                raise StateError("snapshot withdrawal_queue sender has no account record (salt)")
+            for a, rec in st.accounts.items():
+                value = rec.balance + st.owed.get(a, 0)
+                if value:
+                    if value >= 1 << 256:
+                        raise StateError("snapshot balance plus queued withdrawals overflows")
+                    bkey = smt_key(a)
+                    balance_changes[bkey] = smt_leaf(bkey, value, rec.salt)
         except ContractKeyError as exc:
             raise StateError(f"snapshot: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:
@@ -535,6 +583,36 @@ class WorldState:
         st.commitment.update(state_changes)
         st.balances_tree.update(balance_changes)
         return st, version
+
+
+def _owed(queue: tuple[Withdrawal, ...], senders: tuple[bytes, ...]) -> dict[bytes, int]:
+    if len(senders) != len(queue):
+        raise StateError("the withdrawal queue and its senders differ in length")
+    owed: dict[bytes, int] = {}
+    for w, s in zip(queue, senders, strict=True):
+        owed[s] = owed.get(s, 0) + w.amount
+    return owed
+
+
+def _set_leaf(
+    rec: AccountRecord,
+    addr: bytes,
+    old_value: int,
+    value: int,
+    salt_secret: bytes,
+    version: int,
+    balance_changes: dict[bytes, bytes | None],
+) -> None:
+    """Re-leaf ``addr`` when its leaf value (balance + owed) changed or it has no salt yet."""
+    if value == old_value and not (value and rec.salt == ZERO32):
+        return
+    bkey = smt_key(addr)
+    if value:
+        rec.salt = balance_salt(salt_secret, addr, version)
+        balance_changes[bkey] = smt_leaf(bkey, value, rec.salt)
+    else:
+        rec.salt = ZERO32
+        balance_changes[bkey] = None
 
 
 def _is_u256(x: object) -> bool:

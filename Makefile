@@ -21,7 +21,9 @@ $(STAMP): pyproject.toml requirements.lock
 # The anvil L1 node (integration tests, `--l1 anvil`), pinned in package.json / package-lock.json.
 $(ANVIL): package.json package-lock.json
 	@command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
-	npm ci --no-audit --no-fund --loglevel=error
+	# `npm install` honours package-lock.json (it stays unchanged); `npm ci` is refused by npm 11
+	# because the lock lists only this platform's anvil binary package, not the other platforms'.
+	npm install --no-audit --no-fund --loglevel=error
 	@touch $@
 
 # PostgreSQL server binaries: the DAP tests and benchmark start a throwaway server with

@@ -229,6 +229,27 @@ def _root_of_leaf_nodes(level: list[bytes]) -> bytes:
     return level[0]
 
 
+def batch_data_roots(items: list[bytes]) -> tuple[bytes, bytes, bytes, dict[str, Any]]:
+    """(tx_root, receipts_root, data_commitment, meta) of batch data split into its items, the
+    same trees as ``commit_batch_data``; refuses (EnclaveRefusal) items that are not batch data."""
+    try:
+        meta = cbor2.loads(items[0])
+    except Exception:
+        raise EnclaveRefusal("batch data: the first item is not a CBOR meta map") from None
+    if not isinstance(meta, dict) or meta.get("v") != BATCH_DATA_VERSION:
+        raise EnclaveRefusal(f"batch data: the meta item must be a map with v={BATCH_DATA_VERSION}")
+    r = Request(meta, "batch data meta")
+    n_env = r.integer("n_envelopes", hi=MAX_BATCH_ENVELOPES)
+    n_ent = r.integer("n_entries", hi=MAX_BATCH_ENVELOPES + MAX_BATCH_MESSAGES)
+    if len(items) != 1 + n_env + n_ent:
+        raise EnclaveRefusal(f"batch data has {len(items)} items, its meta says 1 + {n_env} + {n_ent}")
+    k = sha3.keccak_256
+    id_nodes = [k(b"\x00" + k(e).digest()).digest() for e in items[1 : 1 + n_env]]
+    entry_nodes = [k(b"\x00" + k(e).digest()).digest() for e in items[1 + n_env :]]
+    data_commitment = _root_of_leaf_nodes([k(b"\x00" + keccak256(items[0])).digest(), *id_nodes, *entry_nodes])
+    return _root_of_leaf_nodes(id_nodes), _root_of_leaf_nodes(entry_nodes), data_commitment, meta
+
+
 def batch_data_items(batch_data: bytes) -> list[bytes]:
     """Split stored batch data into its items (for DAPs and audits)."""
     items = cbor2.loads(batch_data)

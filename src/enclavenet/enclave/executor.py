@@ -54,6 +54,7 @@ from .contract_keys import (
     PolicyCall,
     derive_contract_key,
 )
+from .diff import BatchDiff
 from .errors import EnclaveRefusal
 from .state import KECCAK_EMPTY, MAX_QUEUED_WITHDRAWALS, AccountChange, UndoRecord, WorldState
 from .tx import MAX_TX_GAS, InboxCall, SignedTx, TxError
@@ -425,6 +426,7 @@ class Executor:
         )
         self._batch: _Batch | None = None
         self._block = BlockInfo(0, 0)
+        self.last_diff: BatchDiff | None = None  # the net changes of the last end_batch (diff.py)
         self._version = 0  # block number of the last committed batch
         self.state = WorldState()
         self._evm = self._new_evm()
@@ -524,6 +526,7 @@ class Executor:
         if self._evm.journal_depth != 0:
             raise RuntimeError("pyrevm journal is not at depth 0 between batches")
         self._block = block
+        self.last_diff = None
         self._evm.set_block_env(self._block_env(block))
         self._batch = _Batch(block, self._evm.snapshot())
 
@@ -618,6 +621,7 @@ class Executor:
         paid = pending[:MAX_WITHDRAWALS_PER_HEADER]
         queue = pending[MAX_WITHDRAWALS_PER_HEADER:]
         senders = (st.queue_senders + tuple(b.withdrawal_senders))[MAX_WITHDRAWALS_PER_HEADER:]
+        self.last_diff = BatchDiff(accounts, storage, wiped, queue, senders, b.key_policies, b.key_counts)
         undo = self._commit_changes(
             accounts,
             storage,
@@ -674,6 +678,53 @@ class Executor:
         if rec.contract_keys is not None:
             self.state.contract_keys = rec.contract_keys
         self._version = rec.version
+
+    def apply_diff(
+        self,
+        diff: BatchDiff,
+        block: BlockInfo,
+        expect_state_root: bytes,
+        expect_balances_root: bytes,
+    ) -> None:
+        """Commit another member's batch from its net changes (``diff.py``) instead of running it.
+
+        The same commit as ``end_batch`` (pyrevm's database, the world state, both trees, the
+        contract key chains), then the roots must be ``expect_*`` (the QC'd header's); otherwise
+        everything is put back exactly (O(changes)) and the call refuses. ``block`` is the
+        batch's block (number = its height, timestamp).
+        """
+        version = block.number
+        if self._batch is not None:
+            raise EnclaveRefusal("apply a state diff between batches only")
+        st = self.state
+        for ch in diff.accounts.values():  # every code hash must be known here or come with its code
+            if ch.code_hash != KECCAK_EMPTY and ch.code_hash not in st.code and ch.code is None:
+                raise EnclaveRefusal("state diff refers to contract code this enclave does not have")
+        for a in diff.key_counts:
+            if a not in st.contract_keys and a not in diff.key_policies:
+                raise EnclaveRefusal("state diff counts executions of a contract without a key policy")
+        rec = self._commit_changes(
+            diff.accounts,
+            diff.storage,
+            diff.wiped,
+            version,
+            keep_undo=True,
+            withdrawal_queue=diff.withdrawal_queue,
+            queue_senders=diff.queue_senders,
+        )
+        assert rec is not None
+        prev_block, self._block = self._block, block
+        b = _Batch(block, None)
+        b.key_policies, b.key_counts = dict(diff.key_policies), dict(diff.key_counts)
+        rec.contract_keys = self._advance_contract_keys(b)
+        if st.state_root != expect_state_root or st.balances_root != expect_balances_root:
+            self._undo.append(rec)
+            self.undo_batch()
+            self._block = prev_block
+            raise EnclaveRefusal("the state diff does not give the header's state/balances root")
+        if self.max_undo > 0:
+            self._undo.append(rec)
+        self._version = version
 
     # --- items ---------------------------------------------------------------------------------
     @property

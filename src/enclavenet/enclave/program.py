@@ -52,12 +52,15 @@ from ..tee.sealing import SealingError
 from .batch import (
     BatchInput,
     ChainHead,
+    batch_data_items,
+    batch_data_roots,
     commit_batch_data,
     error_entry,
 )
 from .codec import U64_MAX, Request, as_address, as_bytes, decode_map, encode
 from .committee import Committee, SignGuard, check_quote
 from .contract_keys import derive_contract_key
+from .diff import BatchDiff
 from .errors import EnclaveRefusal
 from .executor import BlockInfo, Executor, Receipt
 from .keys import EnclaveIdentity, EpochKeyError, EpochKeyManager
@@ -69,6 +72,8 @@ SNAPSHOT_MAGIC = b"ENSS\x01"  # shared snapshot: sealed under the epoch state ke
 SNAPSHOT_SUBKEY = "snapshot-v1"
 SALT_SUBKEY = "escape-leaf-salt"
 CONTRACT_KEY_SUBKEY = "contract-key-v1"
+DIFF_MAGIC = b"ENSD\x01"  # a batch's state diff: sealed under the epoch state key (apply_batch)
+DIFF_SUBKEY = "batch-diff-v1"
 LOCAL_LABEL = b"EnclaveNet.program.local.v1"
 _ZERO_ADDR = b"\x00" * 20
 
@@ -577,7 +582,7 @@ class EnclaveProgram:
             self._undo_last()
             raise
         sig = self._sign(done.header)
-        return {
+        out = {
             "header": done.header.encode(),
             "header_hash": h,
             "signature": sig,
@@ -588,6 +593,9 @@ class EnclaveProgram:
             "n_ok": done.n_ok,
             "n_failed": done.n_failed,
         }
+        if r.has("with_diff") and r.raw("with_diff") is True:
+            out["diff"] = self._seal_diff(done.header)
+        return out
 
     def _proposed_header(self, r: Request) -> Header:
         try:
@@ -696,9 +704,99 @@ class EnclaveProgram:
         r = Request.parse(payload, "apply_batch")
         header = self._proposed_header(r)
         self._committee.check_qc(header.hash(), r.items("signatures", 256), self.cfg.l1_chain_id, self.cfg.rollup)
+        if r.has("diff"):
+            return self._apply_diff(r, header)
         header, _ = self._reexecute_matching(r, "apply_batch")
         self._finalize(header.height, header.hash())
         self._anchored_epoch = max(self._anchored_epoch, header.epoch)
+        return self._status(b"")
+
+    # ------------------------------------------------------------------ state diffs (apply without re-executing)
+    def _diff_key_aad(self, header: Header) -> tuple[bytes, bytes]:
+        if not self._epochs.has_epoch(header.epoch):
+            raise EnclaveRefusal(
+                f"apply_batch: this enclave does not hold the keys of epoch {header.epoch}, under which the "
+                "state diff is sealed; import them or apply the batch by re-execution"
+            )
+        return self._epochs.state_subkey(header.epoch, DIFF_SUBKEY), DIFF_MAGIC + header.hash()
+
+    def _seal_diff(self, header: Header) -> bytes:
+        """The executor's net write set of the batch just executed (``diff.py``), sealed under the
+        batch epoch's state key and bound to the header (so only committee enclaves read it, and
+        only for that header)."""
+        diff = self._ex.last_diff
+        if diff is None:
+            raise EnclaveRefusal("execute_batch: no state diff recorded for this batch")
+        t0 = time.perf_counter()
+        key, aad = self._diff_key_aad(header)
+        nonce = os.urandom(12)
+        blob = nonce + AESGCM(key).encrypt(nonce, diff.encode(), aad)
+        self.stats.add("diff_seal", time.perf_counter() - t0)
+        return blob
+
+    def _open_diff(self, blob: bytes, header: Header) -> BatchDiff:
+        key, aad = self._diff_key_aad(header)
+        if len(blob) < 12 + 16:
+            raise EnclaveRefusal("apply_batch: the state diff is too short to be sealed")
+        try:
+            plain = AESGCM(key).decrypt(blob[:12], blob[12:], aad)
+        except InvalidTag:
+            raise EnclaveRefusal(
+                "apply_batch: the state diff does not decrypt under this header's epoch state key "
+                "(tampered, for another header, or from outside the committee)"
+            ) from None
+        return BatchDiff.decode(plain)
+
+    def _apply_diff(self, r: Request, header: Header) -> dict[str, Any]:
+        """``apply_batch`` with ``diff``: adopt a QC'd batch from the proposer's sealed state diff
+        instead of re-executing it. The QC was checked by the caller; here the batch data must
+        match the header (tx root, receipts root, data commitment; its meta gives the timestamp),
+        the header must extend this enclave's head, and the diff must give the header's state and
+        balances roots -- else nothing changes and the call refuses (the host re-executes)."""
+        t0 = time.perf_counter()
+        hd = self._head
+        hh = header.hash()
+        if header.height != hd.height + 1 or header.prev_hash != hd.hash:
+            raise EnclaveRefusal(
+                f"apply_batch: the header at height {header.height} does not extend this enclave's head at "
+                f"height {hd.height}; rollback to its parent or apply the heights before it"
+            )
+        if not self._epochs.has_epoch(header.epoch) or header.epoch_key != self._epochs.tx_public_key(header.epoch):
+            raise EnclaveRefusal(
+                f"apply_batch: this enclave does not hold the epoch {header.epoch} keys the header names"
+            )
+        try:
+            items = batch_data_items(r.blob("batch_data"))
+        except ValueError as exc:
+            raise EnclaveRefusal(f"apply_batch: batch_data: {exc}") from None
+        tx_root, receipts_root, commitment, meta = batch_data_roots(items)
+        if (tx_root, receipts_root, commitment) != (header.tx_root, header.receipts_root, header.data_commitment):
+            raise EnclaveRefusal(
+                "apply_batch: the batch data does not match the header's tx root, receipts root or data commitment"
+            )
+        m = Request(meta, "apply_batch: batch data meta")
+        timestamp = m.integer("timestamp", hi=U64_MAX)
+        same = (
+            m.integer("height", hi=U64_MAX) == header.height
+            and m.blob("prev_hash", 32) == header.prev_hash
+            and m.integer("epoch", hi=U64_MAX) == header.epoch
+            and m.integer("l1_block", hi=U64_MAX) == header.l1_block
+            and m.integer("msg_count", hi=U64_MAX) == header.msg_count
+            and m.blob("msg_acc", 32) == header.msg_acc
+            and m.integer("msg_start", hi=U64_MAX) == hd.msg_count
+        )
+        if not same or timestamp < hd.timestamp or header.l1_block < hd.l1_block:
+            raise EnclaveRefusal("apply_batch: the batch data's meta does not match the header and this enclave's head")
+        diff = self._open_diff(r.blob("diff"), header)
+        self._batch_epoch = header.epoch  # balance salts and contract keys derive from its state key
+        try:
+            self._ex.apply_diff(diff, BlockInfo(header.height, timestamp), header.state_root, header.balances_root)
+        except EnclaveRefusal as exc:
+            raise EnclaveRefusal(f"apply_batch: {exc}; apply the batch by re-execution") from None
+        self._head = ChainHead(header.height, hh, header.l1_block, header.msg_count, header.msg_acc, timestamp)
+        self._finalize(header.height, hh)
+        self._anchored_epoch = max(self._anchored_epoch, header.epoch)
+        self.stats.add("apply_diff", time.perf_counter() - t0)
         return self._status(b"")
 
     # ------------------------------------------------------------------ views

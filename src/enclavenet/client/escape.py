@@ -8,6 +8,8 @@
 * :func:`fetch_escape_leaf` -- ask a node's enclave for *your* balance leaf and proof, sealed to
   your key; keep it (:func:`save_escape_leaf`): after a freeze it is all you need, with every
   enclave dead.
+* :func:`fetch_escape_from_daps` -- rebuild that leaf and proof from the DAPs alone (leaf hashes
+  of the balances tree + your (balance, salt) sealed to your key), checked against L1.
 * :func:`escape_withdraw` -- after the freeze, withdraw that balance on L1 with the proof against
   the last accepted header (read from L1 alone, :func:`last_accepted_header`).
 * :func:`reclaim_deposit` -- get back the value of an L1 message no header consumed (a deposit,
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,7 @@ from ..crypto.hashing import address_bytes, keccak256, to_checksum
 from ..crypto.header import Header
 from ..crypto.messages import MSG_GENESIS_ACC, L1Message
 from ..crypto.secp256k1 import SigningKey
+from ..crypto.smt import SparseMerkleTree, smt_key, smt_leaf
 from .core import SentTx, _hex_bytes, _hex_int
 from .errors import EnclaveNetError, NodeUnavailable
 from .formats import create_address, sign_transaction
@@ -215,6 +219,84 @@ def load_escape_leaf(path: str | Path) -> EscapeLeaf:
         raise EnclaveNetError(f"{path}: not a saved escape leaf ({exc})") from None
 
 
+def fetch_escape_from_daps(
+    l1_w3: Web3,
+    account: LocalAccount,
+    rollup: str,
+    daps: Mapping[str, str] | Iterable[str],
+    *,
+    from_block: int = 0,
+    timeout: float = 30.0,
+) -> EscapeLeaf:
+    """Rebuild ``account``'s escape leaf from DAP data alone (every node and enclave may be dead).
+
+    Reads the last accepted header from L1, asks the DAPs (``{address: url}`` or URLs) for the
+    balances tree's leaf hashes at its height and rebuilds the tree: a DAP whose tree does not
+    come out at the header's ``balances_root`` is skipped (the next one is asked). Then opens the
+    account's newest sealed (balance, salt) record that matches its leaf in that tree and builds
+    the proof. Give the result to :func:`escape_withdraw`.
+    """
+    from ..dap.client import DapError, DapPool, run
+
+    header = last_accepted_header(l1_w3, rollup, from_block=from_block)
+    if header is None:
+        raise EnclaveNetError("the Rollup never accepted a header: reclaim deposits instead")
+    me = to_checksum(account.address)
+    key = smt_key(me)
+    l1_chain_id = int(l1_w3.eth.chain_id)
+
+    async def gather() -> tuple[SparseMerkleTree, list[bytes], list[str]]:
+        problems: list[str] = []
+        tree: SparseMerkleTree | None = None
+        sealed: list[tuple[int, bytes]] = []
+        async with DapPool(daps, l1_chain_id, rollup, timeout=timeout) as pool:
+            if not pool.clients:
+                raise EnclaveNetError("no DAPs given")
+            for c in pool.clients:
+                try:
+                    lf = await c.leaf(me, header.height)
+                    if lf is not None:
+                        sealed.append((lf.height, lf.sealed))
+                    if tree is not None:
+                        continue
+                    leaves = await c.leaf_set(header.height)
+                except DapError as exc:
+                    problems.append(f"{c.url}: {exc}")
+                    continue
+                if leaves is None:
+                    problems.append(f"{c.url}: no leaf hashes up to height {header.height}")
+                    continue
+                t = SparseMerkleTree()
+                t.update(dict(leaves))
+                if t.root != header.balances_root:
+                    problems.append(f"{c.url}: its leaf hashes do not give the accepted balances root")
+                    continue
+                tree = t
+        if tree is None:
+            raise EnclaveNetError(
+                f"no DAP has the balances tree of the last accepted header (height {header.height}): "
+                + "; ".join(problems[:6]))
+        return tree, [s for _, s in sorted(sealed, key=lambda x: -x[0])], problems
+
+    tree, records, problems = run(gather())
+    leaf_hash = tree.get(key)
+    if leaf_hash is None:
+        raise EnclaveNetError(f"{me} has no balance leaf at height {header.height}: nothing to withdraw")
+    for blob in records:
+        try:
+            rec = open_escape_leaf(blob, bytes(account.key))
+        except EscapeError:
+            continue
+        if rec.address == me and rec.has_leaf and smt_leaf(key, rec.balance, rec.salt) == leaf_hash:
+            leaf = EscapeLeaf(me, rec.balance, rec.salt, tuple(tree.proof(key)), header.height, header.hash(),
+                              header.balances_root)
+            if leaf.verify():
+                return leaf
+    raise EnclaveNetError(
+        f"no DAP holds a sealed (balance, salt) record of {me} matching its leaf at height {header.height} "
+        f"({len(records)} record(s) found)" + ("; " + "; ".join(problems[:3]) if problems else ""))
+
+
 # ---------------------------------------------------------------------------- L1 reads
 
 
@@ -392,6 +474,7 @@ __all__ = [
     "challenge_status",
     "escape_request",
     "escape_withdraw",
+    "fetch_escape_from_daps",
     "fetch_escape_leaf",
     "freeze",
     "l1_messages",

@@ -150,6 +150,20 @@ class DapClient:
         await self._request("POST", "/v1/leaves", {"header_hash": header_hash,
                                                    "leaves": [[address_bytes(a), s] for a, s in leaves]})
 
+    async def put_leaf_diff(self, header_hash: bytes, base: int, diff: Sequence[tuple[bytes, bytes]]) -> None:
+        await self._request("POST", "/v1/leafdiff", {"header_hash": header_hash, "base": base,
+                                                     "diff": [[k, v] for k, v in diff]})
+
+    async def leaf_set(self, height: int) -> dict[bytes, bytes] | None:
+        """The balances tree's leaf hashes at ``height`` (unchecked: rebuild and compare the root)."""
+        res = await self._request("GET", f"/v1/leafset/{height}", allow_404=True)
+        if res is None:
+            return None
+        try:
+            return {bytes(k): bytes(v) for k, v in res}
+        except (TypeError, ValueError):
+            raise DapError(f"DAP {self.url}: malformed leaf set") from None
+
     async def receipt(self, dc: bytes) -> Receipt:
         return self._check_receipt(dc, await self._request("GET", f"/v1/receipt/{dc.hex()}"))
 

@@ -8,11 +8,13 @@ with a 4xx/5xx status (docs/DAP.md has the full API):
                        -> {data_commitment, header_hash, signer, receipt}   once durably stored
     POST /v1/snapshot  {header_hash, epoch, blob}          (a header already stored here)
     POST /v1/leaves    {header_hash, leaves: [[address, sealed]]}
+    POST /v1/leafdiff  {header_hash, base, diff: [[smt key, leaf hash or b""]]}  (header stored here)
     GET  /v1/batch/{data_commitment hex}    -> {header, batch_data}
     GET  /v1/header/{header_hash hex}       -> {header, batch_data}
     GET  /v1/headers?from=&to=              -> [[height, header_hash, data_commitment]] (<= 1000)
     GET  /v1/snapshot?max_height=           -> {height, header_hash, epoch, blob}
     GET  /v1/leaf/{address}?max_height=     -> {height, header_hash, sealed}
+    GET  /v1/leafset/{height}               -> [[smt key, leaf hash]] (fold of stored diffs; 404: gap)
     GET  /v1/piece/{data_commitment}/{path} -> {index, item, siblings}
     GET  /v1/receipt/{data_commitment}      -> {signer, receipt}
     GET  /v1/status                         -> {address, backend, batches, min_height, max_height, ...}
@@ -156,6 +158,8 @@ class DapService:
             web.post("/v1/batch", self.h_put_batch),
             web.post("/v1/snapshot", self.h_put_snapshot),
             web.post("/v1/leaves", self.h_put_leaves),
+            web.post("/v1/leafdiff", self.h_put_leafdiff),
+            web.get("/v1/leafset/{height}", self.h_leafset),
             web.get("/v1/batch/{dc}", self.h_batch),
             web.get("/v1/header/{hh}", self.h_header),
             web.get("/v1/headers", self.h_headers),
@@ -246,6 +250,28 @@ class DapService:
         leaves = _leaves(body.get("leaves"), stored.height, stored.header_hash)
         await self._run(self.store.put_leaves, leaves)
         return _cbor({"stored": len(leaves), "height": stored.height})
+
+    async def h_put_leafdiff(self, request: web.Request) -> web.Response:
+        """Escape data (docs/DAP.md): the balances tree's salted leaf hashes changed from header
+        ``base`` to this header (base 0: every leaf). Public-safe: a leaf hash hides its balance."""
+        body = await self._body(request)
+        stored = await self._stored_header(body)
+        base = body.get("base")
+        if not isinstance(base, int) or not 0 <= base < stored.height:
+            raise BadRequest(f"base must be an integer height below the header's {stored.height}")
+        diff = _leaf_diff(body.get("diff"))
+        await self._run(self.store.put_leaf_diff, stored.height, base, diff)
+        return _cbor({"stored": len(diff), "height": stored.height, "base": base})
+
+    async def h_leafset(self, request: web.Request) -> web.Response:
+        try:
+            height = int(request.match_info["height"], 0)
+        except ValueError:
+            raise BadRequest("height must be an integer") from None
+        leaves: dict[bytes, bytes] | None = await self._run(self.store.leaf_set, height)
+        if leaves is None:
+            return _error(404, f"no chain of leaf diffs up to height {height} here")
+        return _cbor([[k, v] for k, v in sorted(leaves.items())])
 
     # -- reads -----------------------------------------------------------------------------
     async def h_batch(self, request: web.Request) -> web.Response:
@@ -368,6 +394,18 @@ def _leaves(raw: Any, height: int, header_hash: bytes) -> list[SealedLeaf]:
         except (ValueError, TypeError):
             raise BadRequest("leaf address must be 20 bytes") from None
         out.append(SealedLeaf(address, height, header_hash, item[1]))
+    return out
+
+
+def _leaf_diff(raw: Any) -> list[tuple[bytes, bytes]]:
+    if not isinstance(raw, list):
+        raise BadRequest("diff must be a list of [smt key, leaf hash or empty]")
+    out = []
+    for item in raw:
+        if (not isinstance(item, list | tuple) or len(item) != 2 or not isinstance(item[0], bytes)
+                or len(item[0]) != 32 or not isinstance(item[1], bytes) or len(item[1]) not in (0, 32)):
+            raise BadRequest("each diff entry is [32-byte smt key, 32-byte leaf hash or b\"\"]")
+        out.append((item[0], item[1]))
     return out
 
 

@@ -5,12 +5,15 @@
     store.put(StoredBatch(header, batch_data), snapshot=None, leaves=[])   # one transaction
     store.batch(data_commitment) -> StoredBatch | None
 
-Three tables, the same on both backends:
+Five tables, the same on both backends:
 
     batches   (data_commitment PK, header_hash UNIQUE, height, header, data)
     snapshots (header_hash PK, height, epoch, blob)          -- sealed enclave snapshots
     leaves    (address, header_hash, height, sealed)  PK (address, header_hash)
                                                              -- escape leaves, each sealed to its user
+    leafdiffs (height, base, key, leaf)  PK (height, base, key) -- the balances tree's salted leaf
+    leafdiff_meta (height, base)         PK (height, base)        hashes changed from header ``base``
+                                                             to ``height`` (leaf b"" = removed)
 
 ``put`` returns only once the transaction is committed (SQLite: WAL with ``synchronous=FULL``;
 PostgreSQL: a plain COMMIT, which waits for the WAL flush): a receipt is signed after that.
@@ -104,6 +107,51 @@ class Store(ABC):
         with self._lock:
             self._put(None, None, list(leaves))
 
+    def put_leaf_diff(self, height: int, base: int, diff: Sequence[tuple[bytes, bytes]]) -> None:
+        """The balances tree's leaf hashes that changed from header ``base`` to header ``height``
+        (``base`` 0: from the empty tree, i.e. every leaf); a leaf of b"" removes the key."""
+        if not 0 <= base < height:
+            raise StoreError(f"a leaf diff goes from a lower height to a higher one (got {base} -> {height})")
+        rows = [(height, base, bytes(k), bytes(v)) for k, v in diff]
+        with self._lock:
+            self._write_diff((height, base), rows)
+
+    def leaf_set(self, height: int) -> dict[bytes, bytes] | None:
+        """Every non-empty leaf hash of the balances tree at ``height`` (key -> leaf hash): the
+        fold of a chain of stored diffs from the empty tree up to ``height``; None without one."""
+        metas = self._query("SELECT height, base FROM leafdiff_meta WHERE height <= {p}", (height,))
+        bases: dict[int, list[int]] = {}
+        for h, b in metas:
+            bases.setdefault(int(h), []).append(int(b))
+        # shortest chain height -> ... -> 0 (breadth-first over the stored diffs)
+        prev: dict[int, int] = {}
+        frontier, seen = [height], {height}
+        while frontier and 0 not in seen:
+            nxt = []
+            for h in frontier:
+                for b in sorted(bases.get(h, [])):
+                    if b not in seen:
+                        seen.add(b)
+                        prev[b] = h
+                        nxt.append(b)
+            frontier = nxt
+        if 0 not in seen:
+            return None
+        chain: list[tuple[int, int]] = []  # (height, base), oldest first
+        b = 0
+        while b != height:
+            h = prev[b]
+            chain.append((h, b))
+            b = h
+        leaves: dict[bytes, bytes] = {}
+        for h, b in chain:
+            for k, v in self._query("SELECT key, leaf FROM leafdiffs WHERE height = {p} AND base = {p}", (h, b)):
+                if v:
+                    leaves[bytes(k)] = bytes(v)
+                else:
+                    leaves.pop(bytes(k), None)
+        return leaves
+
     # -- reads -----------------------------------------------------------------------------
     def batch(self, data_commitment: bytes) -> StoredBatch | None:
         rows = self._query("SELECT header, data FROM batches WHERE data_commitment = {p}", (data_commitment,))
@@ -162,6 +210,9 @@ class Store(ABC):
     def _put(self, batch: StoredBatch | None, snapshot: Snapshot | None, leaves: list[SealedLeaf]) -> None: ...
 
     @abstractmethod
+    def _write_diff(self, meta: tuple[int, int], rows: list[tuple[int, int, bytes, bytes]]) -> None: ...
+
+    @abstractmethod
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]: ...
 
     @abstractmethod
@@ -202,6 +253,10 @@ CREATE TABLE IF NOT EXISTS leaves (
     address BLOB NOT NULL, header_hash BLOB NOT NULL, height INTEGER NOT NULL, sealed BLOB NOT NULL,
     PRIMARY KEY (address, header_hash));
 CREATE INDEX IF NOT EXISTS leaves_address_height ON leaves (address, height);
+CREATE TABLE IF NOT EXISTS leafdiff_meta (height INTEGER NOT NULL, base INTEGER NOT NULL, PRIMARY KEY (height, base));
+CREATE TABLE IF NOT EXISTS leafdiffs (
+    height INTEGER NOT NULL, base INTEGER NOT NULL, key BLOB NOT NULL, leaf BLOB NOT NULL,
+    PRIMARY KEY (height, base, key));
 """
 
 
@@ -238,6 +293,20 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite write failed: {exc}") from None
 
+    def _write_diff(self, meta: tuple[int, int], rows: list[tuple[int, int, bytes, bytes]]) -> None:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if not self._db.execute("SELECT 1 FROM leafdiff_meta WHERE height = ? AND base = ?", meta).fetchall():
+                    self._db.executemany("INSERT OR REPLACE INTO leafdiffs VALUES (?, ?, ?, ?)", rows)
+                    self._db.execute("INSERT INTO leafdiff_meta VALUES (?, ?)", meta)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite write failed: {exc}") from None
+
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         with self._lock:
             try:
@@ -264,6 +333,10 @@ _PG_SCHEMA = [
         address BYTEA NOT NULL, header_hash BYTEA NOT NULL, height BIGINT NOT NULL, sealed BYTEA NOT NULL,
         PRIMARY KEY (address, header_hash))""",
     "CREATE INDEX IF NOT EXISTS leaves_address_height ON leaves (address, height)",
+    "CREATE TABLE IF NOT EXISTS leafdiff_meta (height BIGINT NOT NULL, base BIGINT NOT NULL, PRIMARY KEY (height, base))",
+    """CREATE TABLE IF NOT EXISTS leafdiffs (
+        height BIGINT NOT NULL, base BIGINT NOT NULL, key BYTEA NOT NULL, leaf BYTEA NOT NULL,
+        PRIMARY KEY (height, base, key))""",
     # the data is encrypted: TOAST compression would only burn CPU
     "ALTER TABLE batches ALTER COLUMN data SET STORAGE EXTERNAL",
     "ALTER TABLE snapshots ALTER COLUMN blob SET STORAGE EXTERNAL",
@@ -303,6 +376,17 @@ class PostgresStore(Store):
                     cur.executemany(
                         "INSERT INTO leaves VALUES (%s, %s, %s, %s) ON CONFLICT (address, header_hash) "
                         "DO UPDATE SET sealed = EXCLUDED.sealed", ls)
+            self._db.commit()
+        except self._psycopg.Error as exc:
+            self._db.rollback()
+            raise StoreError(f"PostgreSQL write failed: {_pg_reason(exc)}") from None
+
+    def _write_diff(self, meta: tuple[int, int], rows: list[tuple[int, int, bytes, bytes]]) -> None:
+        try:
+            with self._db.cursor() as cur:
+                cur.execute("INSERT INTO leafdiff_meta VALUES (%s, %s) ON CONFLICT DO NOTHING", meta)
+                if cur.rowcount:
+                    cur.executemany("INSERT INTO leafdiffs VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING", rows)
             self._db.commit()
         except self._psycopg.Error as exc:
             self._db.rollback()

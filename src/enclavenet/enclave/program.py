@@ -43,10 +43,11 @@ from ..crypto.escape import (
     recover_public_key,
     seal_escape_leaf,
 )
-from ..crypto.hashing import ZERO32, keccak256
+from ..crypto.hashing import ZERO32, address_bytes, keccak256, to_checksum
 from ..crypto.header import Header
 from ..crypto.messages import KIND_CHALLENGE, KIND_USER, accumulate
 from ..crypto.quote import TEE_NAMES, TEE_TYPES, enc_key_hash
+from ..crypto.smt import smt_key, smt_leaf
 from ..tee.platform import EnclavePlatform
 from ..tee.sealing import SealingError
 from .batch import (
@@ -67,6 +68,7 @@ from .keys import EnclaveIdentity, EpochKeyError, EpochKeyManager
 from .tx import InboxCall, SignedTx, TxError, decode_item
 from .views import parse_view_request
 
+MAX_ESCAPE_PUBKEYS = 1 << 20  # public keys escape_export seals to (a local cache, oldest dropped)
 MAX_UNFINALISED = 32  # heights executed beyond the finalised one (each keeps its pre-batch state)
 SNAPSHOT_MAGIC = b"ENSS\x01"  # shared snapshot: sealed under the epoch state key
 SNAPSHOT_SUBKEY = "snapshot-v1"
@@ -167,6 +169,9 @@ class EnclaveProgram:
         self._batch_epoch = 0
         self._anchored_epoch = -1  # the epoch of the newest header accepted with a QC (-1: none)
         self._tacc = [0.0, 0.0, 0.0, 0.0]
+        # escape data for the DAPs (escape_export): not consensus state, never in a snapshot
+        self._esc_pubkeys: dict[bytes, bytes] = {}  # address -> uncompressed public key
+        self._esc_last: tuple[int, dict[bytes, tuple[int, bytes]]] | None = None  # height, addr -> (value, salt)
         self.stats = Stats()
         self._handlers: dict[str, Callable[[bytes], dict[str, Any]]] = {
             "identity": self._identity_call,
@@ -189,6 +194,7 @@ class EnclaveProgram:
             "status": self._status,
             "stats": self._stats,
             "escape_leaf": self._escape_leaf,
+            "escape_export": self._escape_export,
         }
 
     def __repr__(self) -> str:
@@ -961,6 +967,7 @@ class EnclaveProgram:
             raise EnclaveRefusal(f"escape_leaf: {exc}") from None
         if public_key_address(public_key) != address:
             raise EnclaveRefusal(f"escape_leaf: the request is not signed by {address}")
+        self._remember_pubkey(public_key)
         hd = self._head
         root = self._ex.balances_root
         if self._ex.escape_value(address):  # balance + queued withdrawals (executor.escape_value)
@@ -975,6 +982,67 @@ class EnclaveProgram:
             "balances_root": root,
             "finalized": self._finalized == (hd.height, hd.hash),
         }
+
+    def _remember_pubkey(self, public_key: bytes) -> bytes:
+        a = address_bytes(public_key_address(public_key))
+        if a not in self._esc_pubkeys and len(self._esc_pubkeys) >= MAX_ESCAPE_PUBKEYS:
+            self._esc_pubkeys.pop(next(iter(self._esc_pubkeys)))
+        self._esc_pubkeys[a] = public_key
+        return a
+
+    def _escape_export(self, payload: bytes) -> dict[str, Any]:
+        """Escape data for the DAPs at the head (docs/DAP.md), which must be at ``height``:
+
+        * ``diff``: ``[[smt key, leaf hash or b""]]`` -- the balances tree's salted leaf hashes
+          that changed since ``base``, the height of this enclave's previous export (0 and every
+          leaf when there was none, or it is not below the head). Leaf hashes are public-safe.
+        * ``sealed``: ``[[address, sealed]]`` -- for each changed account whose public key the
+          enclave knows (from its escape_leaf requests, or ``public_keys`` given here, each
+          checked to hash to its address), its leaf value and salt (an EscapeLeaf without
+          siblings) sealed to that key; keys given now get theirs even when unchanged.
+
+        The host calls it once the header at ``height`` is accepted on L1."""
+        r = Request.parse(payload, "escape_export")
+        height = r.integer("height", hi=U64_MAX)
+        hd = self._head
+        if height != hd.height:
+            raise EnclaveRefusal(f"escape_export: the head is at height {hd.height}, not {height}")
+        fresh: set[bytes] = set()
+        if r.has("public_keys"):
+            raw = r.raw("public_keys")
+            if not isinstance(raw, list) or len(raw) > MAX_ESCAPE_PUBKEYS:
+                raise EnclaveRefusal(f"escape_export: public_keys must be a list of at most {MAX_ESCAPE_PUBKEYS}")
+            for pk in raw:
+                try:
+                    fresh.add(self._remember_pubkey(as_bytes(pk, "public_keys", "escape_export", max_len=65)))
+                except (EscapeError, ValueError, TypeError):
+                    raise EnclaveRefusal("escape_export: a public key is not a secp256k1 public key") from None
+        st = self._ex.state
+        now: dict[bytes, tuple[int, bytes]] = {}
+        for a in st.accounts.keys() | st.owed.keys():
+            value = st.leaf_value(a)
+            rec = st.accounts.get(a)
+            if value and rec is not None:
+                now[a] = (value, rec.salt)
+        last = self._esc_last
+        full = r.has("full") and bool(r.raw("full"))  # the host lost the previous export: every leaf
+        base, before = (last[0], last[1]) if last is not None and last[0] < height and not full else (0, {})
+        changed = [a for a in now.keys() | before.keys() if now.get(a) != before.get(a)]
+        diff: list[list[bytes]] = []
+        for a in sorted(changed):
+            key = smt_key(a)
+            v = now.get(a)
+            diff.append([key, smt_leaf(key, v[0], v[1]) if v else b""])
+        root = self._ex.balances_root
+        sealed: list[list[Any]] = []
+        for a in sorted((set(changed) | fresh) & self._esc_pubkeys.keys()):
+            v = now.get(a)
+            leaf = (EscapeLeaf(to_checksum(a), v[0], v[1], (), hd.height, hd.hash, root) if v
+                    else EscapeLeaf.empty(a, hd.height, hd.hash, root))
+            sealed.append([a, seal_escape_leaf(leaf, self._esc_pubkeys[a])])
+        self._esc_last = (height, now)
+        return {"height": height, "header_hash": hd.hash, "base": base, "balances_root": root,
+                "diff": diff, "sealed": sealed}
 
     # ------------------------------------------------------------------ status
     def _status(self, payload: bytes) -> dict[str, Any]:

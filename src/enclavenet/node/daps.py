@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("enclavenet.node.daps")
 
 REFRESH = 5.0
+ESCAPE_POLL = 0.25  # seconds between checks for a newly accepted header to export escape data for
 
 
 class NodeDaps:
@@ -44,6 +45,9 @@ class NodeDaps:
         self._refreshed = 0.0
         self._next_snapshot_try = 0.0
         self.restored_from: int | None = None  # height of the DAP snapshot this node restored, if any
+        self.escape_exported = 0  # height of the last escape data uploaded (export_escape)
+        self._escape_full = False  # an upload failed: the next export carries every leaf
+        self._escape_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ DAP list and threshold
     async def start(self) -> None:
@@ -54,6 +58,7 @@ class NodeDaps:
                             timeout=self.cfg.dap_timeout)
         await self.pool.open()
         await self.refresh(force=True)
+        self._escape_task = asyncio.create_task(self._escape_loop())
 
     async def refresh(self, force: bool = False) -> None:
         if self.pool is None or (not force and time.monotonic() - self._refreshed < REFRESH):
@@ -176,7 +181,60 @@ class NodeDaps:
             return True
         return False
 
+    # ------------------------------------------------------------------ escape data
+    async def _escape_loop(self) -> None:
+        while True:
+            await asyncio.sleep(ESCAPE_POLL)
+            try:
+                await self.export_escape()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # never let escape data stop the node
+                self._escape_full = True
+                log.warning("%s: escape data export failed: %s", self.cfg.name, exc)
+
+    async def export_escape(self) -> bool:
+        """Once the enclave's head is an accepted header not exported yet, upload to every DAP its
+        balances-tree leaf-hash diff (since this enclave's previous export) and the changed
+        accounts' (balance, salt) sealed to their owners (enclave ecall ``escape_export``).
+        Off the critical path: when the head is ahead of the accepted height (pipelining), it
+        waits for a quiet moment; the next diff then spans the heights between. True if it did."""
+        n = self.node
+        w = n.watcher
+        if self.pool is None or not self.pool.clients or n.host is None or w is None:
+            return False
+        h = n.finalized
+        acc = w.headers.get(h)
+        if h <= self.escape_exported or acc is None or n.head_height != h or n.head_hash != acc.hash:
+            return False
+        async with n.enclave_lock:
+            if n.head_height != h or n.head_hash != acc.hash:
+                return False
+            body: dict[str, Any] = {"height": h}
+            if self._escape_full:
+                body["full"] = True
+            res = await n.host.call("escape_export", body)
+        base = int(res["base"])
+        diff = [(bytes(k), bytes(v)) for k, v in res["diff"]]
+        sealed = [(str(a) if isinstance(a, str) else "0x" + bytes(a).hex(), bytes(s)) for a, s in res["sealed"]]
+        hh = bytes(res["header_hash"])
+
+        async def one(c: Any) -> None:
+            await c.put_leaf_diff(hh, base, diff)
+            if sealed:
+                await c.put_leaves(hh, sealed)
+
+        results = await asyncio.gather(*(one(c) for c in self.pool.clients), return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        for r in failed:
+            log.info("%s: escape data for height %d not stored by a DAP: %s", self.cfg.name, h, r)
+        self._escape_full = bool(failed)  # a DAP lacks this diff: the next one starts from the empty tree
+        self.escape_exported = h
+        return True
+
     async def close(self) -> None:
+        if self._escape_task is not None:
+            self._escape_task.cancel()
         for t in self.uploads.values():
             t.cancel()
         if self.pool is not None:

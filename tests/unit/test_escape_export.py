@@ -1,0 +1,114 @@
+"""Escape data for the DAPs: the enclave's ``escape_export`` (leaf-hash diffs + (balance, salt)
+sealed to each known user), a DAP store folding the diffs back into the balances tree, and the
+proof a user rebuilds from them alone."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from eth_account import Account
+
+from enclavenet.crypto.envelope import seal
+from enclavenet.crypto.escape import EscapeLeaf, escape_request_digest, open_escape_leaf
+from enclavenet.crypto.header import Header
+from enclavenet.crypto.messages import KIND_USER
+from enclavenet.crypto.secp256k1 import SigningKey
+from enclavenet.crypto.smt import SparseMerkleTree, smt_key, smt_leaf
+from enclavenet.dap.store import SQLiteStore
+from enclavenet.enclave.harness import Member, batch_request, form_committee, program_config
+from enclavenet.enclave.tx import sign_tx
+from enclavenet.tee import DEFAULT_PROGRAM, EnclaveError, InProcessEnclave, SimulatedVendor
+
+CHAIN, L1_CHAIN = 4242, 31337
+ETH = 10**18
+VENDORS = [SimulatedVendor.generate(n) for n in ("sgx", "tdx")]
+CFG = program_config(VENDORS, chain_id=CHAIN, l1_chain_id=L1_CHAIN)
+
+
+class Net:
+    def __init__(self) -> None:
+        self.members = [Member(InProcessEnclave(v.new_platform(), DEFAULT_PROGRAM, CFG)) for v in VENDORS]
+        self.epoch_pub = form_committee(self.members, 2, 2)
+        self.prev, self.height, self.msg, self.l1_block = bytes(32), 0, 0, 1
+
+    def batch(self, messages: list[list[Any]], envelopes: list[bytes] = ()) -> Header:  # type: ignore[assignment]
+        msgs = []
+        for kind, sender, value, payload in messages:
+            msgs.append([self.msg, kind, sender, value, self.l1_block, payload])
+            self.msg += 1
+        self.height += 1
+        req = batch_request(self.height, self.prev, l1_block=self.l1_block, messages=msgs, envelopes=list(envelopes))
+        out = self.members[0].call("execute_batch", **req)
+        v = self.members[1].call("verify_batch", header=out["header"], **req)
+        for m in self.members:
+            m.call("accept_header", header=out["header"], signatures=[out["signature"], v["signature"]])
+        self.prev, self.l1_block = out["header_hash"], self.l1_block + 1
+        return Header.decode(out["header"])
+
+
+def _pub(acct: Any) -> bytes:
+    return SigningKey(bytes(acct.key))._key.public_key.format(compressed=False)
+
+
+def _rebuild(leaves: dict[bytes, bytes]) -> SparseMerkleTree:
+    t = SparseMerkleTree()
+    t.update(dict(leaves))
+    return t
+
+
+def test_exported_diffs_fold_into_the_balances_tree_and_sealed_records_give_each_user_a_proof() -> None:
+    net = Net()
+    alice, bob, carol, dave = (Account.create() for _ in range(4))
+    store = SQLiteStore(":memory:")
+    h1 = net.batch([[KIND_USER, a.address, ETH + i, b""] for i, a in enumerate((alice, bob, carol))])
+    # alice's key given by the host; bob registers his by asking for his own leaf
+    exp = int(time.time()) + 600
+    sig = SigningKey(bytes(bob.key)).sign(escape_request_digest(CHAIN, L1_CHAIN, CFG["rollup"], bob.address, exp))
+    net.members[0].call("escape_leaf", address=bob.address, expiry=exp, signature=sig)
+    out = net.members[0].call("escape_export", height=1, public_keys=[_pub(alice)])
+    assert out["base"] == 0 and len(out["diff"]) == 3 and out["balances_root"] == h1.balances_root
+    assert sorted(bytes(a) for a, _ in out["sealed"]) == sorted(bytes.fromhex(x.address[2:]) for x in (alice, bob))
+    store.put_leaf_diff(1, out["base"], [(k, v) for k, v in out["diff"]])
+    sealed = {bytes(a): s for a, s in out["sealed"]}
+    # the diff is leaf hashes only: no balance in clear
+    assert all((ETH + i).to_bytes(32, "big") not in b"".join(k + v for k, v in out["diff"]) for i in range(3))
+
+    # height 2: alice pays dave; only the changed leaves are exported, from base 1
+    pay = seal(sign_tx(bytes(alice.key), CHAIN, 0, dave.address, value=7, gas=21_000), net.epoch_pub, CHAIN, 0)
+    h2 = net.batch([], [pay.envelope.encode()])
+    out2 = net.members[0].call("escape_export", height=2)
+    assert out2["base"] == 1 and {bytes(k) for k, _ in out2["diff"]} == {smt_key(alice.address), smt_key(dave.address)}
+    assert [bytes(a) for a, _ in out2["sealed"]] == [bytes.fromhex(alice.address[2:])]  # dave's key is unknown
+    store.put_leaf_diff(2, out2["base"], [(k, v) for k, v in out2["diff"]])
+    sealed.update({bytes(a): s for a, s in out2["sealed"]})
+
+    # member 1 never exported: its first export is every leaf (base 0); the fold agrees either way
+    full = net.members[1].call("escape_export", height=2)
+    assert full["base"] == 0 and len(full["diff"]) == 4
+    for h, header in ((1, h1), (2, h2)):
+        leaves = store.leaf_set(h)
+        assert leaves is not None and _rebuild(leaves).root == header.balances_root
+    assert store.leaf_set(3) is None  # no chain of diffs up to height 3
+
+    # alice rebuilds her proof from the DAP data alone
+    tree = _rebuild(store.leaf_set(2) or {})
+    rec = open_escape_leaf(sealed[bytes.fromhex(alice.address[2:])], bytes(alice.key))
+    key = smt_key(alice.address)
+    assert rec.balance == ETH - 7 and tree.get(key) == smt_leaf(key, rec.balance, rec.salt)
+    leaf = EscapeLeaf(alice.address, rec.balance, rec.salt, tuple(tree.proof(key)), 2, h2.hash(), h2.balances_root)
+    assert leaf.verify()
+    assert open_escape_leaf(sealed[bytes.fromhex(bob.address[2:])], bytes(bob.key)).balance == ETH + 1
+
+
+def test_escape_export_refusals_say_why() -> None:
+    net = Net()
+    net.batch([[KIND_USER, Account.create().address, ETH, b""]])
+    m = net.members[0]
+    with pytest.raises(EnclaveError, match="head is at height 1, not 2"):
+        m.call("escape_export", height=2)
+    with pytest.raises(EnclaveError, match="not a secp256k1 public key"):
+        m.call("escape_export", height=1, public_keys=[b"\x04" + b"\x01" * 64])
+    with pytest.raises(EnclaveError, match="public_keys must be a list"):
+        m.call("escape_export", height=1, public_keys=b"x")

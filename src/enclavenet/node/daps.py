@@ -20,6 +20,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..crypto.escape import public_key_address
+from ..crypto.hashing import to_checksum
 from ..crypto.header import Header
 from ..dap.client import DapError, DapPool, NotEnoughReceipts, Receipt
 from ..dap.l1 import active_daps, manager_contract
@@ -48,6 +50,8 @@ class NodeDaps:
         self.escape_exported = 0  # height of the last escape data uploaded (export_escape)
         self._escape_full = False  # an upload failed: the next export carries every leaf
         self._escape_task: asyncio.Task[None] | None = None
+        self._pk_block = max(int(self.cfg.start_block) - 1, -1)  # last L1 block scanned for users' public keys
+        self._pk_sent: set[str] = set()  # addresses whose public key the enclave was given
 
     # ------------------------------------------------------------------ DAP list and threshold
     async def start(self) -> None:
@@ -211,9 +215,13 @@ class NodeDaps:
             if n.head_height != h or n.head_hash != acc.hash:
                 return False
             body: dict[str, Any] = {"height": h}
+            keys = await self._new_public_keys()
+            if keys:
+                body["public_keys"] = list(keys.values())
             if self._escape_full:
                 body["full"] = True
             res = await n.host.call("escape_export", body)
+        self._pk_sent.update(keys)
         base = int(res["base"])
         diff = [(bytes(k), bytes(v)) for k, v in res["diff"]]
         sealed = [(str(a) if isinstance(a, str) else "0x" + bytes(a).hex(), bytes(s)) for a, s in res["sealed"]]
@@ -232,6 +240,38 @@ class NodeDaps:
         self.escape_exported = h
         return True
 
+    async def _new_public_keys(self, max_blocks: int = 5_000) -> dict[str, bytes]:
+        """Public keys of L1 message senders (deposits, submissions, challenges) recovered from
+        their L1 transactions' signatures, not given to the enclave yet (which checks each
+        against its address). Best effort: a transaction type it cannot re-hash is skipped."""
+        w = self.node.watcher
+        assert w is not None
+        loop = asyncio.get_running_loop()
+
+        def scan() -> tuple[int, dict[str, bytes]]:
+            head = int(w.w3.eth.block_number)
+            lo, hi = self._pk_block + 1, min(head, self._pk_block + max_blocks)
+            out: dict[str, bytes] = {}
+            if lo > hi:
+                return self._pk_block, out
+            seen: set[bytes] = set()
+            for lg in w.rollup.events.L1Message().get_logs(from_block=lo, to_block=hi):
+                sender = str(lg["args"]["sender"])
+                if sender in self._pk_sent or sender in out or bytes(lg["transactionHash"]) in seen:
+                    continue
+                seen.add(bytes(lg["transactionHash"]))
+                pk = tx_public_key(w.w3.eth.get_transaction(lg["transactionHash"]))
+                if pk is not None:
+                    out[public_key_address(pk)] = pk
+            return hi, out
+
+        try:
+            self._pk_block, keys = await loop.run_in_executor(None, scan)
+        except Exception as exc:
+            log.info("%s: reading users' public keys from L1 failed: %s", self.cfg.name, exc)
+            return {}
+        return {a: k for a, k in keys.items() if a not in self._pk_sent}
+
     async def close(self) -> None:
         if self._escape_task is not None:
             self._escape_task.cancel()
@@ -239,6 +279,30 @@ class NodeDaps:
             t.cancel()
         if self.pool is not None:
             await self.pool.close()
+
+
+def tx_public_key(tx: Any) -> bytes | None:
+    """The signer's 65-byte public key of an L1 typed transaction (web3 ``get_transaction``),
+    or None (legacy transactions and anything it cannot re-hash)."""
+    import coincurve
+    from eth_account.typed_transactions import TypedTransaction
+
+    try:
+        if int(tx.get("type", 0)) not in (1, 2):
+            return None
+        names = ("type", "chainId", "nonce", "maxFeePerGas", "maxPriorityFeePerGas", "gasPrice", "gas", "to",
+                 "value", "accessList")
+        d = {k: tx[k] for k in names if k in tx}
+        if int(tx["type"]) == 2:
+            d.pop("gasPrice", None)
+        d["data"] = tx["input"]
+        digest = TypedTransaction.from_dict(d).hash()
+        parity = tx.get("yParity", tx.get("y_parity", tx["v"]))
+        sig = bytes(tx["r"]).rjust(32, b"\0") + bytes(tx["s"]).rjust(32, b"\0") + bytes([int(parity)])
+        pk = bytes(coincurve.PublicKey.from_signature_and_message(sig, digest, hasher=None).format(compressed=False))
+    except Exception:
+        return None
+    return pk if public_key_address(pk) == to_checksum(tx["from"]) else None
 
 
 def record_inputs(batch: StoredBatch, messages: dict[int, Any]) -> dict[str, Any]:
@@ -258,4 +322,4 @@ def record_inputs(batch: StoredBatch, messages: dict[int, Any]) -> dict[str, Any
     }
 
 
-__all__ = ["NodeDaps", "record_inputs"]
+__all__ = ["NodeDaps", "record_inputs", "tx_public_key"]

@@ -112,3 +112,48 @@ def test_escape_export_refusals_say_why() -> None:
         m.call("escape_export", height=1, public_keys=[b"\x04" + b"\x01" * 64])
     with pytest.raises(EnclaveError, match="public_keys must be a list"):
         m.call("escape_export", height=1, public_keys=b"x")
+
+
+def test_dap_service_stores_leaf_diffs_serves_the_fold_and_refuses_bad_ones() -> None:
+    import asyncio
+    import os
+
+    import cbor2
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from enclavenet.crypto.dap import data_commitment
+    from enclavenet.crypto.header import EMPTY_WITHDRAWALS_HASH
+    from enclavenet.dap.service import DapConfig, DapService
+
+    svc = DapService(DapConfig(store=":memory:", key=SigningKey.generate(), l1_chain_id=31337, rollup="0x" + "ab" * 20))
+    items = [cbor2.dumps({"v": 1, "height": 2}), b"x"]
+    h = Header(2, os.urandom(32), 0, os.urandom(32), 2, 0, *(os.urandom(32) for _ in range(5)),
+               EMPTY_WITHDRAWALS_HASH, data_commitment(items))
+    k1, k2, l1, l2 = (os.urandom(32) for _ in range(4))
+
+    async def go() -> None:
+        async with TestClient(TestServer(svc.app)) as c:
+            async def post(body: Any) -> tuple[int, Any]:
+                r = await c.post("/v1/leafdiff", data=cbor2.dumps(body))
+                raw = await r.read()
+                return r.status, cbor2.loads(raw) if r.content_type == "application/cbor" else (await r.json())
+
+            assert (await c.post("/v1/batch", data=cbor2.dumps({"header": h.encode(), "batch_data": cbor2.dumps(items)}))).status == 200
+            hh = h.hash()
+            for body, msg in [
+                ({"header_hash": os.urandom(32), "base": 0, "diff": []}, "POST /v1/batch first"),
+                ({"header_hash": hh, "base": 2, "diff": []}, "base must be an integer height below"),
+                ({"header_hash": hh, "base": 0, "diff": [[b"k", l1]]}, "32-byte smt key"),
+                ({"header_hash": hh, "base": 0, "diff": "x"}, "diff must be a list"),
+            ]:
+                st, out = await post(body)
+                assert st == 400 and msg in out["error"], (msg, out)
+            r = await c.get("/v1/leafset/2")
+            assert r.status == 404 and "no chain of leaf diffs" in (await r.json())["error"]
+            st, _ = await post({"header_hash": hh, "base": 0, "diff": [[k1, l1], [k2, l2]]})
+            assert st == 200
+            svc.store.put_leaf_diff(3, 2, [(k1, b""), (k2, l1)])  # a later header removes k1
+            assert cbor2.loads(await (await c.get("/v1/leafset/2")).read()) == sorted([[k1, l1], [k2, l2]])
+            assert cbor2.loads(await (await c.get("/v1/leafset/3")).read()) == [[k2, l1]]
+
+    asyncio.run(go())

@@ -560,7 +560,7 @@ class Devnet:
         """Index of the node whose enclave is the primary proposer of ``height`` (default: the next)."""
         h = (self.l1_height() + 1) if height is None else height
         members = sorted((a for a in self.addresses if a), key=lambda a: int(a, 16))
-        addr = members[h % len(members)]
+        addr = members[(h // int(self.node_options.get("proposer_run", 1))) % len(members)]
         return self.addresses.index(addr)
 
     def kill(self, i: int) -> None:

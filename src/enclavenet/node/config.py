@@ -57,6 +57,7 @@ class NodeConfig:
     batch_interval: float = 0.2
     proposer_timeout: float = 3.0
     pipeline: int = 2  # how many heights a proposer may run ahead of the last header on L1
+    proposer_run: int = 1  # consecutive heights per proposer: proposer(h) = members[(h // run) % n]
     confirmations: int = 0
     l1_poll_interval: float = 0.05
     # mempool
@@ -89,6 +90,8 @@ class NodeConfig:
             raise ConfigError("epoch_every must be >= 0 (0: rotate only on revocation)")
         if self.pipeline < 1:
             raise ConfigError("pipeline must be >= 1")
+        if self.proposer_run < 1:
+            raise ConfigError("proposer_run must be >= 1 (consecutive heights per proposer)")
         if not isinstance(self.platform, dict) or "tee" not in self.platform:
             raise ConfigError("platform must be a map with at least 'tee' (sgx, tdx, sev-snp, csv)")
 

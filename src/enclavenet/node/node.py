@@ -7,7 +7,7 @@ that reaches L1 carries a QC of enclave signatures, and every enclave re-execute
 Protocol (docs/NODE.md):
 
 * **Committee**: the registered, unexpired, unrevoked enclaves (Registry), sorted by address.
-  ``proposer(h) = members[h % n]``. Each enclave learns the others' quotes from their nodes
+  ``proposer(h) = members[(h // proposer_run) % n]``. Each enclave learns the others' quotes from their nodes
   (``committee`` ecall) and checks them under the platform roots itself.
 * **Epoch bootstrap**: once ``expected_members`` are registered, ``members[0]`` runs
   ``epoch_genesis``; the others pull the epoch keys (``epoch_export`` to their attested quote,
@@ -57,12 +57,14 @@ from ..crypto.messages import L1Message
 from ..crypto.quote import TEE_NAMES
 from ..crypto.secp256k1 import SignatureError, recover_address
 from ..dap.client import DapError
-from ..enclave.batch import ERROR_ENTRY_PREFIX, batch_data_items
+from ..enclave.batch import ERROR_ENTRY_PREFIX, batch_data_items, batch_data_roots
+from ..enclave.errors import EnclaveRefusal
 from ..tee.boundary import EnclaveError
 from .config import NodeConfig
 from .daps import NodeDaps, record_inputs
 from .host import EnclaveHost
 from .jsonrpc import JsonRpcServer
+from .l1probe import L1Probe
 from .l1watch import AcceptedHeader, L1Watcher
 from .mempool import Mempool, MempoolError
 from .peers import MAX_PEER_BODY, LinkFaults, PeerClient, PeerError
@@ -94,6 +96,7 @@ class BatchRecord:
     submitted: bool = False
     submitted_at: float = 0.0
     collecting: bool = False
+    diff: bytes = field(default=b"", repr=False)  # the proposer enclave's sealed state diff (apply_batch)
 
     def proposal(self, proposer: str, signature: bytes) -> dict[str, Any]:
         return {
@@ -104,10 +107,12 @@ class BatchRecord:
             "batch_data": self.batch_data,
             "withdrawals": self.withdrawals,
             "sigs": [[a, s] for a, s in self.sigs.items()],
+            "diff": self.diff,
         }
 
     def to_wire(self) -> dict[str, Any]:
-        return {"input": self.input, "header": self.header_bytes, "batch_data": self.batch_data, "withdrawals": self.withdrawals}
+        return {"input": self.input, "header": self.header_bytes, "batch_data": self.batch_data,
+                "withdrawals": self.withdrawals, "diff": self.diff}
 
     def rids(self) -> list[bytes]:
         return [keccak256(e) for e in self.envelopes]
@@ -394,16 +399,28 @@ class Node:
             self._work.set()
 
     async def _l1_loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self._poll_l1()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.last_error = f"L1 poll: {type(exc).__name__}: {exc}"
-                log.warning("%s: %s", self.cfg.name, self.last_error)
-                await asyncio.sleep(0.5)
-            await asyncio.sleep(self.cfg.l1_poll_interval)
+        # a full poll only when L1's tip changed, when behind, or every second (node/l1probe.py)
+        probe = L1Probe(self.cfg.l1_rpc)
+        loop = asyncio.get_running_loop()
+        seen: tuple[int, str] | None = None
+        last_full = 0.0
+        try:
+            while not self._stopping.is_set():
+                try:
+                    tip = await loop.run_in_executor(self._l1_pool, probe.tip)
+                    behind = self.watcher is not None and self.finalized < self.watcher.height
+                    if tip is None or tip != seen or behind or time.monotonic() - last_full > 1.0:
+                        await self._poll_l1()
+                        seen, last_full = tip, time.monotonic()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self.last_error = f"L1 poll: {type(exc).__name__}: {exc}"
+                    log.warning("%s: %s", self.cfg.name, self.last_error)
+                    await asyncio.sleep(0.5)
+                await asyncio.sleep(self.cfg.l1_poll_interval)
+        finally:
+            probe.close()
 
     async def _process_accepted(self) -> None:
         """Bring the enclave to every header accepted on L1, in height order."""
@@ -447,9 +464,7 @@ class Node:
                                  self.cfg.name, h, h - 1)
                         await self.host.call("rollback", {"height": h - 1})
                         self.mempool.release(h)
-                    payload = {**rec.input, "envelopes": rec.envelopes, "header": rec.header_bytes,
-                               "signatures": acc.signatures}
-                    await self.host.call("apply_batch", payload)
+                    await self._apply_record(rec, acc)
                 await self._refresh_status()
             except EnclaveError as exc:
                 if "no longer knows" in str(exc) or "not kept" in str(exc):
@@ -722,6 +737,7 @@ class Node:
                 "batch": self._on_batch,
                 "snapshot": self._on_snapshot,
                 "epoch_push": self._on_epoch_push,
+                "announce": self._on_announce,
             }.get(op)
             if handler is None:
                 raise Refused(f"unknown peer op {op[:32]!r}")
@@ -830,20 +846,32 @@ class Node:
         header_bytes = bytes(out["header"])
         header = Header.decode(header_bytes)
         batch_data = bytes(out["batch_data"])
-        if data_commitment_of(batch_data) != header.data_commitment:
+        items = batch_data_items(batch_data)  # decoded and hashed once (the enclave's tree code)
+        try:
+            _, _, commitment, meta = batch_data_roots(items)
+        except EnclaveRefusal as exc:
+            raise ValueError(str(exc)) from None
+        if commitment != header.data_commitment:
             raise ValueError("batch data does not match the header's data commitment")
-        _, envelopes, _ = split_batch_data(batch_data)
+        envelopes = items[1 : 1 + int(meta["n_envelopes"])]
         inp = dict(out["input"])
         inp.pop("envelopes", None)
         if int(inp["height"]) != header.height or bytes(inp["prev_hash"]) != header.prev_hash:
             raise ValueError("batch input does not match its header (height / prev_hash)")
         ws = [list(w) for w in out.get("withdrawals", [])]
+        diff = out.get("diff")
         return BatchRecord(
             height=header.height, input=inp, envelopes=envelopes, header=header, header_bytes=header_bytes,
-            hash=header.hash(), batch_data=batch_data, withdrawals=ws,
+            hash=header.hash(), batch_data=batch_data, withdrawals=ws, diff=diff if isinstance(diff, bytes) else b"",
         )
 
     # ------------------------------------------------------------------ voting
+    def proposer_slot(self, h: int) -> int:
+        """The primary proposer of height h is ``members[slot % n]``: each member proposes
+        ``proposer_run`` consecutive heights (1: round robin), so a proposer that just executed h
+        executes h+1 at once instead of first waiting to verify someone else's batch."""
+        return h // self.cfg.proposer_run
+
     def allowed_proposers(self, h: int) -> list[str]:
         """Who may propose height h now: the primary, plus fallbacks once it was silent too long."""
         members = self.members()
@@ -854,7 +882,8 @@ class Node:
         if h == self.l1_height + 1:
             base = self.due_since if self.work_since is None else max(self.due_since, self.work_since)
             k = int((time.monotonic() - base) / self.cfg.proposer_timeout) + 1  # +1: clock/poll slack
-        return [members[(h + j) % n] for j in range(min(k, n - 1) + 1)]
+        slot = self.proposer_slot(h)
+        return [members[(slot + j) % n] for j in range(min(k, n - 1) + 1)]
 
     async def _on_propose(self, msg: dict[str, Any], *, takeover: bool = False) -> dict[str, Any]:
         assert self.host is not None and self.watcher is not None
@@ -905,7 +934,9 @@ class Node:
             if self.head_height != h - 1 or self.head_hash != header.prev_hash:
                 raise Refused(f"proposal for height {h} does not extend this enclave's head at {self.head_height}")
             payload = {**rec.input, "envelopes": rec.envelopes, "header": header_bytes}
+            t_v = time.monotonic()
             out = await self.host.call("verify_batch", payload)
+            log.debug("%s: voted height %d (%.0f ms in the enclave)", self.cfg.name, h, 1000 * (time.monotonic() - t_v))
             sig = bytes(out["signature"])
             self.my_sigs[h] = (hh, sig)
             self.chain[h] = hh
@@ -1004,6 +1035,12 @@ class Node:
             age = max(age, now - self.msg_seen.get(msgs[0].index, now))
         return True, age >= self.cfg.batch_interval
 
+    def _has_any_work(self, h: int) -> bool:
+        """``_has_work(h)[0]`` without counting the mempool (this runs on every loop turn)."""
+        if (h == 1 and self.l1_height == 0) or (h == self.l1_height + 1 and self.rotation_due() == "revocation"):
+            return True
+        return self.mempool.has_ready() or bool(self.pending_messages())
+
     async def _maybe_propose(self) -> None:
         if self.epoch is None or self.watcher is None or self.frozen or not self.ready_to_propose():
             return
@@ -1013,7 +1050,7 @@ class Node:
         if any(r.height == h and r.proposer == self.address for r in self.records.values()):
             return
         members = self.members()
-        if self.address not in members or members[h % len(members)] != self.address:
+        if self.address not in members or members[self.proposer_slot(h) % len(members)] != self.address:
             return
         work, cut = self._has_work(h)
         if not (work and cut):
@@ -1046,7 +1083,7 @@ class Node:
             }
             envelopes = [e.raw for e in entries]
             try:
-                out = await self.host.call("execute_batch", {**inp, "envelopes": envelopes})
+                out = await self.host.call("execute_batch", {**inp, "envelopes": envelopes, "with_diff": True})
             except EnclaveError:
                 self.mempool.release(h)
                 raise
@@ -1056,6 +1093,7 @@ class Node:
                 height=h, input=inp, envelopes=envelopes, header=header, header_bytes=header_bytes,
                 hash=bytes(out["header_hash"]), batch_data=bytes(out["batch_data"]),
                 withdrawals=[list(w) for w in out.get("withdrawals", [])], proposer=self.address,
+                diff=bytes(out.get("diff") or b""),
             )
             sig = bytes(out["signature"])
             rec.sigs[self.address] = sig
@@ -1112,11 +1150,16 @@ class Node:
         types = self.member_types()
         have = [a for a in rec.sigs if a in types]
         chosen: list[str] = []
-        for a in candidates:
+        left = [a for a in candidates if a in types]
+        while left:
             signers = have + chosen
-            if len(signers) >= self.watcher.quorum and len({types[x] for x in signers}) >= self.watcher.min_types:
+            kinds = {types[x] for x in signers}
+            if len(signers) >= self.watcher.quorum and len(kinds) >= self.watcher.min_types:
                 break
-            chosen.append(a)
+            # while types are missing, the first member (rotation order) that adds one
+            pick = next((a for a in left if types[a] not in kinds), left[0]) if len(kinds) < self.watcher.min_types else left[0]
+            chosen.append(pick)
+            left.remove(pick)
         return chosen
 
     async def _collect(self, rec: BatchRecord, my_sig: bytes) -> None:
@@ -1172,8 +1215,11 @@ class Node:
                 tasks = {asyncio.create_task(ask(a)) for a in pending}
                 continue
             _done, tasks = await asyncio.wait(tasks, timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
-        for a in pending:  # the rest learn the batch now, off the critical path
-            if a not in asked:
+        rest = [a for a in pending if a not in asked]
+        if rest and self.qc_ready(rec):  # the rest get the batch with its QC and do NOT re-execute:
+            self._spawn(self._announce(rec, my_sig, rest))  # they apply its state diff once it is on L1
+        elif rest:
+            for a in rest:
                 self._spawn(ask(a))
         # stragglers keep going in the background (their enclaves need the batch too)
 
@@ -1237,7 +1283,7 @@ class Node:
     def _stall_base(self) -> float | None:
         """Since when the next height has been due with work waiting (None: nothing to wait for)."""
         t = self.l1_height + 1
-        waiting = any(r.height == t for r in self.records.values()) or self._has_work(t)[0]
+        waiting = any(r.height == t for r in self.records.values()) or self._has_any_work(t)
         if not waiting:
             self.work_since = None
             return None
@@ -1267,7 +1313,7 @@ class Node:
             return
         t = self.l1_height + 1
         elapsed = time.monotonic() - base
-        offset = (members.index(self.address) - t) % n
+        offset = (members.index(self.address) - self.proposer_slot(t)) % n
         if offset == 0 or elapsed < offset * self.cfg.proposer_timeout:
             return
         self._takeover_busy = True
@@ -1337,6 +1383,78 @@ class Node:
         except SignatureError:
             return
 
+    # ================================================================== members outside the QC
+    # The proposer asks only the voters its QC needs (_first_voters); the other members get the
+    # batch with its QC and the proposer enclave's sealed state diff (``announce``) and do not
+    # re-execute it: once the header is accepted on L1 their enclave applies the diff, checking
+    # it against the QC'd header (apply_batch with ``diff``; docs/ENCLAVE.md), and re-executes
+    # only if that is refused.
+
+    async def _announce(self, rec: BatchRecord, my_sig: bytes, addrs: list[str]) -> None:
+        body = cbor2.dumps(rec.proposal(self.address, my_sig))  # with the QC's signatures now
+
+        async def one(addr: str) -> None:
+            p = self.peer_for(addr)
+            if p is None:
+                return
+            try:
+                await p.call_raw("announce", body, timeout=30)
+            except PeerError as exc:  # it fetches the batch from a peer when it sees the header
+                log.debug("%s: announce of %d to %s: %s", self.cfg.name, rec.height, addr, exc)
+
+        await asyncio.gather(*(one(a) for a in addrs))
+
+    async def _on_announce(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """A QC'd batch this node's enclave is not asked to vote on: keep it (checked like a
+        proposal, without re-execution) to apply its state diff when the header is on L1."""
+        proposer = to_checksum(msg["proposer"])
+        header_bytes = bytes(msg["header"])
+        header = Header.decode(header_bytes)
+        hh = header.hash()
+        if header.height <= self.finalized:
+            return {"stored": False}
+        if proposer not in self.members():
+            raise Refused(f"proposer {proposer} is not an active committee member")
+        try:
+            signer = recover_address(header.signing_digest(self.cfg.l1_chain_id, self.cfg.rollup), bytes(msg["signature"]))
+        except SignatureError as exc:
+            raise Refused(f"announced header signature invalid: {exc}") from None
+        if signer != proposer:
+            raise Refused("announced header is not signed by the proposer's enclave")
+        rec = self.records.get(hh)
+        if rec is None:
+            rec = self._record_from_wire(msg)
+            ws = [Withdrawal(to_checksum(w[0]), int(w[1])) for w in rec.withdrawals]
+            if withdrawals_hash(ws) != header.withdrawals_hash:
+                raise Refused("announced withdrawals do not match the header's withdrawals_hash")
+            rec.proposer = proposer
+            rec.sigs[proposer] = bytes(msg["signature"])
+            self.records[hh] = rec
+        elif not rec.diff and isinstance(msg.get("diff"), bytes):
+            rec.diff = bytes(msg["diff"])
+        for item in msg.get("sigs", [])[:64]:
+            with contextlib.suppress(TypeError, ValueError, IndexError):
+                self._add_sig(rec, to_checksum(item[0]), bytes(item[1]))
+        self.mempool.mark_inflight(rec.rids(), header.height)
+        return {"stored": True}
+
+    async def _apply_record(self, rec: BatchRecord, acc: AcceptedHeader) -> None:
+        """Bring the enclave (head at h-1) to the accepted header h: its state diff if the record
+        has one (no re-execution), else -- or if the enclave refuses the diff -- re-execution.
+        Called with the enclave lock held."""
+        assert self.host is not None
+        base = {"header": rec.header_bytes, "signatures": acc.signatures}
+        if rec.diff:
+            try:
+                await self.host.call("apply_batch", {**base, "diff": rec.diff, "batch_data": rec.batch_data})
+                log.debug("%s: applied the state diff of height %d", self.cfg.name, rec.height)
+                self.counters["applied_diff"] = self.counters.get("applied_diff", 0) + 1
+                return
+            except EnclaveError as exc:
+                log.warning("%s: state diff of height %d refused (%s); re-executing it", self.cfg.name, rec.height, exc)
+        await self.host.call("apply_batch", {**rec.input, "envelopes": rec.envelopes, **base})
+        self.counters["applied_reexec"] = self.counters.get("applied_reexec", 0) + 1
+
     # ================================================================== fast path
     def submit_envelope(self, raw: bytes) -> bytes:
         """eth_sendRawTransaction: admit to the mempool and forward to the committee."""
@@ -1373,7 +1491,7 @@ class Node:
     def status(self) -> dict[str, Any]:
         members = self.members()
         nxt = self.l1_height + 1
-        proposer = members[nxt % len(members)] if members else None
+        proposer = members[self.proposer_slot(nxt) % len(members)] if members else None
         return {
             "name": self.cfg.name,
             "height": self.l1_height,

@@ -57,12 +57,13 @@ def run_paced(chain: Chain, token: str, senders: list[Any], nonces: dict[str, in
     interval = batch / rate
     rids: list[bytes] = []
     acks: list[float] = []
+    prepared = [chain.prepare(wave) for wave in per_wave]
     t0 = time.monotonic()
     seen: dict[int, float] = {}
-    for k, wave in enumerate(per_wave):
+    for k, wave in enumerate(prepared):
         while time.monotonic() < t0 + k * interval:
             time.sleep(0.005)
-        r, a = chain.send_all(wave)
+        r, a = chain.send_prepared(wave)
         rids += r
         acks += a
     seen = wait_all(chain, rids, timeout=120)
@@ -113,6 +114,8 @@ def main() -> int:
     ap.add_argument("--members", default=None, help="comma-separated committee sizes (default 4,7,10)")
     ap.add_argument("--batches", default="500,1000,2000")
     ap.add_argument("--rounds", type=float, default=None, help="transactions per cell = rounds x batch")
+    ap.add_argument("--proposer-run", type=int, default=4,
+                    help="consecutive heights per proposer (node config proposer_run; 1 = round robin)")
     args = ap.parse_args()
     members = [int(x) for x in (args.members or ("4" if args.quick else "4,7,10")).split(",")]
     batches = [int(x) for x in args.batches.split(",")]
@@ -124,7 +127,8 @@ def main() -> int:
         t = time.monotonic()
         with Devnet(n=n, l1=args.l1, batch_size=max(batches), batch_interval=0.25, proposer_timeout=20.0,
                     persist="accept", progress=True, start_timeout=300,
-                    node_options={"admin_rpc": True, "mempool_max_total": 400_000}, log_level="WARNING") as net:
+                    node_options={"admin_rpc": True, "mempool_max_total": 400_000, "proposer_run": args.proposer_run},
+                    log_level="WARNING") as net:
             print(f"# devnet of {n} up in {time.monotonic() - t:.1f}s (quorum {net.quorum}, >= {net.min_types} types)")
             chain = Chain(net)
             n_senders = 400
@@ -136,6 +140,11 @@ def main() -> int:
                 print(f"members {n:2d}  batch {batch:4d}  txs {r['txs']:6d}  headers {r['headers']:3d}  "
                       f"TPS {r['tps']:7.0f}  p50 {r['p50_s']:6.2f}s  p99 {r['p99_s']:6.2f}s  "
                       f"L1 gas/tx {r['l1_gas_per_tx']:6.1f}  (sending took {r['send_s']:.2f}s)", flush=True)
+                c = r["cpu"]
+                print(f"    cpu {c['cpu_s']:.1f}s over {c['wall_s']:.1f}s wall = {c['cpu_s'] / c['wall_s']:.2f} cores "
+                      f"({', '.join(f'{k} {v:.1f}' for k, v in c['cpu_by_role'].items())}); "
+                      f"{r['tps_per_cpu_s']:.0f} tx per CPU-second; other processes kept "
+                      f"{c['others_busy_cores']:.2f} cores busy", flush=True)
                 if batch == min(batches):
                     pr = run_paced(chain, token, senders, nonces, batch, rate=0.7 * r["tps"])
                     r["paced"] = pr

@@ -116,6 +116,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=float, default=None, help="transactions per cell = rounds x batch")
     ap.add_argument("--proposer-run", type=int, default=4,
                     help="consecutive heights per proposer (node config proposer_run; 1 = round robin)")
+    ap.add_argument("--pipeline", type=int, default=2, help="heights a proposer may run ahead of L1 (node config)")
     args = ap.parse_args()
     members = [int(x) for x in (args.members or ("4" if args.quick else "4,7,10")).split(",")]
     batches = [int(x) for x in args.batches.split(",")]
@@ -127,7 +128,8 @@ def main() -> int:
         t = time.monotonic()
         with Devnet(n=n, l1=args.l1, batch_size=max(batches), batch_interval=0.25, proposer_timeout=20.0,
                     persist="accept", progress=True, start_timeout=300,
-                    node_options={"admin_rpc": True, "mempool_max_total": 400_000, "proposer_run": args.proposer_run},
+                    node_options={"admin_rpc": True, "mempool_max_total": 400_000, "proposer_run": args.proposer_run,
+                                  "pipeline": args.pipeline},
                     log_level="WARNING") as net:
             print(f"# devnet of {n} up in {time.monotonic() - t:.1f}s (quorum {net.quorum}, >= {net.min_types} types)")
             chain = Chain(net)

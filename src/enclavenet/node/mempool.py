@@ -32,7 +32,18 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ..crypto.envelope import Envelope, EnvelopeError
+import sha3
+
+from ..crypto.envelope import (
+    FLAG_HINT,
+    HEADER_LEN,
+    HINT_LEN,
+    MAX_ENVELOPE_BYTES,
+    TAG_LEN,
+    VERSION,
+    Envelope,
+    EnvelopeError,
+)
 from ..crypto.hashing import keccak256
 
 
@@ -83,6 +94,19 @@ def parse_envelope(raw: bytes, *, max_bytes: int | None = None) -> Envelope:
             "transactions (seal with a RoutingHint, or submit through the L1 inbox Rollup.submit)"
         )
     return env
+
+
+_keccak = sha3.keccak_256
+_HINTED_MIN = HEADER_LEN + HINT_LEN + TAG_LEN
+
+
+def _hinted_fields(raw: bytes, max_bytes: int) -> tuple[int, bytes, int] | None:
+    """(epoch, hint sender, hint nonce) read at their fixed offsets when ``Envelope.decode``
+    would accept ``raw`` with a routing hint (same checks); None: take the full parse."""
+    n = len(raw)
+    if n < _HINTED_MIN or n > max_bytes or n > MAX_ENVELOPE_BYTES or raw[0] != VERSION or raw[1] != FLAG_HINT:
+        return None
+    return int.from_bytes(raw[2:10], "big"), raw[HEADER_LEN : HEADER_LEN + 20], int.from_bytes(raw[HEADER_LEN + 20 : HEADER_LEN + 28], "big")
 
 
 class Mempool:
@@ -151,16 +175,18 @@ class Mempool:
         ``epochs`` -- the key epochs the committee currently accepts; an envelope for another
         epoch is refused (it could not be decrypted).
         """
-        env = parse_envelope(raw, max_bytes=self.max_bytes)
-        assert env.hint is not None
-        if epochs is not None:
-            allowed = sorted(set(epochs))
-            if env.epoch not in allowed:
-                raise MempoolError(
-                    f"envelope sealed to epoch {env.epoch}, but the committee accepts epochs "
-                    f"{allowed}: fetch the current key with enclavenet_epochKey and re-seal"
-                )
-        rid = receipt_id(raw)
+        fast = _hinted_fields(raw, self.max_bytes)  # every node adds every transaction: the hot path
+        if fast is None:
+            env = parse_envelope(raw, max_bytes=self.max_bytes)  # the full parse (and its errors)
+            assert env.hint is not None
+            fast = (env.epoch, env.hint.sender, env.hint.nonce)
+        epoch, sender, nonce = fast
+        if epochs is not None and epoch not in epochs:
+            raise MempoolError(
+                f"envelope sealed to epoch {epoch}, but the committee accepts epochs "
+                f"{sorted(set(epochs))}: fetch the current key with enclavenet_epochKey and re-seal"
+            )
+        rid = _keccak(raw).digest()
         if rid in self._by_id:
             raise DuplicateTransaction(f"duplicate: transaction 0x{rid.hex()} is already pending")
         h = self._included.get(rid)
@@ -168,11 +194,10 @@ class Mempool:
             raise DuplicateTransaction(
                 f"duplicate: transaction 0x{rid.hex()} was already included at height {h} (replay)"
             )
-        sender = env.hint.sender
         bucket = self._by_sender.get(sender)
         if bucket is not None and len(bucket) >= self.max_per_sender:
             raise MempoolFull(
-                f"mempool full for sender {env.hint.sender_hex}: {len(bucket)} pending "
+                f"mempool full for sender 0x{sender.hex()}: {len(bucket)} pending "
                 f"(limit {self.max_per_sender} per sender); wait for inclusion and retry"
             )
         if len(self._by_id) >= self.max_total:
@@ -180,7 +205,7 @@ class Mempool:
                 f"mempool full: {len(self._by_id)} transactions pending (limit {self.max_total}); "
                 "retry later"
             )
-        e = Entry(rid, raw, sender, env.hint.nonce, env.epoch, next(self._seq), self._clock())
+        e = Entry(rid, raw, sender, nonce, epoch, next(self._seq), self._clock())
         self._by_id[rid] = e
         if bucket is None:
             bucket = self._by_sender[sender] = {}

@@ -42,6 +42,7 @@ from typing import Any
 
 import aiohttp
 import cbor2
+import sha3
 from aiohttp import web
 from web3 import Web3
 
@@ -49,7 +50,9 @@ from ..chain.errors import ChainError, TxReverted
 from ..chain.rpc import RpcL1
 from ..chain.sender import TxSender
 from ..contracts import qc_signatures
-from ..crypto.envelope import Envelope
+from ..crypto.envelope import FLAG_HINT, HINT_LEN, MAX_ENVELOPE_BYTES, TAG_LEN
+from ..crypto.envelope import HEADER_LEN as ENVELOPE_HEADER_LEN
+from ..crypto.envelope import VERSION as ENVELOPE_VERSION
 from ..crypto.hashing import keccak256, to_checksum
 from ..crypto.header import Header, Withdrawal, withdrawals_hash
 from ..crypto.merkle import merkle_root
@@ -57,8 +60,7 @@ from ..crypto.messages import L1Message
 from ..crypto.quote import TEE_NAMES
 from ..crypto.secp256k1 import SignatureError, recover_address
 from ..dap.client import DapError
-from ..enclave.batch import ERROR_ENTRY_PREFIX, batch_data_items, batch_data_roots
-from ..enclave.errors import EnclaveRefusal
+from ..enclave.batch import ERROR_ENTRY_PREFIX, batch_data_items, data_commitment_of_items
 from ..tee.boundary import EnclaveError
 from .config import NodeConfig
 from .daps import NodeDaps, record_inputs
@@ -97,6 +99,7 @@ class BatchRecord:
     submitted_at: float = 0.0
     collecting: bool = False
     diff: bytes = field(default=b"", repr=False)  # the proposer enclave's sealed state diff (apply_batch)
+    rid_cache: list[bytes] | None = field(default=None, repr=False)
 
     def proposal(self, proposer: str, signature: bytes) -> dict[str, Any]:
         return {
@@ -115,7 +118,10 @@ class BatchRecord:
                 "withdrawals": self.withdrawals, "diff": self.diff}
 
     def rids(self) -> list[bytes]:
-        return [keccak256(e) for e in self.envelopes]
+        if self.rid_cache is None or len(self.rid_cache) != len(self.envelopes):
+            k = sha3.keccak_256
+            self.rid_cache = [k(e).digest() for e in self.envelopes]
+        return self.rid_cache
 
 
 def split_batch_data(batch_data: bytes) -> tuple[dict[str, Any], list[bytes], list[bytes]]:
@@ -129,6 +135,18 @@ def split_batch_data(batch_data: bytes) -> tuple[dict[str, Any], list[bytes], li
     if len(items) != 1 + n_env + n_ent:
         raise ValueError(f"batch data has {len(items)} items, meta says 1 + {n_env} + {n_ent}")
     return meta, items[1 : 1 + n_env], items[1 + n_env :]
+
+
+def _routing_hints(envelopes: list[bytes]) -> list[tuple[bytes, int]]:
+    """(sender, nonce) of each envelope's routing hint: ``Envelope.decode(e).hint`` for the
+    envelopes that decode (fixed offsets: version, flags, epoch, ephemeral key, nonce, hint)."""
+    out = []
+    hint_at = ENVELOPE_HEADER_LEN
+    min_len = ENVELOPE_HEADER_LEN + HINT_LEN + TAG_LEN
+    for e in envelopes:
+        if min_len <= len(e) <= MAX_ENVELOPE_BYTES and e[0] == ENVELOPE_VERSION and e[1] == FLAG_HINT:
+            out.append((e[hint_at : hint_at + 20], int.from_bytes(e[hint_at + 20 : hint_at + 28], "big")))
+    return out
 
 
 def data_commitment_of(batch_data: bytes) -> bytes:
@@ -556,15 +574,7 @@ class Node:
             for old in [x for x in self.accepted_records if x <= h - KEEP_RECORDS]:
                 del self.accepted_records[old]
             self._store_receipts(acc, rec)
-            hints = []
-            for e in rec.envelopes:
-                try:
-                    env = Envelope.decode(e)
-                    if env.hint is not None:
-                        hints.append((env.hint.sender, env.hint.nonce))
-                except Exception:
-                    continue
-            self.mempool.on_accepted(h, rec.rids(), hints)
+            self.mempool.on_accepted(h, rec.rids(), _routing_hints(rec.envelopes))
         else:
             self.mempool.on_accepted(h, [], [])
         # forget records at or below h, and those built on a branch that lost
@@ -847,13 +857,13 @@ class Node:
         header = Header.decode(header_bytes)
         batch_data = bytes(out["batch_data"])
         items = batch_data_items(batch_data)  # decoded and hashed once (the enclave's tree code)
-        try:
-            _, _, commitment, meta = batch_data_roots(items)
-        except EnclaveRefusal as exc:
-            raise ValueError(str(exc)) from None
-        if commitment != header.data_commitment:
+        if data_commitment_of_items(items) != header.data_commitment:
             raise ValueError("batch data does not match the header's data commitment")
-        envelopes = items[1 : 1 + int(meta["n_envelopes"])]
+        meta = cbor2.loads(items[0])
+        n_env = int(meta["n_envelopes"])
+        if not 0 <= n_env < len(items):
+            raise ValueError("batch data meta: n_envelopes out of range")
+        envelopes = items[1 : 1 + n_env]
         inp = dict(out["input"])
         inp.pop("envelopes", None)
         if int(inp["height"]) != header.height or bytes(inp["prev_hash"]) != header.prev_hash:

@@ -52,6 +52,7 @@ class NodeDaps:
         self._escape_task: asyncio.Task[None] | None = None
         self._pk_block = max(int(self.cfg.start_block) - 1, -1)  # last L1 block scanned for users' public keys
         self._pk_sent: set[str] = set()  # addresses whose public key the enclave was given
+        self._pk_pending: dict[str, bytes] = {}  # read from L1, not given to the enclave yet
 
     # ------------------------------------------------------------------ DAP list and threshold
     async def start(self) -> None:
@@ -211,17 +212,20 @@ class NodeDaps:
         acc = w.headers.get(h)
         if h <= self.escape_exported or acc is None or n.head_height != h or n.head_hash != acc.hash:
             return False
+        self._pk_pending.update(await self._new_public_keys())  # L1 reads: not under the enclave lock
+        keys = dict(list(self._pk_pending.items())[:4096])
+        body: dict[str, Any] = {"height": h}
+        if keys:
+            body["public_keys"] = list(keys.values())
+        if self._escape_full:
+            body["full"] = True
         async with n.enclave_lock:
             if n.head_height != h or n.head_hash != acc.hash:
                 return False
-            body: dict[str, Any] = {"height": h}
-            keys = await self._new_public_keys()
-            if keys:
-                body["public_keys"] = list(keys.values())
-            if self._escape_full:
-                body["full"] = True
             res = await n.host.call("escape_export", body)
         self._pk_sent.update(keys)
+        for a in keys:
+            self._pk_pending.pop(a, None)
         base = int(res["base"])
         diff = [(bytes(k), bytes(v)) for k, v in res["diff"]]
         sealed = [(str(a) if isinstance(a, str) else "0x" + bytes(a).hex(), bytes(s)) for a, s in res["sealed"]]

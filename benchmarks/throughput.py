@@ -14,6 +14,16 @@ returned) until the L1 block that accepted the header holding it was seen by the
 throughput = transactions / (last acceptance - first submission). L1 gas per transaction =
 the gas of the ``submitHeader`` transactions / the transactions they carried.
 
+Node settings (same on every node): each member proposes ``--proposer-run`` consecutive heights
+(default 4), proposers run up to ``--pipeline`` heights ahead of L1 (default 4); only the QC's
+voters re-execute, the other members apply the proposer's sealed state diff (docs/NODE.md).
+
+CPU accounting (the machine is shared): per cell, the CPU seconds used between the first
+submission and the last acceptance by this process and every process under it (nodes, enclaves,
+the L1), by role, from /proc; ``tx per CPU-s`` = transactions / those seconds, a figure that does
+not depend on what else the machine was doing; "others" = cores kept busy by processes outside
+the benchmark meanwhile (/proc/stat). On 2 cores the wall TPS is at most 2 x tx per CPU-s.
+
 Prints a table, writes benchmarks/out/throughput.png (like TeeRollup's Fig. 4: TPS and latency
 against committee size, one line per batch size) and ends with one JSON line.
 """
@@ -116,7 +126,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=float, default=None, help="transactions per cell = rounds x batch")
     ap.add_argument("--proposer-run", type=int, default=4,
                     help="consecutive heights per proposer (node config proposer_run; 1 = round robin)")
-    ap.add_argument("--pipeline", type=int, default=2, help="heights a proposer may run ahead of L1 (node config)")
+    ap.add_argument("--pipeline", type=int, default=4, help="heights a proposer may run ahead of L1 (node config)")
     args = ap.parse_args()
     members = [int(x) for x in (args.members or ("4" if args.quick else "4,7,10")).split(",")]
     batches = [int(x) for x in args.batches.split(",")]
@@ -153,10 +163,13 @@ def main() -> int:
                     print(f"members {n:2d}  batch {batch:4d}  paced at {pr['rate']:.0f} tx/s (70% of the flood TPS): "
                           f"p50 {pr['p50_s']:.2f}s  p99 {pr['p99_s']:.2f}s", flush=True)
             notes[f"ecall_seconds_{n}_members"] = node_breakdown(net)
-    print("\n| members | batch | TPS | p50 (s) | p99 (s) | L1 gas/tx |")
-    print("|---|---|---|---|---|---|")
+    print("\n| members | batch | TPS | p50 (s) | p99 (s) | L1 gas/tx | tx per CPU-s | cores used (ours + others) |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['members']} | {r['batch']} | {r['tps']:.0f} | {r['p50_s']:.2f} | {r['p99_s']:.2f} | {r['l1_gas_per_tx']:.1f} |")
+        c = r["cpu"]
+        print(f"| {r['members']} | {r['batch']} | {r['tps']:.0f} | {r['p50_s']:.2f} | {r['p99_s']:.2f} | "
+              f"{r['l1_gas_per_tx']:.1f} | {r['tps_per_cpu_s']:.0f} | {c['cpu_s'] / c['wall_s']:.2f} + "
+              f"{c['others_busy_cores']:.2f} |")
     out = ROOT / "benchmarks" / "out" / "throughput.png"
     plot(results, out)
     print(f"plot: {out}")
@@ -178,6 +191,7 @@ def main() -> int:
     }
     for r in results:
         summary[f"tps_{r['members']}_members_batch_{r['batch']}"] = round(r["tps"], 1)
+        summary[f"tx_per_cpu_s_{r['members']}_members_batch_{r['batch']}"] = round(r["tps_per_cpu_s"], 1)
         summary[f"p50_s_{r['members']}_members_batch_{r['batch']}"] = round(r["p50_s"], 3)
         summary[f"p99_s_{r['members']}_members_batch_{r['batch']}"] = round(r["p99_s"], 3)
     print(json.dumps(summary))

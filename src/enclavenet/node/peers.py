@@ -6,8 +6,9 @@ believed on its word: proposals carry the proposer enclave's signature on the he
 the voter's enclave re-executes them; votes are enclave signatures checked against the
 Registry; quotes are verified by the enclave; envelopes are self-authenticating.
 
-Ops: ``identity``, ``epoch_bundle``, ``txs``, ``propose``, ``batch``, ``snapshot``. A refusal is
-HTTP 400 with CBOR ``{"error": message}``.
+Ops: ``identity``, ``epoch_bundle``, ``epoch_push``, ``txs``, ``propose``, ``announce`` (a QC'd
+batch with the proposer enclave's sealed state diff, for a member outside the QC: kept, not
+re-executed), ``batch``, ``snapshot``. A refusal is HTTP 400 with CBOR ``{"error": message}``.
 
 **Hostile host (fault injection).** Every outgoing message of a node passes its ``LinkFaults``
 policy: a host that drops (the request, or the answer after the peer acted on it), delays,

@@ -28,6 +28,8 @@ from eth_abi import decode as abi_decode
 from eth_account.messages import encode_typed_data
 
 from ..crypto.hashing import address_bytes, keccak256, to_checksum
+from ..enclave.tx import sign_tx as _sign_tx
+from ..enclave.views import typed_data as _enclave_typed_data
 
 ZERO_ADDRESS = "0x" + "00" * 20
 TYPE_INBOX = 0x7E
@@ -64,25 +66,11 @@ def sign_transaction(
     *,
     legacy: bool = False,
 ) -> bytes:
-    """A raw signed transaction (EIP-1559, or legacy EIP-155), zero fees, empty access list."""
-    to_b = b"" if to is None else address_bytes(to)
-    key = coincurve.PrivateKey(secret)
-    if legacy:
-        legacy_fields: list[Any] = [nonce, 0, gas, to_b, value, data]
-        digest = keccak256(rlp.encode([*legacy_fields, chain_id, 0, 0]))
-        sig = key.sign_recoverable(digest, hasher=None)
-        v = 35 + 2 * chain_id + sig[64]
-        return bytes(
-            rlp.encode(
-                [*legacy_fields, v, int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big")]
-            )
-        )
-    fields: list[Any] = [chain_id, nonce, 0, 0, gas, to_b, value, data, []]
-    digest = keccak256(b"\x02" + rlp.encode(fields))
-    sig = key.sign_recoverable(digest, hasher=None)
-    return b"\x02" + bytes(
-        rlp.encode([*fields, sig[64], int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big")])
-    )
+    """A raw signed transaction (EIP-1559, or legacy EIP-155), zero fees, empty access list.
+
+    The same bytes as ``eth_account.Account.sign_transaction`` for these fields (tested), ~20x faster.
+    """
+    return _sign_tx(secret, chain_id, nonce, to, data, value, gas, legacy=legacy)
 
 
 @dataclass(frozen=True)
@@ -136,27 +124,12 @@ def create_address(sender: str | bytes, nonce: int) -> str:
 def view_typed_data(
     chain_id: int, sender: str, to: str, data: bytes, value: int, gas: int, epoch: int
 ) -> dict[str, Any]:
-    """The EIP-712 typed data a view request is signed over (what a wallet is shown)."""
-    return {
-        "types": {
-            "EIP712Domain": [
-                {"name": "name", "type": "string"},
-                {"name": "version", "type": "string"},
-                {"name": "chainId", "type": "uint256"},
-            ],
-            "ViewCall": [
-                {"name": "from", "type": "address"},
-                {"name": "to", "type": "address"},
-                {"name": "data", "type": "bytes"},
-                {"name": "value", "type": "uint256"},
-                {"name": "gas", "type": "uint256"},
-                {"name": "epoch", "type": "uint256"},
-            ],
-        },
-        "primaryType": "ViewCall",
-        "domain": {"name": "EnclaveNet", "version": "1", "chainId": chain_id},
-        "message": {"from": sender, "to": to, "data": data, "value": value, "gas": gas, "epoch": epoch},
-    }
+    """The EIP-712 typed data a view request is signed over (what a wallet is shown).
+
+    One definition, the enclave's (``enclave.views.typed_data``); ``view_digest`` below hashes it
+    with eth_account, independently of the enclave's own digest code, and the tests compare both.
+    """
+    return dict(_enclave_typed_data(chain_id, sender, to, data, value, gas, epoch))
 
 
 def view_digest(chain_id: int, sender: str, to: str, data: bytes, value: int, gas: int, epoch: int) -> bytes:

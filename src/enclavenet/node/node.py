@@ -191,6 +191,7 @@ class Node:
         self.epochs_held: list[int] = []
         # batches
         self.records: dict[bytes, BatchRecord] = {}
+        self._batch_gone_since: dict[int, float] = {}  # accepted height -> when its batch was first missing
         self.accepted_records: dict[int, BatchRecord] = {}
         self.receipts: dict[bytes, dict[str, Any]] = {}
         self.l1_height = 0
@@ -475,8 +476,10 @@ class Node:
                     if rec is None:
                         rec = await self._fetch_record(h, acc.hash)
                         if rec is None:
-                            log.info("%s: waiting for the batch of accepted height %d from peers", self.cfg.name, h)
-                            return False
+                            jumped = await self._resync_when_batch_is_gone(h)
+                            if not jumped:
+                                return False
+                if not done and rec is not None:
                     if self.head_height >= h:
                         log.info("%s: lost the race at height %d: rolling back to %d and applying the winner",
                                  self.cfg.name, h, h - 1)
@@ -528,6 +531,25 @@ class Node:
                 return []
         else:
             return []  # the enclave's tentative head is ahead of L1: wait
+        return list(range(start + 1, self.finalized + 1))
+
+    async def _resync_when_batch_is_gone(self, h: int) -> list[int]:
+        """No peer (or DAP) can give the batch of accepted height ``h`` -- e.g. every peer was
+        restored from a sealed snapshot past it. Wait ``proposer_timeout`` for it to turn up,
+        then resynchronise from a peer's sealed snapshot of a final height (the QC'd header on
+        L1 pins it). Returns the heights now final (empty: keep waiting). Holds enclave_lock."""
+        now = time.monotonic()
+        since = self._batch_gone_since.setdefault(h, now)
+        if now - since < max(2.0, self.cfg.proposer_timeout):
+            log.info("%s: waiting for the batch of accepted height %d from peers", self.cfg.name, h)
+            return []
+        start = self.finalized
+        if not await self._restore_from_peer():
+            log.info("%s: batch of accepted height %d unavailable and no peer snapshot fits yet", self.cfg.name, h)
+            return []
+        self._batch_gone_since.clear()
+        log.info("%s: batch of height %d unavailable: resynchronised to height %d from a peer's snapshot",
+                 self.cfg.name, h, self.finalized)
         return list(range(start + 1, self.finalized + 1))
 
     async def _restore_from_peer(self) -> bool:

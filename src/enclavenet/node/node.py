@@ -36,6 +36,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,29 @@ log = logging.getLogger("enclavenet.node")
 
 KEEP_RECORDS = 256  # accepted batches kept in memory for peers catching up
 
+
+
+def _append_frame(path: Path, obj: Any) -> None:
+    """Append one ``u32 length | CBOR`` frame to an append-only log (raises OSError)."""
+    frame = cbor2.dumps(obj)
+    with open(path, "ab") as fh:
+        fh.write(len(frame).to_bytes(4, "big") + frame)
+
+
+def _read_frames(path: Path) -> Iterator[Any]:
+    """The frames of an append-only log, up to a torn last write or an undecodable frame."""
+    data = path.read_bytes()
+    pos = 0
+    while pos + 4 <= len(data):
+        n = int.from_bytes(data[pos : pos + 4], "big")
+        if pos + 4 + n > len(data):
+            return  # a torn last write
+        try:
+            obj = cbor2.loads(data[pos + 4 : pos + 4 + n])
+        except Exception:
+            return
+        yield obj
+        pos += 4 + n
 
 class Refused(Exception):
     """A peer request this node refuses; the message goes back to the peer."""
@@ -1551,10 +1575,8 @@ class Node:
     def _log_pending(self, envelopes: list[bytes]) -> None:
         """Append acknowledged envelopes to ``data_dir/pending.log``: a node restarted (even with
         every other node) offers them again until they are included."""
-        frame = cbor2.dumps(envelopes)
         try:
-            with open(self.data_dir / "pending.log", "ab") as fh:
-                fh.write(len(frame).to_bytes(4, "big") + frame)
+            _append_frame(self.data_dir / "pending.log", envelopes)
         except OSError as exc:
             log.warning("%s: pending transactions not persisted: %s", self.cfg.name, exc)
 
@@ -1563,17 +1585,13 @@ class Node:
         path = self.data_dir / "pending.log"
         if not path.exists():
             return
-        data = path.read_bytes()
-        pos, keep = 0, []
-        while pos + 4 <= len(data):
-            n = int.from_bytes(data[pos : pos + 4], "big")
-            if pos + 4 + n > len(data):
-                break
-            try:
-                keep += [e for e in cbor2.loads(data[pos + 4 : pos + 4 + n]) if keccak256(e) not in self.receipts]
-            except Exception:
-                break
-            pos += 4 + n
+        keep = [
+            e
+            for frame in _read_frames(path)
+            if isinstance(frame, list)
+            for e in frame
+            if isinstance(e, bytes) and keccak256(e) not in self.receipts
+        ]
         added = 0
         for e in keep:
             with contextlib.suppress(MempoolError):
@@ -1593,10 +1611,8 @@ class Node:
         receipt stays servable after this node restarts (even when every node restarted)."""
         if not fresh:
             return
-        frame = cbor2.dumps(fresh)
         try:
-            with open(self.data_dir / "receipts.log", "ab") as fh:
-                fh.write(len(frame).to_bytes(4, "big") + frame)
+            _append_frame(self.data_dir / "receipts.log", fresh)
         except OSError as exc:
             log.warning("%s: receipts not persisted: %s", self.cfg.name, exc)
 
@@ -1604,19 +1620,9 @@ class Node:
         path = self.data_dir / "receipts.log"
         if not path.exists():
             return
-        data = path.read_bytes()
-        pos = 0
-        while pos + 4 <= len(data):
-            n = int.from_bytes(data[pos : pos + 4], "big")
-            if pos + 4 + n > len(data):
-                break  # a torn last write
-            try:
-                part = cbor2.loads(data[pos + 4 : pos + 4 + n])
-                if isinstance(part, dict):
-                    self.receipts.update(part)
-            except Exception:
-                break
-            pos += 4 + n
+        for part in _read_frames(path):
+            if isinstance(part, dict):
+                self.receipts.update(part)
         log.info("%s: %d receipts reloaded from %s", self.cfg.name, len(self.receipts), path)
 
     def _fault_status(self) -> dict[str, Any]:

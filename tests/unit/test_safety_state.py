@@ -248,7 +248,7 @@ def test_c1_a_forged_snapshot_moving_a_queued_withdrawal_to_a_victim_is_refused(
     plain["state"] = cbor2.dumps(st, canonical=True)
     forged = reseal(plain, key, blob[:13])
     header2, qc2 = world.accepted[2]
-    with pytest.raises(EnclaveError, match="not the accepted header|does not match the expected state root"):
+    with pytest.raises(EnclaveError, match=r"not the accepted header|does not match the expected state root"):
         world.m["tdx"].call("restore", blob=forged, header=header2, signatures=qc2)
 
 
@@ -317,7 +317,7 @@ def test_h4_a_host_cannot_add_a_revoked_member_and_export_it_the_next_epoch(worl
     try:
         om = Member(other)
         quotes = [*quotes_all[:2], om.identity["quote"]]
-        with pytest.raises(EnclaveError, match="adds member .* needs a certificate"):
+        with pytest.raises(EnclaveError, match=r"adds member .* needs a certificate"):
             world.m["sgx"].call("committee", members=quotes, quorum=2, min_types=2)
         old_cert = snp.call("committee_sign", members=quotes_all, quorum=2, min_types=2)
         with pytest.raises(EnclaveError, match="was removed from the committee and is never re-admitted"):

@@ -259,6 +259,14 @@ def test_h4_the_host_cannot_lower_the_qc_rule_below_the_measured_floors(world: W
     world.deposit(world.l1.sender(1), ETH)
     world.batch("sgx", "tdx")
     quotes = [m.identity["quote"] for m in world.m.values()]
+    fresh = world.new_handle("tdx")  # a new enclave's first committee is the host's word: floors still hold
+    try:
+        fm = Member(fresh)
+        with pytest.raises(EnclaveError, match="below this program's floor 2"):
+            fm.call("committee", members=[*quotes, fm.identity["quote"]], quorum=1, min_types=1)
+        assert fm.call("committee", members=[*quotes, fm.identity["quote"]], quorum=2, min_types=2)["how"] == "genesis"
+    finally:
+        fresh.close()
     honest = world.m["tdx"]
     with pytest.raises(EnclaveError, match="below this program's floor 2"):
         honest.call("committee", members=quotes, quorum=1, min_types=1)

@@ -157,7 +157,7 @@ class Committee:
                 )
             digest = committee_digest(ctx, version, list(by_addr.values()), quorum, min_types)
             try:
-                self.check_signatures(digest, signatures)
+                self.check_signatures(digest, signatures, skip_outsiders=True)
             except EnclaveRefusal as exc:
                 raise EnclaveRefusal(f"committee: certificate refused: {exc}") from None
             how = "certified"
@@ -181,8 +181,11 @@ class Committee:
         """Check a QC over ``header_hash``; return its signers or refuse saying what is missing."""
         return self.check_signatures(header_signing_digest(header_hash, l1_chain_id, rollup), signatures)
 
-    def check_signatures(self, digest: bytes, signatures: list[Any]) -> list[str]:
-        """Signatures over ``digest`` by distinct members, >= quorum, spanning >= min_types types."""
+    def check_signatures(self, digest: bytes, signatures: list[Any], *, skip_outsiders: bool = False) -> list[str]:
+        """Signatures over ``digest`` by distinct members, >= quorum, spanning >= min_types types.
+        ``skip_outsiders`` (certificates, gathered by a host from whoever answered): a signature
+        that recovers to a non-member (a newcomer, or another version's digest) does not count,
+        instead of refusing the lot."""
         if not self.members:
             raise EnclaveRefusal("QC: this enclave has no committee yet (call 'committee' first)")
         signers: list[str] = []
@@ -195,6 +198,8 @@ class Committee:
             except SignatureError as exc:
                 raise EnclaveRefusal(f"QC: signature {i} is malformed: {exc}") from None
             m = self.members.get(who)
+            if m is None and skip_outsiders:
+                continue
             if m is None:
                 raise EnclaveRefusal(f"QC: signature {i} is by {who}, not a committee member (or another header)")
             if who in signers:

@@ -97,9 +97,9 @@ def update_committee(
 ) -> dict[str, Any]:
     """Move ``members`` to the committee ``quotes`` (quorum, min_types), certified by ``signers``
     (a QC of the current committee: ``committee_sign`` on each). Returns the last answer."""
-    fields = {"members": list(quotes), "quorum": quorum, "min_types": min_types}
+    fields: dict[str, Any] = {"members": list(quotes), "quorum": quorum, "min_types": min_types}
     signed = [s.call("committee_sign", **fields) for s in signers]
-    cert = {**fields, "version": signed[0]["version"], "signatures": [x["signature"] for x in signed]}
+    cert: dict[str, Any] = {**fields, "version": signed[0]["version"], "signatures": [x["signature"] for x in signed]}
     out: dict[str, Any] = {}
     for m in members:
         out = m.call("committee", **cert)

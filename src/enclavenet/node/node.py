@@ -63,6 +63,7 @@ from ..crypto.secp256k1 import SignatureError, recover_address
 from ..dap.client import DapError
 from ..enclave.batch import ERROR_ENTRY_PREFIX, batch_data_items, data_commitment_of_items
 from ..tee.boundary import EnclaveError
+from .committee import CommitteeSync
 from .config import NodeConfig
 from .daps import NodeDaps, record_inputs
 from .host import EnclaveHost
@@ -75,6 +76,7 @@ from .peers import MAX_PEER_BODY, LinkFaults, PeerClient, PeerError
 log = logging.getLogger("enclavenet.node")
 
 KEEP_RECORDS = 256  # accepted batches kept in memory for peers catching up
+COMMITTEE_WAIT = 20.0  # seconds the first committee waits for every active member's quote
 
 
 
@@ -194,6 +196,8 @@ class Node:
         self.quote = b""
         self.quotes: dict[str, bytes] = {}  # member address -> quote bytes (verified by the enclave)
         self.committee_key: tuple[Any, ...] = ()
+        self.committee_sync: CommitteeSync | None = None
+        self._born = time.monotonic()
         self.peers: list[PeerClient] = []
         self.session: aiohttp.ClientSession | None = None
         self.watcher: L1Watcher | None = None
@@ -589,12 +593,14 @@ class Node:
             if acc is None or acc.hash != bytes(out["head_hash"]):
                 continue
             try:
-                await self.host.call("restore", {"blob": bytes(out["shared"])})
-                await self._refresh_status()
+                await self.host.call("restore", {"blob": bytes(out["shared"]), "header": acc.header.encode(),
+                                                 "signatures": acc.signatures})
+                st = await self._refresh_status()
             except EnclaveError as exc:
                 log.warning("%s: restoring %s's snapshot failed: %s", self.cfg.name, p.url, exc)
                 continue
-            if self.head_hash == acc.hash:
+            roots = (bytes(st["state_root"]), bytes(st["balances_root"]))
+            if self.head_hash == acc.hash and roots == (acc.header.state_root, acc.header.balances_root):
                 log.info("%s: enclave resynchronised from %s's sealed snapshot at height %d", self.cfg.name, p.url, h)
                 self.my_sigs = {k: v for k, v in self.my_sigs.items() if k > h}
                 return True
@@ -686,20 +692,26 @@ class Node:
 
     # ================================================================== committee and epochs
     async def _update_committee(self) -> None:
-        """Tell the enclave the committee (quotes of the active members it can get)."""
+        """Tell the enclave the committee (quotes of the active members it can get). The first
+        committee waits for every active member's quote (up to COMMITTEE_WAIT): after it, adding a
+        member takes a certificate of the committee (node/committee.py gathers it)."""
         assert self.host is not None and self.watcher is not None
         members = self.members()
         quotes = [self.quotes[a] for a in members if a in self.quotes]
         key = (tuple(a for a in members if a in self.quotes), self.watcher.quorum, self.watcher.min_types)
         if key == self.committee_key or not quotes or not self.watcher.quorum:
             return
-        try:
-            await self.host.call(
-                "committee", {"members": quotes, "quorum": self.watcher.quorum, "min_types": self.watcher.min_types}
+        if (not self.committee_key and len(quotes) < len(members)
+                and time.monotonic() - self._born < COMMITTEE_WAIT):
+            return
+        if self.committee_sync is None:
+            self.committee_sync = CommitteeSync(
+                self.cfg.name, self.host, lambda: self.peers, self.members,
+                lambda: (self.watcher.quorum, self.watcher.min_types) if self.watcher else (0, 0),
             )
+        fields = {"members": quotes, "quorum": self.watcher.quorum, "min_types": self.watcher.min_types}
+        if await self.committee_sync.update(fields):
             self.committee_key = key
-        except EnclaveError as exc:
-            log.warning("%s: committee update refused: %s", self.cfg.name, exc)
 
     async def _peer_loop(self) -> None:
         """Learn peers' identities (quotes), keep the committee current, get the epoch keys."""
@@ -794,6 +806,7 @@ class Node:
                 "snapshot": self._on_snapshot,
                 "epoch_push": self._on_epoch_push,
                 "announce": self._on_announce,
+                "committee_sign": self._on_committee_sign,
             }.get(op)
             if handler is None:
                 raise Refused(f"unknown peer op {op[:32]!r}")
@@ -806,6 +819,11 @@ class Node:
             log.exception("%s: peer op %s failed", self.cfg.name, op)
             return web.Response(status=500, body=cbor2.dumps({"error": f"internal error ({type(exc).__name__})"}),
                                 content_type="application/cbor")
+
+    async def _on_committee_sign(self, msg: dict[str, Any]) -> dict[str, Any]:
+        if self.committee_sync is None:
+            raise Refused("this node has not set its enclave's committee yet")
+        return await self.committee_sync.on_sign(msg)
 
     async def _on_identity(self, msg: dict[str, Any]) -> dict[str, Any]:
         return {"address": self.address, "tee_type": self.tee_type, "quote": self.quote,

@@ -693,17 +693,17 @@ class Node:
     # ================================================================== committee and epochs
     async def _update_committee(self) -> None:
         """Tell the enclave the committee (quotes of the active members it can get). The first
-        committee waits for every active member's quote (up to COMMITTEE_WAIT): after it, adding a
-        member takes a certificate of the committee (node/committee.py gathers it)."""
+        committee waits for every peer's quote (up to COMMITTEE_WAIT): after it, adding a member
+        takes a certificate of the committee (node/committee.py gathers it)."""
         assert self.host is not None and self.watcher is not None
         members = self.members()
         quotes = [self.quotes[a] for a in members if a in self.quotes]
         key = (tuple(a for a in members if a in self.quotes), self.watcher.quorum, self.watcher.min_types)
         if key == self.committee_key or not quotes or not self.watcher.quorum:
             return
-        if (not self.committee_key and len(quotes) < len(members)
+        if (not self.committee_key and len(quotes) < len(members) and not all(p.address for p in self.peers)
                 and time.monotonic() - self._born < COMMITTEE_WAIT):
-            return
+            return  # (a member no peer answers for -- e.g. this node's own previous enclave -- is not waited for)
         if self.committee_sync is None:
             self.committee_sync = CommitteeSync(
                 self.cfg.name, self.host, lambda: self.peers, self.members,

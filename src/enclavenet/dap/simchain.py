@@ -41,7 +41,8 @@ class SimChain:
     def __init__(self, types: tuple[str, ...] = ("sgx", "tdx"), *, processes: bool = False,
                  snapshot_every: int = 16, l1_chain_id: int = 31337, rollup: str = "0x" + "5e" * 20) -> None:
         self.vendors = [SimulatedVendor.generate(t) for t in types]
-        self.cfg = program_config(self.vendors, l1_chain_id=l1_chain_id, rollup=to_checksum(rollup))
+        self.cfg = program_config(self.vendors, l1_chain_id=l1_chain_id, rollup=to_checksum(rollup),
+                                  min_quorum=len(types), min_types=len(set(types)))
         self.processes = processes
         self.members = [self._member(v) for v in self.vendors]
         self.quorum = len(self.members)

@@ -402,6 +402,14 @@ def test_low_a_bundle_for_a_far_epoch_is_refused(world: World) -> None:
         with pytest.raises(EnclaveError, match=f"epoch {e} is more than one above this enclave's current epoch 0"):
             sgx.call("epoch_import", bundle=b)
     assert sgx.call("epochs")["current"] == 0
+    # a member that missed rotations skips ahead only as far as an accepted (QC'd) header shows
+    world.deposit(world.l1.sender(1), ETH)
+    world.batch("tdx", "sev-snp")
+    header1, qc1 = world.accepted[1]
+    with pytest.raises(EnclaveError, match="QC: 1 member signatures"):
+        sgx.call("epoch_import", bundle=bundle2, header=header1, signatures=qc1[:1])
+    with pytest.raises(EnclaveError, match="epoch 2 is more than one above this enclave's current epoch 0"):
+        sgx.call("epoch_import", bundle=bundle2, header=header1, signatures=qc1)  # header 1 is of epoch 0
     mgr1 = EpochKeyManager(ident)
     mgr1.new_epoch(1)
     assert sgx.call("epoch_import", bundle=mgr1.export_epoch(1, sgx.address, sgx.identity["enc_pub"]))["epoch"] == 1

@@ -372,10 +372,16 @@ class EnclaveProgram:
                 )
         epoch = self._bundle_epoch(bundle)
         known = max(self._anchored_epoch, -1 if self._epochs.current_epoch is None else self._epochs.current_epoch)
+        if known >= 0 and epoch > known + 1 and r.has("header"):
+            # a member that fell behind several rotations: an accepted (QC'd) header of a later
+            # epoch shows how far the committee went
+            anchor = self._proposed_header(r)
+            self._committee.check_qc(anchor.hash(), r.items("signatures", 256), self.cfg.l1_chain_id, self.cfg.rollup)
+            known = max(known, anchor.epoch)
         if known >= 0 and epoch > known + 1:
             raise EnclaveRefusal(
                 f"epoch_import: epoch {epoch} is more than one above this enclave's current epoch {known}; "
-                "import the epochs in order"
+                "import the epochs in order, or give the accepted header (and QC) of a later epoch"
             )
         epoch = self._epochs.import_epoch(bundle, list(self._committee.members), replace=replace)
         return {"epoch": epoch, "epoch_pub": self._epochs.tx_public_key(epoch)}

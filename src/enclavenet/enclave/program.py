@@ -1029,6 +1029,8 @@ class EnclaveProgram:
             shared = bytes(m["shared"])
         except (KeyError, TypeError, ValueError):
             raise EnclaveRefusal("restore: the local snapshot is malformed") from None
+        if committee.members and (committee.quorum < self.cfg.min_quorum or committee.min_types < self.cfg.min_types):
+            raise EnclaveRefusal("restore: the local snapshot's committee rule is below this program's floors")
         # never bring back what this running enclave has erased or left behind: its erasure
         # marks, the epochs older than its newest anchored epoch's grace window, its committee
         epochs.absorb_erasures(self._epochs)

@@ -42,6 +42,7 @@ from .formats import (
     create_address,
     decode_receipt,
     decode_view_result,
+    error_entry_reason,
     inspect_raw_transaction,
     logs_bloom,
     sign_transaction,
@@ -455,7 +456,7 @@ class ConfidentialClient:
                 f"receipt {receipt_id} was not sent by this client: only its sender holds the key to read it"
             )
         if encrypted.startswith(ERROR_ENTRY_PREFIX):
-            reason = encrypted[len(ERROR_ENTRY_PREFIX):].decode("utf-8", "replace")
+            reason = error_entry_reason(encrypted)
             raise EnvelopeRefused(f"the enclave could not open envelope {receipt_id}: {reason}")
         try:
             return decode_receipt(open_receipt(sent.receipt_key, encrypted))

@@ -403,20 +403,17 @@ class EnclaveProgram:
         for raw in raws:
             try:
                 env = decode(raw)
-            except EnvelopeError as exc:
-                add(error_entry(str(exc)))
+            except EnvelopeError:
+                add(error_entry("malformed"))
                 continue
             key = keys.get(env.epoch)
             if key is None:
-                add(error_entry(
-                    f"envelope epoch {env.epoch} is not accepted in a batch of epoch {batch_epoch} "
-                    f"(unknown, erased, or outside the grace window of {self.cfg.epoch_grace})"
-                ))
+                add(error_entry("epoch"))
                 continue
             try:
                 add((env, key.open(env)))
-            except EnvelopeError as exc:
-                add(error_entry(str(exc)))
+            except EnvelopeError:
+                add(error_entry("decrypt"))
         return out
 
     def _decode_items(

@@ -219,7 +219,7 @@ def test_escape_hatch_pays_a_proven_balance_once_after_the_freeze(world: World) 
     assert (ev.args.account, ev.args.recipient, ev.args.amount) == (alice.address, rcpt, a_leaf.balance)
     assert world.balance(rcpt) == a_leaf.balance
     assert world.f.escaped(alice.address).call()
-    world.refused(alice, world.f.escape(*a_leaf.escape_args(h.as_tuple(), rcpt)), "already withdrawn through the escape hatch")
+    world.refused(alice, world.f.escape(*a_leaf.escape_args(h.as_tuple(), rcpt)), "already escaped, or not an EOA")
     b_leaf = _leaf(t, salts, bob.address, mine[1][1], h)
     before = world.balance(rcpt)
     bob.transact(world.f.escape(*b_leaf.escape_args(h.as_tuple(), rcpt)))

@@ -92,6 +92,9 @@ class ProgramConfig:
     epoch_grace: int = 1
     tx_gas_limit: int = 30_000_000
     treasury: str = DEFAULT_TREASURY  # credited with the bonds of frivolous challenges
+    # the ``stats`` ecall (per-stage timings: a side channel on what a batch ran) answers only
+    # in a benchmark build; the flag is in the measured config, so an attested member shows it
+    stats: bool = False
 
     @classmethod
     def from_mapping(cls, m: Mapping[str, Any]) -> ProgramConfig:
@@ -106,6 +109,8 @@ class ProgramConfig:
                 raise EnclaveRefusal(f"config: unknown TEE type {k!r} in platform_roots")
             roots[tee] = as_address(v, f"platform_roots[{k}]", "config")
         meas = r.items("measurements", 1024, default=[])
+        if r.has("stats") and not isinstance(r.raw("stats"), bool):
+            raise EnclaveRefusal("config: stats must be true or false")
         return cls(
             chain_id=r.integer("chain_id", lo=1, hi=U64_MAX),
             l1_chain_id=r.integer("l1_chain_id", lo=1, hi=U64_MAX),
@@ -115,6 +120,7 @@ class ProgramConfig:
             epoch_grace=r.integer("epoch_grace", hi=16, default=1),
             tx_gas_limit=r.integer("tx_gas_limit", lo=21_000, hi=30_000_000, default=30_000_000),
             treasury=r.address("treasury") if r.has("treasury") else DEFAULT_TREASURY,
+            stats=r.has("stats") and r.raw("stats") is True,
         )
 
 
@@ -1065,6 +1071,11 @@ class EnclaveProgram:
 
     def _stats(self, payload: bytes) -> dict[str, Any]:
         r = Request.parse(payload, "stats")
+        if not self.cfg.stats:
+            raise EnclaveRefusal(
+                "stats: per-stage timings are only given by a benchmark build (config stats: true, "
+                "part of the measurement); this enclave's config does not enable them"
+            )
         out = {"seconds": dict(self.stats.t), "counts": dict(self.stats.n), "accounts": len(self._ex.state.accounts)}
         if r.has("reset") and r.raw("reset"):
             self.stats = Stats()

@@ -135,3 +135,64 @@ def test_the_stats_ecall_answers_only_in_a_benchmark_build() -> None:
     assert "seconds" in bench[0].call("stats")
     with pytest.raises(EnclaveError, match="stats must be true or false"):
         _members(stats="yes")
+
+
+def test_leaf_diffs_do_not_name_exactly_the_accounts_whose_balance_changed() -> None:
+    """M2: a transfer between two of 20 accounts changes 2 leaves; the exported diff (what the
+    DAPs store and serve to anyone) holds them among at least COVER_MIN re-salted cover leaves,
+    drawn with the committee's secret; every member draws the same (same header), the fold
+    of the diffs is still the header's balances root, and the moved values stay put."""
+    from enclavenet.crypto.header import Header
+    from enclavenet.crypto.messages import KIND_USER
+    from enclavenet.crypto.smt import SparseMerkleTree, smt_key
+    from enclavenet.enclave.leaf_cover import COVER_MIN
+
+    members, pub = _members()
+    users = [Account.create() for _ in range(20)]
+    msgs = [[i, KIND_USER, u.address, 10**18 + i, 1, b""] for i, u in enumerate(users)]
+    prev, headers = bytes(32), []
+    for height, kw in ((1, {"messages": msgs}), (2, {})):
+        if height == 2:
+            pay = seal(sign_tx(bytes(users[0].key), CHAIN, 0, users[1].address, b"", 5, 21_000), pub, CHAIN, 0)
+            kw = {"envelopes": [pay.envelope.encode()]}
+        req = batch_request(height, prev, l1_block=2, **kw)
+        out = members[0].call("execute_batch", **req)
+        v = members[1].call("verify_batch", header=out["header"], **req)  # the same cover, or refused
+        for m in members:
+            m.call("accept_header", header=out["header"], signatures=[out["signature"], v["signature"]])
+        prev = out["header_hash"]
+        headers.append(Header.decode(out["header"]))
+        if height == 1:
+            members[0].call("escape_export", height=1)
+    full = members[1].call("escape_export", height=2)  # every leaf at height 2
+    diff = members[0].call("escape_export", height=2)
+    keys = {bytes(k) for k, _ in diff["diff"]}
+    moved = {smt_key(users[0].address), smt_key(users[1].address)}
+    assert moved <= keys
+    assert len(keys - moved) >= COVER_MIN  # cover leaves: unchanged balances, new salts
+    assert keys <= {smt_key(u.address) for u in users}
+    tree = SparseMerkleTree()
+    tree.update({bytes(k): bytes(v) for k, v in full["diff"]})
+    assert tree.root == headers[1].balances_root and len(tree) == 20
+
+
+def test_cover_re_salts_are_undone_with_the_batch() -> None:
+    from enclavenet.enclave.state import KECCAK_EMPTY, AccountChange, WorldState
+
+    secret = bytes(range(1, 33))
+    st = WorldState()
+    addrs = [bytes([i]) * 20 for i in range(1, 31)]
+    st.apply({a: AccountChange(0, 10**18 + i, KECCAK_EMPTY) for i, a in enumerate(addrs)}, {}, [], secret, 1)
+    root, salts = st.balances_root, {a: st.accounts[a].salt for a in addrs}
+    rec = st.apply({addrs[0]: AccountChange(1, 10**18 - 5, KECCAK_EMPTY), addrs[1]: AccountChange(0, 10**18 + 6, KECCAK_EMPTY)},
+                   {}, [], secret, 2, undo_version=1)
+    assert rec is not None
+    resalted = [a for a in addrs[2:] if st.accounts[a].salt != salts[a]]
+    assert len(resalted) >= 8 and all(st.accounts[a].balance == 10**18 + addrs.index(a) for a in resalted)
+    again = WorldState()  # a member that replays the same batches draws the same cover
+    again.apply({a: AccountChange(0, 10**18 + i, KECCAK_EMPTY) for i, a in enumerate(addrs)}, {}, [], secret, 1)
+    again.apply({addrs[0]: AccountChange(1, 10**18 - 5, KECCAK_EMPTY), addrs[1]: AccountChange(0, 10**18 + 6, KECCAK_EMPTY)},
+                {}, [], secret, 2)
+    assert again.balances_root == st.balances_root
+    st.undo(rec)
+    assert st.balances_root == root and {a: st.accounts[a].salt for a in addrs} == salts

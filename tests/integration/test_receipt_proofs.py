@@ -112,7 +112,7 @@ def test_a_receipt_is_final_only_with_a_proof_against_a_header_accepted_on_l1(em
     refused({**r, "height": hex(7)}, "did not accept header")  # the right header at a wrong height
     refused({**r, "receiptIndex": hex(3)}, "is not entry 3 of 5")  # another position
     refused({**r, "receiptCount": hex(3)}, "the node.s proof is wrong")  # another shape of tree
-    refused({**r, "receiptProof": ["0x" + os.urandom(32).hex()] + r["receiptProof"][1:]}, "the node's proof is wrong")
+    refused({**r, "receiptProof": ["0x" + os.urandom(32).hex(), *r["receiptProof"][1:]]}, "the node's proof is wrong")
     refused({**r, "receiptProof": r["receiptProof"][:-1]}, "the node's proof is wrong")
     refused({k: v for k, v in r.items() if k != "receiptProof"}, "no inclusion proof")
     refused(r, "the node's proof is wrong", e=entry[:-1] + bytes([entry[-1] ^ 1]))  # another entry

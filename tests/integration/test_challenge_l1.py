@@ -336,5 +336,5 @@ def test_client_escapes_and_reclaims_from_the_l1_alone(world: World, monkeypatch
     rcpt = to_checksum(os.urandom(20))
     res = escape_withdraw(world.w3, a_acct, world.address, leaf, recipient=rcpt)
     assert res.amount == 10**15 and world.balance(rcpt) == 10**15
-    with pytest.raises(TransactionReverted, match="already withdrawn"):
+    with pytest.raises(TransactionReverted, match="already escaped"):
         escape_withdraw(world.w3, a_acct, world.address, leaf, recipient=rcpt)

@@ -1170,8 +1170,8 @@ class Node:
             if self.cfg.persist == "sign":
                 await self._persist()
         self.counters["proposed"] += 1
-        log.info("%s: proposed height %d (%d messages, %d envelopes, %d ok)", self.cfg.name, h, len(msgs),
-                 len(envelopes), int(out.get("n_ok", 0)))
+        log.info("%s: proposed height %d (%d messages, %d envelopes)", self.cfg.name, h, len(msgs),
+                 len(envelopes))
         await self._notify_head()
         self._spawn(self._collect_and_submit(rec, sig))
 

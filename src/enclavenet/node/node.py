@@ -71,6 +71,7 @@ from .l1probe import L1Probe
 from .l1watch import AcceptedHeader, L1Watcher
 from .mempool import Mempool, MempoolError
 from .peers import MAX_PEER_BODY, LinkFaults, PeerClient, PeerError
+from .viewchange import ViewChange
 
 log = logging.getLogger("enclavenet.node")
 
@@ -124,9 +125,11 @@ class BatchRecord:
     collecting: bool = False
     diff: bytes = field(default=b"", repr=False)  # the proposer enclave's sealed state diff (apply_batch)
     rid_cache: list[bytes] | None = field(default=None, repr=False)
+    round: int = 0  # the round it is proposed in (node/viewchange.py)
+    tc: list[list[bytes]] | None = field(default=None, repr=False)  # the TC that opened that round
 
     def proposal(self, proposer: str, signature: bytes) -> dict[str, Any]:
-        return {
+        out = {
             "proposer": proposer,
             "signature": signature,
             "header": self.header_bytes,
@@ -136,6 +139,9 @@ class BatchRecord:
             "sigs": [[a, s] for a, s in self.sigs.items()],
             "diff": self.diff,
         }
+        if self.round:
+            out["round"], out["tc"] = self.round, self.tc
+        return out
 
     def to_wire(self) -> dict[str, Any]:
         return {"input": self.input, "header": self.header_bytes, "batch_data": self.batch_data,
@@ -222,6 +228,7 @@ class Node:
         self.due_since = time.monotonic()
         self.work_since: float | None = None
         self._takeover_busy = False
+        self.view = ViewChange(self)  # rounds / view change (node/viewchange.py)
         self.msg_seen: dict[int, float] = {}  # first time a pending message's block was confirmed
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -794,6 +801,7 @@ class Node:
                 "snapshot": self._on_snapshot,
                 "epoch_push": self._on_epoch_push,
                 "announce": self._on_announce,
+                "timeout": self.view.on_timeout,
             }.get(op)
             if handler is None:
                 raise Refused(f"unknown peer op {op[:32]!r}")
@@ -852,7 +860,8 @@ class Node:
     async def _on_batch(self, msg: dict[str, Any]) -> dict[str, Any]:
         h = int(msg["height"])
         if msg.get("pending"):
-            cands = [r for r in self.records.values() if r.height == h and r.proposer in r.sigs]
+            cands = [r for r in self.records.values() if r.height == h and r.proposer in r.sigs
+                     and (msg.get("hash") is None or r.hash == msg.get("hash"))]
             if not cands:
                 raise Refused(f"no proposal at height {h} here")
             r = max(cands, key=lambda r: len(r.sigs))
@@ -952,15 +961,20 @@ class Node:
             raise Refused(f"height {h} is already final here (finalized {self.finalized})")
         if self.frozen:
             raise Refused("the Rollup is frozen: no more headers")
+        round_ = int(msg.get("round") or 0)
         cached = self.my_sigs.get(h)
         if cached is not None and cached[0] == hh:
             return {"signature": cached[1], "signer": self.address}
-        if cached is not None:
+        if cached is not None and round_ == 0:
             raise Refused(f"this enclave already signed a different header at height {h}")
         # 1. cheap checks first (bound the work a bad proposal costs)
         if proposer not in self.members():
             raise Refused(f"proposer {proposer} is not an active committee member")
-        if not takeover and proposer not in self.allowed_proposers(h):
+        if round_ > 0 and not takeover:  # a later round: its proposer, with the TC of the round before
+            why = self.view.check_proposal(header, proposer, round_, msg.get("tc"))
+            if why is not None:
+                raise Refused(why)
+        elif not takeover and proposer not in self.allowed_proposers(h):
             raise Refused(f"{proposer} is not an expected proposer for height {h} now")
         try:
             signer = recover_address(header.signing_digest(self.cfg.l1_chain_id, self.cfg.rollup), bytes(msg["signature"]))
@@ -986,10 +1000,16 @@ class Node:
             if cached is not None:
                 if cached[0] == hh:
                     return {"signature": cached[1], "signer": self.address}
-                raise Refused(f"this enclave already signed a different header at height {h}")
-            if self.head_height != h - 1 or self.head_hash != header.prev_hash:
+                if round_ == 0:
+                    raise Refused(f"this enclave already signed a different header at height {h}")
+            if round_ > 0:
+                await self.view.prepare(h, hh)  # drop an earlier round's header at h
+            if (self.head_height, self.head_hash) not in ((h - 1, header.prev_hash), (h, hh)):
                 raise Refused(f"proposal for height {h} does not extend this enclave's head at {self.head_height}")
             payload = {**rec.input, "envelopes": rec.envelopes, "header": header_bytes}
+            if round_ > 0:
+                payload["round"], payload["tc"] = round_, msg.get("tc")
+                rec.round, rec.tc = round_, msg.get("tc")
             t_v = time.monotonic()
             out = await self.host.call("verify_batch", payload)
             log.debug("%s: voted height %d (%.0f ms in the enclave)", self.cfg.name, h, 1000 * (time.monotonic() - t_v))
@@ -1105,6 +1125,8 @@ class Node:
             return
         if any(r.height == h and r.proposer == self.address for r in self.records.values()):
             return
+        if self.view.round_at(h) > 0:
+            return  # a later round's proposer proposes this height (node/viewchange.py)
         members = self.members()
         if self.address not in members or members[self.proposer_slot(h) % len(members)] != self.address:
             return
@@ -1116,12 +1138,12 @@ class Node:
     def ready_to_propose(self) -> bool:
         return bool(self.members()) and self.finalized >= self.l1_height
 
-    async def _build_and_collect(self, h: int) -> None:
+    async def _build_and_collect(self, h: int, *, round_: int = 0, tc: list[list[bytes]] | None = None) -> None:
         assert self.host is not None and self.watcher is not None
         if self.frozen or not await self._prepare_epoch(h):
             return
         async with self.enclave_lock:
-            if self.head_height != h - 1 or self.epoch is None or h in self.my_sigs:
+            if self.head_height != h - 1 or self.epoch is None or (h in self.my_sigs and not round_):
                 return
             msgs = self.pending_messages()
             l1_block = max(self.head_l1_block, self.watcher.confirmed_block())
@@ -1138,8 +1160,11 @@ class Node:
                 "messages": [msg_to_wire(m) for m in msgs],
             }
             envelopes = [e.raw for e in entries]
+            call = {**inp, "envelopes": envelopes, "with_diff": True}
+            if round_:
+                call["round"], call["tc"] = round_, tc
             try:
-                out = await self.host.call("execute_batch", {**inp, "envelopes": envelopes, "with_diff": True})
+                out = await self.host.call("execute_batch", call)
             except EnclaveError:
                 self.mempool.release(h)
                 raise
@@ -1149,7 +1174,7 @@ class Node:
                 height=h, input=inp, envelopes=envelopes, header=header, header_bytes=header_bytes,
                 hash=bytes(out["header_hash"]), batch_data=bytes(out["batch_data"]),
                 withdrawals=[list(w) for w in out.get("withdrawals", [])], proposer=self.address,
-                diff=bytes(out.get("diff") or b""),
+                diff=bytes(out.get("diff") or b""), round=round_, tc=tc,
             )
             sig = bytes(out["signature"])
             rec.sigs[self.address] = sig
@@ -1348,87 +1373,22 @@ class Node:
         return max(self.due_since, self.work_since)
 
     async def _maybe_takeover(self) -> None:
-        """The race: the next height stayed unaccepted too long; fallback proposers step in, one at a time.
-
-        The member at offset j after the primary may act after j timeouts. It first finishes a
-        proposal it already signed; else it asks its peers for any proposal at that height and
-        adopts it (so votes do not split between two headers: an enclave never signs two);
-        only when nobody has one does it build its own batch.
-        """
-        if self.epoch is None or self.watcher is None or self._takeover_busy or self.frozen:
+        """A stalled height moves to its next round (node/viewchange.py, docs/NODE.md "Rounds"):
+        once the next height has had work for the round's timeout without a header on L1, this
+        member's enclave signs a timeout vote; a TC opens the next round, whose proposer
+        re-proposes what the TC forces or cuts its own batch."""
+        if self.epoch is None or self.watcher is None or self.frozen:
             return
         if self.finalized > self.l1_height:
             return  # an L1 reorganisation took accepted headers away: re-anchoring them first
         await self._resubmit_vanished()
         members = self.members()
-        n = len(members)
-        if self.address not in members or n < 2 or self.finalized < self.l1_height:
+        if self.address not in members or len(members) < 2 or self.finalized < self.l1_height:
             return
         base = self._stall_base()
         if base is None:
             return
-        t = self.l1_height + 1
-        elapsed = time.monotonic() - base
-        offset = (members.index(self.address) - self.proposer_slot(t)) % n
-        if offset == 0 or elapsed < offset * self.cfg.proposer_timeout:
-            return
-        self._takeover_busy = True
-        self._spawn(self._takeover(t, elapsed))
-
-    async def _takeover(self, t: int, elapsed: float) -> None:
-        assert self.watcher is not None
-        try:
-            prev = self.watcher.last_header_hash()
-            known = [r for r in self.records.values() if r.height == t and r.header.prev_hash == prev]
-            mine = self.my_sigs.get(t)
-            rec = next((r for r in known if mine is not None and r.hash == mine[0]), None)
-            if rec is None and mine is None:
-                rec = await self._adopt_peer_proposal(t, prev)
-                mine = self.my_sigs.get(t)
-            if rec is not None and mine is not None and mine[0] == rec.hash:
-                if rec.collecting or rec.submitted:
-                    return
-                self.counters["takeovers"] += 1
-                log.info("%s: height %d stalled %.1fs: taking over proposal 0x%s", self.cfg.name, t, elapsed,
-                         rec.hash.hex()[:12])
-                await self._collect_and_submit(rec, mine[1])
-                return
-            if mine is not None or self.head_height != t - 1:
-                return  # we signed something else at t: only its QC can complete now
-            self.counters["takeovers"] += 1
-            log.info("%s: height %d stalled %.1fs and no proposal around: proposing it", self.cfg.name, t, elapsed)
-            await self._build_and_collect(t)
-        except (PeerError, EnclaveError, Refused) as exc:
-            log.info("%s: takeover of height %d failed: %s", self.cfg.name, t, exc)
-        finally:
-            self._takeover_busy = False
-
-    async def _adopt_peer_proposal(self, t: int, prev: bytes) -> BatchRecord | None:
-        """Ask every peer at once (a silent one must not delay the takeover) for a proposal at
-        height t; verify and sign the first valid one."""
-        wait = max(0.5, min(2.0, self.cfg.proposer_timeout))
-
-        async def ask(p: PeerClient) -> dict[str, Any] | None:
-            try:
-                out = await p.call("batch", {"height": t, "pending": True}, timeout=wait)
-                return {**out, "proposer": to_checksum(out["proposer"]), "signature": bytes(out["signature"])}
-            except (PeerError, KeyError, TypeError, ValueError):
-                return None
-
-        answers = [a for a in await asyncio.gather(*(ask(p) for p in self.peers)) if a is not None]
-        answers.sort(key=lambda a: -len(a.get("sigs", [])))
-        for msg in answers:
-            try:
-                await self._on_propose(msg, takeover=True)
-            except (Refused, EnclaveError, ValueError) as exc:
-                log.info("%s: proposal at %d not adopted: %s", self.cfg.name, t, exc)
-                continue
-            rec = self.records.get(Header.decode(bytes(msg["header"])).hash())
-            if rec is not None and rec.header.prev_hash == prev:
-                for a, sig in msg.get("sigs", []):
-                    self._add_sig(rec, to_checksum(a), bytes(sig))
-                return rec
-        return None
+        await self.view.tick(base)
 
     def _add_sig(self, rec: BatchRecord, signer: str, sig: bytes) -> None:
         if signer not in self.member_types():
@@ -1563,6 +1523,7 @@ class Node:
             "address": self.address,
             "teeType": TEE_NAMES.get(self.tee_type, str(self.tee_type)),
             "counters": dict(self.counters),
+            "rounds": self.view.status(),
             "ecalls": self.host.stats_summary() if self.host else {},
             "lastError": self.last_error,
             "dapSnapshot": self.daps.restored_from,  # height of a DAP snapshot this node restored (node/daps.py)

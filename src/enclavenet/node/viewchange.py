@@ -27,11 +27,12 @@ from ..crypto.header import Header
 from ..crypto.secp256k1 import SignatureError, recover_address
 from ..crypto.timeout import timeout_digest
 from ..tee.boundary import EnclaveError
+from .batch import BatchRecord, Refused, record_from_wire
 from .peers import PeerError
 from .rounds import CommitteeRule, Rounds, TimeoutVote, check_timeout_vote
 
 if TYPE_CHECKING:
-    from .node import BatchRecord, Node
+    from .committee import Committee
 
 log = logging.getLogger("enclavenet.node.viewchange")
 
@@ -45,8 +46,9 @@ def round_timeout(base: float, round_: int) -> float:
 
 
 class ViewChange:
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(self, committee: Committee) -> None:
+        self.committee = committee
+        self.node = committee.node
         self.rounds: Rounds | None = None
         self._busy = False
         self.counters = {"timeouts": 0, "rounds": 0, "round_proposals": 0}
@@ -93,7 +95,7 @@ class ViewChange:
         now = time.monotonic()
         if not self._busy and rs.should_time_out(now):
             self._busy = True
-            n._spawn(self._time_out(t, rs.round))
+            n.spawn(self._time_out(t, rs.round))
 
     async def _time_out(self, t: int, r: int) -> None:
         n = self.node
@@ -115,7 +117,7 @@ class ViewChange:
             rs.timed_out()
         self.counters["timeouts"] += 1
         log.info("%s: height %d round %d timed out (lock 0x%s)", n.cfg.name, t, r, vote.locked.hex()[:12])
-        n._spawn(self._broadcast(vote))
+        n.spawn(self._broadcast(vote))
         await self._count(vote)
 
     async def _broadcast(self, vote: TimeoutVote) -> None:
@@ -131,8 +133,6 @@ class ViewChange:
 
     # ------------------------------------------------------------------ votes from peers
     async def on_timeout(self, msg: dict[str, Any]) -> dict[str, Any]:
-        from .node import Refused
-
         rs = self.state()
         if rs is None or self.node.watcher is None:
             raise Refused("no committee yet")
@@ -159,7 +159,7 @@ class ViewChange:
             self.counters["rounds"] += 1
             log.info("%s: height %d enters round %d (TC of %d votes)", n.cfg.name, t, rs.round, len(tc))
             if rs.proposer() == n.address:
-                n._spawn(self._propose(t, rs.round, tc))
+                n.spawn(self._propose(t, rs.round, tc))
             return
         # rejoin: more members than can be faulty are in a later round already
         if vote.round > rs.round or (vote.round == rs.round and not self._timed_out(rs)):
@@ -168,7 +168,7 @@ class ViewChange:
                 if vote.round > rs.round:
                     rs.round = vote.round  # time out that round directly (the enclave allows r >= its round)
                 self._busy = True
-                n._spawn(self._time_out(t, vote.round))
+                n.spawn(self._time_out(t, vote.round))
 
     @staticmethod
     def _timed_out(rs: Rounds) -> bool:
@@ -193,25 +193,21 @@ class ViewChange:
                     return
                 log.info("%s: round %d at height %d re-proposes 0x%s", n.cfg.name, r, t, rec.hash.hex()[:12])
                 msg = {**rec.proposal(rec.proposer, rec.sigs[rec.proposer]), "round": r, "tc": tc}
-                await n._on_propose(msg, takeover=True)  # our enclave verifies it in round r (checks the TC)
+                await self.committee.on_propose(msg, takeover=True)  # our enclave verifies it in round r (checks the TC)
                 mine = n.my_sigs.get(t)
                 if mine is None or mine[0] != rec.hash:
                     return
                 rec = n.records.get(rec.hash, rec)
                 rec.round, rec.tc = r, tc
                 rec.proposer = n.address
-                await n._collect_and_submit(rec, mine[1])
+                await self.committee._collect_and_submit(rec, mine[1])
             else:
                 log.info("%s: round %d at height %d: proposing a batch", n.cfg.name, r, t)
                 async with n.enclave_lock:
                     await self.prepare(t, None)
-                await n._build_and_collect(t, round_=r, tc=tc)
-        except (PeerError, EnclaveError, ValueError) as exc:
+                await self.committee._build_and_collect(t, round_=r, tc=tc)
+        except (PeerError, EnclaveError, ValueError, Refused) as exc:
             log.info("%s: round %d proposal at height %d failed: %s", n.cfg.name, r, t, exc)
-        except Exception as exc:
-            if type(exc).__name__ != "Refused":
-                raise
-            log.info("%s: round %d proposal at height %d refused: %s", n.cfg.name, r, t, exc)
 
     async def _find(self, t: int, wanted: frozenset[bytes]) -> BatchRecord | None:
         n = self.node
@@ -231,15 +227,15 @@ class ViewChange:
                 if out is None:
                     continue
                 try:
-                    rec = n._record_from_wire(out)
+                    rec = record_from_wire(out)
                 except (ValueError, KeyError, TypeError):
                     continue
                 if rec.hash != want:
                     continue
                 rec.proposer = to_checksum(out["proposer"])
-                n._add_sig(rec, rec.proposer, bytes(out["signature"]))  # kept only if it verifies
+                n.add_sig(rec, rec.proposer, bytes(out["signature"]))  # kept only if it verifies
                 for a, sig in out.get("sigs", []):
-                    n._add_sig(rec, to_checksum(a), bytes(sig))
+                    n.add_sig(rec, to_checksum(a), bytes(sig))
                 if rec.proposer in rec.sigs:
                     return rec
         return None
@@ -276,8 +272,8 @@ class ViewChange:
             await n.host.call("rollback", {"height": h - 1})
             n.mempool.release(h)
             n.my_sigs.pop(h, None)
-            await n._refresh_status()
-            await n._notify_head()
+            await n.refresh_status()
+            await n.notify_head()
 
     def status(self) -> dict[str, Any]:
         rs = self.rounds

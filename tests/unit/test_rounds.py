@@ -193,6 +193,14 @@ def test_the_guard_refuses_two_headers_at_one_height_and_round() -> None:
     g.record(5, h2, 1)  # one header per (height, round)
     with pytest.raises(EnclaveRefusal, match="second header at height 5"):
         g.record(5, keccak256(b"three"), 1)
+    # one header per (height, round) *on one parent*: a pipelined height built on a header that
+    # lost at height - 1 does not block the one built on the winner (both parents cannot be final)
+    pa, pb = keccak256(b"parent a"), keccak256(b"parent b")
+    g.record(6, h1, 0, pa)
+    g.record(6, h2, 0, pb)
+    with pytest.raises(EnclaveRefusal, match="second header at height 6"):
+        g.record(6, keccak256(b"three"), 0, pa)
+    assert g.lock(6, pa) == h1 and g.lock(6, pb) == h2
     # persistence keeps everything (rounds, timeouts, inputs) and a merge forgets nothing
     g.record_input(5, ZERO32, 1, b"d" * 32)
     g2 = SignGuard()

@@ -5,9 +5,13 @@ Rules (docs/NODE.md "Rounds" has the safety argument):
 
 * Every unfinalised height has a current round (0 at first). The enclave signs a header at
   ``(h, r)`` only when ``r`` is its current round at ``h``, it has not timed out round ``r``,
-  and it signed no other header in round ``r``. Signing the same header again is idempotent.
+  and it signed no other header in round ``r`` on the same parent. Signing the same header
+  again is idempotent. (Headers on different parents cannot both become final: their parents
+  are two headers at h - 1, of which at most one is final -- so a pipelined h built on a
+  header that lost at h - 1 does not block the h built on the winner.)
 * ``timeout(h, r)`` (only for ``r`` >= the current round) reports the last header this enclave
-  signed at ``h`` (its *lock*) and bars any further header signature at rounds <= ``r``.
+  signed at ``h`` on the finalised parent (its *lock*) and bars any further header signature
+  at rounds <= ``r``.
 * Round ``r + 1`` is entered only with a timeout certificate (TC) for ``(h, r)``: timeout votes
   of >= quorum distinct members spanning >= min_types TEE types, for one parent. A header that
   could have a QC from rounds <= ``r`` (its lock count in the TC plus the members outside the TC
@@ -30,6 +34,7 @@ from .errors import EnclaveRefusal
 
 MAX_ROUND = 1 << 32
 MAX_INPUTS_PER_HEIGHT = 4096  # (parent, round) input records kept per unfinalised height
+ANY_PARENT = b""  # a signature recorded before parents were (v1 record): conflicts on every parent
 
 
 @dataclass
@@ -38,19 +43,24 @@ class _Slot:
 
     round: int = 0
     timed_out: int = -1  # highest round this enclave signed a timeout for
-    signed: dict[int, bytes] = field(default_factory=dict)  # round -> header hash signed in it
+    signed: dict[tuple[bytes, int], bytes] = field(default_factory=dict)  # (parent, round) -> header hash
     timeouts: dict[int, bytes] = field(default_factory=dict)  # round -> lock reported in its timeout
     inputs: dict[tuple[bytes, int], bytes] = field(default_factory=dict)  # (parent, round) -> input digest
     allowed: frozenset[bytes] | None = None  # headers the TC that opened ``round`` permits (None: any)
 
-    def lock(self) -> bytes:
-        return self.signed[max(self.signed)] if self.signed else ZERO32
+    def lock(self, parent: bytes | None = None) -> bytes:
+        """The header signed in the highest round (on ``parent``; None: on any parent)."""
+        mine = [(r, v) for (p, r), v in self.signed.items() if parent is None or p in (parent, ANY_PARENT)]
+        return max(mine)[1] if mine else ZERO32
+
+    def signed_on(self, parent: bytes, round_: int) -> bytes | None:
+        return self.signed.get((parent, round_)) or self.signed.get((ANY_PARENT, round_))
 
     def to_cbor(self) -> dict[str, Any]:
         return {
             "round": self.round,
             "timed_out": self.timed_out,
-            "signed": [[r, v] for r, v in sorted(self.signed.items())],
+            "signed": [[p, r, v] for (p, r), v in sorted(self.signed.items())],
             "timeouts": [[r, v] for r, v in sorted(self.timeouts.items())],
             "inputs": [[p, r, d] for (p, r), d in sorted(self.inputs.items())],
             "allowed": None if self.allowed is None else sorted(self.allowed),
@@ -62,7 +72,7 @@ class _Slot:
         return cls(
             round=int(m["round"]),
             timed_out=int(m["timed_out"]),
-            signed={int(r): bytes(v) for r, v in m["signed"]},
+            signed={(bytes(p), int(r)): bytes(v) for p, r, v in m["signed"]},
             timeouts={int(r): bytes(v) for r, v in m["timeouts"]},
             inputs={(bytes(p), int(r)): bytes(d) for p, r, d in m["inputs"]},
             allowed=None if allowed is None else frozenset(bytes(a) for a in allowed),
@@ -144,9 +154,9 @@ class SignGuard:
         s = self.slots.get(height)
         return 0 if s is None else s.round
 
-    def lock(self, height: int) -> bytes:
+    def lock(self, height: int, parent: bytes | None = None) -> bytes:
         s = self.slots.get(height)
-        return ZERO32 if s is None else s.lock()
+        return ZERO32 if s is None else s.lock(parent)
 
     def _slot(self, height: int) -> _Slot:
         s = self.slots.get(height)
@@ -159,7 +169,7 @@ class SignGuard:
             raise EnclaveRefusal(f"will not {what} at height {height}: heights <= {self.floor} are finalised")
 
     # ------------------------------------------------------------------ headers
-    def check(self, height: int, header_hash: bytes, round_: int = 0) -> None:
+    def check(self, height: int, header_hash: bytes, round_: int = 0, parent: bytes = ZERO32) -> None:
         self._above_floor(height, "sign")
         s = self.slots.get(height)
         if s is None:
@@ -169,7 +179,7 @@ class SignGuard:
                     "(a timeout certificate for the round before opens a round)"
                 )
             return
-        prev = s.signed.get(round_)
+        prev = s.signed_on(parent, round_)
         if prev == header_hash:
             return  # the same header again in the same round: idempotent (host retry)
         if round_ != s.round:
@@ -193,13 +203,14 @@ class SignGuard:
                 "only such a header is signed in this round"
             )
 
-    def record(self, height: int, header_hash: bytes, round_: int = 0) -> None:
-        self.check(height, header_hash, round_)
-        self._slot(height).signed[round_] = header_hash
+    def record(self, height: int, header_hash: bytes, round_: int = 0, parent: bytes = ZERO32) -> None:
+        self.check(height, header_hash, round_, parent)
+        self._slot(height).signed[(parent, round_)] = header_hash
 
     # ------------------------------------------------------------------ rounds
-    def timeout(self, height: int, round_: int) -> bytes:
-        """Record a timeout vote for ``(height, round_)``; return the lock it reports."""
+    def timeout(self, height: int, round_: int, parent: bytes = ZERO32) -> bytes:
+        """Record a timeout vote for ``(height, round_)`` on ``parent`` (the finalised header at
+        ``height - 1``); return the lock it reports."""
         self._above_floor(height, "time out")
         s = self._slot(height)
         if round_ in s.timeouts:
@@ -211,7 +222,7 @@ class SignGuard:
             )
         if round_ >= MAX_ROUND:
             raise EnclaveRefusal(f"timeout: round {round_} is beyond the limit {MAX_ROUND - 1}")
-        lock = s.lock()
+        lock = s.lock(parent)
         s.timeouts[round_] = lock
         s.timed_out = round_
         return lock
@@ -261,10 +272,10 @@ class SignGuard:
         a timeout, a round or an executed input)."""
         for h, o in other.slots.items():
             s = self._slot(h)
-            for r, v in o.signed.items():
-                s.signed.setdefault(r, v)
-            for r, v in o.timeouts.items():
-                s.timeouts.setdefault(r, v)
+            for k, v in o.signed.items():
+                s.signed.setdefault(k, v)
+            for r, t in o.timeouts.items():
+                s.timeouts.setdefault(r, t)
             for k, d in o.inputs.items():
                 s.inputs.setdefault(k, d)
             s.timed_out = max(s.timed_out, o.timed_out)
@@ -282,7 +293,7 @@ class SignGuard:
         if "slots" in m:
             g.slots = {int(h): _Slot.from_cbor(s) for h, s in m["slots"]}
         else:  # v1 blobs: {height: header hash} signed in round 0
-            g.slots = {int(h): _Slot(signed={0: bytes(v)}) for h, v in m["signed"]}
+            g.slots = {int(h): _Slot(signed={(ANY_PARENT, 0): bytes(v)}) for h, v in m["signed"]}
         return g
 
 

@@ -577,7 +577,7 @@ class EnclaveProgram:
         self._state_cache = (undo.head.height, undo.state, undo.state_root)
 
     def _sign(self, header: Header, round_: int) -> bytes:
-        self._guard.record(header.height, header.hash(), round_)
+        self._guard.record(header.height, header.hash(), round_, header.prev_hash)
         return self._identity.sign(header.signing_digest(self.cfg.l1_chain_id, self.cfg.rollup))
 
     def _round(self, r: Request, height: int, prev_hash: bytes) -> int:
@@ -605,7 +605,7 @@ class EnclaveProgram:
         done = self._run_batch(inp, round_)
         h = done.header.hash()
         try:
-            self._guard.check(inp.height, h, round_)
+            self._guard.check(inp.height, h, round_, inp.prev_hash)
         except EnclaveRefusal:
             self._undo_last()
             raise
@@ -653,11 +653,11 @@ class EnclaveProgram:
         ph = proposed.hash()
         round_ = self._round(r, proposed.height, proposed.prev_hash)
         # refuse before any work when the guard already forbids this header
-        self._guard.check(proposed.height, ph, round_)
+        self._guard.check(proposed.height, ph, round_, proposed.prev_hash)
         hd = self._head
         if proposed.height == hd.height and ph == hd.hash and self._guard.has_signed(hd.height, ph):
             # a host retry of a vote this enclave already cast: the same (deterministic) signature
-            self._guard.record(hd.height, ph, round_)
+            self._guard.record(hd.height, ph, round_, proposed.prev_hash)
             sig = self._identity.sign(proposed.signing_digest(self.cfg.l1_chain_id, self.cfg.rollup))
             return {"header_hash": ph, "signature": sig, "signer": self._identity.address, "round": round_}
         header, _ = self._reexecute_matching(r, "verify_batch", round_)
@@ -677,7 +677,7 @@ class EnclaveProgram:
                 f"timeout: this enclave's finalised height is {fin_h}; it times out only height {fin_h + 1} "
                 "(accept the headers L1 accepted first)"
             )
-        locked = self._guard.timeout(height, round_)
+        locked = self._guard.timeout(height, round_, fin_hash)
         digest = timeout_digest(self.cfg.l1_chain_id, self.cfg.rollup, height, round_, fin_hash, locked)
         return {
             "height": height,

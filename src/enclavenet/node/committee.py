@@ -109,7 +109,7 @@ class Committee(Role):
         cached = self.node.my_sigs.get(h)
         if cached is not None and cached[0] == hh:
             return {"signature": cached[1], "signer": self.node.address}
-        if cached is not None and round_ == 0:
+        if round_ == 0 and self._signed_other(h, hh, header.prev_hash):
             raise Refused(f"this enclave already signed a different header at height {h}")
         # 1. cheap checks first (bound the work a bad proposal costs)
         if proposer not in self.node.members():
@@ -144,7 +144,7 @@ class Committee(Role):
             if cached is not None:
                 if cached[0] == hh:
                     return {"signature": cached[1], "signer": self.node.address}
-                if round_ == 0:
+                if round_ == 0 and self._signed_other(h, hh, header.prev_hash):
                     raise Refused(f"this enclave already signed a different header at height {h}")
             if round_ > 0:
                 await self.view.prepare(h, hh)  # drop an earlier round's header at h
@@ -173,6 +173,16 @@ class Committee(Role):
         await self.node.notify_head()
         self.node.work.set()
         return {"signature": sig, "signer": self.node.address}
+
+    def _signed_other(self, h: int, hh: bytes, prev: bytes) -> bool:
+        """This enclave signed a header other than ``hh`` at h on the parent ``prev`` (or on a
+        parent we no longer know): the enclave refuses a second one there in round 0. One on
+        another parent (a header at h - 1 that lost) does not count (enclave/guard.py)."""
+        cached = self.node.my_sigs.get(h)
+        if cached is None or cached[0] == hh:
+            return False
+        rec = self.node.records.get(cached[0])
+        return rec is None or rec.header.prev_hash == prev
 
     async def _check_messages(self, rec: BatchRecord) -> None:
         assert self.node.watcher is not None
@@ -253,7 +263,8 @@ class Committee(Role):
         h = self.node.head_height + 1
         if h > self.node.l1_height + self.cfg.pipeline:
             return
-        if any(r.height == h and r.proposer == self.node.address for r in self.node.records.values()):
+        if any(r.height == h and r.proposer == self.node.address and r.header.prev_hash == self.node.head_hash
+               for r in self.node.records.values()):
             return
         if self.view.round_at(h) > 0:
             return  # a later round's proposer proposes this height (node/viewchange.py)
@@ -273,7 +284,9 @@ class Committee(Role):
         if self.node.frozen or not await self.epochs.prepare(h):
             return
         async with self.node.enclave_lock:
-            if self.node.head_height != h - 1 or self.node.epoch is None or (h in self.node.my_sigs and not round_):
+            if self.node.head_height != h - 1 or self.node.epoch is None:
+                return
+            if not round_ and self._signed_other(h, b"", self.node.head_hash):
                 return
             msgs = self.node.pending_messages()
             l1_block = max(self.node.head_l1_block, self.node.watcher.confirmed_block())

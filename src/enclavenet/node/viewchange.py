@@ -108,6 +108,8 @@ class ViewChange:
             return
         finally:
             self._busy = False
+        if n.cfg.persist == "sign":
+            await n.persist()  # the timeout (and the lock it reports) is sealed before the vote leaves
         rs = self.state()
         if rs is None:
             return
@@ -271,7 +273,8 @@ class ViewChange:
             log.info("%s: rolling back to %d for a later round at height %d", n.cfg.name, h - 1, h)
             await n.host.call("rollback", {"height": h - 1})
             n.mempool.release(h)
-            n.my_sigs.pop(h, None)
+            for x in [x for x in n.my_sigs if x >= h]:
+                del n.my_sigs[x]
             await n.refresh_status()
             await n.notify_head()
 

@@ -1,12 +1,13 @@
-"""The committee protocol: propose, vote, assemble the QC, take over a stalled height.
+"""The committee protocol: propose, vote, assemble the QC, move a stalled height to its next round.
 
-* proposer(h) = ``members[(h // proposer_run) % n]``; fallbacks join one ``proposer_timeout``
-  at a time (``allowed_proposers``); a voter re-executes a proposal (``verify_batch``) and
-  signs only an identical header, at most one per height (the enclave enforces it).
+* proposer(h, round 0) = ``members[(h // proposer_run) % n]`` (only it: a round-0 proposal by
+  anyone else is refused); a voter re-executes a proposal (``verify_batch``) and signs only an
+  identical header, at most one per (height, round) on one parent (the enclave enforces it).
 * the proposer asks the fewest voters that complete the QC (rotation order, missing TEE types
   first), announces the batch with its QC to the rest, and submits it through the L1 link.
-* takeover: when the next height stays unaccepted, the member at offset j after the primary
-  acts after j timeouts: it finishes a proposal it signed, adopts a peer's, or builds its own.
+* rounds (``viewchange.py``): when the next height stays unaccepted for a round's timeout,
+  members sign timeout votes; a TC opens the next round, whose proposer (the next member)
+  re-proposes the header the TC forces or cuts its own batch.
 """
 
 from __future__ import annotations
@@ -43,19 +44,6 @@ log = logging.getLogger("enclavenet.node.committee")
 # or a clock (tests/unit/test_committee_rules.py). The Committee below feeds them live values.
 
 
-def timeouts_elapsed(elapsed: float, timeout: float) -> int:
-    """How many whole proposer timeouts fit in ``elapsed`` seconds."""
-    return int(elapsed / timeout) if timeout > 0 else 0
-
-
-def allowed_proposers(members: list[str], slot: int, k: int) -> list[str]:
-    """The primary of ``slot`` and the next ``k`` members in rotation order (at most every member)."""
-    if not members:
-        return []
-    n = len(members)
-    return [members[(slot + j) % n] for j in range(min(k, n - 1) + 1)]
-
-
 def first_voters(have: list[str], candidates: list[str], types: dict[str, int], quorum: int,
                  min_types: int) -> list[str]:
     """The fewest voters, in rotation order after the proposer (the next proposers first: they
@@ -86,13 +74,10 @@ class Committee(Role):
         executes h+1 at once instead of first waiting to verify someone else's batch."""
         return h // self.cfg.proposer_run
 
-    def allowed_proposers(self, h: int) -> list[str]:
-        """Who may propose height h now: the primary, plus fallbacks once it was silent too long."""
-        k = 0
-        if h == self.node.l1_height + 1:
-            base = self.node.due_since if self.node.work_since is None else max(self.node.due_since, self.node.work_since)
-            k = timeouts_elapsed(time.monotonic() - base, self.cfg.proposer_timeout) + 1  # +1: clock/poll slack
-        return allowed_proposers(self.node.members(), self.proposer_slot(h), k)
+    def primary(self, h: int) -> str | None:
+        """The round-0 proposer of height h (later rounds: ``ViewChange``)."""
+        members = self.node.members()
+        return members[self.proposer_slot(h) % len(members)] if members else None
 
     async def on_propose(self, msg: dict[str, Any], *, takeover: bool = False) -> dict[str, Any]:
         assert self.node.host is not None and self.node.watcher is not None
@@ -118,8 +103,8 @@ class Committee(Role):
             why = self.view.check_proposal(header, proposer, round_, msg.get("tc"))
             if why is not None:
                 raise Refused(why)
-        elif round_ == 0 and not takeover and proposer not in self.allowed_proposers(h):
-            raise Refused(f"{proposer} is not an expected proposer for height {h} now")
+        elif round_ == 0 and not takeover and proposer != self.primary(h):
+            raise Refused(f"{proposer} is not the proposer of height {h} in round 0")
         try:
             signer = recover_address(header.signing_digest(self.cfg.l1_chain_id, self.cfg.rollup), bytes(msg["signature"]))
         except SignatureError as exc:

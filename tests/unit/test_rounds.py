@@ -218,3 +218,48 @@ def test_the_guard_refuses_two_headers_at_one_height_and_round() -> None:
     with pytest.raises(EnclaveRefusal, match="second header at height 5"):
         old.check(5, h2)
 
+
+
+def test_the_round_timer_tc_assembly_and_back_off_without_enclaves() -> None:
+    from enclavenet.crypto.secp256k1 import SigningKey
+    from enclavenet.node.viewchange import round_timeout
+
+    keys = sorted((SigningKey.generate() for _ in range(4)), key=lambda k: int(k.address, 16))
+    rule = CommitteeRule(tuple(k.address for k in keys), {k.address: i + 1 for i, k in enumerate(keys)}, 3, 3)
+    assert [rule.proposer(5, r) for r in range(5)] == [rule.members[(5 + r) % 4] for r in range(5)]
+    rs = Rounds(rule, lambda r: round_timeout(T, r))
+    parent = keccak256(b"h4")
+    rs.due(5, parent, 100.0)
+    rs.restart_clock(101.0)  # work appeared later: the timeout counts from then
+    assert not rs.should_time_out(101.0 + T - 0.01) and rs.should_time_out(101.0 + T)
+    rs.timed_out()
+    assert not rs.should_time_out(200.0)  # once per round
+
+    def vote(k: SigningKey, r: int, locked: bytes = ZERO32, h: int = 5, p: bytes = parent) -> TimeoutVote:
+        return TimeoutVote(h, r, p, locked, k.sign(timeout_digest(L1, ROLLUP, h, r, p, locked)), k.address)
+
+    assert check_timeout_vote(rule, vote(keys[0], 0), L1, ROLLUP) is None
+    forged = vote(keys[0], 0)
+    assert "recovers to" in str(check_timeout_vote(rule, TimeoutVote(5, 1, parent, ZERO32, forged.signature,
+                                                                     keys[0].address), L1, ROLLUP))
+    outsider = SigningKey.generate()
+    assert "not a committee member" in str(check_timeout_vote(rule, vote(outsider, 0), L1, ROLLUP))
+    # votes for another height or parent never count; a TC needs quorum distinct members
+    assert rs.add_timeout(vote(keys[0], 0, h=6), 102.0) is None
+    assert rs.add_timeout(vote(keys[1], 0, p=keccak256(b"other")), 102.0) is None
+    assert rs.add_timeout(vote(keys[0], 0), 102.0) is None
+    assert rs.add_timeout(vote(keys[0], 0), 102.0) is None  # the same member again
+    assert rs.add_timeout(vote(keys[1], 0), 102.0) is None
+    tc = rs.add_timeout(vote(keys[2], 0), 102.0)
+    assert tc is not None and len(tc) == 3 and rs.forced(0) is None
+    assert rs.enter(1, 103.0) and not rs.enter(1, 104.0) and rs.proposer() == rule.proposer(5, 1)
+    assert rs.deadline() == 103.0 + T
+    # back-off: rounds 0 and 1 take T, then doubling up to 8 T
+    assert [round_timeout(T, r) / T for r in range(7)] == [1, 1, 2, 4, 8, 8, 8]
+    # a TC whose locks could hide a QC forces that header into the next round
+    x = keccak256(b"X")
+    assert rule.forced({keys[0].address: x, keys[1].address: x, keys[2].address: ZERO32}) == {x}
+    assert rule.forced({k.address: (x if i < 2 else keccak256(b"Y")) for i, k in enumerate(keys)}) is None
+    # a new height starts at round 0 again
+    rs.due(6, keccak256(b"h5"), 110.0)
+    assert rs.round == 0 and rs.tc(0) is None

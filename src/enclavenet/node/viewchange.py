@@ -104,6 +104,9 @@ class ViewChange:
             out = await n.host.call("timeout", {"height": t, "round": r})
         except EnclaveError as exc:
             log.info("%s: no timeout vote for height %d round %d: %s", n.cfg.name, t, r, exc)
+            rs = self.state()
+            if "finalised height" not in str(exc) and rs is not None and rs.height == t and rs.round == r:
+                rs.timed_out()  # e.g. a restored enclave is past that round: rejoin on the others' votes
             await asyncio.sleep(0.2)
             return
         finally:

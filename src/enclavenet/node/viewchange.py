@@ -51,6 +51,8 @@ class ViewChange:
         self.node = committee.node
         self.rounds: Rounds | None = None
         self._busy = False
+        self._mine: TimeoutVote | None = None  # this member's newest timeout vote (re-sent while stuck)
+        self._sent_at = 0.0
         self.counters = {"timeouts": 0, "rounds": 0, "round_proposals": 0}
 
     # ------------------------------------------------------------------ the rule and the state
@@ -96,6 +98,13 @@ class ViewChange:
         if not self._busy and rs.should_time_out(now):
             self._busy = True
             n.spawn(self._time_out(t, rs.round))
+            return
+        # votes are sent once; a lost one must not stall the round: re-send ours while it is current
+        mine = self._mine
+        if (mine is not None and (mine.height, mine.parent) == (t, rs.parent) and mine.round >= rs.round
+                and now - self._sent_at >= max(0.5, n.cfg.proposer_timeout / 2)):
+            self._sent_at = now
+            n.spawn(self._broadcast(mine))
 
     async def _time_out(self, t: int, r: int) -> None:
         n = self.node
@@ -122,6 +131,7 @@ class ViewChange:
             rs.timed_out()
         self.counters["timeouts"] += 1
         log.info("%s: height %d round %d timed out (lock 0x%s)", n.cfg.name, t, r, vote.locked.hex()[:12])
+        self._mine, self._sent_at = vote, time.monotonic()
         n.spawn(self._broadcast(vote))
         await self._count(vote)
 
@@ -132,7 +142,11 @@ class ViewChange:
 
         async def one(p: Any) -> None:
             with contextlib.suppress(PeerError):
-                await p.call("timeout", body, timeout=wait)
+                out = await p.call("timeout", body, timeout=wait)
+                theirs = out.get("vote")  # the peer's own vote for that round, if it has one
+                if isinstance(theirs, dict):
+                    with contextlib.suppress(Refused, KeyError, TypeError, ValueError):
+                        await self.on_timeout(theirs)
 
         await asyncio.gather(*(one(p) for p in self.node.peers))
 
@@ -147,7 +161,12 @@ class ViewChange:
         if why is not None:
             raise Refused(f"timeout vote refused: {why}")
         await self._count(vote)
-        return {"round": self.round_at(vote.height)}
+        out: dict[str, Any] = {"round": self.round_at(vote.height)}
+        mine = self._mine
+        if mine is not None and (mine.height, mine.round, mine.parent) == (vote.height, vote.round, vote.parent):
+            out["vote"] = {"height": mine.height, "round": mine.round, "parent": mine.parent, "locked": mine.locked,
+                           "signature": mine.signature, "signer": mine.signer}
+        return out
 
     async def _count(self, vote: TimeoutVote) -> None:
         n = self.node

@@ -29,9 +29,13 @@ CFG = program_config(VENDORS, chain_id=CHAIN)
 HIDDEN = 123_456_789  # the victim's hidden transfer amount (wei)
 
 
+PLATFORMS: list[Any] = []
+
+
 def _committee() -> tuple[list[Member], bytes, bytes, Any, bytes]:
     """3 members (quorum 2, 2 types); height 1 finalised; a victim's transfer of HIDDEN sealed."""
-    members = [Member(InProcessEnclave(v.new_platform(), DEFAULT_PROGRAM, CFG)) for v in VENDORS]
+    PLATFORMS[:] = [v.new_platform() for v in VENDORS]
+    members = [Member(InProcessEnclave(p, DEFAULT_PROGRAM, CFG)) for p in PLATFORMS]
     epoch_pub = form_committee(members, quorum=2, min_types=2)
     req1 = batch_request(1, bytes(32), l1_block=1)
     out1 = members[0].call("execute_batch", **req1)
@@ -121,3 +125,16 @@ def test_each_new_round_buys_the_attacker_one_execution_and_needs_the_honest_mem
     # and round 0 stays closed to new inputs
     with pytest.raises(EnclaveError, match="second batch input at height 2 round 0"):
         attacker.call("execute_batch", **_probe_request(h1, victim, env, 3))
+
+
+def test_restarting_the_enclave_from_its_sealed_blob_keeps_the_input_record() -> None:
+    members, h1, _, victim, env = _committee()
+    attacker = members[2]
+    attacker.call("execute_batch", **_probe_request(h1, victim, env, 10**18))
+    attacker.call("rollback", height=1)
+    local = attacker.call("snapshot")["local"]  # persist: sign seals it before the signature leaves
+    restarted = Member(InProcessEnclave(PLATFORMS[2], DEFAULT_PROGRAM, CFG))
+    restarted.call("restore", blob=local)
+    assert restarted.address == attacker.address
+    with pytest.raises(EnclaveError, match="second batch input at height 2 round 0"):
+        restarted.call("execute_batch", **_probe_request(h1, victim, env, 7))

@@ -257,7 +257,8 @@ class Sync(Role):
     async def on_batch(self, msg: dict[str, Any]) -> dict[str, Any]:
         h = int(msg["height"])
         if msg.get("pending"):
-            cands = [r for r in self.node.records.values() if r.height == h and r.proposer in r.sigs]
+            cands = [r for r in self.node.records.values() if r.height == h and r.proposer in r.sigs
+                     and (msg.get("hash") is None or r.hash == msg.get("hash"))]
             if not cands:
                 raise Refused(f"no proposal at height {h} here")
             r = max(cands, key=lambda r: len(r.sigs))

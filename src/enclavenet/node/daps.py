@@ -27,6 +27,7 @@ from ..dap.client import DapError, DapPool, NotEnoughReceipts, Receipt
 from ..dap.l1 import active_daps, manager_contract
 from ..dap.store import StoredBatch
 from ..tee.boundary import EnclaveError
+from .metrics import metrics_of
 
 if TYPE_CHECKING:
     from .node import BatchRecord, Node
@@ -110,7 +111,17 @@ class NodeDaps:
         assert self.pool is not None
         await self.refresh()
         t = await self.threshold()
-        return await self.pool.store(header, batch_data, snapshot=snapshot, need=max(t, 1) if self.pool.clients else 0)
+        t0 = time.monotonic()
+        m = metrics_of(self.node)
+        try:
+            out = await self.pool.store(header, batch_data, snapshot=snapshot, need=max(t, 1) if self.pool.clients else 0)
+        except NotEnoughReceipts as exc:
+            if m is not None:
+                m.dap_upload(time.monotonic() - t0, len(exc.receipts), ok=False)
+            raise
+        if m is not None:
+            m.dap_upload(time.monotonic() - t0, len(out), ok=True)
+        return out
 
     async def receipts_for(self, rec: BatchRecord) -> list[tuple[str, bytes]]:
         """The receipts ``submitHeader`` needs for this batch (uploading it if nobody did yet);

@@ -210,6 +210,7 @@ class Devnet:
         daps: int = 0,
         dap_threshold: int | None = None,
         dap_store: str = "sqlite",
+        explorer: bool = False,
     ) -> None:
         if n < 1:
             raise ValueError("a devnet needs at least one node")
@@ -274,6 +275,10 @@ class Devnet:
         self.dap_manager: Any = None
         self.dap_procs: list[Any] = []
         self._postgres: Any = None
+        # the explorer (enclavenet explorer, its own process) once the nodes are healthy
+        self.want_explorer = explorer
+        self._explorer: _Proc | None = None
+        self.explorer_url = ""
 
     # ------------------------------------------------------------------ context
     def __enter__(self) -> Devnet:
@@ -298,8 +303,25 @@ class Devnet:
         self._write_configs()
         self._start_nodes()
         self.wait_healthy(self.start_timeout)
+        if self.want_explorer:
+            self.start_explorer()
         self._started = True
         return self
+
+    def start_explorer(self, interval: float = 1.0) -> str:
+        """Start ``enclavenet explorer`` on node0 and the L1; returns its URL (also ``explorer_url``)."""
+        if self._explorer is not None and self._explorer.alive:
+            return self.explorer_url
+        self._explorer = _Proc(
+            [self._python(), "-m", "enclavenet.cli", "explorer", "--node", self.rpc_urls[0], "--l1-rpc", self.l1_url,
+             "--port", "0", "--interval", str(interval)],
+            self.base_dir / "explorer.log", env=self._env(),
+        )
+        ready = self._explorer.start(timeout=60)
+        self.explorer_url = str((ready or {}).get("url", ""))
+        if not self.explorer_url:
+            raise DevnetError(f"the explorer did not print its URL; see {self.base_dir / 'explorer.log'}")
+        return self.explorer_url
 
     def _python(self) -> str:
         return sys.executable
@@ -678,6 +700,10 @@ class Devnet:
 
     # ------------------------------------------------------------------ stop
     def stop(self) -> None:
+        if self._explorer is not None:
+            with contextlib.suppress(Exception):
+                self._explorer.stop()
+            self._explorer = None
         for p in self.procs:
             if p is not None:
                 with contextlib.suppress(Exception):
@@ -724,4 +750,5 @@ class Devnet:
             "dapManager": self.dap_manager.address if self.dap_manager is not None else None,
             "daps": [{"url": d.url, "address": d.address} for d in self.dap_procs],
             "dapThreshold": self.dap_threshold if self.n_daps else 0,
+            "explorer": self.explorer_url or None,
         }

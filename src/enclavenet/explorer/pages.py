@@ -31,7 +31,8 @@ th{color:#5b6472;font-weight:600} code,.mono{font-family:ui-monospace,Menlo,Cons
 
 SCRIPT = """
 async function refresh(){
-  try{const r=await fetch('/live',{cache:'no-store'}); if(r.ok){document.getElementById('live').innerHTML=await r.text();}}
+  try{const r=await fetch('/live',{cache:'no-store'}); if(r.ok){const t=await r.text(); const m=document.getElementById('live');
+       if(m.dataset.last!==t){m.innerHTML=t; m.dataset.last=t;}}}
   catch(e){const s=document.getElementById('stale'); if(s){s.textContent='(explorer unreachable)';}}
 }
 setInterval(refresh, 1000);
@@ -114,8 +115,12 @@ def line_chart(series: dict[str, Sequence[tuple[float, float]]], *, unit: str, t
     legend = []
     for i, (name, s) in enumerate(series.items()):
         c = colors[i % len(colors)]
-        if s:
+        if len(s) > 1:
             parts.append(f"<polyline fill='none' stroke='{c}' stroke-width='1.6' points='{' '.join(xy(p) for p in s)}'/>")
+        if 0 < len(s) <= 40:  # few points (a single bin shows no line): mark each
+            for p in s:
+                x, y = xy(p).split(",")
+                parts.append(f"<circle cx='{x}' cy='{y}' r='2.5' fill='{c}'/>")
         legend.append(f"<span style='color:{c}'>■</span> {escape(name)}")
     parts.append("</svg>")
     return f"<figure style='margin:0'><figcaption class=small>{escape(title)} — {' '.join(legend)}</figcaption>{''.join(parts)}</figure>"

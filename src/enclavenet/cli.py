@@ -146,8 +146,10 @@ def cmd_l1(args: argparse.Namespace) -> int:
     from .chain.l1server import serve_main
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s l1 %(levelname)s %(name)s: %(message)s")
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print("enclavenet l1: serves on 127.0.0.1 only (a development chain with public keys)", file=sys.stderr)
+    from .hosts import REFUSAL, private_bind_host
+
+    if not private_bind_host(args.host):
+        print(f"enclavenet l1: {REFUSAL} (a development chain with public keys), not {args.host!r}", file=sys.stderr)
         return 2
     serve_main(args.host, args.port, chain_id=args.chain_id, accounts=args.accounts)
     return 0

@@ -111,8 +111,10 @@ class DapConfig:
     max_body: int = DEFAULT_MAX_BODY
 
     def __post_init__(self) -> None:
-        if self.host not in ("127.0.0.1", "localhost", "::1"):
-            raise ValueError("a DAP serves on 127.0.0.1 only here")
+        from ..hosts import REFUSAL, private_bind_host
+
+        if not private_bind_host(self.host):
+            raise ValueError(f"a DAP {REFUSAL}, not {self.host!r}")
         self.rollup = to_checksum(self.rollup)
 
 

@@ -200,6 +200,10 @@ def check_values(cfg: NodeConfig) -> None:
         raise ConfigError(f"node config field 'dap_manager' must be empty or a 20-byte hex address, got {cfg.dap_manager!r}")
     if cfg.l1_key and not re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", cfg.l1_key):
         raise ConfigError("node config field 'l1_key' must be a 32-byte hex private key (value not shown)")
+    from ..hosts import REFUSAL, private_bind_host
+
+    if not private_bind_host(cfg.rpc_host):
+        raise ConfigError(f"node config field 'rpc_host': a node {REFUSAL}, got {cfg.rpc_host!r}")
     if not 0 <= cfg.rpc_port <= 65535:
         raise ConfigError(f"node config field 'rpc_port' must be in 0..65535 (0 picks a free port), got {cfg.rpc_port}")
     if cfg.l1_chain_id < 1 or cfg.chain_id < 1:

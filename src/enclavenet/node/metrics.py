@@ -23,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from .node import Node
+    from .core import NodeCore as Node
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -122,7 +122,7 @@ def metrics_of(node: Any) -> NodeMetrics | None:
 def install(node: Node) -> NodeMetrics:
     """Create the node's metrics and hook them into its enclave host and mempool."""
     m = NodeMetrics(node)
-    node.metrics = m  # type: ignore[attr-defined]
+    node.metrics = m
     if node.host is not None:
         node.host.observer = m.ecall
     node.mempool.on_included = m.included

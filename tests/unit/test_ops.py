@@ -43,6 +43,8 @@ def good_config() -> dict[str, Any]:
     ("log_format", "xml", "'log_format' must be 'text' or 'json'"),
     ("allow_faults", "yes", "'allow_faults' must be true or false"),
     ("mempool_max_total", -1, "'mempool_max_total' must be >= 0"),
+    ("rpc_host", "0.0.0.0", "'rpc_host': a node serves on 127.0.0.1 or a private"),
+    ("rpc_host", "8.8.8.8", "'rpc_host': a node serves on 127.0.0.1 or a private"),
 ])
 def test_config_errors_name_the_field(field: str, value: Any, says: str) -> None:
     d = good_config()
@@ -51,6 +53,7 @@ def test_config_errors_name_the_field(field: str, value: Any, says: str) -> None
         NodeConfig.from_dict(d)
     assert says in str(exc.value)
     NodeConfig.from_dict(good_config())  # the good one loads
+    NodeConfig.from_dict(dict(good_config(), rpc_host="10.213.0.7"))  # a namespace's private address
 
 
 def test_config_errors_never_echo_the_operator_key() -> None:

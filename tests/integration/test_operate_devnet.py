@@ -82,6 +82,7 @@ def test_metrics_of_a_live_node_and_dap_move(net: Devnet) -> None:
                  "enclavenet_enclave_expiry_timestamp_seconds"):
         assert name in m0, f"{name} missing from the node's /metrics"
     assert m0["enclavenet_committee_members"] == 4 and m0["enclavenet_committee_types"] == 4
+    assert m0["enclavenet_policy_quorum"] == 3 and m0["enclavenet_policy_min_types"] == 3
     rids = send_transfers(net, 40)
     h0 = int(m0["enclavenet_l1_height"])
     wait_for("the transfers to be included", lambda: all(
@@ -109,6 +110,8 @@ def test_metrics_of_a_live_node_and_dap_move(net: Devnet) -> None:
     assert d1["enclavenet_dap_batches_stored_total"] > d0["enclavenet_dap_batches_stored_total"]
     assert d1["enclavenet_dap_receipts_signed_total"] > d0["enclavenet_dap_receipts_signed_total"]
     assert d1["enclavenet_dap_max_height"] >= h0 + 1
+    assert m1["enclavenet_dap_active"] == 1
+    assert 1.0 in [scrape(u).get("enclavenet_dap_threshold") for u in net.rpc_urls]  # read by each proposer
     uploads = sum(scrape(u).get("enclavenet_dap_upload_seconds_count", 0) for u in net.rpc_urls)
     assert uploads >= 1
     submits = sum(scrape(u).get("enclavenet_qcs_submitted_total", 0) for u in net.rpc_urls)

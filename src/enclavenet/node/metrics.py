@@ -166,11 +166,17 @@ class _StateCollector(Collector):
             yield from gauge("enclavenet_committee_members", "active committee members on L1", len(members))
             yield from gauge("enclavenet_committee_types", "distinct TEE types among the active members",
                              len({m.tee_type for m in members}))
+            yield from gauge("enclavenet_policy_quorum", "signatures a QC needs (Registry policy)", w.quorum)
+            yield from gauge("enclavenet_policy_min_types", "TEE types a QC must span (Registry policy)", w.min_types)
             me = next((m for m in members if m.address == n.address), None)
             if me is not None:
                 yield from gauge("enclavenet_enclave_expiry_timestamp_seconds",
                                  "when this enclave's registration expires on L1 (unix time)", me.expiry)
             yield from gauge("enclavenet_l1_reorgs", "L1 reorganisations this node followed", w.reorgs)
+        daps = n.daps
+        if daps.enabled and daps.pool is not None:
+            yield from gauge("enclavenet_dap_active", "active DAPs this node uploads to (DapManager on L1)", len(daps.pool.clients))
+            yield from gauge("enclavenet_dap_threshold", "DAP receipts a header needs (last read from L1)", daps.last_threshold)
         last_gas = getattr(n, "last_gas", None)
         yield from gauge("enclavenet_l1_submit_last_gas", "gas of this node's last accepted submitHeader", last_gas)
         c = CounterMetricFamily("enclavenet_node_events", "node event counters (all of enclavenet_status.counters)",

@@ -267,14 +267,14 @@ def inner(args: argparse.Namespace) -> int:
 
     batches = [int(x) for x in args.batches.split(",")]
     results: list[dict[str, Any]] = []
-    with Devnet(n=int(args.members), l1="embedded", batch_size=max(batches), batch_interval=0.25, proposer_timeout=20.0,
+    with Devnet(n=int(args.members), l1=args.l1, batch_size=max(batches), batch_interval=0.25, proposer_timeout=20.0,
                 persist="accept", start_timeout=300, daps=1, placement=placement, base_dir=spec["dir"],
                 node_options={"admin_rpc": True, "mempool_max_total": 400_000, "proposer_run": 4, "pipeline": 4},
                 log_level="WARNING") as net:
         chain = Chain(net)
         token, senders = setup_token(chain, 200, 0)
         nonces = {s.address: 0 for s in senders}
-        for kind in ("lan", "wan"):
+        for kind in args.order.split(","):
             # the outer process switches the links' delay: ask it, wait for the answer
             Path(spec["dir"], "want").write_text(kind)
             have = Path(spec["dir"], "have")
@@ -359,7 +359,7 @@ def outer(args: argparse.Namespace) -> int:
                 inner_proc = subprocess.Popen(
                     ["ip", "netns", "exec", nets.ns["client"], sys.executable, __file__, "--inner", "--spec",
                      str(work / "spec.json"), "--out", str(out), "--members", str(n), "--batches", args.batches,
-                     "--rounds", str(rounds)], text=True)
+                     "--rounds", str(rounds), "--l1", args.l1, "--order", args.order], text=True)
                 want, have = work / "dn" / "want", work / "dn" / "have"
                 deadline = time.monotonic() + args.timeout
                 while inner_proc.poll() is None:
@@ -424,6 +424,8 @@ def main() -> int:
     ap.add_argument("--batches", default="500,2000")
     ap.add_argument("--rounds", type=float, default=None, help="transactions per cell = rounds x batch")
     ap.add_argument("--timeout", type=float, default=1500.0, help="seconds one committee size may take")
+    ap.add_argument("--l1", choices=["anvil", "embedded"], default="anvil", help="the L1 (in its own namespace)")
+    ap.add_argument("--order", default="lan,wan", help="which delay runs first (the machine's load drifts)")
     ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)

@@ -368,7 +368,9 @@ class Devnet:
         elif self.l1_kind == "anvil":
             from .chain.anvil import start_anvil
 
-            self._anvil = start_anvil(accounts=n_accounts)
+            pl = self.placement("l1")
+            self._anvil = start_anvil(accounts=n_accounts, prefix=pl.prefix, host=pl.bind, url_host=pl.url_host,
+                                      port=pl.port)
             self.l1_url = self._anvil.url
             if self.confirmations > 0 or int(self.node_options.get("confirmations", 0)) > 0:
                 self._miner = threading.Thread(target=self._keep_mining, daemon=True, name="devnet-miner")

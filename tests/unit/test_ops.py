@@ -164,3 +164,37 @@ def test_status_summary_warns() -> None:
     assert any("FROZEN" in x for x in w) and any("unreachable: http://a" in x for x in w)
     assert any("mempool 90 of 100" in x for x in w) and any("behind L1 height 9" in x for x in w)
     assert any("diverged" in x for x in w)
+
+
+def _row(h: int, epoch: int, msg_count: int, block: int, ts: int, txs: int | None) -> HeaderRow:
+    return HeaderRow(height=h, hash="0x" + f"{h:064x}", l1_tx="0x" + "00" * 32, l1_block=block, timestamp=ts,
+                     epoch=epoch, msg_count=msg_count, signers=(), gas=1, tx_count=txs, withdrawals=(),
+                     dap_receipts=0, submitter="0x" + "00" * 20, fields=())
+
+
+class _FakeWatcher:
+    revocations = [(15, "EnclaveRevoked")]
+
+
+def test_explorer_challenge_outcomes_epoch_reasons_and_throughput() -> None:
+    from enclavenet.explorer.data import ExplorerData
+
+    d = ExplorerData("http://127.0.0.1:1", None)
+    d._rows = {1: _row(1, 0, 0, 10, 1000, 0), 2: _row(2, 0, 2, 12, 1002, 50), 3: _row(3, 1, 2, 16, 1004, 100),
+               4: _row(4, 2, 3, 30, 1011, 25)}
+    # challenge 1 consumed by height 2 (msg_count 2 > 1); 3 open; 4 overdue; 5 froze the Rollup
+    d._challenges = {1: ("0xa", 1, 100, 11), 3: ("0xb", 1, 200, 25), 4: ("0xc", 1, 20, 13), 5: ("0xd", 1, 21, 14)}
+    v = View(l1_block=40, frozen=True)
+    d._frozen_index = 5
+    rows = {c.index: c for c in d._challenge_rows(v)}
+    assert (rows[1].outcome, rows[1].consumed_at) == ("consumed", 2)
+    assert (rows[3].outcome, rows[3].consumed_at) == ("open", None)  # msg_count 3: messages 0..2 only
+    assert rows[4].outcome == "overdue"  # deadline 20 passed, no header consumed it
+    assert rows[5].outcome == "frozen"
+    eps = d._epochs(_FakeWatcher())
+    assert [(e["epoch"], e["height"]) for e in eps] == [(2, 4), (1, 3), (0, 1)]
+    assert eps[2]["why"] == "genesis (first header)"
+    assert eps[1]["why"] == "after a revocation: EnclaveRevoked"  # block 15 in (12, 16]
+    assert eps[0]["why"] == "scheduled rotation"
+    tps = d._tps(now=2000.0, bin_s=5.0)
+    assert sum(t * 5.0 for _, t in tps) == 175  # every transaction counted once, by L1 time

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import requests
 from eth_account import Account
+from web3.logs import DISCARD
 
 from enclavenet.chain.rpc import RpcL1
 from enclavenet.chain.sender import TxSender
@@ -195,7 +196,7 @@ def test_explorer_in_a_real_browser(net: Devnet, tmp_path: Path) -> None:
         sender = TxSender(RpcL1(net.l1_url, accounts=[user]), user)
         bond = int(net.rollup.functions.challengeBond().call())
         rc = sender.transact(net.rollup.functions.challenge(b"\x01not-a-real-envelope"), value=bond)
-        ev = net.rollup.events.ChallengeStarted().process_receipt(rc)[0]
+        ev = net.rollup.events.ChallengeStarted().process_receipt(rc, errors=DISCARD)[0]  # (the L1Message log too)
         idx = int(ev.args.index)
         driver.get(net.explorer_url + "/")
         wait_for("the challenge on the dashboard", lambda: f"#{idx}" in text("#challenge-table"), timeout=60)

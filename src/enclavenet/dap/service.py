@@ -226,6 +226,12 @@ class DapService:
         if not isinstance(data, bytes):
             raise BadRequest("batch_data must be a byte string")
         items = batch_items(data)
+        big = next((i for i, x in enumerate(items) if len(x) > MAX_PIECE_BYTES), None)
+        if big is not None:  # a piece answerData cannot take: signing it would risk our collateral
+            raise BadRequest(
+                f"batch_data item {big} has {len(items[big])} bytes, above the {MAX_PIECE_BYTES} bytes "
+                "DapManager.answerData accepts: it could not be answered on chain; not stored, not signed"
+            )
         dc = await self._run(data_commitment, items)
         if dc != header.data_commitment:
             raise BadRequest("batch_data does not match the header's data_commitment")

@@ -96,6 +96,9 @@ class ProgramConfig:
     # QC floors (measured: the host cannot go below them; the committee's rule may be stricter)
     min_quorum: int = 1
     min_types: int = 1
+    # the ``stats`` ecall (per-stage timings: a side channel on what a batch ran) answers only
+    # in a benchmark build; the flag is in the measured config, so an attested member shows it
+    stats: bool = False
 
     @classmethod
     def from_mapping(cls, m: Mapping[str, Any]) -> ProgramConfig:
@@ -110,6 +113,8 @@ class ProgramConfig:
                 raise EnclaveRefusal(f"config: unknown TEE type {k!r} in platform_roots")
             roots[tee] = as_address(v, f"platform_roots[{k}]", "config")
         meas = r.items("measurements", 1024, default=[])
+        if r.has("stats") and not isinstance(r.raw("stats"), bool):
+            raise EnclaveRefusal("config: stats must be true or false")
         return cls(
             chain_id=r.integer("chain_id", lo=1, hi=U64_MAX),
             l1_chain_id=r.integer("l1_chain_id", lo=1, hi=U64_MAX),
@@ -121,6 +126,7 @@ class ProgramConfig:
             treasury=r.address("treasury") if r.has("treasury") else DEFAULT_TREASURY,
             min_quorum=r.integer("min_quorum", lo=1, hi=256),
             min_types=r.integer("min_types", lo=1, hi=255),
+            stats=r.has("stats") and r.raw("stats") is True,
         )
 
     @property
@@ -454,20 +460,17 @@ class EnclaveProgram:
         for raw in raws:
             try:
                 env = decode(raw)
-            except EnvelopeError as exc:
-                add(error_entry(str(exc)))
+            except EnvelopeError:
+                add(error_entry("malformed"))
                 continue
             key = keys.get(env.epoch)
             if key is None:
-                add(error_entry(
-                    f"envelope epoch {env.epoch} is not accepted in a batch of epoch {batch_epoch} "
-                    f"(unknown, erased, or outside the grace window of {self.cfg.epoch_grace})"
-                ))
+                add(error_entry("epoch"))
                 continue
             try:
                 add((env, key.open(env)))
-            except EnvelopeError as exc:
-                add(error_entry(str(exc)))
+            except EnvelopeError:
+                add(error_entry("decrypt"))
         return out
 
     def _decode_items(
@@ -1168,6 +1171,11 @@ class EnclaveProgram:
 
     def _stats(self, payload: bytes) -> dict[str, Any]:
         r = Request.parse(payload, "stats")
+        if not self.cfg.stats:
+            raise EnclaveRefusal(
+                "stats: per-stage timings are only given by a benchmark build (config stats: true, "
+                "part of the measurement); this enclave's config does not enable them"
+            )
         out = {"seconds": dict(self.stats.t), "counts": dict(self.stats.n), "accounts": len(self._ex.state.accounts)}
         if r.has("reset") and r.raw("reset"):
             self.stats = Stats()

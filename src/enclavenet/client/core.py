@@ -23,6 +23,7 @@ from web3 import Web3
 
 from ..crypto.envelope import EnvelopeError, RoutingHint, SealedRequest, open_receipt, seal
 from ..crypto.hashing import address_bytes, keccak256, to_checksum
+from ..enclave.views import ViewDomain
 from .errors import (
     EnclaveNetError,
     EnvelopeRefused,
@@ -42,10 +43,12 @@ from .formats import (
     create_address,
     decode_receipt,
     decode_view_result,
+    error_entry_reason,
     inspect_raw_transaction,
     logs_bloom,
     sign_transaction,
 )
+from .receipts import verify_receipt_on_l1
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +177,7 @@ class ConfidentialClient:
         #: "local" when the client counts from 0 because the enclave could not tell it.
         self.nonce_source: dict[str, str] = {}
         self._lock = threading.RLock()
+        self._view_domain: ViewDomain | None = None
         self.epoch_retries = 0  # how many times an envelope was re-sealed after an epoch change
 
     def __repr__(self) -> str:
@@ -217,6 +221,23 @@ class ConfidentialClient:
             self.chain_id = _hex_int(self.rpc(make_request, "eth_chainId", []))
         return self.chain_id
 
+    def view_domain(self, make_request: MakeRequest) -> ViewDomain:
+        """The deployment signed views are bound to (EIP-712 domain): the EnclaveNet chain id, and
+        the Rollup and its L1 chain id -- from ``wrap(l1=, rollup=)`` when given, else from the
+        node (``enclavenet_contracts``; a lying node only makes the enclave refuse the view)."""
+        with self._lock:
+            if self._view_domain is None:
+                chain_id = self.ensure_chain_id(make_request)
+                rollup, l1_chain = self.rollup, self.l1.eth.chain_id if self.l1 is not None else None
+                if rollup is None or l1_chain is None:
+                    contracts = self.rpc(make_request, "enclavenet_contracts", [])
+                    if not isinstance(contracts, dict) or "rollup" not in contracts or "l1ChainId" not in contracts:
+                        raise NodeUnavailable("enclavenet_contracts returned no rollup address / L1 chain id")
+                    rollup = rollup or to_checksum(contracts["rollup"])
+                    l1_chain = l1_chain if l1_chain is not None else _hex_int(contracts["l1ChainId"])
+                self._view_domain = ViewDomain(chain_id, int(l1_chain), to_checksum(rollup))
+            return self._view_domain
+
     # ------------------------------------------------------------------ epoch key
 
     def current_epoch_key(self, make_request: MakeRequest, *, refresh: bool = False) -> EpochKey:
@@ -257,7 +278,8 @@ class ConfidentialClient:
             log.debug("epoch key for epoch %d (checked on L1: %s)", epoch, checked)
             return self.epoch_key
 
-    def _check_epoch_key_on_l1(self, make_request: MakeRequest, epoch: int, public: bytes) -> None:
+    def _ensure_rollup(self, make_request: MakeRequest) -> str:
+        """The Rollup's address: given to wrap(), else asked of the node (checked against L1's chain id)."""
         assert self.l1 is not None
         if self.rollup is None:
             contracts = self.rpc(make_request, "enclavenet_contracts", [])
@@ -270,6 +292,12 @@ class ConfidentialClient:
                     f"is chain {self.l1.eth.chain_id}"
                 )
             self.rollup = to_checksum(contracts["rollup"])
+        return self.rollup
+
+    def _check_epoch_key_on_l1(self, make_request: MakeRequest, epoch: int, public: bytes) -> None:
+        assert self.l1 is not None
+        self._ensure_rollup(make_request)
+        assert self.rollup is not None
         rollup = self.l1.eth.contract(address=Web3.to_checksum_address(self.rollup), abi=ROLLUP_EPOCH_ABI)
         deadline = time.monotonic() + L1_EPOCH_KEY_WAIT_S
         while True:
@@ -455,7 +483,7 @@ class ConfidentialClient:
                 f"receipt {receipt_id} was not sent by this client: only its sender holds the key to read it"
             )
         if encrypted.startswith(ERROR_ENTRY_PREFIX):
-            reason = encrypted[len(ERROR_ENTRY_PREFIX):].decode("utf-8", "replace")
+            reason = error_entry_reason(encrypted)
             raise EnvelopeRefused(f"the enclave could not open envelope {receipt_id}: {reason}")
         try:
             return decode_receipt(open_receipt(sent.receipt_key, encrypted))
@@ -471,14 +499,21 @@ class ConfidentialClient:
             return None
         if not isinstance(res, dict) or "encryptedReceipt" not in res:
             raise NodeUnavailable("eth_getTransactionReceipt returned no encryptedReceipt")
-        dr = self.decrypt_receipt(receipt_id, _hex_bytes(res["encryptedReceipt"]))
+        entry = _hex_bytes(res["encryptedReceipt"])
+        dr = self.decrypt_receipt(receipt_id, entry)
         sent = self.sent(receipt_id)
         assert sent is not None
         if dr.refused:
             if sent.sender in self.accounts and sent.nonce is not None:
                 self._heal_nonce(sent.sender, dr.error)
             raise TransactionRefused(dr.error or "no reason given", receipt_id)
-        return self.receipt_json(receipt_id, res, dr, sent)
+        out = self.receipt_json(receipt_id, res, dr, sent)
+        # final only when proven against a header accepted on L1 (client/receipts.py); without
+        # an L1 to check, the receipt is the node's word: l1Verified False
+        if self.l1 is not None:
+            verify_receipt_on_l1(self.l1, self._ensure_rollup(make_request), res, entry)
+        out["l1Verified"] = self.l1 is not None
+        return out
 
     def _heal_nonce(self, sender: str, error: str) -> None:
         """After a refusal, take the nonce the enclave expects if it said so, else re-read it."""
@@ -550,12 +585,14 @@ class ConfidentialClient:
         """
         account = self.signer(sender)
         ek = self.current_epoch_key(make_request)
-        chain_id = self.ensure_chain_id(make_request)
+        self.ensure_chain_id(make_request)
         method = "enclavenet_estimateGas" if estimate else "enclavenet_call"
+
+        domain = self.view_domain(make_request)
 
         def build(epoch: int) -> bytes:
             return build_view_request(
-                bytes(account.key), account.address, chain_id, epoch, to, data, value, gas or MAX_VIEW_GAS
+                bytes(account.key), account.address, domain, epoch, to, data, value, gas or MAX_VIEW_GAS
             )
 
         sealed = self.seal(make_request, build(ek.epoch), None)

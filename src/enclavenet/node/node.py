@@ -185,6 +185,7 @@ class Node(NodeCore):
                 "epoch_push": self.epochs.on_epoch_push,
                 "announce": self.sync.on_announce,
                 "timeout": self.committee.view.on_timeout,
+                "committee_sign": self.epochs.on_committee_sign,
             }.get(op)
             if handler is None:
                 raise Refused(f"unknown peer op {op[:32]!r}")

@@ -17,7 +17,7 @@ from typing import Any
 from ..crypto.hashing import keccak256, to_checksum
 from ..crypto.header import Header, Withdrawal, withdrawals_hash
 from ..crypto.secp256k1 import SignatureError, recover_address
-from ..enclave.batch import ERROR_ENTRY_PREFIX
+from ..enclave.batch import ERROR_CODES, ERROR_ENTRY_PREFIX
 from ..tee.boundary import EnclaveError
 from .batch import (
     BatchRecord,
@@ -30,6 +30,7 @@ from .core import NodeCore, Role
 from .daps import record_inputs
 from .l1watch import AcceptedHeader
 from .peers import PeerError
+from .receipt_proofs import receipt_proof_fields
 
 log = logging.getLogger("enclavenet.node.sync")
 
@@ -165,12 +166,16 @@ class Sync(Role):
             if acc is None or acc.hash != bytes(out["head_hash"]):
                 continue
             try:
-                await self.node.host.call("restore", {"blob": bytes(out["shared"])})
-                await self.node.refresh_status()
+                # a shared blob is restored against the accepted header and its QC (the enclave
+                # requires the state to be that header's); the roots are compared with it again
+                await self.node.host.call("restore", {"blob": bytes(out["shared"]), "header": acc.header.encode(),
+                                                      "signatures": acc.signatures})
+                st = await self.node.refresh_status()
             except EnclaveError as exc:
                 log.warning("%s: restoring %s's snapshot failed: %s", self.cfg.name, p.url, exc)
                 continue
-            if self.node.head_hash == acc.hash:
+            roots = (bytes(st["state_root"]), bytes(st["balances_root"]))
+            if self.node.head_hash == acc.hash and roots == (acc.header.state_root, acc.header.balances_root):
                 log.info("%s: enclave resynchronised from %s's sealed snapshot at height %d", self.cfg.name, p.url, h)
                 self.node.my_sigs = {k: v for k, v in self.node.my_sigs.items() if k > h}
                 return True
@@ -234,14 +239,17 @@ class Sync(Role):
             "l1BlockNumber": hex(acc.l1_block_number),
         }
         fresh: dict[bytes, dict[str, Any]] = {}
-        for rid, entry in zip(ids, entries, strict=False):
+        proofs = receipt_proof_fields(entries)  # issue 14 M6: the client checks them on L1
+        for rid, entry, proof in zip(ids, entries, proofs, strict=False):
             if rid in self.node.receipts:
                 continue  # first inclusion wins
             r = dict(base)
             r["receiptId"] = "0x" + rid.hex()
             r["encryptedReceipt"] = "0x" + entry.hex()
+            r.update(proof)
             if entry.startswith(ERROR_ENTRY_PREFIX):
-                r["error"] = entry[len(ERROR_ENTRY_PREFIX) :].decode(errors="replace")
+                code = entry[len(ERROR_ENTRY_PREFIX) :].decode(errors="replace")
+                r["error"] = f"{code}: {ERROR_CODES.get(code, 'unknown error code')}"
             self.node.receipts[rid] = r
             fresh[rid] = r
         self._log_receipts(fresh)

@@ -216,7 +216,9 @@ def test_l1_inbox_payloads_deposits_and_withdrawals() -> None:
     net.members[1].call("verify_batch", header=out["header"], **req1)
     contract = receipt_of(out, deploy).contract_address
     assert contract is not None
-    inbox = seal(encode_inbox_call(CHAIN, contract, sels["bump"] + (3).to_bytes(32, "big")), net.epoch_pub, CHAIN, 0)
+    # an inbox call names its L1 sender in the routing hint (issue 14, H1: test_safety_input.py)
+    inbox = seal(encode_inbox_call(CHAIN, contract, sels["bump"] + (3).to_bytes(32, "big")), net.epoch_pub, CHAIN, 0,
+                 RoutingHint(address_bytes(alice.address), 0))
     withdraw = net.env(alice, "0x00000000000000000000000000000000000057d0", value=GWEI, gas=21_000)
     msgs = [dep(1, alice.address, 0, 2, inbox.envelope.encode()), dep(2, alice.address, 0, 2, withdraw.envelope.encode())]
     req, out2 = net.run(net.members[0], 2, out["header_hash"], l1_block=2, messages=msgs)

@@ -51,6 +51,7 @@ from ..crypto.smt import smt_key, smt_leaf
 from ..tee.platform import EnclavePlatform
 from ..tee.sealing import SealingError
 from .batch import (
+    ERROR_ENTRY_PREFIX,
     BatchInput,
     ChainHead,
     batch_data_items,
@@ -448,7 +449,25 @@ class EnclaveProgram:
             if isinstance(item, TxError):
                 raise item
             hint = o[0].hint
-            if hint is not None:
+            if isinstance(item, InboxCall):
+                # H1: the L1 sender is whoever called Rollup.submit, and the envelope is public in
+                # the L1 event: anyone can copy it and submit it as their own. The sender the user
+                # meant is bound in the AEAD's associated data (the routing hint), so a copy runs
+                # as nobody. Public data only in this entry (both addresses are on L1).
+                if hint is None:
+                    raise TxError(
+                        "an inbox call must be sealed with a routing hint naming its L1 sender (the "
+                        "account calling Rollup.submit) and nonce 0; re-seal it with that hint"
+                    )
+                if hint.sender != item.sender:
+                    return error_entry(
+                        f"inbox call refused: its envelope is sealed for sender {to_checksum(hint.sender)} "
+                        f"but was submitted on L1 by {to_checksum(item.sender)}; an inbox call runs only "
+                        "when submitted by the account it was sealed for"
+                    )
+                if hint.nonce != 0:
+                    raise TxError(f"an inbox call's routing hint has nonce 0 (inbox calls have no nonce), got {hint.nonce}")
+            elif hint is not None:
                 if hint.sender != item.sender:
                     raise TxError("the envelope's routing hint names another sender than the transaction's signer")
                 if isinstance(item, SignedTx) and hint.nonce != item.nonce:
@@ -526,7 +545,11 @@ class EnclaveProgram:
             rid = keccak256(raw)
             if k >= n_msg:
                 ids.append(rid)
-            receipts.setdefault(rid, entry)
+            # first inclusion wins, except over an error entry (a copied inbox call refused before
+            # the original ran, say): the sealed receipt is the one its sender waits for
+            prior = receipts.setdefault(rid, entry)
+            if prior is not entry and prior.startswith(ERROR_ENTRY_PREFIX) and not entry.startswith(ERROR_ENTRY_PREFIX):
+                receipts[rid] = entry
         msg_count = head.msg_count + len(inp.messages)
         msg_acc = accumulate(head.msg_acc, inp.messages)
         c = commit_batch_data(inp, head.msg_count, msg_count, msg_acc, ids, entries)

@@ -1,0 +1,145 @@
+"""Issue 14 (safety), inputs: attacks on what enters the enclave, performed against real
+in-process enclaves of two TEE types (H1 inbox sender binding, H5 message continuity,
+M1 timestamps). Each test fails while its hole is open (see docs/SECURITY.md)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from eth_account import Account
+
+from enclavenet.crypto.envelope import RoutingHint, SealedRequest, open_receipt, seal
+from enclavenet.crypto.escape import escape_request_digest, open_escape_leaf
+from enclavenet.crypto.hashing import address_bytes, keccak256
+from enclavenet.crypto.header import Header
+from enclavenet.crypto.messages import KIND_USER
+from enclavenet.crypto.secp256k1 import SigningKey
+from enclavenet.enclave.batch import ERROR_ENTRY_PREFIX
+from enclavenet.enclave.executor import Receipt
+from enclavenet.enclave.harness import Member, batch_request, form_committee, program_config
+from enclavenet.enclave.tx import encode_inbox_call
+from enclavenet.tee import DEFAULT_PROGRAM, EnclaveError, InProcessEnclave, SimulatedVendor
+
+CHAIN, L1_CHAIN = 4242, 31337
+ETH = 10**18
+VENDORS = [SimulatedVendor.generate(n) for n in ("sgx", "tdx")]
+CFG = program_config(VENDORS, chain_id=CHAIN, l1_chain_id=L1_CHAIN)
+ROLLUP = CFG["rollup"]
+T0 = 1_700_000_000
+
+
+class Net:
+    """Two members (sgx, tdx), quorum 2: member 0 executes, member 1 verifies, both accept."""
+
+    def __init__(self) -> None:
+        self.members = [Member(InProcessEnclave(v.new_platform(), DEFAULT_PROGRAM, CFG)) for v in VENDORS]
+        self.epoch_pub = form_committee(self.members, 2, 2)
+        self.prev = bytes(32)
+        self.height = 0
+        self.msg = 0
+        self.timestamp = T0
+
+    def message(self, sender: str, value: int, l1_block: int, payload: bytes = b"") -> list[Any]:
+        m = [self.msg, KIND_USER, sender, value, l1_block, payload]
+        self.msg += 1
+        return m
+
+    def request(self, l1_block: int, messages: list[list[Any]], timestamp: int | None = None) -> dict[str, Any]:
+        return batch_request(
+            self.height + 1, self.prev, l1_block=l1_block, messages=messages,
+            timestamp=self.timestamp if timestamp is None else timestamp,
+        )
+
+    def batch(self, l1_block: int, messages: list[list[Any]], timestamp: int | None = None) -> dict[str, Any]:
+        req = self.request(l1_block, messages, timestamp)
+        out = self.members[0].call("execute_batch", **req)
+        v = self.members[1].call("verify_batch", header=out["header"], **req)
+        assert v["header_hash"] == out["header_hash"]
+        for m in self.members:
+            m.call("accept_header", header=out["header"], signatures=[out["signature"], v["signature"]])
+        self.prev = out["header_hash"]
+        self.height += 1
+        self.timestamp = req["timestamp"]
+        return out
+
+    def balance(self, acct: Any) -> int:
+        """The account's balance, read as its owner reads it (its own sealed escape leaf)."""
+        exp = int(time.time()) + 600
+        sig = SigningKey(bytes(acct.key)).sign(escape_request_digest(CHAIN, L1_CHAIN, ROLLUP, acct.address, exp))
+        out = self.members[0].call("escape_leaf", address=acct.address, expiry=exp, signature=sig)
+        return open_escape_leaf(out["sealed"], bytes(acct.key)).balance
+
+    def inbox_call(self, to: str, value: int, hint_sender: str | None) -> SealedRequest:
+        hint = RoutingHint(address_bytes(hint_sender), 0) if hint_sender else None
+        return seal(encode_inbox_call(CHAIN, to, b"", value, 50_000), self.epoch_pub, CHAIN, 0, hint)
+
+
+def _entry(out: dict[str, Any], s: SealedRequest) -> bytes:
+    return bytes(out["receipts"][keccak256(s.envelope.encode())])
+
+
+def _receipt(out: dict[str, Any], s: SealedRequest) -> Receipt:
+    return Receipt.decode(open_receipt(s.receipt_key, _entry(out, s)))
+
+
+# ---------------------------------------------------------------- H1: inbox sender binding
+
+SECRET_AMOUNT = 123_456_789
+
+
+def test_h1_a_copied_inbox_call_submitted_from_another_account_runs_as_nobody() -> None:
+    net = Net()
+    alice, bob, mallory = Account.create(), Account.create(), Account.create()
+    net.batch(1, [net.message(alice.address, ETH, 1), net.message(mallory.address, ETH, 1)])
+    # alice pays bob a hidden amount through the L1 inbox, sealed as the client seals it
+    # (routing hint = alice); mallory copies the public envelope and submits it from her account
+    # before alice's own submission lands (front-running) -- and the legacy form without a hint
+    sealed = net.inbox_call(bob.address, SECRET_AMOUNT, alice.address)
+    legacy = net.inbox_call(bob.address, SECRET_AMOUNT, None)
+    out = net.batch(2, [
+        net.message(mallory.address, 0, 2, sealed.envelope.encode()),
+        net.message(mallory.address, 0, 2, legacy.envelope.encode()),
+    ])
+    # nothing ran as mallory: she learns nothing from her balance, bob is not paid
+    assert net.balance(mallory) == ETH
+    assert net.balance(bob) == 0
+    # the copy gets a clear, public refusal (both addresses are public on L1 anyway)
+    copy_entry = _entry(out, sealed)
+    assert copy_entry.startswith(ERROR_ENTRY_PREFIX)
+    reason = copy_entry[len(ERROR_ENTRY_PREFIX):].decode()
+    assert f"sealed for sender {alice.address}" in reason and f"submitted on L1 by {mallory.address}" in reason
+    assert str(SECRET_AMOUNT) not in reason
+    # an unhinted inbox call is refused for everyone (its sender reads why)
+    assert "must be sealed with a routing hint" in str(_receipt(out, legacy).error)
+    # alice's own submission of the very same envelope still runs, as alice, once
+    out = net.batch(3, [net.message(alice.address, 0, 3, sealed.envelope.encode())])
+    r = _receipt(out, sealed)
+    assert r.success and r.sender == address_bytes(alice.address)
+    assert net.balance(bob) == SECRET_AMOUNT
+    assert net.balance(alice) == ETH - SECRET_AMOUNT
+
+
+def test_h1_copy_and_original_in_one_batch_the_sender_gets_its_real_receipt() -> None:
+    net = Net()
+    alice, bob, mallory = Account.create(), Account.create(), Account.create()
+    net.batch(1, [net.message(alice.address, ETH, 1)])
+    sealed = net.inbox_call(bob.address, 5, alice.address)
+    out = net.batch(2, [
+        net.message(mallory.address, 0, 2, sealed.envelope.encode()),
+        net.message(alice.address, 0, 2, sealed.envelope.encode()),
+    ])
+    assert _receipt(out, sealed).success  # not the copy's error entry, which came first
+    assert net.balance(bob) == 5
+
+
+def test_h1_an_inbox_call_hint_with_a_nonce_is_refused() -> None:
+    net = Net()
+    alice, bob = Account.create(), Account.create()
+    net.batch(1, [net.message(alice.address, ETH, 1)])
+    odd = seal(encode_inbox_call(CHAIN, bob.address, b"", 5, 50_000), net.epoch_pub, CHAIN, 0,
+               RoutingHint(address_bytes(alice.address), 3))
+    out = net.batch(2, [net.message(alice.address, 0, 2, odd.envelope.encode())])
+    assert "nonce 0" in str(_receipt(out, odd).error)
+    assert net.balance(bob) == 0

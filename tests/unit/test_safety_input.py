@@ -143,3 +143,51 @@ def test_h1_an_inbox_call_hint_with_a_nonce_is_refused() -> None:
     out = net.batch(2, [net.message(alice.address, 0, 2, odd.envelope.encode())])
     assert "nonce 0" in str(_receipt(out, odd).error)
     assert net.balance(bob) == 0
+
+
+# ---------------------------------------------------------------- H5: message continuity
+
+
+def test_h5_a_deposit_left_out_by_an_empty_proposal_is_consumed_later() -> None:
+    """The review's scenario: a deposit pends in L1 block 2; a malicious proposer's header
+    consumes no message but claims l1_block 3. (The enclaves cannot see the deposit it left
+    out: the voters' hosts and L1 refuse that header -- test_node_rpc.py, test_msg_ring_l1.py.)
+    Were it accepted anyway, the deposit must still be consumed by a later batch, in order,
+    instead of being refused for good (which froze the Rollup through reclaim)."""
+    net = Net()
+    alice = Account.create()
+    net.batch(1, [])
+    deposit = net.message(alice.address, ETH, 2)
+    skipped = net.batch(3, [])  # no messages, l1_block past the pending deposit
+    assert Header.decode(skipped["header"]).msg_count == 0
+    out = net.batch(3, [deposit])
+    assert Header.decode(out["header"]).msg_count == 1
+    assert net.balance(alice) == ETH
+    # order and bounds still hold: out of L1 order, or after the batch's l1_block, is refused
+    for blocks, needle in (([3, 2], "out of L1 order"), ([5], "after the batch's l1_block")):
+        msgs = [[1 + i, KIND_USER, alice.address, 1, b, b""] for i, b in enumerate(blocks)]
+        with pytest.raises(EnclaveError, match=needle):
+            net.members[0].call("execute_batch", **net.request(4, msgs))
+
+
+# ---------------------------------------------------------------- M1: the EVM timestamp
+
+
+def test_m1_a_far_future_timestamp_is_refused_by_proposer_and_voter_enclaves() -> None:
+    """2^64-1 was executed and signed, freezing block.timestamp for good (it never goes back)."""
+    net = Net()
+    net.batch(1, [])
+    for ts in (2**64 - 1, 2**40):
+        req = net.request(1, [], timestamp=ts)
+        with pytest.raises(EnclaveError, match="beyond"):
+            net.members[0].call("execute_batch", **req)
+    # a proposer enclave that signed one anyway (a leaked key): the honest voter refuses it
+    ok = net.request(1, [], timestamp=T0 + 5)
+    out = net.members[0].call("execute_batch", **ok)
+    bad = {**ok, "timestamp": 2**64 - 1}
+    with pytest.raises(EnclaveError, match="beyond"):
+        net.members[1].call("verify_batch", header=out["header"], **bad)
+    # the timestamp never goes back either
+    with pytest.raises(EnclaveError, match="before the head's timestamp"):
+        net.members[1].call("verify_batch", header=out["header"], **{**ok, "timestamp": T0 - 1})
+    assert net.members[1].call("verify_batch", header=out["header"], **ok)["header_hash"] == out["header_hash"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import cbor2
 import pytest
 from eth_account import Account
 
@@ -33,8 +34,8 @@ T0 = 1_700_000_000
 class Net:
     """Two members (sgx, tdx), quorum 2: member 0 executes, member 1 verifies, both accept."""
 
-    def __init__(self) -> None:
-        self.members = [Member(InProcessEnclave(v.new_platform(), DEFAULT_PROGRAM, CFG)) for v in VENDORS]
+    def __init__(self, cfg: dict[str, Any] | None = None) -> None:
+        self.members = [Member(InProcessEnclave(v.new_platform(), DEFAULT_PROGRAM, cfg or CFG)) for v in VENDORS]
         self.epoch_pub = form_committee(self.members, 2, 2)
         self.prev = bytes(32)
         self.height = 0
@@ -191,3 +192,64 @@ def test_m1_a_far_future_timestamp_is_refused_by_proposer_and_voter_enclaves() -
     with pytest.raises(EnclaveError, match="before the head's timestamp"):
         net.members[1].call("verify_batch", header=out["header"], **{**ok, "timestamp": T0 - 1})
     assert net.members[1].call("verify_batch", header=out["header"], **ok)["header_hash"] == out["header_hash"]
+
+
+# ---------------------------------------------------------------- M4: the view gas cap
+
+BURNER = """
+# pragma version ^0.4.0
+counter: public(uint256)
+
+@external
+def burn(n: uint256):
+    for i: uint256 in range(n, bound=1000000):
+        self.counter += 1
+"""
+
+
+def _burner() -> tuple[bytes, bytes]:
+    import vyper
+
+    out = vyper.compile_code(BURNER, output_formats=["bytecode", "method_identifiers"])
+    return bytes.fromhex(out["bytecode"][2:]), bytes.fromhex(out["method_identifiers"]["burn(uint256)"][2:])
+
+
+def _view(net: Net, acct: Any, to: str, data: bytes, gas: int) -> SealedRequest:
+    from eth_account.messages import encode_typed_data
+
+    from enclavenet.enclave.views import typed_data
+
+    td = typed_data(CHAIN, acct.address, to, data, 0, gas, 0)
+    sig = Account.sign_message(encode_typed_data(full_message=td), acct.key).signature
+    req = {"from": acct.address, "to": to, "data": data, "value": 0, "gas": gas, "epoch": 0, "sig": bytes(sig)}
+    return seal(cbor2.dumps(req), net.epoch_pub, CHAIN, 0)
+
+
+def test_m4_a_view_or_estimate_burns_at_most_the_view_gas_cap() -> None:
+    """A 30M-gas view held the enclave's one ecall thread (votes queued behind it). Views and
+    gas estimates are capped by the measured config's view_gas_limit (default 10M)."""
+    from enclavenet.crypto.hashing import to_checksum
+    from enclavenet.enclave.program import ProgramConfig
+    from enclavenet.enclave.tx import sign_tx
+
+    assert ProgramConfig.from_mapping(CFG).view_gas_limit == 10_000_000
+    cap = 300_000
+    net = Net({**CFG, "view_gas_limit": cap})
+    alice = Account.create()
+    code, burn = _burner()
+    deploy = seal(sign_tx(bytes(alice.key), CHAIN, 0, None, code, 0, 1_000_000), net.epoch_pub, CHAIN, 0)
+    req = net.request(1, [net.message(alice.address, ETH, 1)])
+    out = net.members[0].call("execute_batch", **{**req, "envelopes": [deploy.envelope.encode()]})
+    contract = _receipt(out, deploy).contract_address
+    assert contract is not None
+    heavy = burn + (100_000).to_bytes(32, "big")  # ~ 2.5M gas
+    for method in ("view_call", "estimate_gas"):
+        s = _view(net, alice, to_checksum(contract), heavy, 5_000_000)
+        res = cbor2.loads(open_receipt(s.receipt_key, net.members[0].call(method, envelope=s.envelope.encode())["result"]))
+        assert not res["ok"], method
+        assert res["gas_used"] <= cap, (method, res["gas_used"])
+        assert ("out of gas" if method == "view_call" else f"fails even with {cap} gas") in res["error"]
+    # a view within the cap runs as before
+    s = _view(net, alice, to_checksum(contract), burn + (10).to_bytes(32, "big"), 5_000_000)
+    res = cbor2.loads(open_receipt(s.receipt_key, net.members[0].call("view_call", envelope=s.envelope.encode())["result"]))
+    assert res["ok"] and 21_000 < res["gas_used"] < cap

@@ -93,6 +93,9 @@ class ProgramConfig:
     epoch_grace: int = 1
     tx_gas_limit: int = 30_000_000
     treasury: str = DEFAULT_TREASURY  # credited with the bonds of frivolous challenges
+    # the most gas a view call or a gas estimate may burn (issue 14 M4: unmetered 30M-gas views
+    # held the enclave's one ecall thread); a request asking more is capped, as geth's RPC gas cap
+    view_gas_limit: int = 10_000_000
 
     @classmethod
     def from_mapping(cls, m: Mapping[str, Any]) -> ProgramConfig:
@@ -116,6 +119,7 @@ class ProgramConfig:
             epoch_grace=r.integer("epoch_grace", hi=16, default=1),
             tx_gas_limit=r.integer("tx_gas_limit", lo=21_000, hi=30_000_000, default=30_000_000),
             treasury=r.address("treasury") if r.has("treasury") else DEFAULT_TREASURY,
+            view_gas_limit=r.integer("view_gas_limit", lo=21_000, hi=30_000_000, default=10_000_000),
         )
 
 
@@ -842,7 +846,8 @@ class EnclaveProgram:
         env, pt, rkey = self._open_request(payload, "view_call")
         try:
             req = parse_view_request(pt, self.cfg.chain_id, env.epoch)
-            res = self._ex.call(req.sender, None if req.is_create else req.to, req.data, req.value, req.gas)
+            gas = min(req.gas, self.cfg.view_gas_limit)
+            res = self._ex.call(req.sender, None if req.is_create else req.to, req.data, req.value, gas)
             out = {"ok": res.success, "return_data": res.output, "gas_used": res.gas_used, "error": res.error or ""}
         except EnclaveRefusal as exc:
             out = {"ok": False, "return_data": b"", "gas_used": 0, "error": str(exc)}
@@ -852,7 +857,9 @@ class EnclaveProgram:
         env, pt, rkey = self._open_request(payload, "estimate_gas")
         try:
             req = parse_view_request(pt, self.cfg.chain_id, env.epoch)
-            gas = self._ex.estimate_gas(req.sender, None if req.is_create else req.to, req.data, req.value)
+            gas = self._ex.estimate_gas(
+                req.sender, None if req.is_create else req.to, req.data, req.value, gas_cap=self.cfg.view_gas_limit
+            )
             out = {"ok": True, "return_data": b"", "gas_used": gas, "error": ""}
         except EnclaveRefusal as exc:
             out = {"ok": False, "return_data": b"", "gas_used": 0, "error": str(exc)}

@@ -5,6 +5,7 @@ Application error codes (the message always says what was wrong):
 * -32001 mempool full (total or per sender)
 * -32002 duplicate transaction (pending or already included: a replay)
 * -32003 wrong or unknown epoch (re-seal to ``enclavenet_epochKey``)
+* -32005 rate limited (per client IP or per sender; retryable: ``data.retryAfter`` seconds)
 * -32010 the enclave refused the request (e.g. a view call that does not decrypt)
 * -32050 the node is not ready yet (no epoch key / enclave down)
 * -32602 invalid params: malformed hex, malformed envelope, too large, missing routing hint
@@ -14,9 +15,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..crypto.envelope import Envelope, EnvelopeError
 from ..tee.boundary import EnclaveError
-from .jsonrpc import INVALID_PARAMS, RpcError, hex_bytes, quantity
+from .host import EnclaveBusy
+from .jsonrpc import CLIENT_IP, INVALID_PARAMS, RpcError, hex_bytes, quantity
 from .mempool import DuplicateTransaction, MempoolError, MempoolFull
+from .ratelimit import RATE_LIMITED, RateLimiter
 
 if TYPE_CHECKING:
     from .node import Node
@@ -46,10 +50,24 @@ def install_rpc_methods(node: Node) -> None:
     def zero() -> str:
         return "0x0"
 
+    # issue 14 M4: a client (IP) or a sender cannot fill the mempool or the enclave's time alone
+    tx_ip = RateLimiter(cfg.rate_tx_per_ip, "raw transactions")
+    tx_sender = RateLimiter(cfg.rate_tx_per_sender, "raw transactions")
+    view_ip = RateLimiter(cfg.rate_view_per_ip, "views and gas estimates")
+    node.rate_limiters = {"tx_per_ip": tx_ip, "tx_per_sender": tx_sender, "view_per_ip": view_ip}
+
     def send_raw(data: Any) -> str:
         raw = hex_bytes(data, "transaction (envelope)", max_len=MAX_ENVELOPE)
         if node.epoch is None:
             raise RpcError(NOT_READY, "the committee has no epoch key yet; retry in a moment")
+        tx_ip.take(CLIENT_IP.get(), "IP")
+        if tx_sender.enabled:
+            try:
+                hint = Envelope.decode(raw).hint
+            except EnvelopeError:
+                hint = None  # the mempool refuses it with the reason
+            if hint is not None:
+                tx_sender.take(hint.sender_hex, "sender")
         try:
             rid = node.submit_envelope(raw)
         except MempoolFull as exc:
@@ -80,8 +98,11 @@ def install_rpc_methods(node: Node) -> None:
         raw = hex_bytes(data, "request envelope", max_len=MAX_ENVELOPE)
         if node.host is None or node.epoch is None:
             raise RpcError(NOT_READY, "the enclave has no epoch key yet; retry in a moment")
+        view_ip.take(CLIENT_IP.get(), "IP")
         try:
             out = await node.host.call(method, {"envelope": raw})
+        except EnclaveBusy as exc:
+            raise RpcError(RATE_LIMITED, str(exc), {"retryAfter": 0.5}) from None
         except EnclaveError as exc:
             msg = str(exc)
             code = WRONG_EPOCH if "unknown or erased" in msg else ENCLAVE_REFUSED
@@ -116,6 +137,7 @@ def install_rpc_methods(node: Node) -> None:
         signature = hex_bytes(request.get("signature"), "signature", length=65)
         if node.host is None:
             raise RpcError(NOT_READY, "the enclave is not running; retry in a moment")
+        view_ip.take(CLIENT_IP.get(), "IP")
         try:
             out = await node.host.call("escape_leaf", {"address": address, "expiry": expiry, "signature": signature})
         except EnclaveError as exc:
@@ -195,10 +217,8 @@ def install_fault_methods(node: Node) -> None:
     rpc = node.rpc
 
     async def on_ecall_thread(fn: Any) -> Any:  # the pipe is sequential: same thread as the ecalls
-        import asyncio
-
         assert node.host is not None
-        return await asyncio.get_running_loop().run_in_executor(node.host._pool, fn)
+        return await node.host.run_on_ecall_thread(fn)
 
     async def faults(policy: Any = None) -> dict[str, Any]:
         if policy is None:

@@ -66,6 +66,7 @@ from ..tee.boundary import EnclaveError
 from .config import NodeConfig
 from .daps import NodeDaps, record_inputs
 from .host import EnclaveHost
+from .inputs import proposal_timestamp, timestamp_refusal, whole_blocks_refusal
 from .jsonrpc import JsonRpcServer
 from .l1probe import L1Probe
 from .l1watch import AcceptedHeader, L1Watcher
@@ -233,6 +234,7 @@ class Node:
         self.started = time.time()
         self.ready = False
         self.last_error = ""
+        self.rate_limiters: dict[str, Any] = {}  # api.py: public JSON-RPC limits (issue 14 M4)
         self.counters: dict[str, int] = {"proposed": 0, "voted": 0, "submitted": 0, "accepted": 0, "takeovers": 0,
                                          "rotations": 0, "reanchored": 0, "resubmitted": 0}
         # faults, epochs and reorgs (docs/FAULTS.md)
@@ -659,8 +661,12 @@ class Node:
         }
         fresh: dict[bytes, dict[str, Any]] = {}
         for rid, entry in zip(ids, entries, strict=False):
-            if rid in self.receipts:
-                continue  # first inclusion wins
+            prior = self.receipts.get(rid)
+            if prior is not None and ("error" not in prior or entry.startswith(ERROR_ENTRY_PREFIX)):
+                # first inclusion wins -- but a sealed receipt replaces an error entry: a copy of an
+                # inbox call submitted by another account is refused before its sender's own
+                # submission runs (issue 14 H1), and the sender waits for the real receipt
+                continue
             r = dict(base)
             r["receiptId"] = "0x" + rid.hex()
             r["encryptedReceipt"] = "0x" + entry.hex()
@@ -978,6 +984,7 @@ class Node:
                 self._add_sig(rec, to_checksum(item[0]), bytes(item[1]))
         # 2. the L1 messages must be the ones this node sees on L1; the epoch keys must be here
         await self._check_messages(rec)
+        l1_time = await self._l1_block_time(int(rec.input["l1_block"]))
         await self._ensure_proposal_epoch(header, proposer)
         # 3. wait for our enclave to reach the proposal's parent
         await self._wait_for_parent(h, header.prev_hash)
@@ -989,6 +996,9 @@ class Node:
                 raise Refused(f"this enclave already signed a different header at height {h}")
             if self.head_height != h - 1 or self.head_hash != header.prev_hash:
                 raise Refused(f"proposal for height {h} does not extend this enclave's head at {self.head_height}")
+            why = timestamp_refusal(int(rec.input["timestamp"]), self.head_timestamp, time.time(), l1_time)
+            if why is not None:  # issue 14 M1: the proposer's clock is not the chain's
+                raise Refused(why)
             payload = {**rec.input, "envelopes": rec.envelopes, "header": header_bytes}
             t_v = time.monotonic()
             out = await self.host.call("verify_batch", payload)
@@ -1024,13 +1034,17 @@ class Node:
             mine = self.watcher.messages.get(idx)
             if mine is None or msg_to_wire(mine) != [idx, int(m[1]), to_checksum(m[2]), int(m[3]), int(m[4]), bytes(m[5])]:
                 raise Refused(f"L1 message {idx} in the proposal differs from what this node sees on L1")
-        # whole blocks: no message of a block <= l1_block may be left out
-        start = int(msgs[0][0]) if msgs else None
-        if start is not None:
-            nxt = start + len(msgs)
-            m = self.watcher.messages.get(nxt)
-            if m is not None and m.l1_block <= l1_block:
-                raise Refused(f"proposal leaves out L1 message {nxt} of block {m.l1_block} <= l1_block {l1_block}")
+        # whole blocks: no message of a block <= l1_block may be left out -- also when the
+        # proposal has no message at all (issue 14 H5: node/inputs.py)
+        nxt = rec.header.msg_count
+        why = whole_blocks_refusal(nxt, l1_block, self.watcher.messages.get(nxt))
+        if why is not None:
+            raise Refused(why)
+
+    async def _l1_block_time(self, block: int) -> int:
+        """The L1 timestamp of ``block`` (cached by the watcher; else read on the L1 thread)."""
+        assert self.watcher is not None
+        return await asyncio.get_running_loop().run_in_executor(self._l1_pool, self.watcher.block_time, block)
 
     async def _wait_for_parent(self, h: int, prev_hash: bytes) -> None:
         deadline = time.monotonic() + max(5.0, 2 * self.cfg.proposer_timeout)
@@ -1134,7 +1148,7 @@ class Node:
                 "prev_hash": self.head_hash,
                 "epoch": self.epoch,
                 "l1_block": l1_block,
-                "timestamp": max(self.head_timestamp, int(time.time())),
+                "timestamp": proposal_timestamp(self.head_timestamp, time.time(), await self._l1_block_time(l1_block)),
                 "messages": [msg_to_wire(m) for m in msgs],
             }
             envelopes = [e.raw for e in entries]

@@ -46,6 +46,7 @@ from ..crypto.escape import (
 from ..crypto.hashing import ZERO32, address_bytes, keccak256, to_checksum
 from ..crypto.header import Header
 from ..crypto.messages import KIND_CHALLENGE, KIND_USER, accumulate
+from ..crypto.peer import peer_request_digest
 from ..crypto.quote import TEE_NAMES, TEE_TYPES, enc_key_hash
 from ..crypto.smt import smt_key, smt_leaf
 from ..tee.platform import EnclavePlatform
@@ -200,6 +201,7 @@ class EnclaveProgram:
             "stats": self._stats,
             "escape_leaf": self._escape_leaf,
             "escape_export": self._escape_export,
+            "peer_auth": self._peer_auth,
         }
 
     def __repr__(self) -> str:
@@ -831,6 +833,19 @@ class EnclaveProgram:
         self._anchored_epoch = max(self._anchored_epoch, header.epoch)
         self.stats.add("apply_diff", time.perf_counter() - t0)
         return self._status(b"")
+
+    def _peer_auth(self, payload: bytes) -> dict[str, Any]:
+        """Sign a peer request of this member's host (crypto/peer.py; issue 14 M4): its own
+        domain, so the signature is good for nothing but a peer's admission check."""
+        r = Request.parse(payload, "peer_auth")
+        op = r.raw("op")
+        if not isinstance(op, str) or not (0 < len(op) <= 32) or not op.replace("_", "").isalnum():
+            raise EnclaveRefusal("peer_auth: op must be a peer op name (1..32 letters, digits, _)")
+        digest = peer_request_digest(
+            self.cfg.l1_chain_id, self.cfg.rollup, r.address("to"), op, r.blob("body_hash", 32),
+            r.integer("expiry", hi=U64_MAX),
+        )
+        return {"signature": self._identity.sign(digest), "signer": self._identity.address}
 
     # ------------------------------------------------------------------ views
     def _open_request(self, payload: bytes, what: str) -> tuple[Envelope, bytes, bytes]:

@@ -58,6 +58,7 @@ from ..crypto.hashing import keccak256, to_checksum
 from ..crypto.header import Header, Withdrawal, withdrawals_hash
 from ..crypto.merkle import merkle_root
 from ..crypto.messages import L1Message
+from ..crypto.peer import MAX_PEER_AUTH_AHEAD, peer_request_digest
 from ..crypto.quote import TEE_NAMES
 from ..crypto.secp256k1 import SignatureError, recover_address
 from ..dap.client import DapError
@@ -71,7 +72,15 @@ from .jsonrpc import JsonRpcServer
 from .l1probe import L1Probe
 from .l1watch import AcceptedHeader, L1Watcher
 from .mempool import Mempool, MempoolError
-from .peers import MAX_PEER_BODY, LinkFaults, PeerClient, PeerError
+from .peers import (
+    AUTH_OPS,
+    MAX_PEER_BODY,
+    PEER_AUTH_HEADER,
+    PEER_AUTH_TTL,
+    LinkFaults,
+    PeerClient,
+    PeerError,
+)
 
 log = logging.getLogger("enclavenet.node")
 
@@ -264,6 +273,8 @@ class Node:
         await self._start_server()
         self.session = aiohttp.ClientSession()
         self.peers = [PeerClient(u, self.session, self.link_faults) for u in self.cfg.peers if u.rstrip("/") != self.url]
+        for p in self.peers:
+            p.authenticate = self._sign_peer_request
         await self._connect_l1()
         await self._register()
         await self.daps.start()
@@ -783,11 +794,46 @@ class Node:
             await self._persist()
             self._work.set()
 
+    # ================================================================== peer auth (issue 14 M4)
+    async def _sign_peer_request(self, p: PeerClient, op: str, data: bytes) -> str:
+        """The PEER_AUTH_HEADER value for ``op`` to ``p``: signed by this member's enclave."""
+        if self.host is None:
+            raise PeerError(f"cannot sign a {op} request to {p.url}: the enclave is not running")
+        to = p.address or "0x" + "00" * 20
+        expiry = int(time.time()) + PEER_AUTH_TTL
+        out = await self.host.call(
+            "peer_auth", {"op": op, "to": bytes.fromhex(to[2:]), "body_hash": keccak256(data), "expiry": expiry}
+        )
+        return f"{self.address}:{expiry}:{bytes(out['signature']).hex()}"
+
+    async def _check_peer_auth(self, op: str, body: bytes, value: str | None) -> None:
+        """Refuse ``op`` unless an active committee member's enclave signed this very request."""
+        if not value:
+            raise Refused(f"peer op {op} is served to committee members only: sign the request ({PEER_AUTH_HEADER})")
+        try:
+            signer, exp, sig_hex = value.split(":")
+            expiry, sig = int(exp), bytes.fromhex(sig_hex)
+            digest = peer_request_digest(self.cfg.l1_chain_id, self.cfg.rollup, self.address, op, keccak256(body), expiry)
+            ok = to_checksum(recover_address(digest, sig)) == to_checksum(signer)
+        except (ValueError, SignatureError):
+            raise Refused(f"peer op {op}: malformed {PEER_AUTH_HEADER} (signer:expiry:signature)") from None
+        now = time.time()
+        if not now <= expiry <= now + MAX_PEER_AUTH_AHEAD:
+            raise Refused(f"peer op {op}: the signed request expired or expires too far ahead; sign a fresh one")
+        if not ok:
+            raise Refused(f"peer op {op}: the request's signature is not by {signer} for this member")
+        if to_checksum(signer) not in self.members():
+            await self._poll_l1()  # maybe it registered just now
+            if to_checksum(signer) not in self.members():
+                raise Refused(f"peer op {op} is served to committee members only: {signer} is not active on L1")
+
     # ================================================================== peer server
     async def _peer_http(self, request: web.Request) -> web.Response:
         op = request.match_info["op"]
         try:
             body = await request.read()
+            if op in AUTH_OPS:
+                await self._check_peer_auth(op, body, request.headers.get(PEER_AUTH_HEADER))
             msg = cbor2.loads(body) if body else {}
             if not isinstance(msg, dict):
                 raise Refused("a peer request is a CBOR map")

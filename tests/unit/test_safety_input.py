@@ -253,3 +253,29 @@ def test_m4_a_view_or_estimate_burns_at_most_the_view_gas_cap() -> None:
     s = _view(net, alice, to_checksum(contract), burn + (10).to_bytes(32, "big"), 5_000_000)
     res = cbor2.loads(open_receipt(s.receipt_key, net.members[0].call("view_call", envelope=s.envelope.encode())["result"]))
     assert res["ok"] and 21_000 < res["gas_used"] < cap
+
+
+# ---------------------------------------------------------------- M4: signed peer requests
+
+
+def test_m4_peer_auth_signs_only_in_its_own_domain() -> None:
+    from enclavenet.crypto.hashing import keccak256 as k
+    from enclavenet.crypto.peer import peer_request_digest
+    from enclavenet.crypto.secp256k1 import recover_address
+
+    net = Net()
+    m, other = net.members
+    body_hash = k(b"\xa0")
+    out = m.call("peer_auth", op="snapshot", to=address_bytes(other.address), body_hash=body_hash, expiry=T0)
+    d = peer_request_digest(L1_CHAIN, ROLLUP, other.address, "snapshot", body_hash, T0)
+    assert recover_address(d, out["signature"]) == m.address == out["signer"]
+    # another receiver, op, body or expiry is another digest: the signature is good for one request
+    for other_d in (
+        peer_request_digest(L1_CHAIN, ROLLUP, m.address, "snapshot", body_hash, T0),
+        peer_request_digest(L1_CHAIN, ROLLUP, other.address, "batch", body_hash, T0),
+        peer_request_digest(L1_CHAIN, ROLLUP, other.address, "snapshot", k(b"x"), T0),
+        peer_request_digest(L1_CHAIN, ROLLUP, other.address, "snapshot", body_hash, T0 + 1),
+    ):
+        assert recover_address(other_d, out["signature"]) != m.address
+    with pytest.raises(EnclaveError, match="op must be a peer op name"):
+        m.call("peer_auth", op="x" * 40, to=address_bytes(other.address), body_hash=body_hash, expiry=T0)

@@ -161,10 +161,6 @@ event MessagesProven:
 
 
 msgAccRing: bytes32[MSG_RING]
-# msgBlockRing[i & (MSG_RING - 1)] = the L1 block of message i, for the newest MSG_RING messages:
-# submitHeader checks that a header leaves out no message of a block <= its l1_block (whole
-# blocks). Pre-initialised nonzero like msgAccRing, so an append writes nonzero -> nonzero.
-msgBlockRing: uint256[MSG_RING]
 lastHeaderHash: public(bytes32)
 epochKey: public(HashMap[uint256, bytes32])
 # withdrawals whose recipient did not take the pushed payment
@@ -179,6 +175,11 @@ escaped: public(HashMap[address, bool])
 reclaimed: public(HashMap[uint256, bool])
 # accumulators proven to lie on the L1 message chain (acc -> index of the next message + 1)
 _provenAcc: HashMap[bytes32, uint256]
+# (declared last, so the slots above keep their numbers: docs/CONTRACTS.md)
+# msgBlockRing[i & (MSG_RING - 1)] = the L1 block of message i, for the newest MSG_RING messages:
+# submitHeader checks that a header leaves out no message of a block <= its l1_block (whole
+# blocks). Pre-initialised nonzero like msgAccRing, so an append writes nonzero -> nonzero.
+msgBlockRing: uint256[MSG_RING]
 
 
 @deploy

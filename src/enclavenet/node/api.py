@@ -69,7 +69,7 @@ def install_rpc_methods(node: Node) -> None:
             if hint is not None:
                 tx_sender.take(hint.sender_hex, "sender")
         try:
-            rid = node.submit_envelope(raw)
+            rid = node.submit_envelope(raw, CLIENT_IP.get())
         except MempoolFull as exc:
             raise RpcError(MEMPOOL_FULL, str(exc)) from None
         except DuplicateTransaction as exc:

@@ -63,6 +63,7 @@ class NodeConfig:
     # mempool
     mempool_max_total: int = 200_000
     mempool_max_per_sender: int = 10_000
+    mempool_max_per_origin: int = 0  # per JSON-RPC client IP (0: half of mempool_max_total)
     # public JSON-RPC rate limits (node/ratelimit.py; requests per second, burst 2x; 0: off):
     # raw transactions per client IP and per routing-hint sender, views/estimates per client IP
     rate_tx_per_ip: float = 20_000.0

@@ -197,7 +197,10 @@ class Node:
         self._enclave_obj = enclave
         self.host: EnclaveHost | None = None
         self.data_dir = Path(cfg.data_dir)
-        self.mempool = Mempool(max_total=cfg.mempool_max_total, max_per_sender=cfg.mempool_max_per_sender)
+        self.mempool = Mempool(
+            max_total=cfg.mempool_max_total, max_per_sender=cfg.mempool_max_per_sender,
+            max_per_origin=cfg.mempool_max_per_origin or None,
+        )
         self.rpc = JsonRpcServer(name=cfg.name, max_body=cfg.max_body)
         self.address = ""
         self.tee_type = 0
@@ -1572,9 +1575,9 @@ class Node:
         self.counters["applied_reexec"] = self.counters.get("applied_reexec", 0) + 1
 
     # ================================================================== fast path
-    def submit_envelope(self, raw: bytes) -> bytes:
+    def submit_envelope(self, raw: bytes, origin: str = "") -> bytes:
         """eth_sendRawTransaction: admit to the mempool and forward to the committee."""
-        e = self.mempool.add(raw, epochs=self.accepted_epochs())
+        e = self.mempool.add(raw, epochs=self.accepted_epochs(), origin=origin)
         self._forward_buf.append(raw)
         self._forward_event.set()
         self._work.set()

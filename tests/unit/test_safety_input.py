@@ -4,6 +4,7 @@ M1 timestamps). Each test fails while its hole is open (see docs/SECURITY.md).""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -217,11 +218,13 @@ def _burner() -> tuple[bytes, bytes]:
 def _view(net: Net, acct: Any, to: str, data: bytes, gas: int) -> SealedRequest:
     from eth_account.messages import encode_typed_data
 
-    from enclavenet.enclave.views import typed_data
+    from enclavenet.enclave.views import ViewDomain, typed_data
 
-    td = typed_data(CHAIN, acct.address, to, data, 0, gas, 0)
+    nonce, expiry = int.from_bytes(os.urandom(8), "big"), int(time.time()) + 60
+    td = typed_data(ViewDomain(CHAIN, L1_CHAIN, ROLLUP), acct.address, to, data, 0, gas, 0, nonce, expiry)
     sig = Account.sign_message(encode_typed_data(full_message=td), acct.key).signature
-    req = {"from": acct.address, "to": to, "data": data, "value": 0, "gas": gas, "epoch": 0, "sig": bytes(sig)}
+    req = {"from": acct.address, "to": to, "data": data, "value": 0, "gas": gas, "epoch": 0,
+           "nonce": nonce, "expiry": expiry, "sig": bytes(sig)}
     return seal(cbor2.dumps(req), net.epoch_pub, CHAIN, 0)
 
 

@@ -13,6 +13,7 @@ Application error codes (the message always says what was wrong):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..crypto.envelope import Envelope, EnvelopeError
@@ -23,7 +24,7 @@ from .mempool import DuplicateTransaction, MempoolError, MempoolFull
 from .ratelimit import RATE_LIMITED, RateLimiter
 
 if TYPE_CHECKING:
-    from .node import Node
+    from .core import NodeCore
 
 MEMPOOL_FULL = -32001
 DUPLICATE = -32002
@@ -34,7 +35,11 @@ NOT_READY = -32050
 MAX_ENVELOPE = 128 * 1024
 
 
-def install_rpc_methods(node: Node) -> None:
+def install_rpc_methods(
+    node: NodeCore, *, submit_envelope: Callable[[bytes, str], bytes], node_status: Callable[[], dict[str, Any]]
+) -> None:
+    """Register the JSON-RPC methods on ``node.rpc``: reads go to the shared node state, a new
+    transaction to ``submit_envelope`` (ingress), ``enclavenet_status`` to ``node_status``."""
     rpc = node.rpc
     cfg = node.cfg
 
@@ -69,7 +74,7 @@ def install_rpc_methods(node: Node) -> None:
             if hint is not None:
                 tx_sender.take(hint.sender_hex, "sender")
         try:
-            rid = node.submit_envelope(raw, CLIENT_IP.get())
+            rid = submit_envelope(raw, CLIENT_IP.get())
         except MempoolFull as exc:
             raise RpcError(MEMPOOL_FULL, str(exc)) from None
         except DuplicateTransaction as exc:
@@ -151,7 +156,7 @@ def install_rpc_methods(node: Node) -> None:
         }
 
     def status() -> dict[str, Any]:
-        return node.status()
+        return node_status()
 
     def contracts() -> dict[str, Any]:
         return {"rollup": cfg.rollup, "registry": cfg.registry, "l1ChainId": hex(cfg.l1_chain_id),
@@ -200,7 +205,7 @@ def install_rpc_methods(node: Node) -> None:
     rpc.method("enclavenet_escapeLeaf", escape_leaf)
 
 
-def install_fault_methods(node: Node) -> None:
+def install_fault_methods(node: NodeCore) -> None:
     """Fault injection (docs/FAULTS.md), only on a node started with ``allow_faults`` (a devnet
     that asked for it): never on a shared node -- ``enclavenet_adminCompromise`` hands out keys.
 

@@ -15,7 +15,7 @@ or disk reads, and are served to committee members only. The sender's enclave si
 (``peer_auth`` ecall, ``crypto.peer.peer_request_digest``: receiver, op, body hash, expiry) and
 the signature travels in the :data:`PEER_AUTH_HEADER` HTTP header as ``signer:expiry:sig``; the
 receiver checks it recovers to an active member on L1, is for itself and has not expired.
-``identity`` stays open (discovery), ``txs`` too (what anyone may send to the public RPC), and
+``committee_sign`` is one of them. ``identity`` stays open (discovery), ``txs`` too (what anyone may send to the public RPC), and
 ``propose`` carries the proposer enclave's signature on the header already.
 
 **Hostile host (fault injection).** Every outgoing message of a node passes its ``LinkFaults``
@@ -42,7 +42,7 @@ import cbor2
 log = logging.getLogger(__name__)
 
 MAX_PEER_BODY = 64 * 1024 * 1024
-AUTH_OPS = frozenset({"snapshot", "batch", "announce", "epoch_push", "epoch_bundle"})
+AUTH_OPS = frozenset({"snapshot", "batch", "announce", "epoch_push", "epoch_bundle", "committee_sign"})
 PEER_AUTH_HEADER = "X-EnclaveNet-Peer-Auth"
 PEER_AUTH_TTL = 60  # seconds a signed peer request is good for
 #: signs a request for a peer: (peer, op, body) -> the PEER_AUTH_HEADER value

@@ -5,8 +5,8 @@ so the node's event loop keeps serving JSON-RPC and peers while the enclave — 
 on the other core — executes a batch. Payloads are CBOR maps (docs/ENCLAVE.md).
 
 Two lanes (issue 14, M4): the thread takes the queued *consensus* ecalls (execute, verify,
-accept, apply, rollback, epochs, ...: :data:`PRIORITY`) before any queued view, gas estimate,
-snapshot or escape export, so a flood of views cannot delay a vote by more than the one ecall
+accept, apply, rollback, epochs, the node's own snapshots, ...: all but :data:`LOW_LANE`) before
+any queued view, gas estimate, escape export or snapshot served to a peer, so a flood of views cannot delay a vote by more than the one ecall
 already running (and a view's gas is capped in the enclave). At most ``max_low_queue`` low
 ecalls wait; one more is refused at once with :class:`EnclaveBusy` (retryable).
 
@@ -40,12 +40,11 @@ log = logging.getLogger(__name__)
 
 # inputs bound to a height: what a hostile host would replay to its enclave
 REPLAYABLE = ("execute_batch", "verify_batch", "apply_batch", "accept_header", "epoch_import")
-# the consensus lane: everything a member needs to vote, sign, accept and keep its keys
-PRIORITY = frozenset({
-    "execute_batch", "verify_batch", "accept_header", "apply_batch", "rollback", "committee",
-    "epoch_genesis", "epoch_rotate", "epoch_export", "epoch_import", "epoch_erase", "epochs",
-    "identity", "status", "restore", "peer_auth",
-})
+# the low lane by default: what users ask for (views, estimates, escape data, stats). Every other
+# ecall -- what a member needs to vote, sign, accept and keep its keys (its own sealed snapshot
+# before a signature leaves, too), and any ecall added later -- takes the consensus lane; a
+# caller serving a peer's request passes ``lane=LOW`` (a peer's snapshot request)
+LOW_LANE = frozenset({"view_call", "estimate_gas", "escape_leaf", "escape_export", "stats"})
 HIGH, LOW = 0, 1
 
 
@@ -186,8 +185,11 @@ class EnclaveHost:
             raise EnclaveError(f"enclave answered {method} with a non-map")
         return out
 
-    async def call(self, method: str, payload: dict[str, Any] | None = None, *, timeout: float | None = None) -> dict[str, Any]:
-        lane = HIGH if method in PRIORITY else LOW
+    async def call(
+        self, method: str, payload: dict[str, Any] | None = None, *, timeout: float | None = None, lane: int | None = None
+    ) -> dict[str, Any]:
+        if lane is None:
+            lane = LOW if method in LOW_LANE else HIGH
         out: dict[str, Any] = await self.run_on_ecall_thread(
             lambda: self.call_sync(method, payload, timeout=timeout), lane, what=method
         )

@@ -11,6 +11,7 @@ from enclavenet.crypto.hashing import keccak256
 from enclavenet.crypto.merkle import merkle_proof, merkle_root, merkle_verify
 from enclavenet.crypto.messages import MSG_GENESIS_ACC, L1Message
 from enclavenet.enclave.batch import (
+    MAX_TIMESTAMP,
     BatchInput,
     ChainHead,
     batch_data_items,
@@ -128,8 +129,15 @@ def test_batch_must_continue_the_head() -> None:
         with pytest.raises(EnclaveRefusal, match=needle):
             _batch(**over).check_continues(head)
     later = ChainHead(height=1, hash=b"\2" * 32, l1_block=4, msg_count=1, msg_acc=MSG_GENESIS_ACC, timestamp=50)
-    with pytest.raises(EnclaveRefusal, match="already consumed"):
-        _batch(height=2, prev_hash=b"\2" * 32, messages=[_msg(1, 4)]).check_continues(later)
+    # issue 14 H5: a message from a block the head already covers continues the chain in order
+    # (a header that left it out must not strand it; L1 and the voters refuse such headers)
+    _batch(height=2, prev_hash=b"\2" * 32, messages=[_msg(1, 4)]).check_continues(later)
+    _batch(height=2, prev_hash=b"\2" * 32, messages=[_msg(1, 2), _msg(2, 5)]).check_continues(later)
+    # issue 14 M1: the timestamp never goes back, nor past year 9999 (2^64-1 froze block.timestamp)
+    for ts, needle in ((49, "before the head's timestamp"), (2**64 - 1, "beyond"), (MAX_TIMESTAMP + 1, "beyond")):
+        with pytest.raises(EnclaveRefusal, match=needle):
+            _batch(height=2, prev_hash=b"\2" * 32, messages=[_msg(1, 4)], timestamp=ts).check_continues(later)
+    _batch(height=2, prev_hash=b"\2" * 32, messages=[], timestamp=MAX_TIMESTAMP).check_continues(later)
     with pytest.raises(EnclaveRefusal, match="unknown message kind"):
         _batch(messages=[[0, 9, BOB, 0, 3, b""]])
 

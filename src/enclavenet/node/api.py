@@ -5,6 +5,7 @@ Application error codes (the message always says what was wrong):
 * -32001 mempool full (total or per sender)
 * -32002 duplicate transaction (pending or already included: a replay)
 * -32003 wrong or unknown epoch (re-seal to ``enclavenet_epochKey``)
+* -32005 rate limited (per client IP or per sender; retryable: ``data.retryAfter`` seconds)
 * -32010 the enclave refused the request (e.g. a view call that does not decrypt)
 * -32050 the node is not ready yet (no epoch key / enclave down)
 * -32602 invalid params: malformed hex, malformed envelope, too large, missing routing hint
@@ -17,10 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from ..crypto.envelope import Envelope, EnvelopeError
 from ..tee.boundary import EnclaveError
 from . import metrics as node_metrics
-from .jsonrpc import INVALID_PARAMS, RpcError, hex_bytes, quantity
+from .host import EnclaveBusy
+from .jsonrpc import CLIENT_IP, INVALID_PARAMS, RpcError, hex_bytes, quantity
 from .mempool import DuplicateTransaction, MempoolError, MempoolFull
+from .ratelimit import RATE_LIMITED, RateLimiter
 
 if TYPE_CHECKING:
     from .core import NodeCore
@@ -35,7 +39,7 @@ MAX_ENVELOPE = 128 * 1024
 
 
 def install_rpc_methods(
-    node: NodeCore, *, submit_envelope: Callable[[bytes], bytes], node_status: Callable[[], dict[str, Any]]
+    node: NodeCore, *, submit_envelope: Callable[[bytes, str], bytes], node_status: Callable[[], dict[str, Any]]
 ) -> None:
     """Register the JSON-RPC methods on ``node.rpc``: reads go to the shared node state, a new
     transaction to ``submit_envelope`` (ingress), ``enclavenet_status`` to ``node_status``."""
@@ -60,6 +64,12 @@ def install_rpc_methods(
     def zero() -> str:
         return "0x0"
 
+    # issue 14 M4: a client (IP) or a sender cannot fill the mempool or the enclave's time alone
+    tx_ip = RateLimiter(cfg.rate_tx_per_ip, "raw transactions")
+    tx_sender = RateLimiter(cfg.rate_tx_per_sender, "raw transactions")
+    view_ip = RateLimiter(cfg.rate_view_per_ip, "views and gas estimates")
+    node.rate_limiters = {"tx_per_ip": tx_ip, "tx_per_sender": tx_sender, "view_per_ip": view_ip}
+
     def send_raw(data: Any) -> str:
         try:
             raw = hex_bytes(data, "transaction (envelope)", max_len=MAX_ENVELOPE)
@@ -69,8 +79,16 @@ def install_rpc_methods(
         if node.epoch is None:
             metrics.refused("not_ready")
             raise RpcError(NOT_READY, "the committee has no epoch key yet; retry in a moment")
+        tx_ip.take(CLIENT_IP.get(), "IP")
+        if tx_sender.enabled:
+            try:
+                hint = Envelope.decode(raw).hint
+            except EnvelopeError:
+                hint = None  # the mempool refuses it with the reason
+            if hint is not None:
+                tx_sender.take(hint.sender_hex, "sender")
         try:
-            rid = submit_envelope(raw)
+            rid = submit_envelope(raw, CLIENT_IP.get())
         except MempoolFull as exc:
             metrics.refused("full")
             raise RpcError(MEMPOOL_FULL, str(exc)) from None
@@ -102,8 +120,11 @@ def install_rpc_methods(
         raw = hex_bytes(data, "request envelope", max_len=MAX_ENVELOPE)
         if node.host is None or node.epoch is None:
             raise RpcError(NOT_READY, "the enclave has no epoch key yet; retry in a moment")
+        view_ip.take(CLIENT_IP.get(), "IP")
         try:
             out = await node.host.call(method, {"envelope": raw})
+        except EnclaveBusy as exc:
+            raise RpcError(RATE_LIMITED, str(exc), {"retryAfter": 0.5}) from None
         except EnclaveError as exc:
             msg = str(exc)
             code = WRONG_EPOCH if "unknown or erased" in msg else ENCLAVE_REFUSED
@@ -138,6 +159,7 @@ def install_rpc_methods(
         signature = hex_bytes(request.get("signature"), "signature", length=65)
         if node.host is None:
             raise RpcError(NOT_READY, "the enclave is not running; retry in a moment")
+        view_ip.take(CLIENT_IP.get(), "IP")
         try:
             out = await node.host.call("escape_leaf", {"address": address, "expiry": expiry, "signature": signature})
         except EnclaveError as exc:
@@ -221,10 +243,8 @@ def install_fault_methods(node: NodeCore) -> None:
     rpc = node.rpc
 
     async def on_ecall_thread(fn: Any) -> Any:  # the pipe is sequential: same thread as the ecalls
-        import asyncio
-
         assert node.host is not None
-        return await asyncio.get_running_loop().run_in_executor(node.host._pool, fn)
+        return await node.host.run_on_ecall_thread(fn)
 
     async def faults(policy: Any = None) -> dict[str, Any]:
         if policy is None:

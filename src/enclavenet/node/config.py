@@ -64,6 +64,12 @@ class NodeConfig:
     # mempool
     mempool_max_total: int = 200_000
     mempool_max_per_sender: int = 10_000
+    mempool_max_per_origin: int = 0  # per JSON-RPC client IP (0: half of mempool_max_total)
+    # public JSON-RPC rate limits (node/ratelimit.py; requests per second, burst 2x; 0: off):
+    # raw transactions per client IP and per routing-hint sender, views/estimates per client IP
+    rate_tx_per_ip: float = 20_000.0
+    rate_tx_per_sender: float = 5_000.0
+    rate_view_per_ip: float = 500.0
     # what to persist of the enclave (sealed local snapshot): "sign" (before every signature
     # leaves the host: the never-sign-twice record survives a crash), "accept" (after each
     # accepted header) or "none"
@@ -94,6 +100,10 @@ class NodeConfig:
             raise ConfigError("pipeline must be >= 1")
         if self.proposer_run < 1:
             raise ConfigError("proposer_run must be >= 1 (consecutive heights per proposer)")
+        for k in ("rate_tx_per_ip", "rate_tx_per_sender", "rate_view_per_ip"):
+            v = getattr(self, k)
+            if not isinstance(v, int | float) or isinstance(v, bool) or v < 0:
+                raise ConfigError(f"{k} must be a number of requests per second >= 0 (0: no limit)")
         if not isinstance(self.platform, dict) or "tee" not in self.platform:
             raise ConfigError("platform must be a map with at least 'tee' (sgx, tdx, sev-snp, csv)")
         check_values(self)

@@ -50,7 +50,10 @@ class NodeCore:
         self.host: EnclaveHost | None = None
         self.data_dir = Path(cfg.data_dir)
         self.store = NodeStore(self.data_dir, cfg.name)
-        self.mempool = Mempool(max_total=cfg.mempool_max_total, max_per_sender=cfg.mempool_max_per_sender)
+        self.mempool = Mempool(
+            max_total=cfg.mempool_max_total, max_per_sender=cfg.mempool_max_per_sender,
+            max_per_origin=cfg.mempool_max_per_origin or None,
+        )
         self.rpc = JsonRpcServer(name=cfg.name, max_body=cfg.max_body)
         self.address = ""
         self.tee_type = 0
@@ -91,6 +94,7 @@ class NodeCore:
         self.last_error = ""
         self.last_gas = 0
         self.metrics: NodeMetrics | None = None  # Prometheus /metrics (node/metrics.py), installed by api.py
+        self.rate_limiters: dict[str, Any] = {}  # api.py: public JSON-RPC limits (issue 14 M4)
         self.counters: dict[str, int] = {"proposed": 0, "voted": 0, "submitted": 0, "accepted": 0, "takeovers": 0,
                                          "rotations": 0, "reanchored": 0, "resubmitted": 0}
         # faults, epochs and reorgs (docs/FAULTS.md)

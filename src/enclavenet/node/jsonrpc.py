@@ -12,6 +12,7 @@ Used by the node (``node/server.py``) and the embedded L1 server (``chain/l1serv
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import json
 import logging
@@ -30,6 +31,9 @@ INTERNAL_ERROR = -32603
 SERVER_ERROR = -32000  # application errors: -32000 .. -32099
 
 Handler = Callable[..., Any]
+
+#: the remote address of the HTTP request being answered ("" outside one): for per-IP limits
+CLIENT_IP: contextvars.ContextVar[str] = contextvars.ContextVar("rpc_client_ip", default="")
 
 
 class RpcError(Exception):
@@ -107,6 +111,7 @@ class JsonRpcServer:
                 )
             chunks.append(chunk)
         body = b"".join(chunks)
+        CLIENT_IP.set(request.remote or "")
         result = await self.handle_bytes(body)
         if result is None:
             return web.Response(status=204)

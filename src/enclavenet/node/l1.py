@@ -45,6 +45,12 @@ class L1Link(Role):
         self.tx_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="l1-send")
         self._reanchoring = False
 
+    async def block_time(self, block: int) -> int:
+        """The L1 timestamp of ``block`` (cached by the watcher; else read on the L1 thread): the
+        voters bound a batch's EVM timestamp by it (node/inputs.py, issue 14 M1)."""
+        assert self.node.watcher is not None
+        return await asyncio.get_running_loop().run_in_executor(self.pool, self.node.watcher.block_time, block)
+
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.tx_pool.shutdown(wait=False, cancel_futures=True)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from typing import Any
@@ -34,6 +35,7 @@ from aiohttp import web
 from ..crypto.hashing import to_checksum
 from ..crypto.quote import TEE_NAMES
 from ..tee.boundary import EnclaveError
+from . import peerauth
 from .api import install_rpc_methods
 from .batch import (
     BatchRecord,
@@ -50,7 +52,7 @@ from .epochs import Epochs
 from .host import EnclaveHost
 from .ingress import Ingress
 from .l1 import L1Link
-from .peers import MAX_PEER_BODY, PeerClient
+from .peers import AUTH_OPS, MAX_PEER_BODY, PEER_AUTH_HEADER, PeerClient
 from .sync import Sync
 
 log = logging.getLogger("enclavenet.node")
@@ -83,6 +85,8 @@ class Node(NodeCore):
         await self._start_server()
         self.session = aiohttp.ClientSession()
         self.peers = [PeerClient(u, self.session, self.link_faults) for u in self.cfg.peers if u.rstrip("/") != self.url]
+        for p in self.peers:  # costly peer ops carry our enclave's signature (issue 14 M4)
+            p.authenticate = functools.partial(peerauth.sign_request, self)
         await self.l1.connect()
         await self.l1.register()
         await self.daps.start()
@@ -172,6 +176,8 @@ class Node(NodeCore):
         op = request.match_info["op"]
         try:
             body = await request.read()
+            if op in AUTH_OPS:
+                await peerauth.check_request(self, op, body, request.headers.get(PEER_AUTH_HEADER), self._poll_l1)
             msg = cbor2.loads(body) if body else {}
             if not isinstance(msg, dict):
                 raise Refused("a peer request is a CBOR map")

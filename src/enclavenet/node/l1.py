@@ -48,8 +48,12 @@ class L1Link(Role):
     async def block_time(self, block: int) -> int:
         """The L1 timestamp of ``block`` (cached by the watcher; else read on the L1 thread): the
         voters bound a batch's EVM timestamp by it (node/inputs.py, issue 14 M1)."""
-        assert self.node.watcher is not None
-        return await asyncio.get_running_loop().run_in_executor(self.pool, self.node.watcher.block_time, block)
+        w = self.node.watcher
+        assert w is not None
+        t = w.cached_block_time(block)  # the poll records its confirmed block's: no wait for the L1 thread
+        if t is not None:
+            return t
+        return await asyncio.get_running_loop().run_in_executor(self.pool, w.block_time, block)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)

@@ -189,6 +189,10 @@ class L1Watcher:
         while len(self._block_times) > 1024:
             del self._block_times[min(self._block_times)]
 
+    def cached_block_time(self, block: int) -> int | None:
+        """``block_time`` if already known (a dict read: safe from the event loop)."""
+        return self._block_times.get(block)
+
     def block_time(self, block: int) -> int:
         """The L1 timestamp of ``block`` (cached; fetched once otherwise: blocking, call it on
         the L1 thread). The voters bound a batch's EVM timestamp by it (node/inputs.py)."""

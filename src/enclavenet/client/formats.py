@@ -29,6 +29,7 @@ from eth_account.messages import encode_typed_data
 
 from ..crypto.hashing import address_bytes, keccak256, to_checksum
 from ..enclave.tx import sign_tx as _sign_tx
+from ..enclave.views import session_typed_data as _enclave_session_typed_data
 from ..enclave.views import typed_data as _enclave_typed_data
 
 ZERO_ADDRESS = "0x" + "00" * 20
@@ -144,6 +145,27 @@ def sign_digest(secret: bytes, digest: bytes) -> bytes:
     return sig[:64] + bytes([sig[64] + 27])
 
 
+@dataclass(frozen=True)
+class ViewingSession:
+    """A user's authorisation of a session key to sign their view requests (docs/GATEWAY.md)."""
+
+    account: str  # the user's address (who signed ``signature``)
+    key: str  # the session key's address
+    expiry: int  # unix seconds
+    signature: bytes  # 65-byte EIP-712 signature by ``account`` over ViewingSession(account, key, expiry)
+
+
+def session_typed_data(chain_id: int, account: str, session_key: str, expiry: int) -> dict[str, Any]:
+    """The EIP-712 typed data of a viewing-session statement (the enclave's one definition)."""
+    return dict(_enclave_session_typed_data(chain_id, account, session_key, expiry))
+
+
+def session_digest(chain_id: int, account: str, session_key: str, expiry: int) -> bytes:
+    """The EIP-712 digest of a viewing-session statement, as eth_account (any wallet) computes it."""
+    m = encode_typed_data(full_message=session_typed_data(chain_id, account, session_key, expiry))
+    return keccak256(b"\x19" + m.version + m.header + m.body)
+
+
 def build_view_request(
     secret: bytes,
     sender: str,
@@ -153,25 +175,30 @@ def build_view_request(
     data: bytes,
     value: int = 0,
     gas: int = MAX_VIEW_GAS,
+    *,
+    session: ViewingSession | None = None,
 ) -> bytes:
-    """The CBOR plaintext of a signed view / estimate request (``to`` None: a creation)."""
+    """The CBOR plaintext of a signed view / estimate request (``to`` None: a creation).
+
+    With ``session``, ``secret`` is the session key's and the request carries the user's
+    authorisation of it; without, ``secret`` is ``sender``'s own key.
+    """
     to_addr = to_checksum(to) if to else ZERO_ADDRESS
     gas = max(MIN_GAS, min(gas, MAX_VIEW_GAS))
     digest = view_digest(chain_id, to_checksum(sender), to_addr, data, value, gas, epoch)
     sig = sign_digest(secret, digest)
-    return bytes(
-        cbor2.dumps(
-            {
-                "from": address_bytes(sender),
-                "to": address_bytes(to_addr),
-                "data": bytes(data),
-                "value": value,
-                "gas": gas,
-                "epoch": epoch,
-                "sig": sig,
-            }
-        )
-    )
+    req: dict[str, Any] = {
+        "from": address_bytes(sender),
+        "to": address_bytes(to_addr),
+        "data": bytes(data),
+        "value": value,
+        "gas": gas,
+        "epoch": epoch,
+        "sig": sig,
+    }
+    if session is not None:
+        req["session"] = {"key": address_bytes(session.key), "expiry": session.expiry, "sig": bytes(session.signature)}
+    return bytes(cbor2.dumps(req))
 
 
 @dataclass(frozen=True)

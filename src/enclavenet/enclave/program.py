@@ -818,7 +818,7 @@ class EnclaveProgram:
     def _view_call(self, payload: bytes) -> dict[str, Any]:
         env, pt, rkey = self._open_request(payload, "view_call")
         try:
-            req = parse_view_request(pt, self.cfg.chain_id, env.epoch)
+            req = parse_view_request(pt, self.cfg.chain_id, env.epoch, self._platform.now())
             res = self._ex.call(req.sender, None if req.is_create else req.to, req.data, req.value, req.gas)
             out = {"ok": res.success, "return_data": res.output, "gas_used": res.gas_used, "error": res.error or ""}
         except EnclaveRefusal as exc:
@@ -828,7 +828,7 @@ class EnclaveProgram:
     def _estimate_gas(self, payload: bytes) -> dict[str, Any]:
         env, pt, rkey = self._open_request(payload, "estimate_gas")
         try:
-            req = parse_view_request(pt, self.cfg.chain_id, env.epoch)
+            req = parse_view_request(pt, self.cfg.chain_id, env.epoch, self._platform.now())
             gas = self._ex.estimate_gas(req.sender, None if req.is_create else req.to, req.data, req.value)
             out = {"ok": True, "return_data": b"", "gas_used": gas, "error": ""}
         except EnclaveRefusal as exc:

@@ -12,6 +12,17 @@ puts ``{from, to, data, value, gas, epoch, sig}`` (CBOR map; addresses 20 bytes,
 envelope to a node. ``to`` = the zero address with ``data`` = init code estimates a contract
 creation. The enclave answers with the result sealed under the envelope's receipt key, so
 only the requester reads it.
+
+**Viewing sessions** (the gateway, docs/GATEWAY.md): a user who does not want to sign every view
+authorises a *session key* once, by signing in the same domain::
+
+    message ViewingSession(address account, address sessionKey, uint256 expiry)
+
+and whoever holds the session key (the user's own gateway) then signs ``ViewCall`` with it. The
+request carries ``session = {key, expiry, sig}``; the enclave accepts it when ``sig`` recovers
+to ``from`` (so only ``from`` can authorise a key to speak for ``from``), ``expiry`` (unix
+seconds, the platform clock) has not passed, and the request's own ``sig`` recovers to ``key``.
+The chain id is bound by the domain; the epoch by the ViewCall.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ DOMAIN_VERSION = "1"
 ZERO_ADDRESS = "0x" + "00" * 20
 MAX_VIEW_GAS = 30_000_000
 MAX_VIEW_DATA = 128 * 1024
+VIEWING_SESSION_TYPEHASH = keccak256(b"ViewingSession(address account,address sessionKey,uint256 expiry)")
 
 
 def domain_separator(chain_id: int) -> bytes:
@@ -57,6 +69,33 @@ def view_call_digest(
         u256(epoch),
     )
     return keccak256(b"\x19\x01", domain_separator(chain_id), struct_hash)
+
+
+def session_digest(chain_id: int, account: str, session_key: str, expiry: int) -> bytes:
+    """The EIP-712 digest of ``ViewingSession(account, sessionKey, expiry)`` in the EnclaveNet domain."""
+    struct_hash = keccak256(VIEWING_SESSION_TYPEHASH, addr_word(account), addr_word(session_key), u256(expiry))
+    return keccak256(b"\x19\x01", domain_separator(chain_id), struct_hash)
+
+
+def session_typed_data(chain_id: int, account: str, session_key: str, expiry: int) -> dict[str, object]:
+    """The viewing-session statement as JSON-able typed data (what a wallet is asked to sign)."""
+    return {
+        "types": {
+            "EIP712Domain": [
+                {"name": "name", "type": "string"},
+                {"name": "version", "type": "string"},
+                {"name": "chainId", "type": "uint256"},
+            ],
+            "ViewingSession": [
+                {"name": "account", "type": "address"},
+                {"name": "sessionKey", "type": "address"},
+                {"name": "expiry", "type": "uint256"},
+            ],
+        },
+        "primaryType": "ViewingSession",
+        "domain": {"name": DOMAIN_NAME, "version": DOMAIN_VERSION, "chainId": chain_id},
+        "message": {"account": account, "sessionKey": session_key, "expiry": expiry},
+    }
 
 
 def typed_data(chain_id: int, sender: str, to: str, data: bytes, value: int, gas: int, epoch: int) -> dict[str, object]:
@@ -97,8 +136,11 @@ class ViewRequest:
         return self.to == ZERO_ADDRESS
 
 
-def parse_view_request(plaintext: bytes, chain_id: int, envelope_epoch: int) -> ViewRequest:
-    """Decode and authenticate the plaintext of a view-call envelope. Raises EnclaveRefusal."""
+def parse_view_request(plaintext: bytes, chain_id: int, envelope_epoch: int, now: int | None = None) -> ViewRequest:
+    """Decode and authenticate the plaintext of a view-call envelope. Raises EnclaveRefusal.
+
+    ``now`` (unix seconds) is needed to accept a request signed under a viewing session.
+    """
     what = "view request"
     r = Request(decode_map(plaintext, what), what)
     sender = r.address("from")
@@ -117,7 +159,24 @@ def parse_view_request(plaintext: bytes, chain_id: int, envelope_epoch: int) -> 
         signer = recover_address(digest, sig)
     except SignatureError as exc:
         raise EnclaveRefusal(f"{what}: bad signature ({exc})") from None
-    if signer != sender:
+    if r.has("session"):
+        s = r.map("session")
+        key = s.address("key")
+        expiry = s.integer("expiry", hi=U64_MAX)
+        if now is None or expiry <= now:
+            raise EnclaveRefusal(f"{what}: the viewing session expired at {expiry}; authorise a new one")
+        try:
+            authoriser = recover_address(session_digest(chain_id, sender, key, expiry), s.blob("sig", length=65))
+        except SignatureError as exc:
+            raise EnclaveRefusal(f"{what}: bad viewing-session signature ({exc})") from None
+        if authoriser != sender:
+            raise EnclaveRefusal(
+                f"{what}: the viewing session is not signed by 'from' (it authorises a key for another account, "
+                "another chain or another expiry)"
+            )
+        if signer != key:
+            raise EnclaveRefusal(f"{what}: the request is not signed by the viewing session's key")
+    elif signer != sender:
         raise EnclaveRefusal(
             f"{what}: the signature is not by 'from' (wrong key, chain id or altered fields)"
         )
@@ -129,6 +188,8 @@ __all__ = [
     "ViewRequest",
     "domain_separator",
     "parse_view_request",
+    "session_digest",
+    "session_typed_data",
     "typed_data",
     "view_call_digest",
 ]

@@ -31,6 +31,8 @@ ZERO32 = "0x" + "00" * 32
 EMPTY_UNCLES = "0x1dcc4de8dec75d7aab85b567b6ccd41ad312451b948a7413f0a142fd40d49347"
 EMPTY_BLOOM = "0x" + "00" * 256
 MAX_LOG_RANGE = 100_000
+#: how long the block number shown to tools may wait for one of our receipts (see reported_block_number)
+HOLD_S = 60.0
 MAX_FILTERS = 1000
 FILTER_TTL_S = 300.0
 
@@ -67,15 +69,35 @@ class Chain:
         self._subs: dict[str, Subscription] = {}
         self._ids = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
+        self._emitted = 0  # the last height announced to subscriptions and block filters
 
     # ------------------------------------------------------------------ blocks
     async def block_number(self) -> int:
         self.height = max(self.height, _hexint(await self.core.node.call("eth_blockNumber", []), "height"))
         return self.height
 
+    async def reported_block_number(self) -> int:
+        """The block number tools are shown: the height, but not past the height at which one of
+        our transactions still waiting for its receipt was sent (for at most HOLD_S).
+
+        EnclaveNet makes a header only when there are transactions, so a tool that read "no receipt
+        yet", then saw the height that holds the transaction as its *first* poll, would wait for a
+        next block that may never come (ethers' tx.wait()). Held back, the number moves past the
+        transaction's height once the gateway has its receipt: the tool sees a new block, asks again
+        and finds the receipt.
+        """
+        real = await self.block_number()
+        if self.core.pending():
+            await self.poll_receipts()
+        now = time.monotonic()
+        held = [s.height_at_send for s in self.core.pending() if now - s.sent_at < HOLD_S]
+        shown = min(real, max(self.core.reported_height, min([real, *held])))  # never backwards
+        self.core.reported_height = shown
+        return shown
+
     async def resolve(self, tag: Any) -> int:
         if tag is None or tag in ("latest", "pending", "safe", "finalized"):
-            return await self.block_number()
+            return await self.reported_block_number()
         if tag == "earliest":
             return 0
         if isinstance(tag, dict):  # EIP-1898 {blockNumber} / {blockHash}
@@ -247,13 +269,18 @@ class Chain:
         return new
 
     async def poll(self) -> None:
-        before = self.height
         now = await self.block_number()
-        new_receipts = await self.poll_receipts() if now > before or self.core.pending() else []
-        for n in range(max(before + 1, now - 50), now + 1) if now > before else ():
+        if not self.core.pending():
+            self.core.reported_height = max(self.core.reported_height, now)
+        new_receipts = await self.poll_receipts() if self.core.pending() else []
+        shown = await self.reported_block_number()
+        if self._emitted == 0:
+            self._emitted = shown  # announce what comes after the gateway started
+        for n in range(max(self._emitted + 1, shown - 50), shown + 1):
             blk = await self.block(n)
             if blk is None:
                 continue
+            self._emitted = n
             for sid, sub in list(self._subs.items()):
                 if sub.kind == "newHeads":
                     await self._send(sid, sub, blk)

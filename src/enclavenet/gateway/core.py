@@ -66,6 +66,8 @@ class Sent:
     sent: SentTx = field(repr=False)
     receipt: dict[str, Any] | None = None
     refused: str | None = None
+    height_at_send: int = 0  # the height the gateway reported when the tool sent it
+    sent_at: float = field(default_factory=time.monotonic)
 
 
 def code_probe(address: str) -> bytes:
@@ -163,6 +165,7 @@ class GatewayCore:
         self.sent: OrderedDict[str, Sent] = OrderedDict()  # by Ethereum tx hash
         self.next_nonce: dict[str, int] = {}  # highest nonce sent + 1, per sender
         self.epoch_retries = 0
+        self.reported_height = 0  # the last block number a tool was told (see Chain.reported_block_number)
 
     # ------------------------------------------------------------------ start
     async def start(self) -> None:
@@ -259,7 +262,7 @@ class GatewayCore:
         created = create_address(info.sender, info.nonce) if info.to is None else None
         st = SentTx(sealed.receipt_key, info.sender, info.nonce, info.to, keccak256(raw), created,
                     2 if raw[:1] == b"\x02" else 0)
-        self.sent[eth_hash] = Sent(eth_hash, expected, raw, st)
+        self.sent[eth_hash] = Sent(eth_hash, expected, raw, st, height_at_send=self.reported_height)
         while len(self.sent) > MAX_KEPT:
             self.sent.popitem(last=False)
         self.next_nonce[info.sender] = max(self.next_nonce.get(info.sender, 0), info.nonce + 1)

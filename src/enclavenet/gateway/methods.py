@@ -41,6 +41,8 @@ UNAVAILABLE_METHODS: dict[str, str] = {
     "trace_block": "traces would reveal confidential execution",
     "txpool_content": "the mempool holds sealed envelopes only",
     "txpool_status": "the mempool holds sealed envelopes only",
+    "eth_fillTransaction": "the gateway signs nothing for you, so it fills nothing: your client fills the "
+                           "nonce (eth_getTransactionCount), gas (eth_estimateGas) and zero fees itself",
     "anvil_setBalance": "EnclaveNet balances come from L1 deposits: deposit on the L1 (Rollup.deposit)",
     "hardhat_setBalance": "EnclaveNet balances come from L1 deposits: deposit on the L1 (Rollup.deposit)",
 }
@@ -96,7 +98,7 @@ def install(rpc: JsonRpcServer, core: GatewayCore, chain: Chain) -> None:
     m("eth_blobBaseFee", fixed("0x0"))
 
     async def block_number() -> str:
-        return hex(await chain.block_number())
+        return hex(await chain.reported_block_number())
 
     async def fee_history(count: Any, newest: Any = "latest", percentiles: Any = None) -> dict[str, Any]:
         n = max(1, min(1024, _hexint(count, "blockCount")))

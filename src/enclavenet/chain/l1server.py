@@ -64,6 +64,9 @@ def _normalise_request(params: list[Any]) -> list[Any]:
         raise RpcError(INVALID_PARAMS, f"transaction type {tx['type']} is not supported by the embedded L1 (use 0, 1 or 2)")
     if not tx.get("accessList"):
         tx.pop("accessList", None)
+    if str(tx.get("from", "")).lower() == "0x" + "00" * 20:
+        # cast calls "from" the zero address when none is given; eth-tester would charge it gas
+        tx.pop("from")
     # every transaction is mined at once: "pending" state is the latest (eth-tester knows no "pending" here)
     rest = ["latest" if p == "pending" else p for p in params[1:2]]
     return [{k: v for k, v in tx.items() if k in _REQUEST_KEYS and v is not None}, *rest]
@@ -236,6 +239,11 @@ class L1Server:
         if method == "eth_getTransactionReceipt":
             out = _fix_receipt(out)
         elif method == "eth_feeHistory" and isinstance(out, dict):
+            fees, ratios = out.get("baseFeePerGas") or [], out.get("gasUsedRatio") or []
+            if ratios and len(fees) == len(ratios):  # the standard adds the next block's base fee
+                pending = self.l1.tester.get_block_by_number("pending")
+                fees.append(hex(int(pending.get("base_fee_per_gas") or 0)))
+                out["baseFeePerGas"] = fees
             pct = params[2] if len(params) > 2 and isinstance(params[2], list) else []
             if pct and not out.get("reward"):
                 tip = to_rpc(self.l1.w3.manager.request_blocking("eth_maxPriorityFeePerGas", []))

@@ -30,6 +30,8 @@ from .methods import RecordingServer, install
 
 log = logging.getLogger(__name__)
 
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
 
 class Gateway:
     """One gateway: a :class:`GatewayCore`, its :class:`Chain` follower and the aiohttp server."""
@@ -57,16 +59,20 @@ class Gateway:
         return f"ws://{self.host}:{self.port}"
 
     # ------------------------------------------------------------------ serving
-    async def start(self) -> str:
-        await self.core.start()
-        for secret in self._accounts:
-            self.core.add_account(secret)
-        app = web.Application(client_max_size=self.rpc.max_body + 1024)
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.rpc.max_body + 1024, middlewares=[self._guard])
         app.router.add_post("/", self.rpc.handle_http)
         app.router.add_get("/", self._get_root)
         app.router.add_get("/authorise", self._page)
         app.router.add_get("/health", self._health)
-        self._runner = web.AppRunner(app, access_log=None)
+        app.router.add_route("OPTIONS", "/", self._preflight)
+        return app
+
+    async def start(self) -> str:
+        await self.core.start()
+        for secret in self._accounts:
+            self.core.add_account(secret)
+        self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
@@ -83,6 +89,47 @@ class Gateway:
             await self._runner.cleanup()
             self._runner = None
         await self.core.close()
+
+    # ------------------------------------------------------------------ who may ask
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Only this machine's tools and wallets: the gateway answers with the user's confidential
+        data, so a web page must not reach it. Refused: a Host that is not 127.0.0.1 / localhost
+        (DNS rebinding: evil.example resolving to 127.0.0.1 would make the page same-origin) and a
+        browser Origin other than the gateway's own page or a wallet extension. Command-line tools
+        and scripts send no Origin."""
+        host = (request.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]").lower()
+        if host not in LOCAL_HOSTS:
+            return web.json_response(
+                {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message":
+                 f"Host {host[:64]!r} refused: the gateway answers only requests addressed to 127.0.0.1 or localhost"}},
+                status=403)
+        origin = request.headers.get("Origin")
+        if origin is not None and not self._origin_allowed(origin):
+            return web.json_response(
+                {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message":
+                 f"cross-origin request from {origin[:80]!r} refused: a web page could read your confidential "
+                 "data through this gateway; use a wallet extension, a script, or this gateway's /authorise page"}},
+                status=403)
+        resp = await handler(request)
+        if origin is not None and not isinstance(resp, web.WebSocketResponse):
+            resp.headers["Access-Control-Allow-Origin"] = origin
+            resp.headers["Vary"] = "Origin"
+        return resp
+
+    def _origin_allowed(self, origin: str) -> bool:
+        if origin.startswith(("chrome-extension://", "moz-extension://", "safari-web-extension://")):
+            return True
+        scheme, _, rest = origin.partition("://")
+        host, _, port = rest.rpartition(":")
+        return scheme == "http" and host.strip("[]").lower() in LOCAL_HOSTS and port == str(self.port)
+
+    async def _preflight(self, request: web.Request) -> web.Response:
+        return web.Response(status=204, headers={
+            "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
+            "Access-Control-Allow-Headers": request.headers.get("Access-Control-Request-Headers", "content-type"),
+            "Access-Control-Max-Age": "600",
+        })
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "name": "gateway"})

@@ -47,8 +47,9 @@ CALLS: dict[str, Any] = {}
 class RecordingProxy:
     """Forwards JSON-RPC POSTs to the node and keeps every body both ways: what the node sees."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, rewrite: Any = None) -> None:
         self.target = target
+        self.rewrite = rewrite  # (request body, response body) -> response body: a lying node
         self.bodies: list[str] = []
         lock = threading.Lock()
         proxy = self
@@ -57,14 +58,15 @@ class RecordingProxy:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 r = requests.post(proxy.target, data=body, headers={"Content-Type": "application/json"}, timeout=60)
+                content = proxy.rewrite(body, r.content) if proxy.rewrite else r.content
                 with lock:
                     proxy.bodies.append(body.decode())
-                    proxy.bodies.append(r.text)
+                    proxy.bodies.append(content.decode())
                 self.send_response(r.status_code)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(r.content)))
+                self.send_header("Content-Length", str(len(content)))
                 self.end_headers()
-                self.wfile.write(r.content)
+                self.wfile.write(content)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -271,3 +273,32 @@ def test_cast_on_the_embedded_l1_deposits_into_enclavenet(net: Devnet, home: dic
     while int(_cast(home, "balance", who.address, "--rpc-url", net.gateway_url).stdout) != want:
         assert time.monotonic() < deadline, "the cast deposit was not credited inside EnclaveNet"
         time.sleep(0.5)
+
+
+def test_a_node_lying_about_the_epoch_key_is_caught_on_l1(net: Devnet, gw: Gateway) -> None:
+    """The gateway seals to the epoch key only once the Rollup on L1 holds the same key: a node
+    handing out its own key (to read what users seal) gets nothing sealed to it."""
+
+    def lie(request: bytes, response: bytes) -> bytes:
+        if b"enclavenet_epochKey" not in request:
+            return response
+        out = json.loads(response)
+        out["result"]["epochKey"] = "0x" + "42" * 32  # the node operator's own X25519 key
+        return json.dumps(out).encode()
+
+    liar = RecordingProxy(net.rpc_urls[1], rewrite=lie)
+    g = Gateway.start_in_thread(liar.url, l1_rpc=net.l1_url)
+    try:
+        user = Account.create()
+        raw = user.sign_transaction({"chainId": 1337, "nonce": 0, "to": Account.create().address, "value": 0,
+                                     "gas": 21_000, "maxFeePerGas": 0, "maxPriorityFeePerGas": 0}).raw_transaction
+        r = requests.post(g.url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_sendRawTransaction",
+                                       "params": ["0x" + raw.hex()]}, timeout=60).json()
+        assert "refusing to seal" in r.get("error", {}).get("message", ""), f"sealed to a key the node made up: {r}"
+        assert "eth_sendrawtransaction" not in liar.text()  # nothing was sent to the lying node
+    finally:
+        g.close()
+        liar.close()
+    # the honest node's key is the Rollup's: the gateway checked it before sealing
+    assert int(_rpc(gw.url, "eth_getBalance", net.dev_accounts[0].address, "latest"), 16) > 0  # seals a view
+    assert _rpc(gw.url, "enclavenet_gatewayInfo")["epochKeyCheckedOnL1"] is True

@@ -146,6 +146,28 @@ def _devnet_opts(p: argparse.ArgumentParser) -> None:
                    help="no gateway and no funded development accounts (the first mnemonic accounts stay the operators')")
 
 
+def describe_devnet(info: dict[str, Any]) -> str:
+    """What `enclavenet devnet` prints: one line per part, then the funded development accounts."""
+    out: list[str] = []
+    out.append(f"L1          {info['l1']}  (chain id {info['l1ChainId']})")
+    out.append(f"Rollup      {info['rollup']}")
+    out.append(f"Registry    {info['registry']}")
+    out.append(f"EnclaveNet  chain id {info['chainId']}, quorum {info['quorum']} spanning >= {info['minTypes']} TEE types")
+    for i, nd in enumerate(info["nodes"]):
+        out.append(f"node{i}       {nd['url']}  {nd['tee']:8s} enclave {nd['enclave']}")
+    if info["gateway"]:
+        out.append(f"gateway     {info['gateway']}  (any Ethereum tool: --rpc-url {info['gateway']}; "
+              f"MetaMask: {info['gateway']}/authorise)")
+        out.append(f"\nAvailable accounts ({len(info['devAccounts'])}, each holding "
+              f"{info['devDeposit'] / 10**18:g} ETH inside EnclaveNet, gateway pre-authorised; keys are PUBLIC, "
+              "development only):")
+        for i, a in enumerate(info["devAccounts"]):
+            out.append(f"({i}) {a['address']}  private key {a['key']}")
+        out.append("mnemonic: test test test test test test test test test test test junk\n")
+    out.append(f"logs        {info['dir']}")
+    return "\n".join(out)
+
+
 @command("devnet", "start an L1, deploy the contracts, start N nodes; run until Ctrl-C, then stop them all", _devnet_opts)
 def cmd_devnet(args: argparse.Namespace) -> int:
     from .devnet import Devnet, DevnetError
@@ -175,22 +197,7 @@ def cmd_devnet(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(info), flush=True)
         else:
-            print(f"L1          {info['l1']}  (chain id {info['l1ChainId']})")
-            print(f"Rollup      {info['rollup']}")
-            print(f"Registry    {info['registry']}")
-            print(f"EnclaveNet  chain id {info['chainId']}, quorum {info['quorum']} spanning >= {info['minTypes']} TEE types")
-            for i, nd in enumerate(info["nodes"]):
-                print(f"node{i}       {nd['url']}  {nd['tee']:8s} enclave {nd['enclave']}")
-            if info["gateway"]:
-                print(f"gateway     {info['gateway']}  (any Ethereum tool: --rpc-url {info['gateway']}; "
-                      f"MetaMask: {info['gateway']}/authorise)")
-                print(f"\nAvailable accounts ({len(info['devAccounts'])}, each holding "
-                      f"{info['devDeposit'] / 10**18:g} ETH inside EnclaveNet, gateway pre-authorised; keys are PUBLIC, "
-                      "development only):")
-                for i, a in enumerate(info["devAccounts"]):
-                    print(f"({i}) {a['address']}  private key {a['key']}")
-                print("mnemonic: test test test test test test test test test test test junk\n")
-            print(f"logs        {info['dir']}")
+            print(describe_devnet(info))
             print("running; Ctrl-C stops every process", flush=True)
         while not stop["now"]:
             time.sleep(0.2)

@@ -211,7 +211,8 @@ class Demo:
         key, bob = "0x" + bytes(dev.key).hex(), self.net.dev_accounts[1].address
 
         def run(*args: str) -> str:
-            r = subprocess.run([str(cast), *args, "--rpc-url", gw], capture_output=True, text=True, timeout=120)
+            r = subprocess.run([str(cast), args[0], "--rpc-url", gw, *args[1:]], capture_output=True, text=True,
+                               timeout=120)
             if r.returncode != 0:
                 raise RuntimeError(f"cast {args[0]} failed: {r.stderr.strip()[-300:]}")
             return r.stdout.strip()

@@ -52,3 +52,48 @@ def test_the_check_sees_a_violation(tmp_path: Path) -> None:
     fake = tmp_path / "x.py"
     fake.write_text("from enclavenet.node import server\nimport enclavenet.chain.rpc\n")
     assert {"enclavenet.node", "enclavenet.chain.rpc"} <= _imports(fake)
+
+
+def _runtime_node_imports(path: Path) -> set[str]:
+    """Sibling modules of node/ that ``path`` imports at run time (not under TYPE_CHECKING)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    skip: set[int] = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test):
+            skip.update(id(x) for b in n.body for x in ast.walk(b))
+    out: set[str] = set()
+    for n in ast.walk(tree):
+        if id(n) in skip or not isinstance(n, ast.ImportFrom):
+            continue
+        if n.level == 1 and n.module:
+            out.add(n.module.split(".")[0])
+        elif n.module and n.module.startswith("enclavenet.node."):
+            out.add(n.module.split(".")[2])
+    return out
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+
+    def visit(m: str, stack: list[str]) -> list[str] | None:
+        state[m] = 1
+        for d in sorted(graph.get(m, ())):
+            if state.get(d) == 1:
+                return [*stack, m, d]
+            if d not in state and (found := visit(d, [*stack, m])):
+                return found
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state and (found := visit(m, [])):
+            return found
+    return None
+
+
+def test_node_modules_import_each_other_without_a_circle() -> None:
+    # the node is split by role (docs/NODE.md): the roles import the shared core, never node.py
+    graph = {p.stem: _runtime_node_imports(p) for p in sorted((PKG / "node").glob("*.py"))}
+    assert not any("node" in deps for m, deps in graph.items() if m != "node"), graph
+    assert _cycle(graph) is None, f"import circle in node/: {' -> '.join(_cycle(graph) or [])}"
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]  # the check sees one

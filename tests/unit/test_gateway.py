@@ -16,12 +16,14 @@ from eth_account.messages import encode_typed_data
 
 from enclavenet.chain.embedded import EmbeddedL1
 from enclavenet.chain.l1server import L1Server
+from enclavenet.enclave.views import ViewDomain
 from enclavenet.gateway import Gateway
 from enclavenet.gateway.core import code_probe
 from enclavenet.gateway.sessions import SessionError, SessionStore
 from enclavenet.node.jsonrpc import RpcError
 
 CHAIN = 1337
+DOMAIN = ViewDomain(CHAIN, 31337, "0x" + "5e" * 20)
 
 
 class Running:
@@ -30,7 +32,8 @@ class Running:
     def __init__(self) -> None:
         self.gw = Gateway("http://127.0.0.1:9")  # nothing listens there
         self.gw.core.chain_id = CHAIN
-        self.gw.core.sessions.chain_id = CHAIN
+        self.gw.core.domain = DOMAIN
+        self.gw.core.sessions.domain = DOMAIN
         self.loop = asyncio.new_event_loop()
         self.runner = web.AppRunner(self.gw.app(), access_log=None)
         self.loop.run_until_complete(self.runner.setup())
@@ -98,7 +101,7 @@ def test_viewing_session_authorised_by_a_wallet_signature(running: Running) -> N
 
 def test_session_store_refusals() -> None:
     now = [1_800_000_000.0]
-    store = SessionStore(CHAIN, clock=lambda: now[0])
+    store = SessionStore(DOMAIN, clock=lambda: now[0])
     with pytest.raises(SessionError, match="ttl"):
         store.request(Account.create().address, ttl=10)
     with pytest.raises(SessionError, match="20-byte"):

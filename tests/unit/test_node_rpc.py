@@ -140,7 +140,7 @@ def test_split_batch_data_matches_the_enclave_format() -> None:
     import cbor2
 
     from enclavenet.crypto.merkle import merkle_root
-    from enclavenet.node.node import data_commitment_of, split_batch_data
+    from enclavenet.node.batch import data_commitment_of, split_batch_data
 
     meta = cbor2.dumps({"v": 1, "n_envelopes": 2, "n_entries": 2, "msg_start": 0, "msg_count": 0})
     items = [meta, b"env1", b"env2", b"ent1", b"ent2"]

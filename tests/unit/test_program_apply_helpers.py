@@ -24,8 +24,8 @@ from enclavenet.enclave.batch import (
     data_commitment_of_items,
 )
 from enclavenet.enclave.errors import EnclaveRefusal
+from enclavenet.node.batch import routing_hints as _routing_hints
 from enclavenet.node.l1probe import L1Probe
-from enclavenet.node.node import _routing_hints
 
 PUB = bytes.fromhex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
 

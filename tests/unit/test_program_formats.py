@@ -22,6 +22,7 @@ from enclavenet.enclave.batch import (
 from enclavenet.enclave.codec import Request, decode_map, encode
 from enclavenet.enclave.errors import EnclaveRefusal
 from enclavenet.enclave.views import (
+    ViewDomain,
     parse_view_request,
     session_digest,
     session_typed_data,
@@ -30,48 +31,65 @@ from enclavenet.enclave.views import (
 )
 
 CHAIN = 4242
+L1_CHAIN = 31337
+ROLLUP = "0x5e5E5e5e5E5e5E5E5e5E5E5e5e5E5E5E5e5E5E5e"
+DOMAIN = ViewDomain(CHAIN, L1_CHAIN, ROLLUP)
 ALICE = Account.create()
 BOB = "0x" + "22" * 20
 
 
-def _signed_view(epoch: int = 3, chain_id: int = CHAIN, **over: object) -> dict[str, object]:
-    msg: dict[str, object] = dict(sender=ALICE.address, to=BOB, data=b"\x01\x02", value=5, gas=100_000, epoch=epoch)
-    td = typed_data(chain_id, **msg)  # type: ignore[arg-type]
+def _signed_view(epoch: int = 3, domain: ViewDomain = DOMAIN, **over: object) -> dict[str, object]:
+    msg: dict[str, object] = dict(sender=ALICE.address, to=BOB, data=b"\x01\x02", value=5, gas=100_000, epoch=epoch,
+                                  nonce=77, expiry=1_700_000_100)
+    td = typed_data(domain, **msg)  # type: ignore[arg-type]
     sig = Account.sign_message(encode_typed_data(full_message=td), ALICE.key).signature
     req: dict[str, object] = {
         "from": ALICE.address, "to": BOB, "data": b"\x01\x02", "value": 5, "gas": 100_000,
-        "epoch": epoch, "sig": bytes(sig),
+        "epoch": epoch, "nonce": 77, "expiry": 1_700_000_100, "sig": bytes(sig),
     }
     req.update(over)
     return req
 
 
 def test_view_digest_is_eip712_as_wallets_sign_it() -> None:
-    td = typed_data(CHAIN, ALICE.address, BOB, b"\xaa", 7, 50_000, 2)
-    ours = view_call_digest(CHAIN, ALICE.address, BOB, b"\xaa", 7, 50_000, 2)
+    td = typed_data(DOMAIN, ALICE.address, BOB, b"\xaa", 7, 50_000, 2, 9, 1_700_000_000)
+    ours = view_call_digest(DOMAIN, ALICE.address, BOB, b"\xaa", 7, 50_000, 2, 9, 1_700_000_000)
     signable = encode_typed_data(full_message=td)
     assert keccak256(b"\x19" + signable.version + signable.header + signable.body) == ours
+    assert td["domain"]["verifyingContract"] == ROLLUP  # type: ignore[index]
 
 
 def test_view_request_recovers_the_real_sender() -> None:
-    req = parse_view_request(cbor2.dumps(_signed_view()), CHAIN, 3)
+    req = parse_view_request(cbor2.dumps(_signed_view()), DOMAIN, 3)
     assert req.sender == ALICE.address and req.value == 5 and req.data == b"\x01\x02"
+    assert (req.nonce, req.expiry) == (77, 1_700_000_100)
 
 
 @pytest.mark.parametrize(
-    ("plaintext_over", "chain_id", "env_epoch", "needle"),
+    ("plaintext_over", "domain", "env_epoch", "needle"),
     [
-        ({"value": 6}, CHAIN, 3, "not by 'from'"),  # altered field
-        ({}, CHAIN + 1, 3, "not by 'from'"),  # wrong chain id
-        ({}, CHAIN, 4, "sealed to epoch 4"),  # replayed into another epoch
-        ({"sig": b"\x00" * 65}, CHAIN, 3, "bad signature"),
-        ({"gas": 10}, CHAIN, 3, "'gas'"),
-        ({"from": b"\x01" * 19}, CHAIN, 3, "'from'"),
+        ({"value": 6}, DOMAIN, 3, "not by 'from'"),  # altered field
+        ({"nonce": 78}, DOMAIN, 3, "not by 'from'"),  # altered nonce
+        ({"expiry": 1_800_000_000}, DOMAIN, 3, "not by 'from'"),  # extended expiry
+        ({}, ViewDomain(CHAIN + 1, L1_CHAIN, ROLLUP), 3, "not by 'from'"),  # wrong chain id
+        ({}, ViewDomain(CHAIN, L1_CHAIN + 1, ROLLUP), 3, "not by 'from'"),  # another L1
+        ({}, ViewDomain(CHAIN, L1_CHAIN, "0x" + "77" * 20), 3, "not by 'from'"),  # another Rollup
+        ({}, DOMAIN, 4, "sealed to epoch 4"),  # replayed into another epoch
+        ({"sig": b"\x00" * 65}, DOMAIN, 3, "bad signature"),
+        ({"gas": 10}, DOMAIN, 3, "'gas'"),
+        ({"from": b"\x01" * 19}, DOMAIN, 3, "'from'"),
     ],
 )
-def test_view_request_refusals(plaintext_over: dict[str, object], chain_id: int, env_epoch: int, needle: str) -> None:
+def test_view_request_refusals(plaintext_over: dict[str, object], domain: ViewDomain, env_epoch: int, needle: str) -> None:
     with pytest.raises(EnclaveRefusal, match=needle):
-        parse_view_request(cbor2.dumps(_signed_view(**plaintext_over)), chain_id, env_epoch)
+        parse_view_request(cbor2.dumps(_signed_view(**plaintext_over)), domain, env_epoch)
+
+
+def test_view_request_without_nonce_or_expiry_is_refused() -> None:
+    req = _signed_view()
+    del req["nonce"]
+    with pytest.raises(EnclaveRefusal, match="needs a nonce and an expiry"):
+        parse_view_request(cbor2.dumps(req), DOMAIN, 3)
 
 
 @pytest.mark.parametrize("payload", [b"\xff\xff", cbor2.dumps([1, 2]), cbor2.dumps({1: 2}), b"\x9f" * 5000])
@@ -160,7 +178,7 @@ NOW = 1_800_000_000
 
 def _session_view(
     account: Any = ALICE, session_key: Any = None, *, expiry: int = NOW + 600, statement_by: Any = None,
-    request_by: Any = None, chain_id: int = CHAIN, sender: str | None = None,
+    request_by: Any = None, domain: ViewDomain = DOMAIN, sender: str | None = None,
 ) -> bytes:
     """A view request for ``sender`` (default: the account) signed by a session key under a
     ViewingSession statement signed by ``statement_by`` (default: the account)."""
@@ -168,19 +186,20 @@ def _session_view(
 
     key = session_key or Account.create()
     statement_sig = sign_digest(
-        bytes((statement_by or account).key), session_digest(chain_id, account.address, key.address, expiry)
+        bytes((statement_by or account).key), session_digest(domain, account.address, key.address, expiry)
     )
     session = ViewingSession(account.address, key.address, expiry, statement_sig)
     signer = request_by or key
     return build_view_request(
-        bytes(signer.key), sender or account.address, CHAIN, 3, BOB, b"\x01\x02", 5, 100_000, session=session
+        bytes(signer.key), sender or account.address, DOMAIN, 3, BOB, b"\x01\x02", 5, 100_000, now=NOW,
+        session=session,
     )
 
 
 def test_session_statement_is_eip712_as_wallets_sign_it() -> None:
     key = Account.create().address
-    signable = encode_typed_data(full_message=session_typed_data(CHAIN, ALICE.address, key, NOW))
-    ours = session_digest(CHAIN, ALICE.address, key, NOW)
+    signable = encode_typed_data(full_message=session_typed_data(DOMAIN, ALICE.address, key, NOW))
+    ours = session_digest(DOMAIN, ALICE.address, key, NOW)
     assert keccak256(b"\x19" + signable.version + signable.header + signable.body) == ours
     # a wallet's signature over the typed data recovers to the account with the enclave's digest
     sig = Account.sign_message(signable, ALICE.key).signature
@@ -188,7 +207,7 @@ def test_session_statement_is_eip712_as_wallets_sign_it() -> None:
 
 
 def test_view_under_a_viewing_session_has_the_account_as_sender() -> None:
-    req = parse_view_request(_session_view(), CHAIN, 3, NOW)
+    req = parse_view_request(_session_view(), DOMAIN, 3, NOW)
     assert req.sender == ALICE.address and req.data == b"\x01\x02"
 
 
@@ -196,19 +215,19 @@ def test_viewing_session_attacks_are_refused() -> None:
     mallory = Account.create()
     # mallory authorises her own key to speak for alice: the statement is not alice's
     with pytest.raises(EnclaveRefusal, match="not signed by 'from'"):
-        parse_view_request(_session_view(statement_by=mallory), CHAIN, 3, NOW)
+        parse_view_request(_session_view(statement_by=mallory), DOMAIN, 3, NOW)
     # mallory reuses alice's real session statement but signs the request with her own key
     with pytest.raises(EnclaveRefusal, match="not signed by the viewing session's key"):
-        parse_view_request(_session_view(request_by=mallory), CHAIN, 3, NOW)
-    # a session alice authorised for mallory's account cannot be used as alice: 'from' = alice
-    # with mallory's statement (signed by mallory for mallory) is not alice's authorisation
+        parse_view_request(_session_view(request_by=mallory), DOMAIN, 3, NOW)
+    # mallory's own (valid) session does not make her 'from' = alice
     with pytest.raises(EnclaveRefusal, match="not signed by 'from'"):
-        parse_view_request(_session_view(account=mallory, sender=ALICE.address), CHAIN, 3, NOW)
-    # expired, and missing a clock
+        parse_view_request(_session_view(account=mallory, sender=ALICE.address), DOMAIN, 3, NOW)
+    # expired, and no clock given
     with pytest.raises(EnclaveRefusal, match="expired"):
-        parse_view_request(_session_view(expiry=NOW), CHAIN, 3, NOW)
+        parse_view_request(_session_view(expiry=NOW), DOMAIN, 3, NOW)
     with pytest.raises(EnclaveRefusal, match="expired"):
-        parse_view_request(_session_view(), CHAIN, 3, None)
-    # a statement for another chain
+        parse_view_request(_session_view(), DOMAIN, 3, None)
+    # a statement for another deployment (another Rollup on the same chains)
+    other = ViewDomain(CHAIN, L1_CHAIN, "0x" + "77" * 20)
     with pytest.raises(EnclaveRefusal, match="not signed by 'from'"):
-        parse_view_request(_session_view(chain_id=CHAIN + 1), CHAIN, 3, NOW)
+        parse_view_request(_session_view(domain=other), DOMAIN, 3, NOW)

@@ -38,6 +38,7 @@ from ..client.formats import (
 )
 from ..crypto.envelope import EnvelopeError, RoutingHint, SealedRequest, open_receipt, seal
 from ..crypto.hashing import address_bytes, keccak256, to_checksum
+from ..enclave.views import ViewDomain
 from ..node.jsonrpc import INVALID_PARAMS, RpcError
 from .sessions import SessionStore, address_of_secret, new_secret
 
@@ -51,6 +52,7 @@ WRONG_EPOCH = -32003
 TX_REFUSED = -32003  # "transaction rejected" (EIP-1474): the enclave refused it, it was not executed
 MAX_KEPT = 200_000
 EPOCH_KEY_WAIT_S = 10.0
+VIEW_TTL = 30  # seconds a view request the gateway signs stays valid
 
 ZERO_ADDRESS = "0x" + "00" * 20
 _EPOCH_KEY_SELECTOR = keccak256(b"epochKey(uint256)")[:4]
@@ -152,7 +154,8 @@ class GatewayCore:
         self.l1 = JsonRpcClient(l1_rpc, "L1") if l1_rpc else None
         self.session_ttl = session_ttl
         self.chain_id = 0
-        self.sessions = SessionStore(0)
+        self.sessions = SessionStore(None)
+        self.domain: ViewDomain | None = None
         self.epoch: int | None = None
         self.epoch_pub = b""
         self.epoch_checked_on_l1 = False
@@ -170,14 +173,19 @@ class GatewayCore:
     # ------------------------------------------------------------------ start
     async def start(self) -> None:
         self.chain_id = _hexint(await self.node.call("eth_chainId", []), "eth_chainId")
-        self.sessions.chain_id = self.chain_id
+        contracts = await self.node.call("enclavenet_contracts", [])
+        if not isinstance(contracts, dict) or "rollup" not in contracts or "l1ChainId" not in contracts:
+            raise RpcError(NODE_DOWN, "the node's enclavenet_contracts names no Rollup / L1 chain id")
+        l1_chain = _hexint(contracts["l1ChainId"], "l1ChainId")
         if self.l1 is not None:
-            contracts = await self.node.call("enclavenet_contracts", [])
-            l1_chain = _hexint(await self.l1.call("eth_chainId", []), "L1 chain id")
-            if not isinstance(contracts, dict) or _hexint(contracts.get("l1ChainId"), "l1ChainId") != l1_chain:
-                raise RpcError(-32000, f"the node is anchored on another L1 than the one at {self.l1.url} "
-                                       f"(chain {l1_chain}): give --l1-rpc of the node's L1")
-            self.rollup = to_checksum(contracts["rollup"])
+            on_l1 = _hexint(await self.l1.call("eth_chainId", []), "L1 chain id")
+            if on_l1 != l1_chain:
+                raise RpcError(-32000, f"the node is anchored on L1 chain {l1_chain}, but {self.l1.url} is chain "
+                                       f"{on_l1}: give --l1-rpc of the node's L1")
+        self.rollup = to_checksum(contracts["rollup"])
+        # views are signed for this deployment; a node lying about it only gets its views refused
+        self.domain = ViewDomain(self.chain_id, l1_chain, self.rollup)
+        self.sessions.domain = self.domain
 
     async def close(self) -> None:
         await self.node.close()
@@ -212,7 +220,7 @@ class GatewayCore:
             pub = _hexbytes(res.get("epochKey"), "epochKey")
             if len(pub) != 32:
                 raise RpcError(-32000, f"the node's epoch key has {len(pub)} bytes, not 32: refusing to seal to it")
-            if self.l1 is not None and self.rollup is not None:
+            if self.l1 is not None:
                 await self._check_on_l1(epoch, pub)
             self.epoch, self.epoch_pub = epoch, pub
             return epoch, pub
@@ -366,9 +374,12 @@ class GatewayCore:
         frm, secret, session = self._signer_for(sender)
         method = "enclavenet_estimateGas" if estimate else "enclavenet_call"
         epoch, _ = await self.epoch_key()
+        assert self.domain is not None
         for attempt in (0, 1):
-            pt = build_view_request(secret, frm, self.chain_id, epoch, to, data, value, gas or MAX_VIEW_GAS,
-                                    session=session)
+            # a fresh nonce each time, a short expiry: the enclave answers each signed request once and
+            # keeps at most 256 live ones per account, so they must expire soon
+            pt = build_view_request(secret, frm, self.domain, epoch, to, data, value, gas or MAX_VIEW_GAS,
+                                    ttl=VIEW_TTL, session=session)
             sealed = await self._seal(pt, None, refresh=attempt == 1)
             try:
                 res = await self.node.call(method, ["0x" + sealed.envelope.encode().hex()])

@@ -2,7 +2,8 @@
 
 A user authorises a session key once, by signing (EIP-712, any wallet: ``eth_signTypedData_v4``)
 the statement ``ViewingSession(address account, address sessionKey, uint256 expiry)`` in the
-domain ``{name: "EnclaveNet", version: "1", chainId: <EnclaveNet chain id>}``. The gateway
+view domain ``{name: "EnclaveNet", version: "2", chainId, verifyingContract: <Rollup>, salt: <L1
+chain id>}`` (``enclave/views.py``). The gateway
 makes the session key, keeps it in memory only, and signs that user's ``ViewCall`` requests
 with it, attaching the statement; the enclave checks both (``enclave/views.py``). The session
 key speaks only for views of that one account, on that chain, until ``expiry``: it can never
@@ -24,6 +25,7 @@ from typing import Any
 from ..client.formats import ViewingSession, session_digest, session_typed_data, sign_digest
 from ..crypto.hashing import to_checksum
 from ..crypto.secp256k1 import SignatureError, SigningKey, recover_address
+from ..enclave.views import ViewDomain
 
 DEFAULT_SESSION_TTL = 24 * 3600
 MAX_SESSION_TTL = 30 * 24 * 3600
@@ -38,6 +40,17 @@ def address_of_secret(secret: bytes) -> str:
 
 def new_secret() -> bytes:
     return SigningKey.generate().secret
+
+
+def _json(v: Any) -> Any:
+    """Typed data with bytes (the domain's salt) as 0x-hex, as wallets take it over JSON-RPC."""
+    if isinstance(v, bytes):
+        return "0x" + v.hex()
+    if isinstance(v, dict):
+        return {k: _json(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_json(x) for x in v]
+    return v
 
 
 class SessionError(ValueError):
@@ -63,8 +76,8 @@ class Session:
 class SessionStore:
     """Session keys by account; pending requests until the wallet has signed them."""
 
-    def __init__(self, chain_id: int, *, clock: Any = time.time) -> None:
-        self.chain_id = chain_id
+    def __init__(self, domain: ViewDomain | None, *, clock: Any = time.time) -> None:
+        self.domain = domain  # set once the gateway knows the deployment (enclavenet_contracts)
         self._clock = clock
         self._sessions: dict[str, Session] = {}
         self._pending: dict[tuple[str, str], tuple[bytes, int, float]] = {}
@@ -95,7 +108,7 @@ class SessionStore:
             "account": account,
             "sessionKey": key,
             "expiry": expiry,
-            "typedData": session_typed_data(self.chain_id, account, key, expiry),
+            "typedData": _json(session_typed_data(self._domain(), account, key, expiry)),
         }
 
     def authorise(self, account: str, session_key: str, signature: bytes) -> Session:
@@ -124,7 +137,7 @@ class SessionStore:
         secret = new_secret()
         key = address_of_secret(secret)
         expiry = self.now() + ttl
-        sig = sign_digest(user_secret, session_digest(self.chain_id, account, key, expiry))
+        sig = sign_digest(user_secret, session_digest(self._domain(), account, key, expiry))
         return self._store(Session(secret, ViewingSession(account, key, expiry, sig)))
 
     def _check(self, s: ViewingSession) -> None:
@@ -133,7 +146,7 @@ class SessionStore:
         if s.expiry <= self.now():
             raise SessionError(f"the session expired at {s.expiry}; request a new one")
         try:
-            signer = recover_address(session_digest(self.chain_id, s.account, s.key, s.expiry), s.signature)
+            signer = recover_address(session_digest(self._domain(), s.account, s.key, s.expiry), s.signature)
         except SignatureError as exc:
             raise SessionError(f"bad session signature ({exc})") from None
         if signer != s.account:
@@ -141,6 +154,11 @@ class SessionStore:
                 f"the session statement is signed by {signer}, not by {s.account}: sign the typed data "
                 "enclavenet_requestSession returned with that account (eth_signTypedData_v4)"
             )
+
+    def _domain(self) -> ViewDomain:
+        if self.domain is None:
+            raise SessionError("the gateway does not know the deployment yet (node not reached); retry shortly")
+        return self.domain
 
     def _store(self, session: Session) -> Session:
         with self._lock:

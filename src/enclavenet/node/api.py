@@ -12,6 +12,7 @@ Application error codes (the message always says what was wrong):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..tee.boundary import EnclaveError
@@ -19,7 +20,7 @@ from .jsonrpc import INVALID_PARAMS, RpcError, hex_bytes, quantity
 from .mempool import DuplicateTransaction, MempoolError, MempoolFull
 
 if TYPE_CHECKING:
-    from .node import Node
+    from .core import NodeCore
 
 MEMPOOL_FULL = -32001
 DUPLICATE = -32002
@@ -30,7 +31,11 @@ NOT_READY = -32050
 MAX_ENVELOPE = 128 * 1024
 
 
-def install_rpc_methods(node: Node) -> None:
+def install_rpc_methods(
+    node: NodeCore, *, submit_envelope: Callable[[bytes], bytes], node_status: Callable[[], dict[str, Any]]
+) -> None:
+    """Register the JSON-RPC methods on ``node.rpc``: reads go to the shared node state, a new
+    transaction to ``submit_envelope`` (ingress), ``enclavenet_status`` to ``node_status``."""
     rpc = node.rpc
     cfg = node.cfg
 
@@ -51,7 +56,7 @@ def install_rpc_methods(node: Node) -> None:
         if node.epoch is None:
             raise RpcError(NOT_READY, "the committee has no epoch key yet; retry in a moment")
         try:
-            rid = node.submit_envelope(raw)
+            rid = submit_envelope(raw)
         except MempoolFull as exc:
             raise RpcError(MEMPOOL_FULL, str(exc)) from None
         except DuplicateTransaction as exc:
@@ -129,7 +134,7 @@ def install_rpc_methods(node: Node) -> None:
         }
 
     def status() -> dict[str, Any]:
-        return node.status()
+        return node_status()
 
     def contracts() -> dict[str, Any]:
         return {"rollup": cfg.rollup, "registry": cfg.registry, "l1ChainId": hex(cfg.l1_chain_id),
@@ -178,7 +183,7 @@ def install_rpc_methods(node: Node) -> None:
     rpc.method("enclavenet_escapeLeaf", escape_leaf)
 
 
-def install_fault_methods(node: Node) -> None:
+def install_fault_methods(node: NodeCore) -> None:
     """Fault injection (docs/FAULTS.md), only on a node started with ``allow_faults`` (a devnet
     that asked for it): never on a shared node -- ``enclavenet_adminCompromise`` hands out keys.
 

@@ -27,9 +27,10 @@ from ..dap.client import DapError, DapPool, NotEnoughReceipts, Receipt
 from ..dap.l1 import active_daps, manager_contract
 from ..dap.store import StoredBatch
 from ..tee.boundary import EnclaveError
+from .batch import BatchRecord, msg_to_wire, split_batch_data
 
 if TYPE_CHECKING:
-    from .node import BatchRecord, Node
+    from .core import NodeCore
 
 log = logging.getLogger("enclavenet.node.daps")
 
@@ -38,7 +39,7 @@ ESCAPE_POLL = 0.25  # seconds between checks for a newly accepted header to expo
 
 
 class NodeDaps:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: NodeCore) -> None:
         self.node = node
         self.cfg = node.cfg
         self.enabled = bool(self.cfg.dap_manager)
@@ -173,12 +174,14 @@ class NodeDaps:
                 continue  # a losing branch's snapshot, or a lie
             async with n.enclave_lock:
                 try:
-                    await n.host.call("restore", {"blob": snap.blob})
-                    await n._refresh_status()
+                    await n.host.call("restore", {"blob": snap.blob, "header": acc.header.encode(),
+                                                  "signatures": acc.signatures})
+                    st = await n.refresh_status()
                 except EnclaveError as exc:
                     log.info("%s: DAP snapshot of height %d not restorable here: %s", self.cfg.name, snap.height, exc)
                     continue
-            if n.head_hash != acc.hash:
+            roots = (bytes(st["state_root"]), bytes(st["balances_root"]))
+            if n.head_hash != acc.hash or roots != (acc.header.state_root, acc.header.balances_root):
                 continue
             self.restored_from = snap.height
             log.info("%s: restored the enclave from a DAP snapshot at height %d (L1 at %d)", self.cfg.name,
@@ -312,8 +315,6 @@ def tx_public_key(tx: Any) -> bytes | None:
 def record_inputs(batch: StoredBatch, messages: dict[int, Any]) -> dict[str, Any]:
     """``execute_batch`` fields (without envelopes) of stored batch data, with the L1 messages
     it consumed (from the L1 watcher); KeyError if a message is not known yet."""
-    from .node import msg_to_wire, split_batch_data
-
     meta, _, _ = split_batch_data(batch.batch_data)
     start, end = int(meta["msg_start"]), int(meta["msg_count"])
     return {

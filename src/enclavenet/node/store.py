@@ -1,0 +1,112 @@
+"""What a node keeps on disk (``data_dir``): its enclave's sealed snapshot and two append-only logs.
+
+* ``enclave.sealed``: the enclave's newest sealed LOCAL snapshot (identity, keys, the
+  never-sign-twice record); only this platform's enclave of the same measurement opens it.
+* ``pending.log``: acknowledged envelopes, so a node restarted (even with every other node)
+  offers them again until they are included.
+* ``receipts.log``: accepted headers' encrypted receipts, so a receipt stays servable after a
+  restart.
+
+Both logs are ``u32 length | CBOR`` frames; a torn last write (a crash mid-append) ends the log.
+This module is plain file handling: no enclave, no network, no asyncio.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cbor2
+
+log = logging.getLogger("enclavenet.node.store")
+
+SEALED = "enclave.sealed"
+PENDING = "pending.log"
+RECEIPTS = "receipts.log"
+
+
+def append_frame(path: Path, obj: Any) -> None:
+    """Append one ``u32 length | CBOR`` frame to an append-only log (raises OSError)."""
+    frame = cbor2.dumps(obj)
+    with open(path, "ab") as fh:
+        fh.write(len(frame).to_bytes(4, "big") + frame)
+
+
+def read_frames(path: Path) -> Iterator[Any]:
+    """The frames of an append-only log, up to a torn last write or an undecodable frame."""
+    data = path.read_bytes()
+    pos = 0
+    while pos + 4 <= len(data):
+        n = int.from_bytes(data[pos : pos + 4], "big")
+        if pos + 4 + n > len(data):
+            return  # a torn last write
+        try:
+            obj = cbor2.loads(data[pos + 4 : pos + 4 + n])
+        except Exception:
+            return
+        yield obj
+        pos += 4 + n
+
+
+def _replace(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class NodeStore:
+    """The files of one node's ``data_dir``."""
+
+    def __init__(self, data_dir: Path, name: str = "") -> None:
+        self.dir = data_dir
+        self.name = name
+
+    def ensure(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ sealed snapshot
+    def read_sealed(self) -> bytes | None:
+        path = self.dir / SEALED
+        return path.read_bytes() if path.exists() else None
+
+    def write_sealed(self, blob: bytes) -> None:
+        _replace(self.dir / SEALED, blob)
+
+    # ------------------------------------------------------------------ pending.log
+    def append_pending(self, envelopes: list[bytes]) -> None:
+        try:
+            append_frame(self.dir / PENDING, envelopes)
+        except OSError as exc:
+            log.warning("%s: pending transactions not persisted: %s", self.name, exc)
+
+    def take_pending(self) -> list[bytes] | None:
+        """Every logged envelope, and the log emptied (the caller logs again what it keeps).
+        None when there is no log."""
+        path = self.dir / PENDING
+        if not path.exists():
+            return None
+        out = [e for frame in read_frames(path) if isinstance(frame, list) for e in frame if isinstance(e, bytes)]
+        _replace(path, b"")
+        return out
+
+    # ------------------------------------------------------------------ receipts.log
+    def append_receipts(self, fresh: dict[bytes, dict[str, Any]]) -> None:
+        if not fresh:
+            return
+        try:
+            append_frame(self.dir / RECEIPTS, fresh)
+        except OSError as exc:
+            log.warning("%s: receipts not persisted: %s", self.name, exc)
+
+    def load_receipts(self) -> dict[bytes, dict[str, Any]] | None:
+        path = self.dir / RECEIPTS
+        if not path.exists():
+            return None
+        out: dict[bytes, dict[str, Any]] = {}
+        for part in read_frames(path):
+            if isinstance(part, dict):
+                out.update(part)
+        return out

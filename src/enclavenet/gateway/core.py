@@ -370,8 +370,8 @@ class GatewayCore:
         )
 
     async def view(self, sender: str | None, to: str | None, data: bytes, *, value: int = 0,
-                   gas: int | None = None, estimate: bool = False) -> ViewResult:
-        frm, secret, session = self._signer_for(sender)
+                   gas: int | None = None, estimate: bool = False, key: bytes | None = None) -> ViewResult:
+        frm, secret, session = (sender, key, None) if key is not None and sender else self._signer_for(sender)
         method = "enclavenet_estimateGas" if estimate else "enclavenet_call"
         epoch, _ = await self.epoch_key()
         assert self.domain is not None
@@ -428,7 +428,14 @@ class GatewayCore:
         raise reverted(res)
 
     async def _probe(self, code: bytes, sender: str | None) -> bytes:
-        res = await self.view(sender, None, code, gas=1_000_000)
+        """Run init code that reverts with its answer. ``sender`` None: as a fresh throwaway key (for
+        what any contract may read: BALANCE, EXTCODECOPY), so probes never use up an account's
+        live-view allowance in the enclave."""
+        if sender is None:
+            secret = new_secret()
+            res = await self.view(address_of_secret(secret), None, code, gas=1_000_000, key=secret)
+        else:
+            res = await self.view(sender, None, code, gas=1_000_000)
         if res.ok:
             raise RpcError(-32000, "the enclave did not answer the probe (it should revert with its answer)")
         return res.return_data

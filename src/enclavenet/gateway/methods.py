@@ -59,6 +59,8 @@ class RecordingServer(JsonRpcServer):
         method = req.get("method") if isinstance(req, dict) else None
         if isinstance(method, str) and method not in self._methods and req.get("jsonrpc") == "2.0":
             self.calls[(method[:64], f"error {METHOD_NOT_FOUND}")] += 1
+            if "id" not in req:
+                return None  # a notification gets no answer
             return {"jsonrpc": "2.0", "id": req.get("id"), "error": {
                 "code": METHOD_NOT_FOUND,
                 "message": f"method {method[:64]!r} is not served by the EnclaveNet gateway; docs/GATEWAY.md "

@@ -172,13 +172,22 @@ def test_register_leave_withdraw_and_the_effective_threshold(world: DapWorld) ->
     assert leave_at == rc["blockNumber"] + LEAVE_DELAY
     info = m.info(d0.address).call()
     assert info[1] and not info[2] and info[3] == leave_at  # registered, inactive, leaving
-    # a leaving DAP's receipts stop counting; the Rollup now needs min(2, 1) = 1 receipt
-    assert f.dapThreshold().call() == 1 and m.threshold().call() == 2
+    # a leaving DAP's receipts stop counting; the Rollup still needs 2 receipts (issue 14 H3:
+    # the threshold no longer falls to min(t, active), so headers wait until the owner lowers it
+    # or a DAP joins)
+    assert f.dapThreshold().call() == 2 and m.threshold().call() == 2
     h = world.header()
     sigs = sign_qc(h, world.members[:2], world.l1.chain_id, world.rollup.address)
+    world.refused(world.owner, f.submitHeader(h.as_tuple(), [], sigs, world.receipts(h.data_commitment, [world.keys[1]])),
+                  "too few storage receipts")
+    world.refused(world.owner, f.submitHeader(h.as_tuple(), [], sigs, world.receipts(h.data_commitment, world.keys[:2])),
+                  "receipt not by an active DAP")
+    world.owner.transact(m.setThreshold(1))
+    assert f.dapThreshold().call() == 1
     world.refused(world.owner, f.submitHeader(h.as_tuple(), [], sigs, world.receipts(h.data_commitment, [world.keys[0]])),
                   "receipt not by an active DAP")
     world.submit(h, world.receipts(h.data_commitment, [world.keys[1]]))
+    world.owner.transact(m.setThreshold(2))
     world.refused(d0, m.withdraw(), "leave delay not over")
     world.refused(d0, m.addCollateral(), "leaving", value=1)
     world.l1.mine(LEAVE_DELAY)
@@ -260,8 +269,8 @@ def test_nobody_answers_every_named_dap_is_slashed_fully(world: DapWorld) -> Non
         assert collateral == 0 and registered and not active and pending == 0
     assert m.info(world.keys[2].address).call()[0] == MIN_COLLATERAL  # not named: untouched
     assert m.owed(world.user.address).call() == FEE  # the fee goes back
-    # one active DAP left: the Rollup now asks for min(2, 1) receipts
-    assert world.f().dapThreshold().call() == 1
+    # one active DAP left: the Rollup still asks for 2 receipts (issue 14 H3: never min(t, active))
+    assert world.f().dapThreshold().call() == 2 and m.activeCount().call() == 1
 
 
 def test_an_invalid_answer_counts_as_no_answer(world: DapWorld) -> None:

@@ -204,7 +204,7 @@ def test_ignored_challenge_freezes_and_users_escape_with_every_enclave_dead(env:
     assert r.amount == a_leaf.balance and env.l1.eth.get_balance(a_to) == a_leaf.balance
     escape_withdraw(env.l1, dave, env.address, d_path, recipient=d_to)
     assert env.l1.eth.get_balance(d_to) == d_leaf.balance
-    with pytest.raises(TransactionReverted, match="already withdrawn through the escape hatch"):
+    with pytest.raises(TransactionReverted, match="already escaped, or not an EOA"):
         escape_withdraw(env.l1, alice, env.address, a_path, recipient=a_to)
 
     # what no header consumed comes back by the message chain: erin's deposit, alice's bond

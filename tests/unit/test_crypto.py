@@ -230,10 +230,13 @@ def test_envelope_opener_equals_open_envelope() -> None:
         assert _hkdf64(eph + epub, shared, info) == b"".join(_kdf(shared, eph, epub, chain, epoch))
     with pytest.raises(EnvelopeError, match="not a valid X25519 point"):
         opener.open(Envelope(3, bytes(32), RNG(12), RNG(40)))  # a low-order point
-    # the receipt format is unchanged: nonce = keccak256(key || plaintext)[:12], then AES-GCM
+    # the receipt format: nonce = keccak256(key || plaintext)[:12], then AES-GCM
     key = os.urandom(32)
     sealed = seal_receipt(key, b"receipt bytes")
     assert sealed[:12] == keccak256(key, b"receipt bytes")[:12]
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-    assert sealed[12:] == AESGCM(key).encrypt(sealed[:12], b"receipt bytes", b"EnclaveNet.receipt.v1")
+    # v2: the plaintext is padded (len || plaintext || zeros) to the 512-byte size bucket
+    body = len(b"receipt bytes").to_bytes(4, "big") + b"receipt bytes" + bytes(512 - 32 - 13)
+    assert sealed[12:] == AESGCM(key).encrypt(sealed[:12], body, b"EnclaveNet.receipt.v2")
+    assert len(sealed) == 512

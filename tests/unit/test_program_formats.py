@@ -158,7 +158,7 @@ def test_batch_roots_follow_crypto_merkle(n: int) -> None:
 def test_batch_data_commitment_proves_each_item() -> None:
     inp = _batch(envelopes=[b"env-a", b"env-b"])
     ids = [keccak256(e) for e in inp.envelopes]
-    entries = [b"sealed-1", error_entry("bad tag")]
+    entries = [b"sealed-1", error_entry("decrypt")]
     c = commit_batch_data(inp, 0, 2, MSG_GENESIS_ACC, ids, entries)
     items = batch_data_items(c.batch_data)
     assert items[1:3] == inp.envelopes and items[3:] == entries

@@ -43,10 +43,12 @@ from .formats import (
     create_address,
     decode_receipt,
     decode_view_result,
+    error_entry_reason,
     inspect_raw_transaction,
     logs_bloom,
     sign_transaction,
 )
+from .receipts import verify_receipt_on_l1
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +278,8 @@ class ConfidentialClient:
             log.debug("epoch key for epoch %d (checked on L1: %s)", epoch, checked)
             return self.epoch_key
 
-    def _check_epoch_key_on_l1(self, make_request: MakeRequest, epoch: int, public: bytes) -> None:
+    def _ensure_rollup(self, make_request: MakeRequest) -> str:
+        """The Rollup's address: given to wrap(), else asked of the node (checked against L1's chain id)."""
         assert self.l1 is not None
         if self.rollup is None:
             contracts = self.rpc(make_request, "enclavenet_contracts", [])
@@ -289,6 +292,12 @@ class ConfidentialClient:
                     f"is chain {self.l1.eth.chain_id}"
                 )
             self.rollup = to_checksum(contracts["rollup"])
+        return self.rollup
+
+    def _check_epoch_key_on_l1(self, make_request: MakeRequest, epoch: int, public: bytes) -> None:
+        assert self.l1 is not None
+        self._ensure_rollup(make_request)
+        assert self.rollup is not None
         rollup = self.l1.eth.contract(address=Web3.to_checksum_address(self.rollup), abi=ROLLUP_EPOCH_ABI)
         deadline = time.monotonic() + L1_EPOCH_KEY_WAIT_S
         while True:
@@ -474,7 +483,7 @@ class ConfidentialClient:
                 f"receipt {receipt_id} was not sent by this client: only its sender holds the key to read it"
             )
         if encrypted.startswith(ERROR_ENTRY_PREFIX):
-            reason = encrypted[len(ERROR_ENTRY_PREFIX):].decode("utf-8", "replace")
+            reason = error_entry_reason(encrypted)
             raise EnvelopeRefused(f"the enclave could not open envelope {receipt_id}: {reason}")
         try:
             return decode_receipt(open_receipt(sent.receipt_key, encrypted))
@@ -490,14 +499,21 @@ class ConfidentialClient:
             return None
         if not isinstance(res, dict) or "encryptedReceipt" not in res:
             raise NodeUnavailable("eth_getTransactionReceipt returned no encryptedReceipt")
-        dr = self.decrypt_receipt(receipt_id, _hex_bytes(res["encryptedReceipt"]))
+        entry = _hex_bytes(res["encryptedReceipt"])
+        dr = self.decrypt_receipt(receipt_id, entry)
         sent = self.sent(receipt_id)
         assert sent is not None
         if dr.refused:
             if sent.sender in self.accounts and sent.nonce is not None:
                 self._heal_nonce(sent.sender, dr.error)
             raise TransactionRefused(dr.error or "no reason given", receipt_id)
-        return self.receipt_json(receipt_id, res, dr, sent)
+        out = self.receipt_json(receipt_id, res, dr, sent)
+        # final only when proven against a header accepted on L1 (client/receipts.py); without
+        # an L1 to check, the receipt is the node's word: l1Verified False
+        if self.l1 is not None:
+            verify_receipt_on_l1(self.l1, self._ensure_rollup(make_request), res, entry)
+        out["l1Verified"] = self.l1 is not None
+        return out
 
     def _heal_nonce(self, sender: str, error: str) -> None:
         """After a refusal, take the nonce the enclave expects if it said so, else re-read it."""

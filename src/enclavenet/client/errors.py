@@ -21,6 +21,7 @@ __all__ = [
     "EpochKeyMismatch",
     "NodeUnavailable",
     "ReceiptUnreadable",
+    "ReceiptUnverified",
     "TransactionRefused",
     "TransactionReverted",
 ]
@@ -77,6 +78,11 @@ class EpochKeyMismatch(EnclaveNetError):
 class ReceiptUnreadable(EnclaveNetError):
     """A receipt came back that this client cannot decrypt or parse (not ours, tampered, or an
     error entry the enclave wrote because the envelope did not decrypt)."""
+
+
+class ReceiptUnverified(EnclaveNetError):
+    """The node's receipt is not proven against a header accepted on L1 (no proof, a wrong
+    proof, or the L1 transaction it names did not accept that header): not final, maybe a lie."""
 
 
 class NodeUnavailable(EnclaveNetError, Web3RPCError):

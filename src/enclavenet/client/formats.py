@@ -30,6 +30,7 @@ from eth_abi import decode as abi_decode
 from eth_account.messages import encode_typed_data
 
 from ..crypto.hashing import address_bytes, keccak256, to_checksum
+from ..enclave.batch import ERROR_CODES, ERROR_ENTRY_PREFIX
 from ..enclave.tx import sign_tx as _sign_tx
 from ..enclave.views import MAX_VIEW_TTL, ViewDomain
 from ..enclave.views import session_typed_data as _enclave_session_typed_data
@@ -40,7 +41,12 @@ TYPE_INBOX = 0x7E
 MAX_VIEW_GAS = 30_000_000
 MIN_GAS = 21_000
 VIEW_TTL = 120  # seconds a signed view request stays valid (the enclave allows up to MAX_VIEW_TTL)
-ERROR_ENTRY_PREFIX = b"EnclaveNet.error:"
+
+
+def error_entry_reason(entry: bytes) -> str:
+    """What an error entry of batch data (``EnclaveNet.error:<code>``) means, in words."""
+    code = entry[len(ERROR_ENTRY_PREFIX):].decode("utf-8", "replace")
+    return f"{code}: {ERROR_CODES.get(code, 'unknown error code')}"
 
 _ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
 _PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)

@@ -21,8 +21,9 @@
             bit  254       registered
             bit  255       active: its receipts count (registered, not leaving, collateral
                            >= minCollateral when last changed) -- `rec >= ACTIVE_BIT`
-        The Rollup requires min(threshold, activeCount) receipts, so a DAP that leaves or is
-        slashed never halts the chain.
+        The Rollup requires `threshold` receipts from active DAPs, however many are active:
+        with fewer active DAPs than that, headers wait (the check never switches itself off
+        when DAPs leave or are slashed; the owner may lower the threshold, in the open).
 """
 
 interface Rollup:
@@ -165,7 +166,7 @@ event Claimed:
 rollup: public(immutable(address))
 _daps: HashMap[address, uint256]
 activeCount: public(uint256)
-# receipts a header needs, as configured; the Rollup is told min(threshold, activeCount)
+# receipts a header needs (the Rollup is told exactly this, not capped by activeCount)
 threshold: public(uint256)
 minCollateral: public(uint256)
 leaveDelay: public(uint256)
@@ -208,8 +209,8 @@ def _only_registered(rec: uint256):
 
 @internal
 def _tell_rollup(dap: address, active: bool):
-    """Push a DAP's flag (none for the zero address) and min(threshold, activeCount)."""
-    extcall Rollup(rollup).dapControl(dap, active, min(self.threshold, self.activeCount))
+    """Push a DAP's flag (none for the zero address) and the threshold."""
+    extcall Rollup(rollup).dapControl(dap, active, self.threshold)
 
 
 @internal
@@ -235,7 +236,7 @@ def _digest(data_commitment: bytes32) -> bytes32:
 def setThreshold(threshold: uint256):
     """
     @notice Rollup owner: storage receipts (from distinct active DAPs) every header needs;
-            0 turns the check off. The Rollup is told min(threshold, activeCount).
+            0 turns the check off. With fewer active DAPs than `threshold`, headers wait.
     """
     self._only_owner()
     assert threshold <= MAX_THRESHOLD, "DAP: threshold above 8"

@@ -454,14 +454,19 @@ def escape(
     """
     @notice After the freeze: withdraw msg.sender's EnclaveNet balance to `recipient` by
             proving its salted leaf (enclavenet.crypto.escape.EscapeLeaf) against the
-            balances root of the last accepted header. Needs no enclave; once per account.
+            balances root of the last accepted header. Needs no enclave; once per account;
+            only an EOA calls it (msg.sender == tx.origin), never a contract (docs/CONTRACTS.md).
     @param  header the last accepted header (its hash must be lastHeaderHash)
     """
     assert state.hot & state.FROZEN_BIT != 0, "Rollup: not frozen (the escape hatch opens after a freeze)"
     last: bytes32 = self.lastHeaderHash
-    assert last != empty(bytes32), "Rollup: no header was ever accepted (nothing to escape; reclaim deposits)"
+    assert last != empty(bytes32), "Rollup: no header was ever accepted (reclaim deposits)"
     assert keccak256(abi_encode(header)) == last, "Rollup: header is not the last accepted header"
-    assert not self.escaped[msg.sender], "Rollup: already withdrawn through the escape hatch"
+    # Only an externally owned account escapes (its key controls the address here as on
+    # EnclaveNet). An EnclaveNet contract's address has no key: on L1 whoever deploys code at
+    # it (same deployer and nonce, CREATE2) would take the contract's balance. One assert
+    # for both (a revert string costs ~100 bytes of code; the Rollup is near EIP-170).
+    assert msg.sender == tx.origin and not self.escaped[msg.sender], "Rollup: already escaped, or not an EOA"
     assert balance != 0, "Rollup: a zero balance has no leaf"
     assert recipient != empty(address), "Rollup: recipient is the zero address"
     key: bytes32 = keccak256(slice(convert(msg.sender, bytes32), 12, 20))

@@ -18,7 +18,9 @@ the decrypted transaction.
 
 Receipts go back under ``receipt key``,
 readable only by the holder of the ephemeral private key (the sender). Receipt nonces
-are derived from the plaintext so every committee member produces the same bytes.
+are derived from the plaintext so every committee member produces the same bytes; sealed
+receipts are padded to size buckets (``receipt_bucket``: 512 * 2**k bytes, at most 128 KiB in
+batch data) so their length does not show success, failure or the size of logs and output.
 """
 
 from __future__ import annotations
@@ -115,7 +117,7 @@ class Envelope:
 
 _SHA256 = hashes.SHA256()
 _LABEL = b"EnclaveNet.envelope.v1"
-_RECEIPT_AAD = b"EnclaveNet.receipt.v1"
+_RECEIPT_AAD = b"EnclaveNet.receipt.v2"  # v2: padded to size buckets
 _IPAD = bytes(b ^ 0x36 for b in range(256))  # HMAC pads, applied with bytes.translate
 _OPAD = bytes(b ^ 0x5C for b in range(256))
 _sha256 = hashlib.sha256
@@ -262,24 +264,59 @@ class EnvelopeOpener:
         return OpenedEnvelope(pt, okm[32:])
 
 
+# Sealed receipts (and sealed view results) are padded to size buckets so that their length
+# shows neither success or failure nor how many logs or how much output a transaction made:
+# sealed length = 512 * 2**k bytes, the smallest that holds nonce (12) + length (4) + plaintext
+# + tag (16); at most MAX_SEALED_RECEIPT (128 KiB, DapManager.answerData's piece bound) for
+# the receipts that go into batch data; larger results (views only) take multiples of 128 KiB.
+RECEIPT_BUCKET_MIN = 512
+MAX_SEALED_RECEIPT = 128 * 1024
+_RECEIPT_OVERHEAD = 12 + 4 + TAG_LEN
+MAX_RECEIPT_PLAINTEXT = MAX_SEALED_RECEIPT - _RECEIPT_OVERHEAD  # what the executor bounds receipts to
+
+
+def receipt_bucket(plaintext_len: int) -> int:
+    """The sealed length of a receipt whose plaintext has ``plaintext_len`` bytes."""
+    need = plaintext_len + _RECEIPT_OVERHEAD
+    if need > MAX_SEALED_RECEIPT:
+        return -(-need // MAX_SEALED_RECEIPT) * MAX_SEALED_RECEIPT
+    size = RECEIPT_BUCKET_MIN
+    while size < need:
+        size <<= 1
+    return size
+
+
 def seal_receipt(receipt_key: bytes, plaintext: bytes) -> bytes:
-    """Deterministic: nonce = keccak(key || plaintext)[:12] (SIV-style; same bytes on every member)."""
+    """Deterministic: nonce = keccak(key || plaintext)[:12] (SIV-style; same bytes on every member).
+
+    The AEAD plaintext is ``len(plaintext) (4, big-endian) || plaintext || zeros`` up to the
+    size bucket (``receipt_bucket``)."""
     nonce = _keccak256(receipt_key + plaintext).digest()[:12]
-    return nonce + AESGCM(receipt_key).encrypt(nonce, plaintext, _RECEIPT_AAD)
+    return nonce + AESGCM(receipt_key).encrypt(nonce, _padded(plaintext), _RECEIPT_AAD)
+
+
+def _padded(plaintext: bytes) -> bytes:
+    """``len (4, big-endian) || plaintext || zeros`` up to the size bucket (``receipt_bucket``)."""
+    pad = receipt_bucket(len(plaintext)) - _RECEIPT_OVERHEAD - len(plaintext)
+    return struct.pack(">I", len(plaintext)) + plaintext + bytes(pad)
 
 
 def seal_result(receipt_key: bytes, plaintext: bytes) -> bytes:
     """Like ``seal_receipt`` but with a RANDOM nonce: for answers only one enclave gives (view
     results), so that answering the same request twice never shows whether the answer changed.
-    ``open_receipt`` opens both."""
+    Padded to the same size buckets. ``open_receipt`` opens both."""
     nonce = os.urandom(12)
-    return nonce + AESGCM(receipt_key).encrypt(nonce, plaintext, _RECEIPT_AAD)
+    return nonce + AESGCM(receipt_key).encrypt(nonce, _padded(plaintext), _RECEIPT_AAD)
 
 
 def open_receipt(receipt_key: bytes, sealed: bytes) -> bytes:
-    if len(sealed) < 12 + TAG_LEN:
+    if len(sealed) < _RECEIPT_OVERHEAD:
         raise EnvelopeError("encrypted receipt too short")
     try:
-        return AESGCM(receipt_key).decrypt(sealed[:12], sealed[12:], b"EnclaveNet.receipt.v1")
+        body = AESGCM(receipt_key).decrypt(sealed[:12], sealed[12:], _RECEIPT_AAD)
     except InvalidTag as exc:
         raise EnvelopeError("receipt does not decrypt with this request's key") from exc
+    (n,) = struct.unpack(">I", body[:4])
+    if n > len(body) - 4 or any(body[4 + n :]):
+        raise EnvelopeError("receipt padding is malformed")
+    return body[4 : 4 + n]

@@ -52,3 +52,45 @@ def merkle_verify(root: bytes, leaf: bytes, proof: list[tuple[bytes, bool]]) -> 
     for sib, sib_is_left in proof:
         h = keccak256(_NODE, sib, h) if sib_is_left else keccak256(_NODE, h, sib)
     return h == root
+
+
+def merkle_proofs(leaves: list[bytes]) -> list[list[bytes]]:
+    """The siblings (from the leaf up) of every leaf's proof, from one pass over the tree:
+    what ``merkle_proof`` gives for each index, without the flags (``merkle_verify_at`` derives
+    them from the index and the leaf count)."""
+    if not leaves:
+        return []
+    levels = _levels(leaves)[:-1]
+    out: list[list[bytes]] = []
+    for index in range(len(leaves)):
+        sibs: list[bytes] = []
+        i = index
+        for level in levels:
+            s = i ^ 1
+            if s < len(level):
+                sibs.append(level[s])
+            i //= 2
+        out.append(sibs)
+    return out
+
+
+def merkle_verify_at(root: bytes, leaf: bytes, index: int, count: int, siblings: list[bytes]) -> bool:
+    """True when ``leaf`` is leaf number ``index`` of a ``count``-leaf tree with this root.
+
+    The path (which side each sibling is on, which levels promote the node unchanged) follows
+    from ``index`` and ``count`` alone, so a proof binds the position as well as the leaf."""
+    if not 0 <= index < count or count > 1 << 32:
+        return False
+    h = keccak256(_LEAF, leaf)
+    n, i, k = count, index, 0
+    while n > 1:
+        s = i ^ 1
+        if s < n:
+            if k >= len(siblings):
+                return False
+            sib = siblings[k]
+            k += 1
+            h = keccak256(_NODE, sib, h) if s < i else keccak256(_NODE, h, sib)
+        i //= 2
+        n = (n + 1) // 2
+    return k == len(siblings) and h == root

@@ -107,6 +107,26 @@ class SparseMerkleTree:
         e = self._nodes.get(i)
         return e[32:] if e is not None and len(e) == 64 and e[:32] == key else None
 
+    def leaf_near(self, key: bytes) -> bytes | None:
+        """The key of the leaf reached by following ``key``'s bits from the root, taking the
+        only child where the bit's side is empty (None for an empty tree). Every leaf is
+        reachable; with random ``key`` it picks a leaf at random (not uniformly)."""
+        nodes = self._nodes
+        e = nodes.get(1)
+        if e is None:
+            return None
+        k = int.from_bytes(key, "big")
+        i, depth = 1, 0
+        while len(e) != 64:
+            b = (k >> (DEPTH - 1 - depth)) & 1
+            c = (i << 1) | b
+            nxt = nodes.get(c)
+            if nxt is None:
+                c ^= 1
+                nxt = nodes[c]
+            i, e, depth = c, nxt, depth + 1
+        return e[:32]
+
     def set(self, key: bytes, leaf_hash: bytes | None) -> None:
         """Insert, replace or (``None``) delete the leaf at ``key``."""
         self.update({key: leaf_hash})

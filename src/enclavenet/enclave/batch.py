@@ -11,8 +11,13 @@ byte strings ``[meta, envelope_1 .. envelope_n, entry_1 .. entry_m]``:
   msg_start, msg_count, msg_acc, n_envelopes, n_entries}``;
 * ``envelope_i`` = the fast-path envelopes as received, in execution order;
 * ``entry_j`` = one receipt entry per executed item, in execution order (L1 payloads first,
-  then envelopes): the sealed receipt (``crypto.envelope.seal_receipt``) when the item
-  decrypted, else ``b"EnclaveNet.error:" + utf-8 reason``.
+  then envelopes): the sealed receipt (``crypto.envelope.seal_receipt``, padded to a size
+  bucket) when the item decrypted, else ``b"EnclaveNet.error:" + code``: one of
+  ``ERROR_CODES`` (no reason text: batch data is public to DAPs and L1 observers).
+
+Every item is at most ``MAX_BATCH_ITEM`` = 128 KiB, what ``DapManager.answerData`` accepts (so
+a DAP can always answer a request for any piece it signed): envelopes above it are refused
+(``BatchInput.parse``), sealed receipts are bounded by the executor (``bound_receipt``).
 
 ``data_commitment = merkle_root([keccak256(item) for item in items])``: a DAP challenged for
 item i answers with the item and its ``merkle_proof``. ``tx_root`` is the Merkle root over
@@ -28,6 +33,8 @@ from typing import Any
 import cbor2
 import sha3
 
+from ..crypto.dap import MAX_PIECE_BYTES
+from ..crypto.envelope import MAX_ENVELOPE_BYTES
 from ..crypto.hashing import ZERO32, keccak256
 from ..crypto.header import GENESIS_PREV_HASH
 from ..crypto.messages import KIND_CHALLENGE, KIND_USER, MSG_GENESIS_ACC, L1Message
@@ -38,6 +45,15 @@ MAX_BATCH_ENVELOPES = 20_000
 MAX_BATCH_MESSAGES = 20_000
 MAX_MESSAGE_PAYLOAD = 128 * 1024
 ERROR_ENTRY_PREFIX = b"EnclaveNet.error:"
+MAX_BATCH_ITEM = MAX_PIECE_BYTES  # = DapManager.MAX_PIECE (a unit test reads the contract)
+assert MAX_ENVELOPE_BYTES <= MAX_BATCH_ITEM
+# The codes an error entry may carry (what the node and client show for each).
+ERROR_CODES = {
+    "malformed": "the envelope is malformed (length, version or flags): seal it again with the client",
+    "epoch": "the envelope's epoch key is not accepted in this batch (unknown, erased or outside the "
+    "grace window): seal it again to the current epoch key",
+    "decrypt": "the envelope does not decrypt (wrong epoch key, chain id or tampered ciphertext)",
+}
 BATCH_DATA_VERSION = 1
 
 
@@ -90,7 +106,7 @@ class BatchInput:
         msgs_raw = r.items("messages", MAX_BATCH_MESSAGES, default=[])
         envs_raw = r.items("envelopes", MAX_BATCH_ENVELOPES, default=[])
         messages = [_parse_message(m, i, r) for i, m in enumerate(msgs_raw)]
-        envelopes = [as_bytes(e, f"envelopes[{i}]", "batch", max_len=1 << 20) for i, e in enumerate(envs_raw)]
+        envelopes = [as_bytes(e, f"envelopes[{i}]", "batch", max_len=MAX_ENVELOPE_BYTES) for i, e in enumerate(envs_raw)]
         return cls(
             height=r.integer("height", lo=1, hi=U64_MAX),
             prev_hash=r.blob("prev_hash", 32),
@@ -166,9 +182,12 @@ def _parse_message(m: Any, i: int, r: Request) -> L1Message:
     )
 
 
-def error_entry(reason: str) -> bytes:
-    """The receipt entry of an item that did not decrypt (nobody could read a sealed one)."""
-    return ERROR_ENTRY_PREFIX + reason.encode()
+def error_entry(code: str) -> bytes:
+    """The receipt entry of an item that did not decrypt (nobody could read a sealed one): a
+    code from ``ERROR_CODES``, never the reason's text (which may quote sizes or epochs)."""
+    if code not in ERROR_CODES:
+        raise ValueError(f"unknown error entry code {code!r}")
+    return ERROR_ENTRY_PREFIX + code.encode()
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Who the enclave trusts: the committee (attested members), QCs, and the never-sign-twice guard."""
+"""Who the enclave trusts: the committee (attested members), QCs; the never-sign-twice guard and the
+timeout-certificate check live in guard.py (re-exported here)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from ..crypto.header import header_signing_digest
 from ..crypto.secp256k1 import SignatureError, recover_address
 from ..tee.platform import Quote, QuoteClaims, QuoteError, verify_quote
 from .errors import EnclaveRefusal
+from .guard import SignGuard, check_timeout_certificate
 
 MAX_MEMBERS = 256
 
@@ -242,55 +244,6 @@ class Committee:
             del self.members[a]
 
 
-class SignGuard:
-    """Never sign two different headers at one height, nor anything at or below finality.
-
-    ``signed`` maps each unfinalised height this enclave signed at to the header hash it signed.
-    Signing the same hash again is allowed (idempotent after a host crash).
-    """
-
-    def __init__(self) -> None:
-        self.signed: dict[int, bytes] = {}
-        self.floor = 0  # finalised height: nothing at or below it is ever signed again
-
-    def check(self, height: int, header_hash: bytes) -> None:
-        if height <= self.floor:
-            raise EnclaveRefusal(
-                f"will not sign at height {height}: heights <= {self.floor} are finalised"
-            )
-        prev = self.signed.get(height)
-        if prev is not None and prev != header_hash:
-            raise EnclaveRefusal(
-                f"will not sign a second header at height {height}: this enclave already signed "
-                f"header 0x{prev.hex()} there"
-            )
-
-    def record(self, height: int, header_hash: bytes) -> None:
-        self.check(height, header_hash)
-        self.signed[height] = header_hash
-
-    def finalize(self, height: int) -> None:
-        self.floor = max(self.floor, height)
-        for h in [h for h in self.signed if h <= self.floor]:
-            del self.signed[h]
-
-    def merge(self, other: SignGuard) -> None:
-        """Union with another record of this same enclave (restore never forgets a signature)."""
-        for h, v in other.signed.items():
-            self.signed.setdefault(h, v)
-        self.finalize(max(self.floor, other.floor))
-
-    def to_cbor(self) -> dict[str, Any]:
-        return {"floor": self.floor, "signed": [[h, v] for h, v in sorted(self.signed.items())]}
-
-    @classmethod
-    def from_cbor(cls, m: dict[str, Any]) -> SignGuard:
-        g = cls()
-        g.floor = int(m["floor"])
-        g.signed = {int(h): bytes(v) for h, v in m["signed"]}
-        return g
-
-
 def quote_bytes(q: Quote | bytes) -> bytes:
     return q.encode() if isinstance(q, Quote) else q
 
@@ -302,6 +255,7 @@ __all__ = [
     "Member",
     "SignGuard",
     "check_quote",
+    "check_timeout_certificate",
     "committee_digest",
     "quote_bytes",
 ]

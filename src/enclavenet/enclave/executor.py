@@ -43,6 +43,7 @@ import sha3
 from eth_abi import decode as abi_decode
 from pyrevm import EVM, AccountInfo, BlockEnv, CfgEnv, Env
 
+from ..crypto.envelope import MAX_RECEIPT_PLAINTEXT
 from ..crypto.hashing import ZERO32, address_bytes, to_checksum
 from ..crypto.header import EMPTY_WITHDRAWALS_HASH, Withdrawal, withdrawals_hash
 from ..crypto.smt import smt_key, smt_leaf
@@ -68,7 +69,12 @@ WITHDRAW_ADDRESS = bytes.fromhex("00000000000000000000000000000000000057d0")
 WITHDRAW_CODE = bytes.fromhex("60006000fd")
 _ZERO_ADDRESS = b"\x00" * 20
 COINBASE = "0x" + "00" * 20  # stays loaded in pyrevm's journal for good (see credit)
+# Receipt bounds: a sealed receipt is one item of the batch data, and every item must fit the
+# 128 KiB that DapManager.answerData accepts, or a DAP could be slashed for data it holds.
+# Output (return or revert data) is cut at 64 KiB, an error text at 1 KiB, and logs that do
+# not fit in the rest are left out, in order from the last; ``error`` then says so.
 MAX_RECEIPT_OUTPUT = 64 * 1024
+MAX_RECEIPT_ERROR = 1024
 # The Rollup pays at most this many withdrawals per header (Rollup.vy MAX_WITHDRAWALS); the
 # rest wait in the state's FIFO withdrawal queue for the next headers.
 MAX_WITHDRAWALS_PER_HEADER = 16
@@ -264,6 +270,53 @@ class Receipt:
 
     def __repr__(self) -> str:  # no output/logs: they are confidential
         return f"Receipt(status={self.status}, gas_used={self.gas_used}, tx_hash=0x{self.tx_hash.hex()})"
+
+
+def _log_size(lg: Log) -> int:
+    return len(lg.data) + 33 * len(lg.topics) + 40  # its CBOR encoding, rounded up
+
+
+def bound_receipt(r: Receipt) -> Receipt:
+    """``r`` within ``MAX_RECEIPT_PLAINTEXT`` encoded bytes (its sealed form within 128 KiB).
+
+    Cheap for every ordinary receipt (a size estimate); a receipt over the bound keeps its
+    status, gas, contract and withdrawal, gets its output cut to ``MAX_RECEIPT_OUTPUT``, its
+    error to ``MAX_RECEIPT_ERROR`` bytes, and loses its last logs until it fits; ``error`` says
+    how many logs and bytes were left out. The state changes of the transaction are kept."""
+    estimate = len(r.output) + (len(r.error) if r.error else 0) + sum(_log_size(lg) for lg in r.logs) + 256
+    if estimate <= MAX_RECEIPT_PLAINTEXT or len(r.encode()) <= MAX_RECEIPT_PLAINTEXT:
+        return r
+    notes: list[str] = []
+    output = r.output
+    if len(output) > MAX_RECEIPT_OUTPUT:
+        notes.append(f"output cut from {len(output)} to {MAX_RECEIPT_OUTPUT} bytes")
+        output = output[:MAX_RECEIPT_OUTPUT]
+    error = r.error
+    if error is not None and len(error.encode()) > MAX_RECEIPT_ERROR:
+        notes.append(f"error text cut to {MAX_RECEIPT_ERROR} bytes")
+        error = error.encode()[:MAX_RECEIPT_ERROR].decode(errors="ignore")
+    budget = MAX_RECEIPT_PLAINTEXT - 512 - len(output) - (len(error.encode()) if error else 0)
+    logs: list[Log] = []
+    used = 0
+    for lg in r.logs:
+        n = _log_size(lg)
+        if used + n > budget:
+            break
+        logs.append(lg)
+        used += n
+    if len(logs) < len(r.logs):
+        left = r.logs[len(logs) :]
+        notes.append(
+            f"{len(left)} of {len(r.logs)} logs ({sum(len(lg.data) for lg in left)} data bytes) left out: "
+            f"a receipt holds at most {MAX_RECEIPT_PLAINTEXT} bytes"
+        )
+    note = "receipt truncated: " + "; ".join(notes)
+    out = Receipt(
+        r.status, r.gas_used, output, tuple(logs), note if error is None else f"{error} ({note})",
+        r.contract_address, r.tx_hash, r.sender, r.withdrawal,
+    )
+    assert len(out.encode()) <= MAX_RECEIPT_PLAINTEXT
+    return out
 
 
 @dataclass(frozen=True)
@@ -822,7 +875,7 @@ class Executor:
             b.nonces[sender] = nonce + 1
         b.gas_used += receipt.gas_used
         b.tx_count += 1
-        return receipt
+        return bound_receipt(receipt)
 
     def _withdraw(self, b: _Batch, item: SignedTx | InboxCall, gas: int) -> Receipt:
         sender = item.sender

@@ -15,6 +15,7 @@ State the program keeps:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 import time
@@ -49,6 +50,7 @@ from ..crypto.header import Header
 from ..crypto.messages import KIND_CHALLENGE, KIND_USER, accumulate
 from ..crypto.quote import TEE_NAMES, TEE_TYPES, enc_key_hash
 from ..crypto.smt import smt_key, smt_leaf
+from ..crypto.timeout import timeout_digest
 from ..tee.platform import EnclavePlatform
 from ..tee.sealing import SealingError
 from .batch import (
@@ -60,11 +62,18 @@ from .batch import (
     error_entry,
 )
 from .codec import U64_MAX, Request, as_address, as_bytes, decode_map, encode
-from .committee import Committee, CommitteeContext, SignGuard, check_quote
+from .committee import (
+    Committee,
+    CommitteeContext,
+    SignGuard,
+    check_quote,
+    check_timeout_certificate,
+)
 from .contract_keys import derive_contract_key
 from .diff import BatchDiff
 from .errors import EnclaveRefusal
 from .executor import BlockInfo, Executor, Receipt
+from .guard import MAX_ROUND
 from .keys import EnclaveIdentity, EpochKeyError, EpochKeyManager
 from .tx import InboxCall, SignedTx, TxError, decode_item
 from .views import ViewDomain, ViewReplayGuard, ViewRequest, parse_view_request
@@ -96,6 +105,9 @@ class ProgramConfig:
     # QC floors (measured: the host cannot go below them; the committee's rule may be stricter)
     min_quorum: int = 1
     min_types: int = 1
+    # the ``stats`` ecall (per-stage timings: a side channel on what a batch ran) answers only
+    # in a benchmark build; the flag is in the measured config, so an attested member shows it
+    stats: bool = False
 
     @classmethod
     def from_mapping(cls, m: Mapping[str, Any]) -> ProgramConfig:
@@ -110,6 +122,8 @@ class ProgramConfig:
                 raise EnclaveRefusal(f"config: unknown TEE type {k!r} in platform_roots")
             roots[tee] = as_address(v, f"platform_roots[{k}]", "config")
         meas = r.items("measurements", 1024, default=[])
+        if r.has("stats") and not isinstance(r.raw("stats"), bool):
+            raise EnclaveRefusal("config: stats must be true or false")
         return cls(
             chain_id=r.integer("chain_id", lo=1, hi=U64_MAX),
             l1_chain_id=r.integer("l1_chain_id", lo=1, hi=U64_MAX),
@@ -121,6 +135,7 @@ class ProgramConfig:
             treasury=r.address("treasury") if r.has("treasury") else DEFAULT_TREASURY,
             min_quorum=r.integer("min_quorum", lo=1, hi=256),
             min_types=r.integer("min_types", lo=1, hi=255),
+            stats=r.has("stats") and r.raw("stats") is True,
         )
 
     @property
@@ -144,8 +159,6 @@ class _Executed:
     withdrawals: list[list[Any]]
     receipts: dict[bytes, bytes]
     batch_data: bytes
-    n_ok: int
-    n_failed: int
     undo: _Undo
 
 
@@ -199,6 +212,7 @@ class EnclaveProgram:
             "verify_batch": self._verify_batch,
             "accept_header": self._accept_header,
             "rollback": self._rollback,
+            "timeout": self._timeout,
             "apply_batch": self._apply_batch,
             "view_call": self._view_call,
             "estimate_gas": self._estimate_gas,
@@ -454,20 +468,17 @@ class EnclaveProgram:
         for raw in raws:
             try:
                 env = decode(raw)
-            except EnvelopeError as exc:
-                add(error_entry(str(exc)))
+            except EnvelopeError:
+                add(error_entry("malformed"))
                 continue
             key = keys.get(env.epoch)
             if key is None:
-                add(error_entry(
-                    f"envelope epoch {env.epoch} is not accepted in a batch of epoch {batch_epoch} "
-                    f"(unknown, erased, or outside the grace window of {self.cfg.epoch_grace})"
-                ))
+                add(error_entry("epoch"))
                 continue
             try:
                 add((env, key.open(env)))
-            except EnvelopeError as exc:
-                add(error_entry(str(exc)))
+            except EnvelopeError:
+                add(error_entry("decrypt"))
         return out
 
     def _decode_items(
@@ -509,8 +520,12 @@ class EnclaveProgram:
             sender = item.sender if not isinstance(item, TxError) else _ZERO_ADDR
             return Receipt(0, 0, b"", (), f"refused: {exc}", None, keccak256(o[1].plaintext), sender)
 
-    def _run_batch(self, inp: BatchInput) -> _Executed:
-        """Execute ``inp`` on the head; on return the executor and head are advanced."""
+    def _run_batch(self, inp: BatchInput, round_: int | None) -> _Executed:
+        """Execute ``inp`` on the head; on return the executor and head are advanced.
+
+        ``round_`` None: a QC'd batch (apply_batch), not subject to the input record. Otherwise
+        the input is recorded at (height, parent, round) before it runs, and a different input
+        already recorded there is refused (guard.py: no re-execution oracle)."""
         inp.check_continues(self._head)
         if inp.height - self._finalized[0] > MAX_UNFINALISED:
             raise EnclaveRefusal(
@@ -518,6 +533,8 @@ class EnclaveProgram:
                 f"height {self._finalized[0]}; report accepted headers first (accept_header)"
             )
         keys = self._window_keys(inp.epoch)
+        if round_ is not None:
+            self._guard.record_input(inp.height, inp.prev_hash, round_, _input_digest(inp))
         pre_state, pre_root = self._pre_batch_state()
         head = self._head
         t_start = time.perf_counter()
@@ -555,14 +572,12 @@ class EnclaveProgram:
                 results.append(run(o, it))
             t_executed = time.perf_counter()
             entries: list[bytes] = []
-            n_ok = 0
             for o, r in zip(opened, results, strict=True):
                 if isinstance(r, bytes):
                     entries.append(r)
                 else:
                     assert not isinstance(o, bytes)
                     entries.append(seal_receipt(o[1].receipt_key, r.encode()))
-                    n_ok += r.status == 1
             t0 = time.perf_counter()
             commit = ex.end_batch()
         except BaseException:
@@ -610,8 +625,6 @@ class EnclaveProgram:
             [[w.recipient, w.amount] for w in commit.withdrawals],
             receipts,
             c.batch_data,
-            n_ok,
-            len(entries) - n_ok,
             undo,
         )
 
@@ -623,32 +636,49 @@ class EnclaveProgram:
         self._head = undo.head
         self._state_cache = (undo.head.height, undo.state, undo.state_root)
 
-    def _sign(self, header: Header) -> bytes:
-        h = header.hash()
-        self._guard.record(header.height, h)
+    def _sign(self, header: Header, round_: int) -> bytes:
+        self._guard.record(header.height, header.hash(), round_, header.prev_hash)
         return self._identity.sign(header.signing_digest(self.cfg.l1_chain_id, self.cfg.rollup))
+
+    def _round(self, r: Request, height: int, prev_hash: bytes) -> int:
+        """The request's round at ``height`` (default 0); a round above this enclave's current one
+        is entered only with ``tc``, a timeout certificate for the round before at ``prev_hash``."""
+        round_ = r.integer("round", hi=MAX_ROUND - 1, default=0) if r.has("round") else 0
+        if round_ > self._guard.round(height):
+            if not r.has("tc"):
+                raise EnclaveRefusal(
+                    f"{r._what}: round {round_} at height {height} needs a timeout certificate (tc) for round "
+                    f"{round_ - 1}; this enclave is in round {self._guard.round(height)} there"
+                )
+            c = self._committee
+            allowed = check_timeout_certificate(
+                {a: m.tee_type for a, m in c.members.items()}, c.quorum, c.min_types,
+                r.items("tc", 256), height, round_ - 1, prev_hash, self.cfg.l1_chain_id, self.cfg.rollup,
+            )
+            self._guard.enter_round(height, round_, allowed)
+        return round_
 
     def _execute_batch(self, payload: bytes) -> dict[str, Any]:
         r = Request.parse(payload, "execute_batch")
         inp = BatchInput.parse(r)
-        done = self._run_batch(inp)
+        round_ = self._round(r, inp.height, inp.prev_hash)
+        done = self._run_batch(inp, round_)
         h = done.header.hash()
         try:
-            self._guard.check(inp.height, h)
+            self._guard.check(inp.height, h, round_, inp.prev_hash)
         except EnclaveRefusal:
             self._undo_last()
             raise
-        sig = self._sign(done.header)
+        sig = self._sign(done.header, round_)
         out = {
             "header": done.header.encode(),
             "header_hash": h,
             "signature": sig,
             "signer": self._identity.address,
+            "round": round_,
             "withdrawals": done.withdrawals,
             "receipts": done.receipts,
             "batch_data": done.batch_data,
-            "n_ok": done.n_ok,
-            "n_failed": done.n_failed,
         }
         if r.has("with_diff") and r.raw("with_diff") is True:
             out["diff"] = self._seal_diff(done.header)
@@ -660,37 +690,63 @@ class EnclaveProgram:
         except ValueError as exc:
             raise EnclaveRefusal(f"{r._what}: malformed header: {exc}") from None
 
-    def _reexecute_matching(self, r: Request, what: str) -> tuple[Header, _Executed]:
+    def _reexecute_matching(self, r: Request, what: str, round_: int | None) -> tuple[Header, _Executed]:
+        """Re-execute the request's batch and keep it only when it gives exactly the proposed
+        header. A mismatch is refused generically: which fields differ would tell the host
+        something about the confidential state (issue 14, H2)."""
         proposed = self._proposed_header(r)
         inp = BatchInput.parse(r)
         if proposed.height != inp.height or proposed.prev_hash != inp.prev_hash:
             raise EnclaveRefusal(f"{what}: the header's height/prev_hash differ from the batch's")
-        done = self._run_batch(inp)
+        done = self._run_batch(inp, round_)
         if done.header != proposed:
-            diff = [
-                f for f in proposed.__dataclass_fields__ if getattr(proposed, f) != getattr(done.header, f)
-            ]
             self._undo_last()
             raise EnclaveRefusal(
-                f"{what}: header mismatch at height {inp.height}: field(s) {', '.join(diff)} differ from "
-                "this enclave's re-execution; not signing"
+                f"{what}: the header does not match this enclave's re-execution of the batch at height "
+                f"{inp.height}; not signing"
             )
         return proposed, done
 
     def _verify_batch(self, payload: bytes) -> dict[str, Any]:
         r = Request.parse(payload, "verify_batch")
         proposed = self._proposed_header(r)
-        # refuse before any work when the guard already forbids this header
         ph = proposed.hash()
-        self._guard.check(proposed.height, ph)
+        round_ = self._round(r, proposed.height, proposed.prev_hash)
+        # refuse before any work when the guard already forbids this header
+        self._guard.check(proposed.height, ph, round_, proposed.prev_hash)
         hd = self._head
-        if proposed.height == hd.height and ph == hd.hash and self._guard.signed.get(hd.height) == ph:
+        if proposed.height == hd.height and ph == hd.hash and self._guard.has_signed(hd.height, ph):
             # a host retry of a vote this enclave already cast: the same (deterministic) signature
+            self._guard.record(hd.height, ph, round_, proposed.prev_hash)
             sig = self._identity.sign(proposed.signing_digest(self.cfg.l1_chain_id, self.cfg.rollup))
-            return {"header_hash": ph, "signature": sig, "signer": self._identity.address}
-        header, _ = self._reexecute_matching(r, "verify_batch")
-        sig = self._sign(header)
-        return {"header_hash": header.hash(), "signature": sig, "signer": self._identity.address}
+            return {"header_hash": ph, "signature": sig, "signer": self._identity.address, "round": round_}
+        header, _ = self._reexecute_matching(r, "verify_batch", round_)
+        sig = self._sign(header, round_)
+        return {"header_hash": header.hash(), "signature": sig, "signer": self._identity.address, "round": round_}
+
+    def _timeout(self, payload: bytes) -> dict[str, Any]:
+        """A timeout vote for (height, round): only when this enclave has finalised height - 1
+        (the vote names that header as parent) and not height; it reports the last header this
+        enclave signed at height and bars further header signatures at rounds <= round."""
+        r = Request.parse(payload, "timeout")
+        height = r.integer("height", lo=1, hi=U64_MAX)
+        round_ = r.integer("round", hi=MAX_ROUND - 1)
+        fin_h, fin_hash = self._finalized
+        if fin_h != height - 1:
+            raise EnclaveRefusal(
+                f"timeout: this enclave's finalised height is {fin_h}; it times out only height {fin_h + 1} "
+                "(accept the headers L1 accepted first)"
+            )
+        locked = self._guard.timeout(height, round_, fin_hash)
+        digest = timeout_digest(self.cfg.l1_chain_id, self.cfg.rollup, height, round_, fin_hash, locked)
+        return {
+            "height": height,
+            "round": round_,
+            "parent": fin_hash,
+            "locked": locked,
+            "signature": self._identity.sign(digest),
+            "signer": self._identity.address,
+        }
 
     def _finalize(self, height: int, header_hash: bytes) -> None:
         self._finalized = (height, header_hash)
@@ -763,7 +819,7 @@ class EnclaveProgram:
         self._committee.check_qc(header.hash(), r.items("signatures", 256), self.cfg.l1_chain_id, self.cfg.rollup)
         if r.has("diff"):
             return self._apply_diff(r, header)
-        header, _ = self._reexecute_matching(r, "apply_batch")
+        header, _ = self._reexecute_matching(r, "apply_batch", None)
         self._finalize(header.height, header.hash())
         self._anchored_epoch = max(self._anchored_epoch, header.epoch)
         return self._status(b"")
@@ -1169,10 +1225,26 @@ class EnclaveProgram:
 
     def _stats(self, payload: bytes) -> dict[str, Any]:
         r = Request.parse(payload, "stats")
+        if not self.cfg.stats:
+            raise EnclaveRefusal(
+                "stats: per-stage timings are only given by a benchmark build (config stats: true, "
+                "part of the measurement); this enclave's config does not enable them"
+            )
         out = {"seconds": dict(self.stats.t), "counts": dict(self.stats.n), "accounts": len(self._ex.state.accounts)}
         if r.has("reset") and r.raw("reset"):
             self.stats = Stats()
         return out
+
+
+def _input_digest(inp: BatchInput) -> bytes:
+    """A digest of everything a batch's execution depends on (the input record, guard.py)."""
+    h = hashlib.sha256(b"EnclaveNet.batch-input.v1")
+    h.update(encode([inp.height, inp.prev_hash, inp.epoch, inp.l1_block, inp.timestamp,
+                     [[m.index, m.kind, m.sender, m.value, m.l1_block, m.payload] for m in inp.messages]]))
+    for e in inp.envelopes:
+        h.update(len(e).to_bytes(4, "big"))
+        h.update(e)
+    return h.digest()
 
 
 __all__ = ["EnclaveProgram", "ProgramConfig"]

@@ -46,6 +46,7 @@ from ..crypto.header import Withdrawal
 from ..crypto.smt import SparseMerkleTree, smt_key, smt_leaf
 from .contract_keys import ContractKeyChain, ContractKeyError, open_section, seal_section
 from .errors import EnclaveRefusal
+from .leaf_cover import cover_keys
 
 KECCAK_EMPTY = keccak256(b"")
 SALT_DOMAIN = domain_tag("EnclaveNet.BalanceSalt.v1")
@@ -246,6 +247,9 @@ class WorldState:
         self.owed: dict[bytes, int] = {}
         # per-contract state keys and rotation policies (contract_keys.py); not in the commitment
         self.contract_keys: dict[bytes, ContractKeyChain] = {}
+        # smt key -> address of every balance leaf (built on first use, then kept up to date;
+        # entries of removed leaves may stay): to re-salt the cover leaves (leaf_cover.py)
+        self._leaf_names: dict[bytes, bytes] | None = None
 
     # --- reads ---------------------------------------------------------------------------
     @property
@@ -336,6 +340,7 @@ class WorldState:
             withdrawal_queue != self.withdrawal_queue or queue_senders != self.queue_senders
         )
         old_owed = self.owed
+        in_tree = 0  # changed leaves that were in the tree before the batch
         new_owed = _owed(withdrawal_queue, queue_senders) if queue_changed and withdrawal_queue is not None else old_owed
         for addr, ch in accounts.items():
             if ch.code is not None and ch.code_hash not in self.code:
@@ -351,7 +356,9 @@ class WorldState:
             had_entry = bool(rec.nonce) or rec.code_hash != KECCAK_EMPTY
             old_value = rec.balance + old_owed.get(addr, 0)
             rec.balance = ch.balance
-            _set_leaf(rec, addr, old_value, ch.balance + new_owed.get(addr, 0), salt_secret, version, balance_changes)
+            if _set_leaf(rec, addr, old_value, ch.balance + new_owed.get(addr, 0), salt_secret, version,
+                         balance_changes, self._leaf_names) and old_value:
+                in_tree += 1
             if rec.nonce != ch.nonce or rec.code_hash != ch.code_hash or not had_entry:
                 rec.nonce, rec.code_hash = ch.nonce, ch.code_hash
                 if rec.nonce or rec.code_hash != KECCAK_EMPTY:
@@ -376,7 +383,10 @@ class WorldState:
                 elif keep:
                     old_accounts[addr] = AccountRecord(rec.nonce, rec.balance, rec.code_hash, rec.salt)
                 value = rec.balance + new_owed.get(addr, 0)
-                _set_leaf(rec, addr, rec.balance + old_owed.get(addr, 0), value, salt_secret, version, balance_changes)
+                old_value = rec.balance + old_owed.get(addr, 0)
+                if _set_leaf(rec, addr, old_value, value, salt_secret, version, balance_changes, self._leaf_names) \
+                        and old_value:
+                    in_tree += 1
                 if rec.is_empty() and not value:
                     all_accounts.pop(addr, None)
                 else:
@@ -384,6 +394,8 @@ class WorldState:
             old_queue = self.withdrawal_queue
             self.queue_senders, self.owed = queue_senders, new_owed
             self._set_queue(withdrawal_queue, queue_senders, state_changes)
+        if balance_changes and salt_secret != ZERO32:  # ZERO32: no secret (tests, or no balance moved)
+            self._cover(balance_changes, salt_secret, version, in_tree, old_accounts if keep else None)
         if state_changes:
             self.commitment.update(state_changes)
         if balance_changes:
@@ -392,6 +404,31 @@ class WorldState:
             return None
         assert undo_version is not None
         return UndoRecord(old_accounts, old_storage, new_code, undo_version, old_queue, None, old_senders)
+
+    def _cover(
+        self,
+        balance_changes: dict[bytes, bytes | None],
+        salt_secret: bytes,
+        version: int,
+        in_tree: int,
+        old_accounts: dict[bytes, AccountRecord | None] | None,
+    ) -> None:
+        """Re-salt the batch's cover leaves (leaf_cover.py) into ``balance_changes``; the
+        tree is still the pre-batch one, so every member draws the same cover."""
+        names = self._leaf_names
+        if names is None:  # once per state object; then _set_leaf adds every new leaf's name
+            names = self._leaf_names = {smt_key(a): a for a in self.accounts}
+        tree = self.balances_tree
+        for key in cover_keys(tree, salt_secret, version, balance_changes, len(balance_changes), len(tree) - in_tree):
+            addr = names.get(key)
+            rec = self.accounts.get(addr) if addr is not None else None
+            if addr is None or rec is None:
+                raise StateError("balances tree leaf without an account (state corrupted)")
+            value = rec.balance + self.owed.get(addr, 0)
+            if old_accounts is not None and addr not in old_accounts:  # else: kept before its nonce changed
+                old_accounts[addr] = AccountRecord(rec.nonce, rec.balance, rec.code_hash, rec.salt)
+            rec.salt = balance_salt(salt_secret, addr, version)
+            balance_changes[key] = smt_leaf(key, value, rec.salt)
 
     def _set_queue(
         self, queue: tuple[Withdrawal, ...], senders: tuple[bytes, ...], state_changes: dict[bytes, bytes | None]
@@ -607,17 +644,22 @@ def _set_leaf(
     salt_secret: bytes,
     version: int,
     balance_changes: dict[bytes, bytes | None],
-) -> None:
-    """Re-leaf ``addr`` when its leaf value (balance + owed) changed or it has no salt yet."""
+    names: dict[bytes, bytes] | None,
+) -> bool:
+    """Re-leaf ``addr`` when its leaf value (balance + owed) changed or it has no salt yet
+    (True: it did)."""
     if value == old_value and not (value and rec.salt == ZERO32):
-        return
+        return False
     bkey = smt_key(addr)
     if value:
+        if names is not None:
+            names[bkey] = addr
         rec.salt = balance_salt(salt_secret, addr, version)
         balance_changes[bkey] = smt_leaf(bkey, value, rec.salt)
     else:
         rec.salt = ZERO32
         balance_changes[bkey] = None
+    return True
 
 
 def _is_u256(x: object) -> bool:

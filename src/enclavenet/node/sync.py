@@ -17,7 +17,7 @@ from typing import Any
 from ..crypto.hashing import keccak256, to_checksum
 from ..crypto.header import Header, Withdrawal, withdrawals_hash
 from ..crypto.secp256k1 import SignatureError, recover_address
-from ..enclave.batch import ERROR_ENTRY_PREFIX
+from ..enclave.batch import ERROR_CODES, ERROR_ENTRY_PREFIX
 from ..tee.boundary import EnclaveError
 from .batch import (
     BatchRecord,
@@ -30,6 +30,7 @@ from .core import NodeCore, Role
 from .daps import record_inputs
 from .l1watch import AcceptedHeader
 from .peers import PeerError
+from .receipt_proofs import receipt_proof_fields
 
 log = logging.getLogger("enclavenet.node.sync")
 
@@ -238,14 +239,17 @@ class Sync(Role):
             "l1BlockNumber": hex(acc.l1_block_number),
         }
         fresh: dict[bytes, dict[str, Any]] = {}
-        for rid, entry in zip(ids, entries, strict=False):
+        proofs = receipt_proof_fields(entries)  # issue 14 M6: the client checks them on L1
+        for rid, entry, proof in zip(ids, entries, proofs, strict=False):
             if rid in self.node.receipts:
                 continue  # first inclusion wins
             r = dict(base)
             r["receiptId"] = "0x" + rid.hex()
             r["encryptedReceipt"] = "0x" + entry.hex()
+            r.update(proof)
             if entry.startswith(ERROR_ENTRY_PREFIX):
-                r["error"] = entry[len(ERROR_ENTRY_PREFIX) :].decode(errors="replace")
+                code = entry[len(ERROR_ENTRY_PREFIX) :].decode(errors="replace")
+                r["error"] = f"{code}: {ERROR_CODES.get(code, 'unknown error code')}"
             self.node.receipts[rid] = r
             fresh[rid] = r
         self._log_receipts(fresh)
@@ -253,7 +257,8 @@ class Sync(Role):
     async def on_batch(self, msg: dict[str, Any]) -> dict[str, Any]:
         h = int(msg["height"])
         if msg.get("pending"):
-            cands = [r for r in self.node.records.values() if r.height == h and r.proposer in r.sigs]
+            cands = [r for r in self.node.records.values() if r.height == h and r.proposer in r.sigs
+                     and (msg.get("hash") is None or r.hash == msg.get("hash"))]
             if not cands:
                 raise Refused(f"no proposal at height {h} here")
             r = max(cands, key=lambda r: len(r.sigs))

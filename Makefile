@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
-# The anvil L1 node (integration tests, `--l1 anvil`), pinned in package.json / package-lock.json.
+# The anvil L1 node (integration tests, `--l1 anvil`) and the unmodified clients the gateway tests drive
+# (foundry cast, ethers, viem), pinned in package.json / package-lock.json.
 $(ANVIL): package.json package-lock.json
 	@command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
 	# `npm install` honours package-lock.json (it stays unchanged); `npm ci` is refused by npm 11

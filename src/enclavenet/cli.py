@@ -3,6 +3,7 @@
     enclavenet node --config FILE        one node (enclave host, L1 follower, JSON-RPC)
     enclavenet devnet [-n 4] [--l1 embedded|anvil] [--l1-rpc URL]
     enclavenet l1 [--port 8545]          the embedded L1 (eth-tester) served over JSON-RPC
+    enclavenet gateway --node URL [--l1-rpc URL] [--port 8547] [--account KEY]   any Ethereum tool, unchanged
     enclavenet dap --key-file F --rollup A [--store sqlite:///dap.db|postgresql://...]   a DAP
     enclavenet explorer --node URL [--l1-rpc URL] [--port 0]     the explorer / operator dashboard
     enclavenet status URL                 a node's health on one screen
@@ -155,6 +156,54 @@ def cmd_l1(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- gateway
+
+
+def _gateway_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--node", required=True, help="an EnclaveNet node's JSON-RPC URL")
+    p.add_argument("--l1-rpc", default=None, help="the node's L1: cross-check the epoch key against the Rollup, date blocks")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8547, help="0 picks a free port (printed on the ready line)")
+    p.add_argument("--account", action="append", default=[], metavar="KEY",
+                   help="a private key: authorise a viewing session for its account (and sign eth_sendTransaction for it); repeatable")
+    p.add_argument("--account-file", default=None, help="a file with one private key per line (like --account)")
+
+
+@command("gateway", "serve standard Ethereum JSON-RPC (HTTP + WebSocket) on 127.0.0.1 for any wallet or tool: seals, signs views, decrypts", _gateway_opts)
+def cmd_gateway(args: argparse.Namespace) -> int:
+    from .gateway import serve_main
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s gateway %(levelname)s %(name)s: %(message)s")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print("enclavenet gateway: serves on 127.0.0.1 only (it holds your viewing sessions and receipt keys)", file=sys.stderr)
+        return 2
+    keys = list(args.account)
+    if args.account_file:
+        try:
+            with open(args.account_file) as f:
+                keys += [line.strip() for line in f if line.strip()]
+        except OSError as exc:
+            print(f"enclavenet gateway: cannot read --account-file: {exc.strerror}", file=sys.stderr)
+            return 2
+    secrets = []
+    for i, k in enumerate(keys):
+        try:
+            raw = bytes.fromhex(k.removeprefix("0x"))
+            if len(raw) != 32:
+                raise ValueError
+        except ValueError:
+            print(f"enclavenet gateway: account key #{i + 1} is not a 32-byte hex private key", file=sys.stderr)
+            return 2
+        secrets.append(raw)
+    try:
+        serve_main(args.node, l1_rpc=args.l1_rpc, host=args.host, port=args.port, accounts=secrets)
+    except Exception as exc:  # the node / L1 unreachable at start: say which, not a traceback
+        message = getattr(exc, "message", None) or str(exc)
+        print(f"enclavenet gateway: cannot start: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
 # ---------------------------------------------------------------------------- devnet
 
 
@@ -172,6 +221,35 @@ def _devnet_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the devnet description as one JSON line")
     p.add_argument("--daps", type=int, default=0, help="data availability providers to start (default 0)")
     p.add_argument("--no-explorer", action="store_true", help="do not start the explorer")
+    p.add_argument("--no-gateway", action="store_true",
+                   help="no gateway and no funded development accounts (the first mnemonic accounts stay the operators')")
+
+
+def describe_devnet(info: dict[str, Any]) -> str:
+    """What `enclavenet devnet` prints: one line per part, then the funded development accounts."""
+    out: list[str] = []
+    out.append(f"L1          {info['l1']}  (chain id {info['l1ChainId']})")
+    out.append(f"Rollup      {info['rollup']}")
+    out.append(f"Registry    {info['registry']}")
+    out.append(f"EnclaveNet  chain id {info['chainId']}, quorum {info['quorum']} spanning >= {info['minTypes']} TEE types")
+    for i, nd in enumerate(info["nodes"]):
+        out.append(f"node{i}       {nd['url']}  {nd['tee']:8s} enclave {nd['enclave']}")
+    if info.get("gateway"):
+        out.append(f"gateway     {info['gateway']}  (any Ethereum tool: --rpc-url {info['gateway']}; "
+                   f"MetaMask: {info['gateway']}/authorise)")
+    if info.get("explorer"):
+        out.append(f"explorer    {info['explorer']}")
+    for i, d in enumerate(info.get("daps") or []):
+        out.append(f"dap{i}        {d['url']}  {d['address']}")
+    if info.get("devAccounts"):
+        out.append(f"\nAvailable accounts ({len(info['devAccounts'])}, each holding "
+                   f"{info['devDeposit'] / 10**18:g} ETH inside EnclaveNet, gateway pre-authorised; keys are PUBLIC, "
+                   "development only):")
+        for i, a in enumerate(info["devAccounts"]):
+            out.append(f"({i}) {a['address']}  private key {a['key']}")
+        out.append("mnemonic: test test test test test test test test test test test junk\n")
+    out.append(f"logs        {info['dir']}")
+    return "\n".join(out)
 
 
 @command("devnet", "start an L1, deploy the contracts, start N nodes; run until Ctrl-C, then stop them all", _devnet_opts)
@@ -184,6 +262,7 @@ def cmd_devnet(args: argparse.Namespace) -> int:
         n=args.nodes, l1=args.l1, l1_rpc=args.l1_rpc, tee_types=tees, quorum=args.quorum, min_types=args.min_types,
         batch_size=args.batch_size, batch_interval=args.batch_interval, proposer_timeout=args.proposer_timeout,
         base_dir=args.dir, progress=True, explorer=not args.no_explorer, daps=args.daps,
+        gateway=not args.no_gateway,
     )
     stop = {"now": False}
 
@@ -203,17 +282,7 @@ def cmd_devnet(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(info), flush=True)
         else:
-            print(f"L1          {info['l1']}  (chain id {info['l1ChainId']})")
-            print(f"Rollup      {info['rollup']}")
-            print(f"Registry    {info['registry']}")
-            print(f"EnclaveNet  chain id {info['chainId']}, quorum {info['quorum']} spanning >= {info['minTypes']} TEE types")
-            for i, nd in enumerate(info["nodes"]):
-                print(f"node{i}       {nd['url']}  {nd['tee']:8s} enclave {nd['enclave']}")
-            if info.get("explorer"):
-                print(f"explorer    {info['explorer']}")
-            for i, d in enumerate(info.get("daps") or []):
-                print(f"dap{i}        {d['url']}  {d['address']}")
-            print(f"logs        {info['dir']}")
+            print(describe_devnet(info))
             print("running; Ctrl-C stops every process", flush=True)
         while not stop["now"]:
             time.sleep(0.2)

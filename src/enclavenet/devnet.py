@@ -14,7 +14,13 @@ config per node (``<base_dir>/nodeI/config.json``, mode 0600: it holds the opera
 the simulated machine's secrets) and starts the nodes. Healthy = every node follows a first
 header (height 1) carrying the epoch key, and sees its peers.
 
-CLI: ``enclavenet devnet [-n 4] [--l1 embedded|anvil] [--l1-rpc URL]``.
+With ``gateway=True`` (what ``enclavenet devnet`` does) the first ten development accounts of
+the ``test test ... junk`` mnemonic (the owner and the operators then use the next ones) each
+deposit ``dev_deposit`` wei into EnclaveNet on L1 during start-up, and a gateway process
+(``enclavenet gateway``) is started in front of node 0, pre-authorised for those ten accounts:
+``cast send --rpc-url <gateway_url> --private-key <dev key 0> ...`` works at once.
+
+CLI: ``enclavenet devnet [-n 4] [--l1 embedded|anvil] [--l1-rpc URL] [--no-gateway]``.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ log = logging.getLogger("enclavenet.devnet")
 
 DEFAULT_TYPES = ("sgx", "tdx", "sev-snp", "csv")
 DEFAULT_CHAIN_ID = 1337
+DEV_ACCOUNTS = 10  # funded development accounts a devnet with a gateway hands its user (like anvil)
 PROGRAM = "enclavenet.enclave.program:EnclaveProgram"
 
 _live: weakref.WeakSet[Devnet] = weakref.WeakSet()
@@ -223,6 +230,8 @@ class Devnet:
         daps: int = 0,
         dap_threshold: int | None = None,
         dap_store: str = "sqlite",
+        gateway: bool = False,
+        dev_deposit: int = 1000 * 10**18,
         explorer: bool = False,
         placement: Callable[[str], Placement] | None = None,
     ) -> None:
@@ -286,6 +295,11 @@ class Devnet:
         self.n_daps = daps
         self.dap_threshold = dap_threshold if dap_threshold is not None else max(1, daps - 1) if daps else 0
         self.dap_store = dap_store
+        self.gateway = gateway
+        self.dev_deposit = dev_deposit
+        self.dev_accounts: list[LocalAccount] = []  # with gateway: the ten funded, pre-authorised accounts
+        self.gateway_url = ""
+        self._gateway_proc: _Proc | None = None
         self.dap_manager: Any = None
         self.dap_procs: list[Any] = []
         self._postgres: Any = None
@@ -321,6 +335,8 @@ class Devnet:
         self._write_configs()
         self._start_nodes()
         self.wait_healthy(self.start_timeout)
+        if self.gateway:
+            self._start_gateway()
         if self.want_explorer:
             self.start_explorer()
         self._started = True
@@ -351,7 +367,8 @@ class Devnet:
         return env
 
     def _start_l1(self) -> None:
-        n_accounts = self.n + 1 + self.user_accounts
+        n_dev = DEV_ACCOUNTS if self.gateway else 0
+        n_accounts = n_dev + self.n + 1 + self.user_accounts
         if self.l1_kind == "embedded":
             pl = self.placement("l1")
             port = pl.port or free_port()
@@ -380,9 +397,10 @@ class Devnet:
             self.l1_url = self._l1_rpc
         self.w3 = Web3(Web3.HTTPProvider(self.l1_url, request_kwargs={"timeout": 60}))
         accts = dev_accounts(n_accounts)
-        self.owner = accts[0]
-        self._operator_accounts = accts[1 : 1 + self.n]
-        self.accounts = accts[1 + self.n :]
+        self.dev_accounts = accts[:n_dev]
+        self.owner = accts[n_dev]
+        self._operator_accounts = accts[n_dev + 1 : n_dev + 1 + self.n]
+        self.accounts = accts[n_dev + 1 + self.n :]
 
     def _deploy(self) -> None:
         from .contracts import deploy_contracts
@@ -461,6 +479,40 @@ class Devnet:
             register_dap(TxSender(dap_l1, dap_l1.accounts[0]), self.dap_manager, str(proc.url))
         set_threshold(owner, self.dap_manager, self.dap_threshold)
         self.node_options.setdefault("dap_manager", self.dap_manager.address)
+
+    def _start_gateway(self) -> None:
+        """Deposit for the ten development accounts on L1, start a gateway pre-authorised for them,
+        and wait until the deposits are credited inside EnclaveNet."""
+        from .client.l1 import deposit
+
+        assert self.w3 is not None
+        for a in self.dev_accounts:
+            deposit(self.w3, a, self.deployment.rollup.address, self.dev_deposit)
+        keys = self.base_dir / "gateway-accounts.txt"
+        keys.write_text("".join("0x" + bytes(a.key).hex() + "\n" for a in self.dev_accounts))
+        keys.chmod(0o600)
+        self._gateway_proc = _Proc(
+            [self._python(), "-m", "enclavenet.cli", "gateway", "--node", self.rpc_urls[0], "--l1-rpc", self.l1_url,
+             "--port", str(free_port()), "--account-file", str(keys)],
+            self.base_dir / "gateway.log", env=self._env(),
+        )
+        ready = self._gateway_proc.start(timeout=60)
+        if not ready or not ready.get("url"):
+            raise DevnetError(f"the gateway did not start; see {self.base_dir / 'gateway.log'}")
+        self.gateway_url = str(ready["url"])
+        last = self.dev_accounts[-1].address if self.dev_accounts else None
+        deadline = time.monotonic() + self.start_timeout
+        while last is not None:
+            try:
+                r = requests.post(self.gateway_url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_getBalance",
+                                                          "params": [last, "latest"]}, timeout=10).json()
+                if int(r.get("result") or "0x0", 16) >= self.dev_deposit:
+                    break
+            except (requests.RequestException, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                raise DevnetError(f"the development accounts' deposits were not credited; see {self.base_dir}")
+            time.sleep(0.2)
 
     def kill_dap(self, i: int) -> None:
         self.dap_procs[i].kill()
@@ -736,6 +788,10 @@ class Devnet:
 
     # ------------------------------------------------------------------ stop
     def stop(self) -> None:
+        if self._gateway_proc is not None:
+            with contextlib.suppress(Exception):
+                self._gateway_proc.stop()
+            self._gateway_proc = None
         if self._explorer is not None:
             with contextlib.suppress(Exception):
                 self._explorer.stop()
@@ -786,5 +842,8 @@ class Devnet:
             "dapManager": self.dap_manager.address if self.dap_manager is not None else None,
             "daps": [{"url": d.url, "address": d.address} for d in self.dap_procs],
             "dapThreshold": self.dap_threshold if self.n_daps else 0,
+            "gateway": self.gateway_url or None,
+            "devAccounts": [{"address": a.address, "key": "0x" + bytes(a.key).hex()} for a in self.dev_accounts],
+            "devDeposit": self.dev_deposit if self.dev_accounts else 0,
             "explorer": self.explorer_url or None,
         }

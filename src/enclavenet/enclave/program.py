@@ -961,8 +961,9 @@ class EnclaveProgram:
         return env, opened.plaintext, opened.receipt_key
 
     def _admit_view(self, pt: bytes, epoch: int) -> ViewRequest:
-        req = parse_view_request(pt, self._view_domain, epoch)
-        self._views.admit(req, self._views.now(self._platform.now(), self._head.timestamp))
+        now = self._views.now(self._platform.now(), self._head.timestamp)
+        req = parse_view_request(pt, self._view_domain, epoch, now)
+        self._views.admit(req, now)
         return req
 
     def _view_call(self, payload: bytes) -> dict[str, Any]:

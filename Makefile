@@ -7,9 +7,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ANVIL := node_modules/.bin/anvil
 
-.PHONY: install postgres demo test test-unit test-integration lint typecheck bench clean
+.PHONY: install postgres chromium demo test test-unit test-integration lint typecheck bench clean
 
-install: $(STAMP) $(ANVIL) postgres
+install: $(STAMP) $(ANVIL) postgres chromium
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "EnclaveNet needs Python 3.11+"'
@@ -30,6 +30,11 @@ $(ANVIL): package.json package-lock.json
 # initdb/pg_ctl (src/enclavenet/dap/pgserver.py). Idempotent: nothing to do when present.
 postgres:
 	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq postgresql)
+
+# Debian's chromium and its chromedriver: the explorer's real-browser test drives them with
+# selenium (tests/integration/test_explorer_browser.py); nothing is downloaded at run time.
+chromium:
+	@(command -v chromium >/dev/null && command -v chromedriver >/dev/null) || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
 
 demo: install
 	$(PY) -m enclavenet.cli demo

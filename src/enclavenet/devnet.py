@@ -33,6 +33,8 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -61,6 +63,17 @@ def _stop_all() -> None:
     for net in list(_live):
         with contextlib.suppress(Exception):
             net.stop()
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one devnet process runs: argv prefix, the address it binds, the host others put in
+    its URL (a relay may stand between), and its port (0: a free one)."""
+
+    prefix: tuple[str, ...] = ()
+    bind: str = "127.0.0.1"
+    url_host: str = "127.0.0.1"
+    port: int = 0
 
 
 class DevnetError(RuntimeError):
@@ -210,6 +223,8 @@ class Devnet:
         daps: int = 0,
         dap_threshold: int | None = None,
         dap_store: str = "sqlite",
+        explorer: bool = False,
+        placement: Callable[[str], Placement] | None = None,
     ) -> None:
         if n < 1:
             raise ValueError("a devnet needs at least one node")
@@ -274,6 +289,14 @@ class Devnet:
         self.dap_manager: Any = None
         self.dap_procs: list[Any] = []
         self._postgres: Any = None
+        # the explorer (enclavenet explorer, its own process) once the nodes are healthy
+        # where each process runs: role ("l1", "node3", "dap0") -> Placement; default: this
+        # host's 127.0.0.1, a free port. benchmarks/wan.py puts each in its own network namespace
+        # (prefix ["ip", "netns", "exec", ns]) at a private address, reached through url_host.
+        self.placement = placement or (lambda role: Placement())
+        self.want_explorer = explorer
+        self._explorer: _Proc | None = None
+        self.explorer_url = ""
 
     # ------------------------------------------------------------------ context
     def __enter__(self) -> Devnet:
@@ -298,8 +321,25 @@ class Devnet:
         self._write_configs()
         self._start_nodes()
         self.wait_healthy(self.start_timeout)
+        if self.want_explorer:
+            self.start_explorer()
         self._started = True
         return self
+
+    def start_explorer(self, interval: float = 1.0) -> str:
+        """Start ``enclavenet explorer`` on node0 and the L1; returns its URL (also ``explorer_url``)."""
+        if self._explorer is not None and self._explorer.alive:
+            return self.explorer_url
+        self._explorer = _Proc(
+            [self._python(), "-m", "enclavenet.cli", "explorer", "--node", self.rpc_urls[0], "--l1-rpc", self.l1_url,
+             "--port", "0", "--interval", str(interval)],
+            self.base_dir / "explorer.log", env=self._env(),
+        )
+        ready = self._explorer.start(timeout=60)
+        self.explorer_url = str((ready or {}).get("url", ""))
+        if not self.explorer_url:
+            raise DevnetError(f"the explorer did not print its URL; see {self.base_dir / 'explorer.log'}")
+        return self.explorer_url
 
     def _python(self) -> str:
         return sys.executable
@@ -313,18 +353,24 @@ class Devnet:
     def _start_l1(self) -> None:
         n_accounts = self.n + 1 + self.user_accounts
         if self.l1_kind == "embedded":
-            port = free_port()
+            pl = self.placement("l1")
+            port = pl.port or free_port()
             self._l1_proc = _Proc(
-                [self._python(), "-m", "enclavenet.cli", "l1", "--port", str(port), "--accounts", str(n_accounts)],
+                [*pl.prefix, self._python(), "-m", "enclavenet.cli", "l1", "--host", pl.bind, "--port", str(port),
+                 "--accounts", str(n_accounts)],
                 self.base_dir / "l1.log", env=self._env(),
             )
             ready = self._l1_proc.start(timeout=60)
             assert ready is not None
-            self.l1_url = str(ready.get("url") or f"http://127.0.0.1:{port}")
+            self.l1_url = str(ready.get("url") or f"http://{pl.bind}:{port}")
+            if pl.url_host != pl.bind:
+                self.l1_url = f"http://{pl.url_host}:{port}"
         elif self.l1_kind == "anvil":
             from .chain.anvil import start_anvil
 
-            self._anvil = start_anvil(accounts=n_accounts)
+            pl = self.placement("l1")
+            self._anvil = start_anvil(accounts=n_accounts, prefix=pl.prefix, host=pl.bind, url_host=pl.url_host,
+                                      port=pl.port)
             self.l1_url = self._anvil.url
             if self.confirmations > 0 or int(self.node_options.get("confirmations", 0)) > 0:
                 self._miner = threading.Thread(target=self._keep_mining, daemon=True, name="devnet-miner")
@@ -364,6 +410,9 @@ class Devnet:
             "platform_roots": {str(k): v for k, v in roots.items()},
             "measurements": [],
             "epoch_grace": 1,
+            # the QC floors: measured, so no host can make its enclave accept a weaker QC
+            "min_quorum": self.quorum,
+            "min_types": self.min_types,
         })
         self.measurement = measure_enclave(PROGRAM, self.enclave_config)
         for t in sorted(roots):
@@ -399,10 +448,14 @@ class Devnet:
             key_file.chmod(0o600)
             store = self._postgres.create_database(f"dap{i}") if self._postgres else f"sqlite://{d}/dap.db"
             owner.send_raw(key.address, value=10 * 10**18)
+            pl = self.placement(f"dap{i}")
             proc = DapProcess(key_file, store, self.deployment.rollup.address, self.l1_chain_id,
                               log_path=self.base_dir / f"dap{i}.log", l1_rpc=self.l1_url,
-                              manager=self.dap_manager.address, from_block=self.deploy_block)
+                              manager=self.dap_manager.address, from_block=self.deploy_block,
+                              prefix=list(pl.prefix), host=pl.bind, port=pl.port)
             proc.start()
+            if pl.url_host != pl.bind:
+                proc.url = f"http://{pl.url_host}:{proc.port}"
             self.dap_procs.append(proc)
             dap_l1 = RpcL1(self.l1_url, accounts=[Account.from_key(key.secret)])
             register_dap(TxSender(dap_l1, dap_l1.accounts[0]), self.dap_manager, str(proc.url))
@@ -416,8 +469,10 @@ class Devnet:
         self.dap_procs[i].start()
 
     def _write_configs(self) -> None:
-        ports = [free_port() for _ in range(self.n)]
-        self.rpc_urls = [f"http://127.0.0.1:{p}" for p in ports]
+        places = [self.placement(f"node{i}") for i in range(self.n)]
+        ports = [pl.port or free_port() for pl in places]
+        hosts = [pl.bind for pl in places]
+        self.rpc_urls = [f"http://{pl.url_host}:{p}" for pl, p in zip(places, ports, strict=True)]
         self.configs, self.config_paths = [], []
         for i, tee in enumerate(self.tee_types):
             platform = self.vendors[tee].new_platform()
@@ -434,8 +489,10 @@ class Devnet:
                 platform=platform.boot_spec(),
                 enclave=self.enclave_config,
                 rpc_port=ports[i],
+                rpc_host=hosts[i],
                 start_block=self.deploy_block,
-                peers=list(self.rpc_urls),
+                # a node drops its own URL from peers; one reached through a relay cannot tell
+                peers=[u for j, u in enumerate(self.rpc_urls) if j != i or places[i].url_host == places[i].bind],
                 expected_members=self.n,
                 batch_size=opts.pop("batch_size", self.batch_size),
                 batch_interval=opts.pop("batch_interval", self.batch_interval),
@@ -455,7 +512,8 @@ class Devnet:
 
     def _node_proc(self, i: int) -> _Proc:
         return _Proc(
-            [self._python(), "-m", "enclavenet.cli", "node", "--config", str(self.config_paths[i])],
+            [*self.placement(f"node{i}").prefix, self._python(), "-m", "enclavenet.cli", "node", "--config",
+             str(self.config_paths[i])],
             self.base_dir / f"node{i}.log", env=self._env(),
         )
 
@@ -678,6 +736,10 @@ class Devnet:
 
     # ------------------------------------------------------------------ stop
     def stop(self) -> None:
+        if self._explorer is not None:
+            with contextlib.suppress(Exception):
+                self._explorer.stop()
+            self._explorer = None
         for p in self.procs:
             if p is not None:
                 with contextlib.suppress(Exception):
@@ -724,4 +786,5 @@ class Devnet:
             "dapManager": self.dap_manager.address if self.dap_manager is not None else None,
             "daps": [{"url": d.url, "address": d.address} for d in self.dap_procs],
             "dapThreshold": self.dap_threshold if self.n_daps else 0,
+            "explorer": self.explorer_url or None,
         }

@@ -66,6 +66,9 @@ def test_devnet_command_serves_and_stops_everything_on_sigint(tmp_path: Path) ->
         assert line, proc.stderr.read() if proc.stderr else "no output"
         info = json.loads(line)
         assert len(info["nodes"]) == 2 and info["quorum"] == 2
+        # `enclavenet devnet` starts the explorer too (issue 12)
+        assert info["explorer"].startswith("http://127.0.0.1:")
+        assert "EnclaveNet explorer" in requests.get(info["explorer"] + "/", timeout=10).text
         for nd in info["nodes"]:
             r = requests.post(nd["url"], json={"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []},
                               timeout=10).json()

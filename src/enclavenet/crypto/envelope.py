@@ -292,9 +292,21 @@ def seal_receipt(receipt_key: bytes, plaintext: bytes) -> bytes:
     The AEAD plaintext is ``len(plaintext) (4, big-endian) || plaintext || zeros`` up to the
     size bucket (``receipt_bucket``)."""
     nonce = _keccak256(receipt_key + plaintext).digest()[:12]
+    return nonce + AESGCM(receipt_key).encrypt(nonce, _padded(plaintext), _RECEIPT_AAD)
+
+
+def _padded(plaintext: bytes) -> bytes:
+    """``len (4, big-endian) || plaintext || zeros`` up to the size bucket (``receipt_bucket``)."""
     pad = receipt_bucket(len(plaintext)) - _RECEIPT_OVERHEAD - len(plaintext)
-    body = struct.pack(">I", len(plaintext)) + plaintext + bytes(pad)
-    return nonce + AESGCM(receipt_key).encrypt(nonce, body, _RECEIPT_AAD)
+    return struct.pack(">I", len(plaintext)) + plaintext + bytes(pad)
+
+
+def seal_result(receipt_key: bytes, plaintext: bytes) -> bytes:
+    """Like ``seal_receipt`` but with a RANDOM nonce: for answers only one enclave gives (view
+    results), so that answering the same request twice never shows whether the answer changed.
+    Padded to the same size buckets. ``open_receipt`` opens both."""
+    nonce = os.urandom(12)
+    return nonce + AESGCM(receipt_key).encrypt(nonce, _padded(plaintext), _RECEIPT_AAD)
 
 
 def open_receipt(receipt_key: bytes, sealed: bytes) -> bytes:

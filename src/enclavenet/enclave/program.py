@@ -15,6 +15,7 @@ State the program keeps:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 import time
@@ -33,6 +34,7 @@ from ..crypto.envelope import (
     OpenedEnvelope,
     open_envelope,
     seal_receipt,
+    seal_result,
 )
 from ..crypto.escape import (
     DEFAULT_TREASURY,
@@ -48,6 +50,7 @@ from ..crypto.header import Header
 from ..crypto.messages import KIND_CHALLENGE, KIND_USER, accumulate
 from ..crypto.quote import TEE_NAMES, TEE_TYPES, enc_key_hash
 from ..crypto.smt import smt_key, smt_leaf
+from ..crypto.timeout import timeout_digest
 from ..tee.platform import EnclavePlatform
 from ..tee.sealing import SealingError
 from .batch import (
@@ -59,14 +62,21 @@ from .batch import (
     error_entry,
 )
 from .codec import U64_MAX, Request, as_address, as_bytes, decode_map, encode
-from .committee import Committee, SignGuard, check_quote
+from .committee import (
+    Committee,
+    CommitteeContext,
+    SignGuard,
+    check_quote,
+    check_timeout_certificate,
+)
 from .contract_keys import derive_contract_key
 from .diff import BatchDiff
 from .errors import EnclaveRefusal
 from .executor import BlockInfo, Executor, Receipt
+from .guard import MAX_ROUND
 from .keys import EnclaveIdentity, EpochKeyError, EpochKeyManager
 from .tx import InboxCall, SignedTx, TxError, decode_item
-from .views import parse_view_request
+from .views import ViewDomain, ViewReplayGuard, ViewRequest, parse_view_request
 
 MAX_ESCAPE_PUBKEYS = 1 << 20  # public keys escape_export seals to (a local cache, oldest dropped)
 MAX_UNFINALISED = 32  # heights executed beyond the finalised one (each keeps its pre-batch state)
@@ -92,6 +102,9 @@ class ProgramConfig:
     epoch_grace: int = 1
     tx_gas_limit: int = 30_000_000
     treasury: str = DEFAULT_TREASURY  # credited with the bonds of frivolous challenges
+    # QC floors (measured: the host cannot go below them; the committee's rule may be stricter)
+    min_quorum: int = 1
+    min_types: int = 1
     # the ``stats`` ecall (per-stage timings: a side channel on what a batch ran) answers only
     # in a benchmark build; the flag is in the measured config, so an attested member shows it
     stats: bool = False
@@ -120,8 +133,14 @@ class ProgramConfig:
             epoch_grace=r.integer("epoch_grace", hi=16, default=1),
             tx_gas_limit=r.integer("tx_gas_limit", lo=21_000, hi=30_000_000, default=30_000_000),
             treasury=r.address("treasury") if r.has("treasury") else DEFAULT_TREASURY,
+            min_quorum=r.integer("min_quorum", lo=1, hi=256),
+            min_types=r.integer("min_types", lo=1, hi=255),
             stats=r.has("stats") and r.raw("stats") is True,
         )
+
+    @property
+    def committee_context(self) -> CommitteeContext:
+        return CommitteeContext(self.chain_id, self.l1_chain_id, self.rollup, self.min_quorum, self.min_types)
 
 
 @dataclass
@@ -140,8 +159,6 @@ class _Executed:
     withdrawals: list[list[Any]]
     receipts: dict[bytes, bytes]
     batch_data: bytes
-    n_ok: int
-    n_failed: int
     undo: _Undo
 
 
@@ -178,10 +195,13 @@ class EnclaveProgram:
         # escape data for the DAPs (escape_export): not consensus state, never in a snapshot
         self._esc_pubkeys: dict[bytes, bytes] = {}  # address -> uncompressed public key
         self._esc_last: tuple[int, dict[bytes, tuple[int, bytes]]] | None = None  # height, addr -> (value, salt)
+        self._view_domain = ViewDomain(self.cfg.chain_id, self.cfg.l1_chain_id, self.cfg.rollup)
+        self._views = ViewReplayGuard()
         self.stats = Stats()
         self._handlers: dict[str, Callable[[bytes], dict[str, Any]]] = {
             "identity": self._identity_call,
             "committee": self._committee_call,
+            "committee_sign": self._committee_sign,
             "epoch_genesis": self._epoch_genesis,
             "epoch_rotate": self._epoch_rotate,
             "epoch_export": self._epoch_export,
@@ -192,6 +212,7 @@ class EnclaveProgram:
             "verify_batch": self._verify_batch,
             "accept_header": self._accept_header,
             "rollback": self._rollback,
+            "timeout": self._timeout,
             "apply_batch": self._apply_batch,
             "view_call": self._view_call,
             "estimate_gas": self._estimate_gas,
@@ -278,18 +299,43 @@ class EnclaveProgram:
             quote, self.cfg.platform_roots, self._allowed_measurements(), self._platform.now(), what
         )
 
-    def _committee_call(self, payload: bytes) -> dict[str, Any]:
-        r = Request.parse(payload, "committee")
+    def _committee_claims(self, r: Request, what: str) -> list[Any]:
         quotes = r.items("members", 256)
-        claims = [
-            self._verify_member_quote(as_bytes(q, f"members[{i}]", "committee", max_len=64 * 1024), f"committee: member {i}")
+        return [
+            self._verify_member_quote(as_bytes(q, f"members[{i}]", what, max_len=64 * 1024), f"{what}: member {i}")
             for i, q in enumerate(quotes)
         ]
-        self._committee.set(claims, r.integer("quorum", lo=1, hi=256), r.integer("min_types", lo=1, hi=255))
+
+    def _committee_call(self, payload: bytes) -> dict[str, Any]:
+        """Set the committee: the first one from the host; later ones only stricter, or certified
+        by a QC of the current committee (``Committee.update``)."""
+        r = Request.parse(payload, "committee")
+        claims = self._committee_claims(r, "committee")
+        quorum, min_types = r.integer("quorum", lo=1, hi=256), r.integer("min_types", lo=1, hi=255)
+        sigs = r.items("signatures", 256) if r.has("signatures") else None
+        version = r.integer("version", hi=U64_MAX) if r.has("version") else None
+        how = self._committee.update(claims, quorum, min_types, self.cfg.committee_context, version, sigs)
         return {
             "members": list(self._committee.members),
             "quorum": self._committee.quorum,
             "min_types": self._committee.min_types,
+            "version": self._committee.version,
+            "how": how,
+        }
+
+    def _committee_sign(self, payload: bytes) -> dict[str, Any]:
+        """This member's signature certifying ``{members, quorum, min_types}`` as the next
+        committee (version = current + 1). The host asks only for the committee L1's Registry
+        names; a QC of such signatures lets every member adopt it (``committee``)."""
+        r = Request.parse(payload, "committee_sign")
+        claims = self._committee_claims(r, "committee_sign")
+        quorum, min_types = r.integer("quorum", lo=1, hi=256), r.integer("min_types", lo=1, hi=255)
+        version, digest = self._committee.proposal(claims, quorum, min_types, self.cfg.committee_context)
+        return {
+            "version": version,
+            "digest": digest,
+            "signature": self._identity.sign(digest),
+            "signer": self._identity.address,
         }
 
     # ------------------------------------------------------------------ epochs
@@ -338,6 +384,19 @@ class EnclaveProgram:
                 raise EnclaveRefusal(
                     f"epoch_import: a tentative batch of this enclave uses epoch {epoch}; its keys cannot be replaced"
                 )
+        epoch = self._bundle_epoch(bundle)
+        known = max(self._anchored_epoch, -1 if self._epochs.current_epoch is None else self._epochs.current_epoch)
+        if known >= 0 and epoch > known + 1 and r.has("header"):
+            # a member that fell behind several rotations: an accepted (QC'd) header of a later
+            # epoch shows how far the committee went
+            anchor = self._proposed_header(r)
+            self._committee.check_qc(anchor.hash(), r.items("signatures", 256), self.cfg.l1_chain_id, self.cfg.rollup)
+            known = max(known, anchor.epoch)
+        if known >= 0 and epoch > known + 1:
+            raise EnclaveRefusal(
+                f"epoch_import: epoch {epoch} is more than one above this enclave's current epoch {known}; "
+                "import the epochs in order, or give the accepted header (and QC) of a later epoch"
+            )
         epoch = self._epochs.import_epoch(bundle, list(self._committee.members), replace=replace)
         return {"epoch": epoch, "epoch_pub": self._epochs.tx_public_key(epoch)}
 
@@ -461,8 +520,12 @@ class EnclaveProgram:
             sender = item.sender if not isinstance(item, TxError) else _ZERO_ADDR
             return Receipt(0, 0, b"", (), f"refused: {exc}", None, keccak256(o[1].plaintext), sender)
 
-    def _run_batch(self, inp: BatchInput) -> _Executed:
-        """Execute ``inp`` on the head; on return the executor and head are advanced."""
+    def _run_batch(self, inp: BatchInput, round_: int | None) -> _Executed:
+        """Execute ``inp`` on the head; on return the executor and head are advanced.
+
+        ``round_`` None: a QC'd batch (apply_batch), not subject to the input record. Otherwise
+        the input is recorded at (height, parent, round) before it runs, and a different input
+        already recorded there is refused (guard.py: no re-execution oracle)."""
         inp.check_continues(self._head)
         if inp.height - self._finalized[0] > MAX_UNFINALISED:
             raise EnclaveRefusal(
@@ -470,6 +533,8 @@ class EnclaveProgram:
                 f"height {self._finalized[0]}; report accepted headers first (accept_header)"
             )
         keys = self._window_keys(inp.epoch)
+        if round_ is not None:
+            self._guard.record_input(inp.height, inp.prev_hash, round_, _input_digest(inp))
         pre_state, pre_root = self._pre_batch_state()
         head = self._head
         t_start = time.perf_counter()
@@ -507,14 +572,12 @@ class EnclaveProgram:
                 results.append(run(o, it))
             t_executed = time.perf_counter()
             entries: list[bytes] = []
-            n_ok = 0
             for o, r in zip(opened, results, strict=True):
                 if isinstance(r, bytes):
                     entries.append(r)
                 else:
                     assert not isinstance(o, bytes)
                     entries.append(seal_receipt(o[1].receipt_key, r.encode()))
-                    n_ok += r.status == 1
             t0 = time.perf_counter()
             commit = ex.end_batch()
         except BaseException:
@@ -562,8 +625,6 @@ class EnclaveProgram:
             [[w.recipient, w.amount] for w in commit.withdrawals],
             receipts,
             c.batch_data,
-            n_ok,
-            len(entries) - n_ok,
             undo,
         )
 
@@ -575,32 +636,49 @@ class EnclaveProgram:
         self._head = undo.head
         self._state_cache = (undo.head.height, undo.state, undo.state_root)
 
-    def _sign(self, header: Header) -> bytes:
-        h = header.hash()
-        self._guard.record(header.height, h)
+    def _sign(self, header: Header, round_: int) -> bytes:
+        self._guard.record(header.height, header.hash(), round_, header.prev_hash)
         return self._identity.sign(header.signing_digest(self.cfg.l1_chain_id, self.cfg.rollup))
+
+    def _round(self, r: Request, height: int, prev_hash: bytes) -> int:
+        """The request's round at ``height`` (default 0); a round above this enclave's current one
+        is entered only with ``tc``, a timeout certificate for the round before at ``prev_hash``."""
+        round_ = r.integer("round", hi=MAX_ROUND - 1, default=0) if r.has("round") else 0
+        if round_ > self._guard.round(height):
+            if not r.has("tc"):
+                raise EnclaveRefusal(
+                    f"{r._what}: round {round_} at height {height} needs a timeout certificate (tc) for round "
+                    f"{round_ - 1}; this enclave is in round {self._guard.round(height)} there"
+                )
+            c = self._committee
+            allowed = check_timeout_certificate(
+                {a: m.tee_type for a, m in c.members.items()}, c.quorum, c.min_types,
+                r.items("tc", 256), height, round_ - 1, prev_hash, self.cfg.l1_chain_id, self.cfg.rollup,
+            )
+            self._guard.enter_round(height, round_, allowed)
+        return round_
 
     def _execute_batch(self, payload: bytes) -> dict[str, Any]:
         r = Request.parse(payload, "execute_batch")
         inp = BatchInput.parse(r)
-        done = self._run_batch(inp)
+        round_ = self._round(r, inp.height, inp.prev_hash)
+        done = self._run_batch(inp, round_)
         h = done.header.hash()
         try:
-            self._guard.check(inp.height, h)
+            self._guard.check(inp.height, h, round_, inp.prev_hash)
         except EnclaveRefusal:
             self._undo_last()
             raise
-        sig = self._sign(done.header)
+        sig = self._sign(done.header, round_)
         out = {
             "header": done.header.encode(),
             "header_hash": h,
             "signature": sig,
             "signer": self._identity.address,
+            "round": round_,
             "withdrawals": done.withdrawals,
             "receipts": done.receipts,
             "batch_data": done.batch_data,
-            "n_ok": done.n_ok,
-            "n_failed": done.n_failed,
         }
         if r.has("with_diff") and r.raw("with_diff") is True:
             out["diff"] = self._seal_diff(done.header)
@@ -612,37 +690,63 @@ class EnclaveProgram:
         except ValueError as exc:
             raise EnclaveRefusal(f"{r._what}: malformed header: {exc}") from None
 
-    def _reexecute_matching(self, r: Request, what: str) -> tuple[Header, _Executed]:
+    def _reexecute_matching(self, r: Request, what: str, round_: int | None) -> tuple[Header, _Executed]:
+        """Re-execute the request's batch and keep it only when it gives exactly the proposed
+        header. A mismatch is refused generically: which fields differ would tell the host
+        something about the confidential state (issue 14, H2)."""
         proposed = self._proposed_header(r)
         inp = BatchInput.parse(r)
         if proposed.height != inp.height or proposed.prev_hash != inp.prev_hash:
             raise EnclaveRefusal(f"{what}: the header's height/prev_hash differ from the batch's")
-        done = self._run_batch(inp)
+        done = self._run_batch(inp, round_)
         if done.header != proposed:
-            diff = [
-                f for f in proposed.__dataclass_fields__ if getattr(proposed, f) != getattr(done.header, f)
-            ]
             self._undo_last()
             raise EnclaveRefusal(
-                f"{what}: header mismatch at height {inp.height}: field(s) {', '.join(diff)} differ from "
-                "this enclave's re-execution; not signing"
+                f"{what}: the header does not match this enclave's re-execution of the batch at height "
+                f"{inp.height}; not signing"
             )
         return proposed, done
 
     def _verify_batch(self, payload: bytes) -> dict[str, Any]:
         r = Request.parse(payload, "verify_batch")
         proposed = self._proposed_header(r)
-        # refuse before any work when the guard already forbids this header
         ph = proposed.hash()
-        self._guard.check(proposed.height, ph)
+        round_ = self._round(r, proposed.height, proposed.prev_hash)
+        # refuse before any work when the guard already forbids this header
+        self._guard.check(proposed.height, ph, round_, proposed.prev_hash)
         hd = self._head
-        if proposed.height == hd.height and ph == hd.hash and self._guard.signed.get(hd.height) == ph:
+        if proposed.height == hd.height and ph == hd.hash and self._guard.has_signed(hd.height, ph):
             # a host retry of a vote this enclave already cast: the same (deterministic) signature
+            self._guard.record(hd.height, ph, round_, proposed.prev_hash)
             sig = self._identity.sign(proposed.signing_digest(self.cfg.l1_chain_id, self.cfg.rollup))
-            return {"header_hash": ph, "signature": sig, "signer": self._identity.address}
-        header, _ = self._reexecute_matching(r, "verify_batch")
-        sig = self._sign(header)
-        return {"header_hash": header.hash(), "signature": sig, "signer": self._identity.address}
+            return {"header_hash": ph, "signature": sig, "signer": self._identity.address, "round": round_}
+        header, _ = self._reexecute_matching(r, "verify_batch", round_)
+        sig = self._sign(header, round_)
+        return {"header_hash": header.hash(), "signature": sig, "signer": self._identity.address, "round": round_}
+
+    def _timeout(self, payload: bytes) -> dict[str, Any]:
+        """A timeout vote for (height, round): only when this enclave has finalised height - 1
+        (the vote names that header as parent) and not height; it reports the last header this
+        enclave signed at height and bars further header signatures at rounds <= round."""
+        r = Request.parse(payload, "timeout")
+        height = r.integer("height", lo=1, hi=U64_MAX)
+        round_ = r.integer("round", hi=MAX_ROUND - 1)
+        fin_h, fin_hash = self._finalized
+        if fin_h != height - 1:
+            raise EnclaveRefusal(
+                f"timeout: this enclave's finalised height is {fin_h}; it times out only height {fin_h + 1} "
+                "(accept the headers L1 accepted first)"
+            )
+        locked = self._guard.timeout(height, round_, fin_hash)
+        digest = timeout_digest(self.cfg.l1_chain_id, self.cfg.rollup, height, round_, fin_hash, locked)
+        return {
+            "height": height,
+            "round": round_,
+            "parent": fin_hash,
+            "locked": locked,
+            "signature": self._identity.sign(digest),
+            "signer": self._identity.address,
+        }
 
     def _finalize(self, height: int, header_hash: bytes) -> None:
         self._finalized = (height, header_hash)
@@ -715,7 +819,7 @@ class EnclaveProgram:
         self._committee.check_qc(header.hash(), r.items("signatures", 256), self.cfg.l1_chain_id, self.cfg.rollup)
         if r.has("diff"):
             return self._apply_diff(r, header)
-        header, _ = self._reexecute_matching(r, "apply_batch")
+        header, _ = self._reexecute_matching(r, "apply_batch", None)
         self._finalize(header.height, header.hash())
         self._anchored_epoch = max(self._anchored_epoch, header.epoch)
         return self._status(b"")
@@ -818,25 +922,30 @@ class EnclaveProgram:
         opened = open_envelope(env, self._epochs.tx_private_key(env.epoch), self.cfg.chain_id)
         return env, opened.plaintext, opened.receipt_key
 
+    def _admit_view(self, pt: bytes, epoch: int) -> ViewRequest:
+        req = parse_view_request(pt, self._view_domain, epoch)
+        self._views.admit(req, self._views.now(self._platform.now(), self._head.timestamp))
+        return req
+
     def _view_call(self, payload: bytes) -> dict[str, Any]:
         env, pt, rkey = self._open_request(payload, "view_call")
         try:
-            req = parse_view_request(pt, self.cfg.chain_id, env.epoch)
+            req = self._admit_view(pt, env.epoch)
             res = self._ex.call(req.sender, None if req.is_create else req.to, req.data, req.value, req.gas)
             out = {"ok": res.success, "return_data": res.output, "gas_used": res.gas_used, "error": res.error or ""}
         except EnclaveRefusal as exc:
             out = {"ok": False, "return_data": b"", "gas_used": 0, "error": str(exc)}
-        return {"result": seal_receipt(rkey, encode(out))}
+        return {"result": seal_result(rkey, encode(out))}
 
     def _estimate_gas(self, payload: bytes) -> dict[str, Any]:
         env, pt, rkey = self._open_request(payload, "estimate_gas")
         try:
-            req = parse_view_request(pt, self.cfg.chain_id, env.epoch)
+            req = self._admit_view(pt, env.epoch)
             gas = self._ex.estimate_gas(req.sender, None if req.is_create else req.to, req.data, req.value)
             out = {"ok": True, "return_data": b"", "gas_used": gas, "error": ""}
         except EnclaveRefusal as exc:
             out = {"ok": False, "return_data": b"", "gas_used": 0, "error": str(exc)}
-        return {"result": seal_receipt(rkey, encode(out))}
+        return {"result": seal_result(rkey, encode(out))}
 
     # ------------------------------------------------------------------ snapshots
     def _shared_plain(self) -> bytes:
@@ -890,7 +999,13 @@ class EnclaveProgram:
             "local": local,
         }
 
-    def _load_shared_plain(self, plain: bytes) -> None:
+    def _load_shared_plain(self, plain: bytes, anchor: Header | None) -> None:
+        """Load a snapshot's state. ``anchor``: the L1-accepted header the snapshot claims (its QC
+        already checked): required for a shared blob, which any committee member -- a compromised
+        one included -- can seal. The state must then BE that header's state: head hash, the
+        recomputed state root and balances root, message count, accumulator and L1 block equal
+        the header's, and the finalised pointer becomes that header. ``None``: this enclave's own
+        platform-sealed local blob (restart)."""
         m = decode_map(plain, "snapshot")
         r = Request(m, "snapshot")
         if r.integer("chain_id", hi=U64_MAX) != self.cfg.chain_id:
@@ -900,7 +1015,22 @@ class EnclaveProgram:
         finalized = (int(fin[0]), as_bytes(fin[1], "finalized", "snapshot", 32))
         state = r.blob("state")
         root = r.blob("state_root", 32)
-        self._ex.restore(state, expect_state_root=root)
+        if anchor is not None:
+            hh = anchor.hash()
+            if (head.height, head.hash) != (anchor.height, hh) or root != anchor.state_root:
+                raise EnclaveRefusal(
+                    f"restore: the snapshot's head (height {head.height}) is not the accepted header "
+                    f"0x{hh.hex()} at height {anchor.height} it is restored against"
+                )
+            if (head.l1_block, head.msg_count, head.msg_acc) != (anchor.l1_block, anchor.msg_count, anchor.msg_acc):
+                raise EnclaveRefusal("restore: the snapshot's L1 message position differs from the accepted header's")
+            finalized = (anchor.height, hh)
+        saved = self._ex.snapshot() if anchor is not None else None
+        self._ex.restore(state, expect_state_root=root)  # recomputes the state root from the state
+        if anchor is not None and self._ex.balances_root != anchor.balances_root:
+            assert saved is not None
+            self._ex.restore(saved)
+            raise EnclaveRefusal("restore: the snapshot's balances root differs from the accepted header's")
         self._head = head
         self._finalized = finalized
         self._undo.clear()
@@ -926,7 +1056,21 @@ class EnclaveProgram:
         r = Request.parse(payload, "restore")
         blob = r.blob("blob")
         if blob.startswith(SNAPSHOT_MAGIC):
-            self._load_shared_plain(self._open_shared(blob, self._epochs))
+            if not r.has("header"):
+                raise EnclaveRefusal(
+                    "restore: a shared snapshot is restored only against the L1-accepted header it claims: "
+                    "give header and signatures (its QC)"
+                )
+            anchor = self._proposed_header(r)
+            self._committee.check_qc(anchor.hash(), r.items("signatures", 256), self.cfg.l1_chain_id, self.cfg.rollup)
+            if anchor.height < self._finalized[0]:
+                raise EnclaveRefusal(
+                    f"restore: the header at height {anchor.height} is below this enclave's finalised "
+                    f"height {self._finalized[0]}"
+                )
+            self._load_shared_plain(self._open_shared(blob, self._epochs), anchor)
+            self._guard.finalize(self._finalized[0])
+            self._anchored_epoch = max(self._anchored_epoch, anchor.epoch)
             return self._status(b"")
         plain = self._platform.unseal(blob, LOCAL_LABEL)
         try:
@@ -941,11 +1085,20 @@ class EnclaveProgram:
             shared = bytes(m["shared"])
         except (KeyError, TypeError, ValueError):
             raise EnclaveRefusal("restore: the local snapshot is malformed") from None
-        self._load_shared_plain(self._open_shared(shared, epochs))  # state first: may refuse
+        if committee.members and (committee.quorum < self.cfg.min_quorum or committee.min_types < self.cfg.min_types):
+            raise EnclaveRefusal("restore: the local snapshot's committee rule is below this program's floors")
+        # never bring back what this running enclave has erased or left behind: its erasure
+        # marks, the epochs older than its newest anchored epoch's grace window, its committee
+        epochs.absorb_erasures(self._epochs)
+        anchored = max(self._anchored_epoch, anchored)
+        if anchored >= 0:
+            epochs.erase_before(max(0, anchored - self.cfg.epoch_grace))
+        committee.merge_newer(self._committee)
+        self._load_shared_plain(self._open_shared(shared, epochs), None)  # state first: may refuse
         if identity.address == self._identity.address:
             guard.merge(self._guard)  # never forget a signature made since that blob
         self._identity, self._epochs, self._guard, self._committee = identity, epochs, guard, committee
-        self._anchored_epoch = max(self._anchored_epoch, anchored)
+        self._anchored_epoch = anchored
         self._guard.finalize(self._finalized[0])
         return self._status(b"")
 
@@ -1080,6 +1233,17 @@ class EnclaveProgram:
         if r.has("reset") and r.raw("reset"):
             self.stats = Stats()
         return out
+
+
+def _input_digest(inp: BatchInput) -> bytes:
+    """A digest of everything a batch's execution depends on (the input record, guard.py)."""
+    h = hashlib.sha256(b"EnclaveNet.batch-input.v1")
+    h.update(encode([inp.height, inp.prev_hash, inp.epoch, inp.l1_block, inp.timestamp,
+                     [[m.index, m.kind, m.sender, m.value, m.l1_block, m.payload] for m in inp.messages]]))
+    for e in inp.envelopes:
+        h.update(len(e).to_bytes(4, "big"))
+        h.update(e)
+    return h.digest()
 
 
 __all__ = ["EnclaveProgram", "ProgramConfig"]

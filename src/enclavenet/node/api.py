@@ -15,7 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from aiohttp import web
+
 from ..tee.boundary import EnclaveError
+from . import metrics as node_metrics
 from .jsonrpc import INVALID_PARAMS, RpcError, hex_bytes, quantity
 from .mempool import DuplicateTransaction, MempoolError, MempoolFull
 
@@ -38,6 +41,12 @@ def install_rpc_methods(
     transaction to ``submit_envelope`` (ingress), ``enclavenet_status`` to ``node_status``."""
     rpc = node.rpc
     cfg = node.cfg
+    metrics = node_metrics.install(node)
+
+    async def serve_metrics(request: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), headers={"Content-Type": node_metrics.CONTENT_TYPE})
+
+    rpc.get("/metrics", serve_metrics)
 
     def chain_id() -> str:
         return hex(cfg.chain_id)
@@ -52,18 +61,26 @@ def install_rpc_methods(
         return "0x0"
 
     def send_raw(data: Any) -> str:
-        raw = hex_bytes(data, "transaction (envelope)", max_len=MAX_ENVELOPE)
+        try:
+            raw = hex_bytes(data, "transaction (envelope)", max_len=MAX_ENVELOPE)
+        except RpcError:
+            metrics.refused("malformed")
+            raise
         if node.epoch is None:
+            metrics.refused("not_ready")
             raise RpcError(NOT_READY, "the committee has no epoch key yet; retry in a moment")
         try:
             rid = submit_envelope(raw)
         except MempoolFull as exc:
+            metrics.refused("full")
             raise RpcError(MEMPOOL_FULL, str(exc)) from None
         except DuplicateTransaction as exc:
+            metrics.refused("duplicate")
             raise RpcError(DUPLICATE, str(exc)) from None
         except MempoolError as exc:
             msg = str(exc)
             code = WRONG_EPOCH if "epoch" in msg and "envelope sealed to epoch" in msg else INVALID_PARAMS
+            metrics.refused("wrong_epoch" if code == WRONG_EPOCH else "malformed")
             raise RpcError(code, msg) from None
         return "0x" + rid.hex()
 
@@ -146,10 +163,14 @@ def install_rpc_methods(
         acc = w.headers.get(h) if w else None
         if acc is None:
             return None
+        rec = node.accepted_records.get(h)
         return {
             "height": hex(h), "hash": "0x" + acc.hash.hex(), "header": "0x" + acc.header.encode().hex(),
             "l1TxHash": acc.l1_tx, "signers": len(acc.signatures),
             "withdrawals": [[x.recipient, hex(x.amount)] for x in acc.withdrawals],
+            # fast-path transactions in the batch (L1 messages are counted by msg_count); null
+            # when this node adopted the height without its batch (e.g. from a snapshot)
+            "txCount": len(rec.envelopes) if rec is not None else None,
         }
 
     def admin_set_batch(size: Any, interval: Any) -> dict[str, Any]:

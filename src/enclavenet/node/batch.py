@@ -47,9 +47,11 @@ class BatchRecord:
     collecting: bool = False
     diff: bytes = field(default=b"", repr=False)  # the proposer enclave's sealed state diff (apply_batch)
     rid_cache: list[bytes] | None = field(default=None, repr=False)
+    round: int = 0  # the round it is proposed in (node/viewchange.py)
+    tc: list[list[bytes]] | None = field(default=None, repr=False)  # the TC that opened that round
 
     def proposal(self, proposer: str, signature: bytes) -> dict[str, Any]:
-        return {
+        out = {
             "proposer": proposer,
             "signature": signature,
             "header": self.header_bytes,
@@ -59,6 +61,9 @@ class BatchRecord:
             "sigs": [[a, s] for a, s in self.sigs.items()],
             "diff": self.diff,
         }
+        if self.round:
+            out["round"], out["tc"] = self.round, self.tc
+        return out
 
     def to_wire(self) -> dict[str, Any]:
         return {"input": self.input, "header": self.header_bytes, "batch_data": self.batch_data,

@@ -1,12 +1,13 @@
-"""The committee protocol: propose, vote, assemble the QC, take over a stalled height.
+"""The committee protocol: propose, vote, assemble the QC, move a stalled height to its next round.
 
-* proposer(h) = ``members[(h // proposer_run) % n]``; fallbacks join one ``proposer_timeout``
-  at a time (``allowed_proposers``); a voter re-executes a proposal (``verify_batch``) and
-  signs only an identical header, at most one per height (the enclave enforces it).
+* proposer(h, round 0) = ``members[(h // proposer_run) % n]`` (only it: a round-0 proposal by
+  anyone else is refused); a voter re-executes a proposal (``verify_batch``) and signs only an
+  identical header, at most one per (height, round) on one parent (the enclave enforces it).
 * the proposer asks the fewest voters that complete the QC (rotation order, missing TEE types
   first), announces the batch with its QC to the rest, and submits it through the L1 link.
-* takeover: when the next height stays unaccepted, the member at offset j after the primary
-  acts after j timeouts: it finishes a proposal it signed, adopts a peer's, or builds its own.
+* rounds (``viewchange.py``): when the next height stays unaccepted for a round's timeout,
+  members sign timeout votes; a TC opens the next round, whose proposer (the next member)
+  re-proposes the header the TC forces or cuts its own batch.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from .batch import (
 from .core import NodeCore, Role, qc_complete
 from .epochs import Epochs
 from .l1 import L1Link
-from .peers import PeerClient, PeerError
+from .peers import PeerError
+from .viewchange import ViewChange
 
 log = logging.getLogger("enclavenet.node.committee")
 
@@ -40,32 +42,6 @@ log = logging.getLogger("enclavenet.node.committee")
 # ---------------------------------------------------------------------- the rules (pure)
 # The decisions of the protocol as functions of their inputs, testable without a node, an enclave
 # or a clock (tests/unit/test_committee_rules.py). The Committee below feeds them live values.
-
-
-def timeouts_elapsed(elapsed: float, timeout: float) -> int:
-    """How many whole proposer timeouts fit in ``elapsed`` seconds."""
-    return int(elapsed / timeout) if timeout > 0 else 0
-
-
-def allowed_proposers(members: list[str], slot: int, k: int) -> list[str]:
-    """The primary of ``slot`` and the next ``k`` members in rotation order (at most every member)."""
-    if not members:
-        return []
-    n = len(members)
-    return [members[(slot + j) % n] for j in range(min(k, n - 1) + 1)]
-
-
-def takeover_offset(members: list[str], me: str, slot: int) -> int:
-    """My rotation offset after the primary of ``slot`` (0: I am the primary)."""
-    return (members.index(me) - slot) % len(members)
-
-
-def takeover_due(members: list[str], me: str, slot: int, elapsed: float, timeout: float) -> bool:
-    """The fallback at offset j may take a stalled height over after j timeouts, one at a time."""
-    if me not in members or len(members) < 2:
-        return False
-    offset = takeover_offset(members, me, slot)
-    return offset != 0 and elapsed >= offset * timeout
 
 
 def first_voters(have: list[str], candidates: list[str], types: dict[str, int], quorum: int,
@@ -90,7 +66,7 @@ class Committee(Role):
         super().__init__(node)
         self.epochs = epochs
         self.l1 = l1
-        self._takeover_busy = False
+        self.view = ViewChange(self)  # rounds / view change (node/viewchange.py)
 
     def proposer_slot(self, h: int) -> int:
         """The primary proposer of height h is ``members[slot % n]``: each member proposes
@@ -98,13 +74,10 @@ class Committee(Role):
         executes h+1 at once instead of first waiting to verify someone else's batch."""
         return h // self.cfg.proposer_run
 
-    def allowed_proposers(self, h: int) -> list[str]:
-        """Who may propose height h now: the primary, plus fallbacks once it was silent too long."""
-        k = 0
-        if h == self.node.l1_height + 1:
-            base = self.node.due_since if self.node.work_since is None else max(self.node.due_since, self.node.work_since)
-            k = timeouts_elapsed(time.monotonic() - base, self.cfg.proposer_timeout) + 1  # +1: clock/poll slack
-        return allowed_proposers(self.node.members(), self.proposer_slot(h), k)
+    def primary(self, h: int) -> str | None:
+        """The round-0 proposer of height h (later rounds: ``ViewChange``)."""
+        members = self.node.members()
+        return members[self.proposer_slot(h) % len(members)] if members else None
 
     async def on_propose(self, msg: dict[str, Any], *, takeover: bool = False) -> dict[str, Any]:
         assert self.node.host is not None and self.node.watcher is not None
@@ -117,16 +90,21 @@ class Committee(Role):
             raise Refused(f"height {h} is already final here (finalized {self.node.finalized})")
         if self.node.frozen:
             raise Refused("the Rollup is frozen: no more headers")
+        round_ = int(msg.get("round") or 0)
         cached = self.node.my_sigs.get(h)
         if cached is not None and cached[0] == hh:
             return {"signature": cached[1], "signer": self.node.address}
-        if cached is not None:
+        if round_ == 0 and self._signed_other(h, hh, header.prev_hash):
             raise Refused(f"this enclave already signed a different header at height {h}")
         # 1. cheap checks first (bound the work a bad proposal costs)
         if proposer not in self.node.members():
             raise Refused(f"proposer {proposer} is not an active committee member")
-        if not takeover and proposer not in self.allowed_proposers(h):
-            raise Refused(f"{proposer} is not an expected proposer for height {h} now")
+        if round_ > 0 and not takeover:  # a later round: its proposer, with the TC of the round before
+            why = self.view.check_proposal(header, proposer, round_, msg.get("tc"))
+            if why is not None:
+                raise Refused(why)
+        elif round_ == 0 and not takeover and proposer != self.primary(h):
+            raise Refused(f"{proposer} is not the proposer of height {h} in round 0")
         try:
             signer = recover_address(header.signing_digest(self.cfg.l1_chain_id, self.cfg.rollup), bytes(msg["signature"]))
         except SignatureError as exc:
@@ -151,10 +129,16 @@ class Committee(Role):
             if cached is not None:
                 if cached[0] == hh:
                     return {"signature": cached[1], "signer": self.node.address}
-                raise Refused(f"this enclave already signed a different header at height {h}")
-            if self.node.head_height != h - 1 or self.node.head_hash != header.prev_hash:
+                if round_ == 0 and self._signed_other(h, hh, header.prev_hash):
+                    raise Refused(f"this enclave already signed a different header at height {h}")
+            if round_ > 0:
+                await self.view.prepare(h, hh)  # drop an earlier round's header at h
+            if (self.node.head_height, self.node.head_hash) not in ((h - 1, header.prev_hash), (h, hh)):
                 raise Refused(f"proposal for height {h} does not extend this enclave's head at {self.node.head_height}")
             payload = {**rec.input, "envelopes": rec.envelopes, "header": header_bytes}
+            if round_ > 0:
+                payload["round"], payload["tc"] = round_, msg.get("tc")
+                rec.round, rec.tc = round_, msg.get("tc")
             t_v = time.monotonic()
             out = await self.node.host.call("verify_batch", payload)
             log.debug("%s: voted height %d (%.0f ms in the enclave)", self.cfg.name, h, 1000 * (time.monotonic() - t_v))
@@ -174,6 +158,16 @@ class Committee(Role):
         await self.node.notify_head()
         self.node.work.set()
         return {"signature": sig, "signer": self.node.address}
+
+    def _signed_other(self, h: int, hh: bytes, prev: bytes) -> bool:
+        """This enclave signed a header other than ``hh`` at h on the parent ``prev`` (or on a
+        parent we no longer know): the enclave refuses a second one there in round 0. One on
+        another parent (a header at h - 1 that lost) does not count (enclave/guard.py)."""
+        cached = self.node.my_sigs.get(h)
+        if cached is None or cached[0] == hh:
+            return False
+        rec = self.node.records.get(cached[0])
+        return rec is None or rec.header.prev_hash == prev
 
     async def _check_messages(self, rec: BatchRecord) -> None:
         assert self.node.watcher is not None
@@ -254,8 +248,11 @@ class Committee(Role):
         h = self.node.head_height + 1
         if h > self.node.l1_height + self.cfg.pipeline:
             return
-        if any(r.height == h and r.proposer == self.node.address for r in self.node.records.values()):
+        if any(r.height == h and r.proposer == self.node.address and r.header.prev_hash == self.node.head_hash
+               for r in self.node.records.values()):
             return
+        if self.view.round_at(h) > 0:
+            return  # a later round's proposer proposes this height (node/viewchange.py)
         members = self.node.members()
         if self.node.address not in members or members[self.proposer_slot(h) % len(members)] != self.node.address:
             return
@@ -267,12 +264,14 @@ class Committee(Role):
     def ready_to_propose(self) -> bool:
         return bool(self.node.members()) and self.node.finalized >= self.node.l1_height
 
-    async def _build_and_collect(self, h: int) -> None:
+    async def _build_and_collect(self, h: int, *, round_: int = 0, tc: list[list[bytes]] | None = None) -> None:
         assert self.node.host is not None and self.node.watcher is not None
         if self.node.frozen or not await self.epochs.prepare(h):
             return
         async with self.node.enclave_lock:
-            if self.node.head_height != h - 1 or self.node.epoch is None or h in self.node.my_sigs:
+            if self.node.head_height != h - 1 or self.node.epoch is None:
+                return
+            if not round_ and self._signed_other(h, b"", self.node.head_hash):
                 return
             msgs = self.node.pending_messages()
             l1_block = max(self.node.head_l1_block, self.node.watcher.confirmed_block())
@@ -289,8 +288,11 @@ class Committee(Role):
                 "messages": [msg_to_wire(m) for m in msgs],
             }
             envelopes = [e.raw for e in entries]
+            call = {**inp, "envelopes": envelopes, "with_diff": True}
+            if round_:
+                call["round"], call["tc"] = round_, tc
             try:
-                out = await self.node.host.call("execute_batch", {**inp, "envelopes": envelopes, "with_diff": True})
+                out = await self.node.host.call("execute_batch", call)
             except EnclaveError:
                 self.node.mempool.release(h)
                 raise
@@ -300,7 +302,7 @@ class Committee(Role):
                 height=h, input=inp, envelopes=envelopes, header=header, header_bytes=header_bytes,
                 hash=bytes(out["header_hash"]), batch_data=bytes(out["batch_data"]),
                 withdrawals=[list(w) for w in out.get("withdrawals", [])], proposer=self.node.address,
-                diff=bytes(out.get("diff") or b""),
+                diff=bytes(out.get("diff") or b""), round=round_, tc=tc,
             )
             sig = bytes(out["signature"])
             rec.sigs[self.node.address] = sig
@@ -321,8 +323,8 @@ class Committee(Role):
             if self.cfg.persist == "sign":
                 await self.node.persist()
         self.node.counters["proposed"] += 1
-        log.info("%s: proposed height %d (%d messages, %d envelopes, %d ok)", self.cfg.name, h, len(msgs),
-                 len(envelopes), int(out.get("n_ok", 0)))
+        log.info("%s: proposed height %d round %d (%d messages, %d envelopes)", self.cfg.name, h, round_, len(msgs),
+                 len(envelopes))
         await self.node.notify_head()
         self.node.spawn(self._collect_and_submit(rec, sig))
 
@@ -428,14 +430,11 @@ class Committee(Role):
         return max(self.node.due_since, self.node.work_since)
 
     async def _maybe_takeover(self) -> None:
-        """The race: the next height stayed unaccepted too long; fallback proposers step in, one at a time.
-
-        The member at offset j after the primary may act after j timeouts. It first finishes a
-        proposal it already signed; else it asks its peers for any proposal at that height and
-        adopts it (so votes do not split between two headers: an enclave never signs two);
-        only when nobody has one does it build its own batch.
-        """
-        if self.node.epoch is None or self.node.watcher is None or self._takeover_busy or self.node.frozen:
+        """A stalled height moves to its next round (node/viewchange.py, docs/NODE.md "Rounds"):
+        once the next height has had work for the round's timeout without a header on L1, this
+        member's enclave signs a timeout vote; a TC opens the next round, whose proposer
+        re-proposes what the TC forces or cuts its own batch."""
+        if self.node.epoch is None or self.node.watcher is None or self.node.frozen:
             return
         if self.node.finalized > self.node.l1_height:
             return  # an L1 reorganisation took accepted headers away: re-anchoring them first
@@ -446,67 +445,7 @@ class Committee(Role):
         base = self._stall_base()
         if base is None:
             return
-        t = self.node.l1_height + 1
-        elapsed = time.monotonic() - base
-        if not takeover_due(members, self.node.address, self.proposer_slot(t), elapsed, self.cfg.proposer_timeout):
-            return
-        self._takeover_busy = True
-        self.node.spawn(self._takeover(t, elapsed))
-
-    async def _takeover(self, t: int, elapsed: float) -> None:
-        assert self.node.watcher is not None
-        try:
-            prev = self.node.watcher.last_header_hash()
-            known = [r for r in self.node.records.values() if r.height == t and r.header.prev_hash == prev]
-            mine = self.node.my_sigs.get(t)
-            rec = next((r for r in known if mine is not None and r.hash == mine[0]), None)
-            if rec is None and mine is None:
-                rec = await self._adopt_peer_proposal(t, prev)
-                mine = self.node.my_sigs.get(t)
-            if rec is not None and mine is not None and mine[0] == rec.hash:
-                if rec.collecting or rec.submitted:
-                    return
-                self.node.counters["takeovers"] += 1
-                log.info("%s: height %d stalled %.1fs: taking over proposal 0x%s", self.cfg.name, t, elapsed,
-                         rec.hash.hex()[:12])
-                await self._collect_and_submit(rec, mine[1])
-                return
-            if mine is not None or self.node.head_height != t - 1:
-                return  # we signed something else at t: only its QC can complete now
-            self.node.counters["takeovers"] += 1
-            log.info("%s: height %d stalled %.1fs and no proposal around: proposing it", self.cfg.name, t, elapsed)
-            await self._build_and_collect(t)
-        except (PeerError, EnclaveError, Refused) as exc:
-            log.info("%s: takeover of height %d failed: %s", self.cfg.name, t, exc)
-        finally:
-            self._takeover_busy = False
-
-    async def _adopt_peer_proposal(self, t: int, prev: bytes) -> BatchRecord | None:
-        """Ask every peer at once (a silent one must not delay the takeover) for a proposal at
-        height t; verify and sign the first valid one."""
-        wait = max(0.5, min(2.0, self.cfg.proposer_timeout))
-
-        async def ask(p: PeerClient) -> dict[str, Any] | None:
-            try:
-                out = await p.call("batch", {"height": t, "pending": True}, timeout=wait)
-                return {**out, "proposer": to_checksum(out["proposer"]), "signature": bytes(out["signature"])}
-            except (PeerError, KeyError, TypeError, ValueError):
-                return None
-
-        answers = [a for a in await asyncio.gather(*(ask(p) for p in self.node.peers)) if a is not None]
-        answers.sort(key=lambda a: -len(a.get("sigs", [])))
-        for msg in answers:
-            try:
-                await self.on_propose(msg, takeover=True)
-            except (Refused, EnclaveError, ValueError) as exc:
-                log.info("%s: proposal at %d not adopted: %s", self.cfg.name, t, exc)
-                continue
-            rec = self.node.records.get(Header.decode(bytes(msg["header"])).hash())
-            if rec is not None and rec.header.prev_hash == prev:
-                for a, sig in msg.get("sigs", []):
-                    self.node.add_sig(rec, to_checksum(a), bytes(sig))
-                return rec
-        return None
+        await self.view.tick(base)
 
     async def _announce(self, rec: BatchRecord, my_sig: bytes, addrs: list[str]) -> None:
         body = cbor2.dumps(rec.proposal(self.node.address, my_sig))  # with the QC's signatures now

@@ -25,6 +25,7 @@ from .host import EnclaveHost
 from .jsonrpc import JsonRpcServer
 from .l1watch import AcceptedHeader, L1Watcher
 from .mempool import Mempool
+from .metrics import NodeMetrics
 from .peers import LinkFaults, PeerClient
 from .store import NodeStore
 
@@ -89,6 +90,7 @@ class NodeCore:
         self.ready = False
         self.last_error = ""
         self.last_gas = 0
+        self.metrics: NodeMetrics | None = None  # Prometheus /metrics (node/metrics.py), installed by api.py
         self.counters: dict[str, int] = {"proposed": 0, "voted": 0, "submitted": 0, "accepted": 0, "takeovers": 0,
                                          "rotations": 0, "reanchored": 0, "resubmitted": 0}
         # faults, epochs and reorgs (docs/FAULTS.md)

@@ -46,6 +46,7 @@ class NodeDaps:
         self.pool: DapPool | None = None
         self.uploads: dict[bytes, asyncio.Task[list[Receipt]]] = {}  # header hash -> upload
         self._refreshed = 0.0
+        self.last_threshold: int | None = None  # Rollup.dapThreshold() as last read (metrics)
         self._next_snapshot_try = 0.0
         self.restored_from: int | None = None  # height of the DAP snapshot this node restored, if any
         self.escape_exported = 0  # height of the last escape data uploaded (export_escape)
@@ -86,7 +87,9 @@ class NodeDaps:
     async def threshold(self) -> int:
         w = self.node.watcher
         assert w is not None
-        return int(await asyncio.get_running_loop().run_in_executor(None, w.rollup.functions.dapThreshold().call))
+        t = int(await asyncio.get_running_loop().run_in_executor(None, w.rollup.functions.dapThreshold().call))
+        self.last_threshold = t
+        return t
 
     # ------------------------------------------------------------------ proposer
     def snapshot_due(self, h: int, epoch: int | None) -> bool:
@@ -111,7 +114,17 @@ class NodeDaps:
         assert self.pool is not None
         await self.refresh()
         t = await self.threshold()
-        return await self.pool.store(header, batch_data, snapshot=snapshot, need=max(t, 1) if self.pool.clients else 0)
+        t0 = time.monotonic()
+        m = self.node.metrics
+        try:
+            out = await self.pool.store(header, batch_data, snapshot=snapshot, need=max(t, 1) if self.pool.clients else 0)
+        except NotEnoughReceipts as exc:
+            if m is not None:
+                m.dap_upload(time.monotonic() - t0, len(exc.receipts), ok=False)
+            raise
+        if m is not None:
+            m.dap_upload(time.monotonic() - t0, len(out), ok=True)
+        return out
 
     async def receipts_for(self, rec: BatchRecord) -> list[tuple[str, bytes]]:
         """The receipts ``submitHeader`` needs for this batch (uploading it if nobody did yet);
@@ -174,12 +187,14 @@ class NodeDaps:
                 continue  # a losing branch's snapshot, or a lie
             async with n.enclave_lock:
                 try:
-                    await n.host.call("restore", {"blob": snap.blob})
-                    await n.refresh_status()
+                    await n.host.call("restore", {"blob": snap.blob, "header": acc.header.encode(),
+                                                  "signatures": acc.signatures})
+                    st = await n.refresh_status()
                 except EnclaveError as exc:
                     log.info("%s: DAP snapshot of height %d not restorable here: %s", self.cfg.name, snap.height, exc)
                     continue
-            if n.head_hash != acc.hash:
+            roots = (bytes(st["state_root"]), bytes(st["balances_root"]))
+            if n.head_hash != acc.hash or roots != (acc.header.state_root, acc.header.balances_root):
                 continue
             self.restored_from = snap.height
             log.info("%s: restored the enclave from a DAP snapshot at height %d (L1 at %d)", self.cfg.name,

@@ -18,6 +18,7 @@ import logging
 import random
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +96,7 @@ class EnclaveHost:
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ecall")
         self.stats: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])  # method -> [count, seconds]
         self.faults: EnclaveLinkFaults | None = None
+        self.observer: Callable[[str, float], None] | None = None  # (method, seconds): node/metrics.py
         self._seen: dict[str, deque[tuple[int, bytes, dict[str, Any]]]] = defaultdict(lambda: deque(maxlen=4))
 
     def call_sync(self, method: str, payload: dict[str, Any] | None = None, *, timeout: float | None = None) -> dict[str, Any]:
@@ -149,9 +151,12 @@ class EnclaveHost:
         try:
             raw = self.enclave.ecall(method, body, timeout=timeout or self.timeout)
         finally:
+            dt = time.perf_counter() - t0
             st = self.stats[method]
             st[0] += 1
-            st[1] += time.perf_counter() - t0
+            st[1] += dt
+            if self.observer is not None:
+                self.observer(method, dt)
         out = cbor2.loads(raw) if raw else {}
         if not isinstance(out, dict):
             raise EnclaveError(f"enclave answered {method} with a non-map")

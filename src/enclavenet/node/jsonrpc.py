@@ -64,11 +64,16 @@ class JsonRpcServer:
         self.max_batch = max_batch
         self.name = name
         self._methods: dict[str, Handler] = {}
+        self._gets: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = {}
         self.requests_served = 0
 
     def method(self, name: str, fn: Handler) -> None:
         """Register ``fn(*params)`` (sync or async) under ``name``."""
         self._methods[name] = fn
+
+    def get(self, path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> None:
+        """Serve ``GET path`` next to the JSON-RPC endpoint (e.g. ``/metrics``); before :meth:`app`."""
+        self._gets[path] = handler
 
     def methods(self) -> list[str]:
         return sorted(self._methods)
@@ -77,6 +82,8 @@ class JsonRpcServer:
         app = app or web.Application(client_max_size=self.max_body + 1024)
         app.router.add_post("/", self.handle_http)
         app.router.add_get("/health", self._health)
+        for path, handler in self._gets.items():
+            app.router.add_get(path, handler)
         return app
 
     async def _health(self, request: web.Request) -> web.Response:

@@ -154,6 +154,8 @@ class L1Link(Role):
                 receipts = qc_signatures(await self.node.daps.receipts_for(rec))
             except DapError as exc:
                 rec.submitted = False
+                if self.node.metrics:
+                    self.node.metrics.submit_failed("no_receipts")
                 log.warning("%s: cannot submit height %d: %s", self.cfg.name, rec.height, exc)
                 return
         if receipts:
@@ -169,12 +171,18 @@ class L1Link(Role):
             log.info("%s: header %d accepted on L1 (gas %d, %.0f ms)", self.cfg.name, rec.height,
                      receipt["gasUsed"], 1000 * (time.monotonic() - t0))
             self.node.last_gas = int(receipt["gasUsed"])
+            if self.node.metrics:
+                self.node.metrics.submitted(self.node.last_gas)
         except TxReverted as exc:
+            if self.node.metrics:
+                self.node.metrics.submit_failed("reverted")
             log.info("%s: submitHeader %d reverted (lost the race?): %s", self.cfg.name, rec.height, exc)
             with contextlib.suppress(ChainError):
                 await loop.run_in_executor(self.tx_pool, sender.resync_nonce)
         except ChainError as exc:
             rec.submitted = False
+            if self.node.metrics:
+                self.node.metrics.submit_failed("failed")
             log.warning("%s: submitHeader %d failed: %s", self.cfg.name, rec.height, exc)
         await self.poll_soon()
 

@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import sha3
 
@@ -136,6 +137,10 @@ class Mempool:
         self._included_memory = included_memory
         # sender -> highest nonce seen in an accepted header (gap detection)
         self._included_nonce: dict[bytes, int] = {}
+        # gets the arrival-to-acceptance seconds of the entries an accepted header dropped
+        # (node/metrics.py); recent: (when, height, count, p50, p99) of the last accepted headers
+        self.on_included: Callable[[list[float]], None] | None = None
+        self.recent: deque[tuple[float, int, int, float, float]] = deque(maxlen=600)
 
     # ------------------------------------------------------------------ sizes
     def __len__(self) -> int:
@@ -152,7 +157,7 @@ class Mempool:
     def inflight_count(self) -> int:
         return sum(1 for e in self._by_id.values() if e.inflight)
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         inflight = self.inflight_count
         return {
             "pending": len(self._by_id) - inflight,
@@ -160,6 +165,7 @@ class Mempool:
             "senders": len(self._by_sender),
             "maxTotal": self.max_total,
             "maxPerSender": self.max_per_sender,
+            "inclusion": self.latency(),  # the last minute's inclusion latency (explorer chart)
         }
 
     def get(self, rid: bytes) -> Entry | None:
@@ -295,9 +301,12 @@ class Mempool:
         envelopes, for nonce-gap detection.
         """
         dropped = 0
+        now = self._clock()
+        waited: list[float] = []
         for rid in rids:
             e = self._by_id.pop(rid, None)
             if e is not None:
+                waited.append(now - e.arrived)
                 bucket = self._by_sender.get(e.sender)
                 if bucket is not None:
                     bucket.pop(rid, None)
@@ -313,7 +322,23 @@ class Mempool:
         for e in self._by_id.values():
             if e.inflight and e.inflight <= height:
                 e.inflight = 0
+        if waited:
+            waited.sort()
+            self.recent.append((time.time(), height, len(waited), waited[len(waited) // 2],
+                                waited[min(len(waited) - 1, (len(waited) * 99) // 100)]))
+            if self.on_included is not None:
+                self.on_included(waited)
         return dropped
+
+    def latency(self, since: float = 60.0) -> dict[str, float | int]:
+        """Inclusion latency over the headers accepted in the last ``since`` seconds (as seen by
+        this node: arrival here to acceptance on L1): ``{headers, txs, p50, p99}`` (the worst
+        header's p50/p99, 0 when none)."""
+        cut = time.time() - since
+        rows = [r for r in self.recent if r[0] >= cut]
+        return {"headers": len(rows), "txs": sum(r[2] for r in rows),
+                "p50": round(max((r[3] for r in rows), default=0.0), 4),
+                "p99": round(max((r[4] for r in rows), default=0.0), 4)}
 
     def entries(self) -> list[Entry]:
         return list(self._by_id.values())

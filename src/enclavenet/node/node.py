@@ -184,6 +184,8 @@ class Node(NodeCore):
                 "snapshot": self.sync.on_snapshot,
                 "epoch_push": self.epochs.on_epoch_push,
                 "announce": self.sync.on_announce,
+                "committee_sign": self.epochs.on_committee_sign,
+                "timeout": self.committee.view.on_timeout,
             }.get(op)
             if handler is None:
                 raise Refused(f"unknown peer op {op[:32]!r}")
@@ -216,6 +218,7 @@ class Node(NodeCore):
             "address": self.address,
             "teeType": TEE_NAMES.get(self.tee_type, str(self.tee_type)),
             "counters": dict(self.counters),
+            "rounds": self.committee.view.status(),
             "ecalls": self.host.stats_summary() if self.host else {},
             "lastError": self.last_error,
             "dapSnapshot": self.daps.restored_from,  # height of a DAP snapshot this node restored (node/daps.py)

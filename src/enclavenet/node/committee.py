@@ -167,6 +167,7 @@ class Committee(Role):
             self.node.head_timestamp = int(rec.input["timestamp"])
             if self.cfg.persist == "sign":
                 await self.node.persist()
+            self.node.persist_signed(rec, sig)  # before the vote leaves: it survives a restart of everyone
         rec.sigs[self.node.address] = sig
         self.node.records.setdefault(hh, rec)
         self.node.mempool.mark_inflight(rec.rids(), h)
@@ -320,6 +321,7 @@ class Committee(Role):
                 self.node.daps.upload(header, rec.batch_data, snap)
             if self.cfg.persist == "sign":
                 await self.node.persist()
+            self.node.persist_signed(rec, sig)  # before the proposal leaves: it survives a restart of everyone
         self.node.counters["proposed"] += 1
         log.info("%s: proposed height %d (%d messages, %d envelopes, %d ok)", self.cfg.name, h, len(msgs),
                  len(envelopes), int(out.get("n_ok", 0)))
@@ -441,17 +443,30 @@ class Committee(Role):
             return  # an L1 reorganisation took accepted headers away: re-anchoring them first
         await self.l1.resubmit_vanished()
         members = self.node.members()
-        if self.node.address not in members or len(members) < 2 or self.node.finalized < self.node.l1_height:
+        if self.node.address not in members or len(members) < 2:
             return
+        t = self.node.l1_height + 1
+        if self.node.finalized < self.node.l1_height and self._signed_record(t) is None:
+            return  # catching up: only a batch this enclave already signed at t can be re-collected
         base = self._stall_base()
         if base is None:
             return
-        t = self.node.l1_height + 1
         elapsed = time.monotonic() - base
         if not takeover_due(members, self.node.address, self.proposer_slot(t), elapsed, self.cfg.proposer_timeout):
             return
         self._takeover_busy = True
         self.node.spawn(self._takeover(t, elapsed))
+
+    def _signed_record(self, t: int) -> BatchRecord | None:
+        """The batch this enclave signed at height t, if it extends L1's last header. After a
+        restart from a sealed snapshot past L1's height the enclave cannot accept the headers in
+        between until L1 reaches its head; re-collecting the QC of what it (and the others)
+        signed is how L1 gets there (node/store.py ``signed/``)."""
+        mine = self.node.my_sigs.get(t)
+        rec = self.node.records.get(mine[0]) if mine is not None else None
+        if rec is None or self.node.watcher is None or rec.header.prev_hash != self.node.watcher.last_header_hash():
+            return None
+        return rec
 
     async def _takeover(self, t: int, elapsed: float) -> None:
         assert self.node.watcher is not None
@@ -460,7 +475,7 @@ class Committee(Role):
             known = [r for r in self.node.records.values() if r.height == t and r.header.prev_hash == prev]
             mine = self.node.my_sigs.get(t)
             rec = next((r for r in known if mine is not None and r.hash == mine[0]), None)
-            if rec is None and mine is None:
+            if rec is None and mine is None and self.node.finalized >= self.node.l1_height:
                 rec = await self._adopt_peer_proposal(t, prev)
                 mine = self.node.my_sigs.get(t)
             if rec is not None and mine is not None and mine[0] == rec.hash:
@@ -471,7 +486,7 @@ class Committee(Role):
                          rec.hash.hex()[:12])
                 await self._collect_and_submit(rec, mine[1])
                 return
-            if mine is not None or self.node.head_height != t - 1:
+            if mine is not None or self.node.head_height != t - 1 or self.node.finalized < self.node.l1_height:
                 return  # we signed something else at t: only its QC can complete now
             self.node.counters["takeovers"] += 1
             log.info("%s: height %d stalled %.1fs and no proposal around: proposing it", self.cfg.name, t, elapsed)

@@ -40,6 +40,8 @@ class Epochs(Role):
         key = (tuple(a for a in members if a in self.node.quotes), self.node.watcher.quorum, self.node.watcher.min_types)
         if key == self.committee_key or not quotes or not self.node.watcher.quorum:
             return
+        if len(quotes) < self.node.watcher.quorum:
+            return  # the enclave refuses a committee smaller than its quorum: wait for the peers' quotes
         try:
             await self.node.host.call(
                 "committee", {"members": quotes, "quorum": self.node.watcher.quorum, "min_types": self.node.watcher.min_types}

@@ -91,6 +91,7 @@ class L1Link(Role):
 
     async def poll(self) -> None:
         assert self.node.watcher is not None
+        self.node.l1_faults.check()
         loop = asyncio.get_running_loop()
         res = await loop.run_in_executor(self.pool, self.node.watcher.poll)
         now = time.monotonic()
@@ -124,6 +125,7 @@ class L1Link(Role):
         try:
             while not self.node.stopping.is_set():
                 try:
+                    self.node.l1_faults.check()
                     tip = await loop.run_in_executor(self.pool, probe.tip)
                     behind = self.node.watcher is not None and self.node.finalized < self.node.watcher.height
                     if tip is None or tip != seen or behind or time.monotonic() - last_full > 1.0:
@@ -143,6 +145,10 @@ class L1Link(Role):
         assert self.node.watcher is not None
         if self.node.sender is None:
             log.warning("%s: no L1 key: cannot submit height %d", self.cfg.name, rec.height)
+            return
+        if self.node.l1_faults.hold_submits or time.monotonic() < self.node.l1_faults.down_until:
+            self.node.l1_faults.injected["held" if self.node.l1_faults.hold_submits else "down"] += 1
+            log.info("%s: submitHeader %d not sent (L1 fault injection)", self.cfg.name, rec.height)
             return
         rec.submitted = True
         rec.submitted_at = time.monotonic()

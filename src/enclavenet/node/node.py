@@ -79,6 +79,9 @@ class Node(NodeCore):
         self.store.ensure()
         self._load_receipts()
         await self._start_enclave()
+        if n := self.load_signed():
+            log.info("%s: %d signed batches above height %d kept from before the restart", self.cfg.name, n,
+                     self.finalized)
         self.ingress.reload_pending()
         await self._start_server()
         self.session = aiohttp.ClientSession()
@@ -241,6 +244,7 @@ class Node(NodeCore):
             out["faults"] = {
                 "links": self.link_faults.to_dict(),
                 "enclaveLink": self.host.faults.to_dict() if self.host and self.host.faults else None,
+                "l1": self.l1_faults.to_dict(),
             }
         return out
 

@@ -312,6 +312,80 @@ def link_fault(net: Devnet, name: str, links: dict[str, Any], window: float, enc
     return Row(name, injected, injected if ok else 0, recovery_s=rec, extra=extra)
 
 
+# ---------------------------------------------------------------- proposals a hostile host holds back
+def quiesce(net: Devnet, load: Load) -> int:
+    """Pause the load and wait until nothing is pending (so the next height starts exactly when
+    the row sends its transaction, under the policies it set). Returns L1's height."""
+    load.paused.update(range(net.n))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        h = net.l1_height()
+        time.sleep(0.6)
+        sts = [net.status(i) or {} for i in range(net.n)]
+        if net.l1_height() == h and all(int((st.get("mempool") or {}).get("pending", 1)) == 0 for st in sts) \
+                and all(st.get("head") == h for st in sts):
+            return h
+    raise TimeoutError("the committee did not go quiet")
+
+
+def one_tx(net: Devnet, load: Load, via: int) -> None:
+    """One transfer of load user ``via`` through node ``via`` (acknowledged like the load's)."""
+    w3 = load.w3(via, via)
+    h = w3.eth.send_transaction({"from": load.users[via].address, "to": load.sink, "value": 1, "gas": 21_000})
+    load.acked.append("0x" + bytes(h).hex())
+
+
+def delayed_proposal(net: Devnet, load: Load, timeout: float) -> Row:
+    """The proposer's host delays its proposal to every peer by 3 x proposer_timeout: a fallback
+    adopts it (asking the peers for a pending proposal) or builds one; the late copies arrive
+    after and change nothing."""
+    h0 = quiesce(net, load)
+    p = net.proposer_index(h0 + 1)
+    net.faults(p, links={"delay": 3 * timeout, "ops": ["propose"]})
+    t0 = time.monotonic()
+    one_tx(net, load, (p + 1) % net.n)
+    try:
+        rec = next_header_after(net, h0, t0, 10 * timeout + 10)
+        ok = 1
+    except TimeoutError:
+        rec, ok = None, 0
+    injected = net.faults(p)["links"]["injected"]["delay"]
+    net.faults(p, links=None)
+    load.paused.clear()
+    settle(net)
+    return Row("one host delays the proposal to everyone", 1, ok, recovery_s=rec,
+               extra={"timed": True, "delayed_messages": injected, "delay_s": 3 * timeout})
+
+
+def split_vote(net: Devnet, load: Load, timeout: float) -> Row:
+    """Two proposals at one height, votes split 2-2 (quorum 3 of 4): the primary's host delivers
+    its proposal to one voter only; the first fallback's host drops its requests for pending
+    proposals, so it builds a second one, which the fourth member signs. Neither reaches a quorum
+    without a round change (an enclave never signs two headers at one (height, round))."""
+    h0 = quiesce(net, load)
+    t = h0 + 1
+    p = net.proposer_index(t)
+    order = [net.proposer_index(t + j) for j in range(net.n)]  # rotation order after the primary
+    f, x, y = order[1], order[2], order[3]
+    net.faults(p, links={"cut": 1.0, "ops": ["propose"], "peers": [net.rpc_urls[f], net.rpc_urls[y]]})
+    net.faults(f, links={"cut": 1.0, "ops": ["batch"]})
+    t0 = time.monotonic()
+    one_tx(net, load, x)
+    time.sleep(3 * timeout)  # the primary collects from x only; f times out and proposes its own
+    for i in (p, f):
+        net.faults(i, links=None)
+    t_clear = time.monotonic()
+    try:
+        rec = next_header_after(net, h0, t_clear, 10 * timeout + 10)
+        ok, note = 1, ""
+    except TimeoutError:
+        rec, ok, note = None, 0, "split vote not resolved (no header within 10 x timeout + 10 s): needs rounds"
+    load.paused.clear()
+    if ok:
+        settle(net)
+    return Row("split vote", 1, ok, recovery_s=rec, note=note,
+               extra={"timed": True, "fault_window_s": round(t_clear - t0, 3)})
+
 # ---------------------------------------------------------------- broken TEEs
 def forged_header(net: Devnet, leaked: list[str], thief: str) -> tuple[bool, str]:
     """A header with a wrong state and a withdrawal of 0.01 ETH to the thief, signed by the leaked keys."""
@@ -474,29 +548,12 @@ def freeze_and_escape(net: Devnet, tmp: Path) -> Row:
                note=f"{paid}/{len(users)} escapes paid with every enclave dead")
 
 
-# ---------------------------------------------------------------- main
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="short fault windows (CI)")
-    ap.add_argument("--timeout", type=float, default=1.5, help="proposer_timeout of the devnets (seconds)")
-    ap.add_argument("--only", default="", help="comma-separated rows to run (fault names as printed, plus "
-                    "'compromised TEE types' and 'L1 rows' for the anvil devnet); default: every row")
-    args = ap.parse_args()
-    only = {x.strip() for x in args.only.split(",") if x.strip()}
-
-    def wanted(name: str) -> bool:
-        return not only or name in only
-
-    timeout = args.timeout
-    window = 3.0 if args.quick else 8.0
+def devnet1_rows(opts: dict[str, Any], timeout: float, window: float, wanted: Any) -> list[Row]:
+    """The committee rows on the embedded L1 (the load runs through all of them)."""
     rows: list[Row] = []
-    t_start = time.monotonic()
-    opts = {"batch_interval": 0.05, "proposer_timeout": timeout, "allow_faults": True, "batch_size": 200}
-    print(f"devnet 1: embedded L1, 4 nodes, proposer_timeout {timeout}s", flush=True)
-    with Devnet(n=4, **opts) as net:  # type: ignore[arg-type]
+    with Devnet(n=4, **opts) as net:
         load = Load(net).start()
         time.sleep(1.0)
-        lost_before = 0
         for name, fn in (("proposer crash", proposer_crash), ("proposer hang", proposer_hang),
                          ("voter crash", voter_crash), ("all nodes restarted", all_restarted)):
             if not wanted(name):
@@ -520,13 +577,56 @@ def main() -> None:
         print(f"  load: {len(load.acked)} acknowledged, {lost} lost", flush=True)
         for r in rows:  # the load ran through every committee row
             r.lost = lost if r is rows[-1] else 0
-        lost_before = lost
         if wanted("compromised TEE types"):
             rows.append(compromised(net, load, net.min_types - 1, net.min_types))
             rows.append(compromised(net, load, net.min_types, net.min_types))
+    return rows
+
+
+# ---------------------------------------------------------------- main
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="short fault windows (CI)")
+    ap.add_argument("--timeout", type=float, default=1.5, help="proposer_timeout of the devnets (seconds)")
+    ap.add_argument("--only", default="", help="comma-separated rows to run (fault names as printed, plus "
+                    "'compromised TEE types' and 'L1 rows' for the anvil devnet); default: every row")
+    args = ap.parse_args()
+    only = {x.strip() for x in args.only.split(",") if x.strip()}
+
+    def wanted(name: str) -> bool:
+        return not only or name in only
+
+    timeout = args.timeout
+    window = 3.0 if args.quick else 8.0
+    rows: list[Row] = []
+    t_start = time.monotonic()
+    opts = {"batch_interval": 0.05, "proposer_timeout": timeout, "allow_faults": True, "batch_size": 200}
+    lost_before = 0
+    devnet1 = ("proposer crash", "proposer hang", "voter crash", "all nodes restarted", "messages dropped",
+               "messages delayed", "messages replayed", "messages reordered", "compromised TEE types")
+    if any(wanted(n) for n in devnet1):
+        print(f"devnet 1: embedded L1, 4 nodes, proposer_timeout {timeout}s", flush=True)
+        rows.extend(devnet1_rows(opts, timeout, window, wanted))
+        lost_before = sum(r.lost for r in rows)
+    if wanted("one host delays the proposal to everyone") or wanted("split vote"):
+        # a devnet of their own: an unresolved split vote leaves the committee wedged for good
+        print("devnet 2: embedded L1, 4 nodes: proposals held back by a hostile host", flush=True)
+        with Devnet(n=4, **opts) as net:  # type: ignore[arg-type]
+            load = Load(net).start()
+            time.sleep(1.0)
+            for name, fn3 in (("one host delays the proposal to everyone", delayed_proposal), ("split vote", split_vote)):
+                if not wanted(name):
+                    continue
+                r = fn3(net, load, timeout)
+                rows.append(r)
+                print(f"  {r.fault}: {'-' if r.recovery_s is None else f'{r.recovery_s:.2f}s'} {r.note}", flush=True)
+            load.stop()
+            if rows[-1].recovered:
+                rows[-1].lost = load.lost()
+                lost_before += rows[-1].lost
     n_l1_rows = 0
     if wanted("L1 rows"):
-        print("devnet 2: anvil L1 (confirmations 1), 4 nodes", flush=True)
+        print("devnet 3: anvil L1 (confirmations 1), 4 nodes", flush=True)
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp, Devnet(n=4, l1="anvil", confirmations=1, **opts) as net:  # type: ignore[arg-type]

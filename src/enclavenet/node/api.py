@@ -187,7 +187,7 @@ def install_fault_methods(node: NodeCore) -> None:
     """Fault injection (docs/FAULTS.md), only on a node started with ``allow_faults`` (a devnet
     that asked for it): never on a shared node -- ``enclavenet_adminCompromise`` hands out keys.
 
-    * ``enclavenet_adminFaults(policy)``: ``{links?: {drop, delay, reorder, replay, reorder_window,
+    * ``enclavenet_adminFaults(policy)``: ``{links?: {drop, cut, delay, reorder, replay, reorder_window,
       ops, peers, seed} | null, enclaveLink?: {drop, delay, replay, seed} | null,
       enclave?: "crash" | "hang", l1?: {down_s, hold_submits} | null}``; returns the current policies with their counters
       (``{}`` only reads them);
@@ -219,7 +219,7 @@ def install_fault_methods(node: NodeCore) -> None:
                 new = LinkFaults.from_dict(policy["links"] or {})
                 old = node.link_faults
                 new.injected = old.injected  # counters accumulate over policies
-                for k in ("drop", "delay", "reorder", "replay", "reorder_window", "ops", "peers", "seed", "_rng"):
+                for k in ("drop", "cut", "delay", "reorder", "replay", "reorder_window", "ops", "peers", "seed", "_rng"):
                     setattr(old, k, getattr(new, k))
             if "l1" in policy:
                 node.l1_faults = L1Faults.from_dict(policy["l1"] or {}, node.l1_faults)

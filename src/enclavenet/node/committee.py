@@ -103,7 +103,7 @@ class Committee(Role):
         k = 0
         if h == self.node.l1_height + 1:
             base = self.node.due_since if self.node.work_since is None else max(self.node.due_since, self.node.work_since)
-            k = timeouts_elapsed(time.monotonic() - base, self.cfg.proposer_timeout) + 1  # +1: clock/poll slack
+            k = timeouts_elapsed(self.node.timeouts.elapsed(base), self.node.timeouts.current()) + 1  # +1: poll slack
         return allowed_proposers(self.node.members(), self.proposer_slot(h), k)
 
     async def on_propose(self, msg: dict[str, Any], *, takeover: bool = False) -> dict[str, Any]:
@@ -451,8 +451,8 @@ class Committee(Role):
         base = self._stall_base()
         if base is None:
             return
-        elapsed = time.monotonic() - base
-        if not takeover_due(members, self.node.address, self.proposer_slot(t), elapsed, self.cfg.proposer_timeout):
+        elapsed = self.node.timeouts.elapsed(base)  # this node's own stalls are not the proposer's silence
+        if not takeover_due(members, self.node.address, self.proposer_slot(t), elapsed, self.node.timeouts.current()):
             return
         self._takeover_busy = True
         self.node.spawn(self._takeover(t, elapsed))

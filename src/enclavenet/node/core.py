@@ -29,6 +29,7 @@ from .l1watch import AcceptedHeader, L1Watcher
 from .mempool import Mempool
 from .peers import LinkFaults, PeerClient
 from .store import NodeStore
+from .timeouts import TimeoutPolicy
 
 log = logging.getLogger("enclavenet.node")
 
@@ -127,6 +128,7 @@ class NodeCore:
         self.stopping = asyncio.Event()
         self.tasks: list[asyncio.Task[Any]] = []
         self.work = asyncio.Event()  # wakes the proposer loop
+        self.timeouts = TimeoutPolicy(cfg.proposer_timeout)  # proposer timeout: own stalls left out, adaptive
         self.port = cfg.rpc_port
         self.started = time.time()
         self.ready = False

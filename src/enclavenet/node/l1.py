@@ -108,6 +108,8 @@ class L1Link(Role):
             await self.epochs.update_committee()
         for h in sorted(set(res.new_headers) | set(res.replaced_headers)):
             if h > self.node.l1_height:
+                if h == self.node.l1_height + 1 and self.node.work_since is not None:  # how long it took
+                    self.node.timeouts.observe(self.node.timeouts.elapsed(max(self.node.due_since, self.node.work_since)))
                 self.node.l1_height = h
                 self.node.due_since = now
                 self.node.work_since = None

@@ -52,6 +52,7 @@ from .ingress import Ingress
 from .l1 import L1Link
 from .peers import MAX_PEER_BODY, PeerClient
 from .sync import Sync
+from .timeouts import TICK
 
 log = logging.getLogger("enclavenet.node")
 
@@ -95,7 +96,14 @@ class Node(NodeCore):
             asyncio.create_task(self.epochs.run(), name="peers"),
             asyncio.create_task(self.committee.run(), name="proposer"),
             asyncio.create_task(self.ingress.run(), name="forward"),
+            asyncio.create_task(self._stall_monitor(), name="stalls"),
         ]
+
+    async def _stall_monitor(self) -> None:
+        """Ticks the timeout policy: a late tick is a stall of this process (node/timeouts.py)."""
+        while not self.stopping.is_set():
+            self.timeouts.tick()
+            await asyncio.sleep(TICK)
 
     async def run(self) -> None:
         await self.start()
@@ -221,6 +229,7 @@ class Node(NodeCore):
             "counters": dict(self.counters),
             "ecalls": self.host.stats_summary() if self.host else {},
             "lastError": self.last_error,
+            "timeouts": self.timeouts.to_dict(),  # node/timeouts.py
             "dapSnapshot": self.daps.restored_from,  # height of a DAP snapshot this node restored (node/daps.py)
             **self._fault_status(),
         }

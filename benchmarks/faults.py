@@ -1,6 +1,6 @@
 """The fault matrix: inject every fault of issue 5 into a real devnet and measure the recovery.
 
-    .venv/bin/python benchmarks/faults.py [--quick]
+    .venv/bin/python benchmarks/faults.py [--quick] [--only 'row,row']
 
 Two devnets of 4 node processes (sgx, tdx, sev-snp, csv; quorum 3 spanning >= 3 types), each
 node with its enclave process: the embedded L1 for the committee faults, anvil (confirmations 1)
@@ -17,6 +17,12 @@ Per row: faults injected, recovered, transactions lost, and the time to recover:
   seconds under load): from lifting the fault to the next accepted header (headers keep coming
   during it too: the largest gap between headers during the fault is printed); replays also go
   to the enclaves (stale batch inputs), whose answers are counted: refused / identical / violations;
+* one host delays the proposal to everyone (its ``propose`` messages late by 3 x proposer_timeout):
+  from the transaction to the next header (a fallback adopts the proposal from its proposer);
+* split vote: two proposals at one height, votes split 2-2 (the primary's proposal ``cut`` to two
+  members, the first fallback's requests for pending proposals ``cut``): from clearing the
+  faults to the next header -- needs rounds; recovered 0 until the committee has them. These two
+  rows run on a devnet of their own (an unresolved split wedges it);
 * compromised TEE types below / at the bound: min_types-1 (then min_types) enclaves of distinct
   types leak their keys; a forged header (a wrong state root and a withdrawal to the thief) is
   submitted with the leaked signatures: refused below the bound, accepted at it (recovered = the

@@ -28,7 +28,7 @@ from .jsonrpc import JsonRpcServer
 from .l1watch import AcceptedHeader, L1Watcher
 from .mempool import Mempool
 from .peers import LinkFaults, PeerClient
-from .store import NodeStore
+from .store import KEEP_FINAL, NodeStore
 from .timeouts import TimeoutPolicy
 
 log = logging.getLogger("enclavenet.node")
@@ -203,7 +203,7 @@ class NodeCore:
         """At start: the batches this enclave signed above its finalised height, back into
         ``records`` and ``my_sigs``. Returns how many."""
         n = 0
-        for obj in self.store.load_signed(self.finalized):
+        for obj in self.store.load_signed(max(0, self.finalized - KEEP_FINAL)):
             try:
                 rec = record_from_wire(obj)
                 rec.proposer = str(obj["proposer"])
@@ -213,9 +213,10 @@ class NodeCore:
                 log.warning("%s: a saved signed batch is unusable: %s", self.cfg.name, exc)
                 continue
             rec.sigs[self.address] = mine
-            self.records[rec.hash] = rec
-            self.my_sigs[rec.height] = (rec.hash, mine)
-            n += 1
+            self.records[rec.hash] = rec  # (final ones too: sync moves them to accepted_records, peers fetch them)
+            if rec.height > self.finalized:
+                self.my_sigs[rec.height] = (rec.hash, mine)
+                n += 1
         return n
 
     def peer_for(self, address: str) -> PeerClient | None:

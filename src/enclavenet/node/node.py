@@ -216,6 +216,7 @@ class Node(NodeCore):
             "name": self.cfg.name,
             "height": self.l1_height,
             "finalized": self.finalized,
+            "finalizedHash": "0x" + self.chain[self.finalized].hex() if self.finalized in self.chain else None,
             "head": self.head_height,
             "epoch": self.epoch,
             "role": "frozen" if self.frozen else ("proposer" if proposer == self.address else "voter"),

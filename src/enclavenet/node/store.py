@@ -6,9 +6,10 @@
   offers them again until they are included.
 * ``receipts.log``: accepted headers' encrypted receipts, so a receipt stays servable after a
   restart.
-* ``signed/``: every batch this enclave signed above its finalised height (the record, the
-  proposer's and this enclave's signatures), one file each, written before the signature leaves
-  the host and deleted once the height is final. Without it a committee restarted at once lost
+* ``signed/``: every batch this enclave signed (the record, the proposer's and this enclave's
+  signatures), one file each, written before the signature leaves the host and deleted
+  ``KEEP_FINAL`` heights after it is final (so peers restarted with this node can still fetch the
+  last final batches from it). Without it a committee restarted at once lost
   the only copies of batches a quorum had signed, and -- an enclave never signs two headers at
   one height -- could never complete that height again (docs/NODE.md, stall causes).
 
@@ -30,6 +31,7 @@ log = logging.getLogger("enclavenet.node.store")
 
 SEALED = "enclave.sealed"
 SIGNED = "signed"
+KEEP_FINAL = 32  # final heights whose signed batch stays on disk (catch-up of peers restarted too)
 PENDING = "pending.log"
 RECEIPTS = "receipts.log"
 

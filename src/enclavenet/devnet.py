@@ -364,6 +364,9 @@ class Devnet:
             "platform_roots": {str(k): v for k, v in roots.items()},
             "measurements": [],
             "epoch_grace": 1,
+            # the QC floors: measured, so no host can make its enclave accept a weaker QC
+            "min_quorum": self.quorum,
+            "min_types": self.min_types,
         })
         self.measurement = measure_enclave(PROGRAM, self.enclave_config)
         for t in sorted(roots):

@@ -19,6 +19,7 @@ from enclavenet.enclave.harness import (
     form_committee,
     program_config,
     share_epoch,
+    update_committee,
 )
 from enclavenet.enclave.tx import sign_tx
 from enclavenet.tee import DEFAULT_PROGRAM, EnclaveError, ProcessEnclave, SimulatedVendor
@@ -48,8 +49,8 @@ def test_process_enclaves_of_two_vendors_agree_snapshot_moves_and_voter_refuses(
     # committee of sgx + sev-snp; tdx is a member too but gets the epoch later (via a snapshot)
     epoch_pub = form_committee([sgx, snp], quorum=2, min_types=2)
     quotes = [m.identity["quote"] for m in members]
-    for m in members:
-        m.call("committee", members=quotes, quorum=2, min_types=2)
+    tdx.call("committee", members=quotes, quorum=2, min_types=2)  # its first committee: the host's word
+    update_committee([sgx, snp], [sgx, snp], quotes, 2, 2)  # adding tdx takes a QC of sgx and sev-snp
 
     users = [Account.create() for _ in range(4)]
     deposits = [[i, 1, u.address, 10**18, 10, b""] for i, u in enumerate(users)]
@@ -75,7 +76,7 @@ def test_process_enclaves_of_two_vendors_agree_snapshot_moves_and_voter_refuses(
     # sealed snapshot from sgx, restored in the tdx member (same epoch keys): continues identically
     snap = sgx.call("snapshot")
     share_epoch(sgx, [tdx], 0)
-    st = tdx.call("restore", blob=snap["shared"])
+    st = tdx.call("restore", blob=snap["shared"], header=out2["header"], signatures=sigs)
     assert st["height"] == 2 and st["head_hash"] == h2.hash() and st["state_root"] == h2.state_root
     txs3 = [seal(sign_tx(bytes(u.key), CHAIN, 1, users[0].address, value=10**14, gas=21_000), epoch_pub, CHAIN, 0)
             for u in users[1:]]

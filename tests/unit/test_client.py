@@ -7,6 +7,7 @@ client and enclave fails here.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import cbor2
@@ -46,7 +47,7 @@ from enclavenet.crypto.hashing import keccak256, to_checksum
 from enclavenet.enclave.executor import Log as EvmLog
 from enclavenet.enclave.executor import Receipt as EvmReceipt
 from enclavenet.enclave.tx import decode_inbox_call, decode_tx
-from enclavenet.enclave.views import parse_view_request, view_call_digest
+from enclavenet.enclave.views import ViewDomain, parse_view_request, view_call_digest
 
 CHAIN = 4242
 ALICE = Account.from_key(b"\x11" * 32)
@@ -111,19 +112,23 @@ def test_sealed_transaction_opens_only_with_the_epoch_key_and_hides_the_call() -
 
 
 def test_view_request_is_accepted_by_the_enclave_and_proves_the_sender() -> None:
-    pt = build_view_request(ALICE.key, ALICE.address, CHAIN, 3, TOKEN, b"\x70\xa0\x82\x31", 0, 50_000)
-    req = parse_view_request(pt, CHAIN, 3)
+    dom = ViewDomain(CHAIN, 31337, "0x" + "5e" * 20)
+    pt = build_view_request(ALICE.key, ALICE.address, dom, 3, TOKEN, b"\x70\xa0\x82\x31", 0, 50_000)
+    req = parse_view_request(pt, dom, 3)
     assert req.sender == ALICE.address and req.to == TOKEN and req.gas == 50_000
-    assert view_digest(CHAIN, ALICE.address, req.to, b"\x70\xa0\x82\x31", 0, 50_000, 3) == view_call_digest(
-        CHAIN, ALICE.address, req.to, b"\x70\xa0\x82\x31", 0, 50_000, 3
-    )
-    # a request replayed into another epoch or chain is refused
+    assert 0 < req.expiry - time.time() <= 600 and req.nonce != parse_view_request(
+        build_view_request(ALICE.key, ALICE.address, dom, 3, TOKEN, b"\x70\xa0\x82\x31", 0, 50_000), dom, 3).nonce
+    args = (ALICE.address, req.to, b"\x70\xa0\x82\x31", 0, 50_000, 3, req.nonce, req.expiry)
+    assert view_digest(dom, *args) == view_call_digest(dom, *args) == req.digest
+    # a request replayed into another epoch, chain, L1 or Rollup is refused
     with pytest.raises(ValueError, match="epoch"):
-        parse_view_request(pt, CHAIN, 4)
-    with pytest.raises(ValueError, match="not by 'from'"):
-        parse_view_request(pt, CHAIN + 1, 3)
+        parse_view_request(pt, dom, 4)
+    for other in (ViewDomain(CHAIN + 1, 31337, dom.rollup), ViewDomain(CHAIN, 1, dom.rollup),
+                  ViewDomain(CHAIN, 31337, "0x" + "77" * 20)):
+        with pytest.raises(ValueError, match="not by 'from'"):
+            parse_view_request(pt, other, 3)
     # a creation view (nonce / balance probes) goes to the zero address
-    assert parse_view_request(build_view_request(ALICE.key, ALICE.address, CHAIN, 3, None, NONCE_PROBE_CODE), CHAIN, 3).is_create
+    assert parse_view_request(build_view_request(ALICE.key, ALICE.address, dom, 3, None, NONCE_PROBE_CODE), dom, 3).is_create
     assert BALANCE_PROBE_CODE.hex() == "3331600052602060" + "00fd"
 
 

@@ -36,7 +36,13 @@ from enclavenet.client import (
 )
 from enclavenet.crypto.envelope import Envelope
 from enclavenet.crypto.hashing import keccak256
-from enclavenet.enclave.harness import Member, batch_request, form_committee, program_config
+from enclavenet.enclave.harness import (
+    DEFAULT_ROLLUP,
+    Member,
+    batch_request,
+    form_committee,
+    program_config,
+)
 from enclavenet.tee.boundary import InProcessEnclave
 from enclavenet.tee.platform import SimulatedVendor
 
@@ -51,7 +57,7 @@ class EnclaveProvider(BaseProvider):
     def __init__(self) -> None:
         super().__init__()
         vendor = SimulatedVendor.generate("sgx")
-        cfg = program_config([vendor], chain_id=CHAIN)
+        cfg = program_config([vendor], chain_id=CHAIN, min_quorum=1, min_types=1)  # a one-member committee
         self.member = Member(InProcessEnclave(vendor.new_platform(), config=cfg))
         self.epoch_pub = form_committee([self.member], quorum=1, min_types=1)
         self.height = 0
@@ -113,6 +119,8 @@ class EnclaveProvider(BaseProvider):
             return hex(self.height)
         if method == "enclavenet_epochKey":
             return {"epoch": 0, "epochKey": "0x" + self.epoch_pub.hex(), "height": self.height, "headerHash": "0x" + self.prev_hash.hex()}
+        if method == "enclavenet_contracts":  # the deployment signed views are bound to
+            return {"rollup": DEFAULT_ROLLUP, "l1ChainId": hex(31337)}
         if method == "enclavenet_status":
             return {"height": self.height, "epoch": 0}
         if method == "eth_sendRawTransaction":

@@ -207,3 +207,40 @@ def test_keys_stay_secret(tmp_path: Path) -> None:
     assert "nothex" not in str(info.value)
     with pytest.raises(ValueError, match=r"127\.0\.0\.1 only"):
         DapConfig(store=":memory:", key=key, l1_chain_id=1, rollup=ROLLUP, host="0.0.0.0")
+
+
+def test_a_later_snapshot_upload_never_replaces_a_stored_one(tmp_path: Path) -> None:
+    """Issue 14 (Low, DAP writes unauthenticated): anyone may upload a snapshot for a stored header;
+    the last writer used to win, so a junk blob replaced the good one and no member could restore
+    from that DAP. Now the first MAX_SNAPSHOT_COPIES distinct blobs per header are kept, in arrival
+    order, never replaced; readers get every copy (the restoring enclave refuses the junk ones)."""
+    svc = _service(tmp_path, SigningKey.generate())
+    h, data, _ = batch(7)
+
+    async def go() -> None:
+        async with TestClient(TestServer(svc.app)) as c:
+            async def post(path: str, body: Any) -> int:
+                return (await c.post(path, data=cbor2.dumps(body))).status
+
+            assert await post("/v1/batch", {"header": h.encode(), "batch_data": data,
+                                            "snapshot": {"epoch": 0, "blob": b"good"}}) == 200
+            for i in range(6):  # the attacker's uploads for the same header
+                assert await post("/v1/snapshot", {"header_hash": h.hash(), "epoch": 0, "blob": b"junk%d" % i}) == 200
+            got = []
+            for k in range(6):
+                r = await c.get("/v1/snapshot", params={"copy": k})
+                if r.status == 404:
+                    break
+                got.append(cbor2.loads(await r.read())["blob"])
+            assert got[0] == b"good", got
+            assert got == [b"good", b"junk0", b"junk1", b"junk2"]  # capped at MAX_SNAPSHOT_COPIES, first come
+
+    asyncio.run(go())
+    store = open_store(f"sqlite://{tmp_path}/c.db")
+    store.put_snapshot(Snapshot(1, h.hash(), 0, b"good"))
+    store.put_snapshot(Snapshot(1, h.hash(), 0, b"junk"))
+    store.put_snapshot(Snapshot(1, h.hash(), 0, b"good"))  # the same blob again: one copy
+    assert store.snapshot(h.hash()).blob == b"good"  # type: ignore[union-attr]
+    assert [s.blob for s in store.snapshot_copies(h.hash())] == [b"good", b"junk"]
+    assert store.latest_snapshot(copy=1).blob == b"junk"  # type: ignore[union-attr]
+    store.close()

@@ -6,6 +6,7 @@ Each test builds a small committee of simulated members of different TEE vendors
 from __future__ import annotations
 
 import os
+import time
 from functools import cache
 from typing import Any
 
@@ -27,9 +28,10 @@ from enclavenet.enclave.harness import (
     form_committee,
     program_config,
     share_epoch,
+    update_committee,
 )
 from enclavenet.enclave.tx import encode_inbox_call, sign_tx
-from enclavenet.enclave.views import typed_data
+from enclavenet.enclave.views import ViewDomain, typed_data
 from enclavenet.tee import DEFAULT_PROGRAM, EnclaveError, InProcessEnclave, SimulatedVendor
 
 CHAIN = 4242
@@ -248,16 +250,16 @@ def test_withdrawals_over_the_header_cap_carry_over_through_snapshots() -> None:
     assert out2["withdrawals"] == expected[:16]
     h2 = Header.decode(out2["header"])
     assert h2.withdrawals_hash == withdrawals_hash([Withdrawal(r, v) for r, v in expected[:16]])
-    for req, out in ((req1, out1), (req2, out2)):
-        assert b.call("verify_batch", header=out["header"], **req)["header_hash"] == out["header_hash"]
+    votes = [b.call("verify_batch", header=out["header"], **req) for req, out in ((req1, out1), (req2, out2))]
+    assert [v["header_hash"] for v in votes] == [out1["header_hash"], out2["header_hash"]]
     # a fresh member restores the snapshot taken with 4 withdrawals queued and agrees on the next header
     snap = a.call("snapshot")
     fresh = Member(InProcessEnclave(VENDORS[2].new_platform(), DEFAULT_PROGRAM, CFG))
     quotes = [m.identity["quote"] for m in (a, b, fresh)]
-    for m in (a, b, fresh):
-        m.call("committee", members=quotes, quorum=2, min_types=2)
+    update_committee((a, b, fresh), (a, b), quotes, 2, 2)  # adding a member takes a QC of a and b
     share_epoch(a, [fresh], 0)
-    assert fresh.call("restore", blob=snap["shared"])["state_root"] == h2.state_root
+    qc = [out2["signature"], votes[1]["signature"]]
+    assert fresh.call("restore", blob=snap["shared"], header=out2["header"], signatures=qc)["state_root"] == h2.state_root
     req3 = batch_request(3, out2["header_hash"], l1_block=1)
     outs = [m.call("execute_batch", **req3) for m in (a, fresh)]
     assert outs[0]["header"] == outs[1]["header"]
@@ -341,19 +343,19 @@ def test_snapshot_restore_in_another_member_and_after_restart() -> None:
     a, b = net.members
     alice, bob = Account.create(), Account.create()
     req1, out1 = net.run(a, 1, bytes(32), l1_block=1, messages=[dep(0, alice.address, 10**18, 1)])
-    b.call("verify_batch", header=out1["header"], **req1)
+    vote = b.call("verify_batch", header=out1["header"], **req1)
+    qc = {"header": out1["header"], "signatures": [out1["signature"], vote["signature"]]}
     snap = a.call("snapshot")
     assert snap["height"] == 1 and snap["shared"].startswith(b"ENSS")
     # a fresh member (same committee, holds epoch 0) restores the shared blob and continues identically
     fresh_platform = VENDORS[1].new_platform()
     fresh = Member(InProcessEnclave(fresh_platform, DEFAULT_PROGRAM, CFG))
     quotes = [m.identity["quote"] for m in (a, b, fresh)]
-    for m in (a, b, fresh):
-        m.call("committee", members=quotes, quorum=2, min_types=2)
+    update_committee((a, b, fresh), (a, b), quotes, 2, 2)
     with pytest.raises(EnclaveError, match="does not hold"):
-        fresh.call("restore", blob=snap["shared"])
+        fresh.call("restore", blob=snap["shared"], **qc)
     share_epoch(a, [fresh], 0)
-    st = fresh.call("restore", blob=snap["shared"])
+    st = fresh.call("restore", blob=snap["shared"], **qc)
     assert st["height"] == 1 and st["head_hash"] == out1["header_hash"] and st["address"] == fresh.address
     pay = net.env(alice, bob.address, value=GWEI, gas=21_000)
     req2 = batch_request(2, out1["header_hash"], l1_block=1, envelopes=[pay.envelope.encode()])
@@ -376,14 +378,52 @@ def test_snapshot_restore_in_another_member_and_after_restart() -> None:
     bad = bytearray(snap["shared"])
     bad[-1] ^= 1
     with pytest.raises(EnclaveError, match="does not decrypt"):
-        b.call("restore", blob=bytes(bad))
+        b.call("restore", blob=bytes(bad), **qc)
 
 
-def _view_env(net: Net, acct: Any, to: str, data: bytes, *, signer: Any = None, epoch: int = 0) -> SealedRequest:
-    td = typed_data(CHAIN, acct.address, to, data, 0, 100_000, epoch)
+VIEW_DOMAIN = ViewDomain(CHAIN, L1_CHAIN, CFG["rollup"])
+
+
+def _view_env(net: Net, acct: Any, to: str, data: bytes, *, signer: Any = None, epoch: int = 0,
+              nonce: int | None = None, expiry: int | None = None, domain: ViewDomain = VIEW_DOMAIN) -> SealedRequest:
+    nonce = int.from_bytes(os.urandom(8), "big") if nonce is None else nonce
+    expiry = int(time.time()) + 60 if expiry is None else expiry
+    td = typed_data(domain, acct.address, to, data, 0, 100_000, epoch, nonce, expiry)
     sig = Account.sign_message(encode_typed_data(full_message=td), (signer or acct).key).signature
-    req = {"from": acct.address, "to": to, "data": data, "value": 0, "gas": 100_000, "epoch": epoch, "sig": bytes(sig)}
+    req = {"from": acct.address, "to": to, "data": data, "value": 0, "gas": 100_000, "epoch": epoch,
+           "nonce": nonce, "expiry": expiry, "sig": bytes(sig)}
     return seal(cbor2.dumps(req), net.epoch_pub, CHAIN, 0)
+
+
+def _view(m: Member, s: SealedRequest, ecall: str = "view_call") -> tuple[bytes, dict[str, Any]]:
+    sealed = m.call(ecall, envelope=s.envelope.encode())["result"]
+    return sealed, cbor2.loads(open_receipt(s.receipt_key, sealed))
+
+
+def test_a_host_replaying_a_view_learns_nothing(funded: Any) -> None:
+    """M3: the host keeps a user's view envelope and replays it to see whether the answer changed
+    (deterministic sealing: equal ciphertext = equal value). Now each signed request is answered
+    once, before its expiry (at most MAX_VIEW_TTL ahead), and every answer is sealed with a random
+    nonce; signatures for another deployment (Rollup, L1 chain) are refused."""
+    net, alice, _, _, info = funded
+    _, sels = contract_code()
+    m = net.members[1]
+    s = _view_env(net, alice, info["contract"], sels["counter"])
+    first, res = _view(m, s)
+    assert res["ok"]
+    replayed, res2 = _view(m, s)  # the host's replay: the same bytes, nothing changed in between
+    assert replayed != first, "a replayed view gave the same ciphertext: the host learns the value did not change"
+    assert not res2["ok"] and "already answered" in res2["error"] and res2["return_data"] == b""
+    _, res3 = _view(m, _view_env(net, alice, info["contract"], sels["counter"], expiry=int(time.time()) - 5))
+    assert not res3["ok"] and "expired" in res3["error"]
+    _, res4 = _view(m, _view_env(net, alice, info["contract"], sels["counter"], expiry=int(time.time()) + 3600))
+    assert not res4["ok"] and "more than 600 s ahead" in res4["error"]
+    other = ViewDomain(CHAIN, L1_CHAIN, "0x" + "77" * 20)  # signed for another deployment's Rollup
+    _, res5 = _view(m, _view_env(net, alice, info["contract"], sels["counter"], domain=other))
+    assert not res5["ok"] and "not by 'from'" in res5["error"]
+    # a fresh request (new nonce) for the same value is answered, under another random nonce
+    _, res6 = _view(m, _view_env(net, alice, info["contract"], sels["counter"]))
+    assert res6["ok"] and res6["return_data"] == res["return_data"]
 
 
 def test_view_calls_and_gas_estimates_are_signed_and_encrypted(funded: Any) -> None:

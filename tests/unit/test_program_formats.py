@@ -19,51 +19,68 @@ from enclavenet.enclave.batch import (
 )
 from enclavenet.enclave.codec import Request, decode_map, encode
 from enclavenet.enclave.errors import EnclaveRefusal
-from enclavenet.enclave.views import parse_view_request, typed_data, view_call_digest
+from enclavenet.enclave.views import ViewDomain, parse_view_request, typed_data, view_call_digest
 
 CHAIN = 4242
+L1_CHAIN = 31337
+ROLLUP = "0x5e5E5e5e5E5e5E5E5e5E5E5e5e5E5E5E5e5E5E5e"
+DOMAIN = ViewDomain(CHAIN, L1_CHAIN, ROLLUP)
 ALICE = Account.create()
 BOB = "0x" + "22" * 20
 
 
-def _signed_view(epoch: int = 3, chain_id: int = CHAIN, **over: object) -> dict[str, object]:
-    msg: dict[str, object] = dict(sender=ALICE.address, to=BOB, data=b"\x01\x02", value=5, gas=100_000, epoch=epoch)
-    td = typed_data(chain_id, **msg)  # type: ignore[arg-type]
+def _signed_view(epoch: int = 3, domain: ViewDomain = DOMAIN, **over: object) -> dict[str, object]:
+    msg: dict[str, object] = dict(sender=ALICE.address, to=BOB, data=b"\x01\x02", value=5, gas=100_000, epoch=epoch,
+                                  nonce=77, expiry=1_700_000_100)
+    td = typed_data(domain, **msg)  # type: ignore[arg-type]
     sig = Account.sign_message(encode_typed_data(full_message=td), ALICE.key).signature
     req: dict[str, object] = {
         "from": ALICE.address, "to": BOB, "data": b"\x01\x02", "value": 5, "gas": 100_000,
-        "epoch": epoch, "sig": bytes(sig),
+        "epoch": epoch, "nonce": 77, "expiry": 1_700_000_100, "sig": bytes(sig),
     }
     req.update(over)
     return req
 
 
 def test_view_digest_is_eip712_as_wallets_sign_it() -> None:
-    td = typed_data(CHAIN, ALICE.address, BOB, b"\xaa", 7, 50_000, 2)
-    ours = view_call_digest(CHAIN, ALICE.address, BOB, b"\xaa", 7, 50_000, 2)
+    td = typed_data(DOMAIN, ALICE.address, BOB, b"\xaa", 7, 50_000, 2, 9, 1_700_000_000)
+    ours = view_call_digest(DOMAIN, ALICE.address, BOB, b"\xaa", 7, 50_000, 2, 9, 1_700_000_000)
     signable = encode_typed_data(full_message=td)
     assert keccak256(b"\x19" + signable.version + signable.header + signable.body) == ours
+    assert td["domain"]["verifyingContract"] == ROLLUP  # type: ignore[index]
 
 
 def test_view_request_recovers_the_real_sender() -> None:
-    req = parse_view_request(cbor2.dumps(_signed_view()), CHAIN, 3)
+    req = parse_view_request(cbor2.dumps(_signed_view()), DOMAIN, 3)
     assert req.sender == ALICE.address and req.value == 5 and req.data == b"\x01\x02"
+    assert (req.nonce, req.expiry) == (77, 1_700_000_100)
 
 
 @pytest.mark.parametrize(
-    ("plaintext_over", "chain_id", "env_epoch", "needle"),
+    ("plaintext_over", "domain", "env_epoch", "needle"),
     [
-        ({"value": 6}, CHAIN, 3, "not by 'from'"),  # altered field
-        ({}, CHAIN + 1, 3, "not by 'from'"),  # wrong chain id
-        ({}, CHAIN, 4, "sealed to epoch 4"),  # replayed into another epoch
-        ({"sig": b"\x00" * 65}, CHAIN, 3, "bad signature"),
-        ({"gas": 10}, CHAIN, 3, "'gas'"),
-        ({"from": b"\x01" * 19}, CHAIN, 3, "'from'"),
+        ({"value": 6}, DOMAIN, 3, "not by 'from'"),  # altered field
+        ({"nonce": 78}, DOMAIN, 3, "not by 'from'"),  # altered nonce
+        ({"expiry": 1_800_000_000}, DOMAIN, 3, "not by 'from'"),  # extended expiry
+        ({}, ViewDomain(CHAIN + 1, L1_CHAIN, ROLLUP), 3, "not by 'from'"),  # wrong chain id
+        ({}, ViewDomain(CHAIN, L1_CHAIN + 1, ROLLUP), 3, "not by 'from'"),  # another L1
+        ({}, ViewDomain(CHAIN, L1_CHAIN, "0x" + "77" * 20), 3, "not by 'from'"),  # another Rollup
+        ({}, DOMAIN, 4, "sealed to epoch 4"),  # replayed into another epoch
+        ({"sig": b"\x00" * 65}, DOMAIN, 3, "bad signature"),
+        ({"gas": 10}, DOMAIN, 3, "'gas'"),
+        ({"from": b"\x01" * 19}, DOMAIN, 3, "'from'"),
     ],
 )
-def test_view_request_refusals(plaintext_over: dict[str, object], chain_id: int, env_epoch: int, needle: str) -> None:
+def test_view_request_refusals(plaintext_over: dict[str, object], domain: ViewDomain, env_epoch: int, needle: str) -> None:
     with pytest.raises(EnclaveRefusal, match=needle):
-        parse_view_request(cbor2.dumps(_signed_view(**plaintext_over)), chain_id, env_epoch)
+        parse_view_request(cbor2.dumps(_signed_view(**plaintext_over)), domain, env_epoch)
+
+
+def test_view_request_without_nonce_or_expiry_is_refused() -> None:
+    req = _signed_view()
+    del req["nonce"]
+    with pytest.raises(EnclaveRefusal, match="needs a nonce and an expiry"):
+        parse_view_request(cbor2.dumps(req), DOMAIN, 3)
 
 
 @pytest.mark.parametrize("payload", [b"\xff\xff", cbor2.dumps([1, 2]), cbor2.dumps({1: 2}), b"\x9f" * 5000])

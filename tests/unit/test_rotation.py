@@ -33,6 +33,7 @@ from enclavenet.enclave.harness import (
     form_committee,
     program_config,
     share_epoch,
+    update_committee,
 )
 from enclavenet.enclave.keys import (
     STATE_SUBKEY_INFO,
@@ -180,9 +181,7 @@ def test_concurrent_candidates_settle_but_anchored_epochs_never_change() -> None
     assert Header.decode(out["header"]).epoch_key == b["epoch_pub"]
     # epoch 1 is anchored now: a bundle with other keys for it is refused even with replace
     other = Member(InProcessEnclave(VENDORS[0].new_platform(), DEFAULT_PROGRAM, CFG))
-    other.call("committee", members=[*c.quotes, other.identity["quote"]], quorum=2, min_types=2)
-    for m in c.members:
-        m.call("committee", members=[*c.quotes, other.identity["quote"]], quorum=2, min_types=2)
+    update_committee([other, *c.members], c.members, [*c.quotes, other.identity["quote"]], 2, 2)
     other.call("epoch_genesis")
     rogue_e1 = other.call("epoch_rotate")["epoch"]
     assert rogue_e1 == 1

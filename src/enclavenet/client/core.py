@@ -23,6 +23,7 @@ from web3 import Web3
 
 from ..crypto.envelope import EnvelopeError, RoutingHint, SealedRequest, open_receipt, seal
 from ..crypto.hashing import address_bytes, keccak256, to_checksum
+from ..enclave.views import ViewDomain
 from .errors import (
     EnclaveNetError,
     EnvelopeRefused,
@@ -174,6 +175,7 @@ class ConfidentialClient:
         #: "local" when the client counts from 0 because the enclave could not tell it.
         self.nonce_source: dict[str, str] = {}
         self._lock = threading.RLock()
+        self._view_domain: ViewDomain | None = None
         self.epoch_retries = 0  # how many times an envelope was re-sealed after an epoch change
 
     def __repr__(self) -> str:
@@ -216,6 +218,23 @@ class ConfidentialClient:
         if self.chain_id is None:
             self.chain_id = _hex_int(self.rpc(make_request, "eth_chainId", []))
         return self.chain_id
+
+    def view_domain(self, make_request: MakeRequest) -> ViewDomain:
+        """The deployment signed views are bound to (EIP-712 domain): the EnclaveNet chain id, and
+        the Rollup and its L1 chain id -- from ``wrap(l1=, rollup=)`` when given, else from the
+        node (``enclavenet_contracts``; a lying node only makes the enclave refuse the view)."""
+        with self._lock:
+            if self._view_domain is None:
+                chain_id = self.ensure_chain_id(make_request)
+                rollup, l1_chain = self.rollup, self.l1.eth.chain_id if self.l1 is not None else None
+                if rollup is None or l1_chain is None:
+                    contracts = self.rpc(make_request, "enclavenet_contracts", [])
+                    if not isinstance(contracts, dict) or "rollup" not in contracts or "l1ChainId" not in contracts:
+                        raise NodeUnavailable("enclavenet_contracts returned no rollup address / L1 chain id")
+                    rollup = rollup or to_checksum(contracts["rollup"])
+                    l1_chain = l1_chain if l1_chain is not None else _hex_int(contracts["l1ChainId"])
+                self._view_domain = ViewDomain(chain_id, int(l1_chain), to_checksum(rollup))
+            return self._view_domain
 
     # ------------------------------------------------------------------ epoch key
 
@@ -550,12 +569,14 @@ class ConfidentialClient:
         """
         account = self.signer(sender)
         ek = self.current_epoch_key(make_request)
-        chain_id = self.ensure_chain_id(make_request)
+        self.ensure_chain_id(make_request)
         method = "enclavenet_estimateGas" if estimate else "enclavenet_call"
+
+        domain = self.view_domain(make_request)
 
         def build(epoch: int) -> bytes:
             return build_view_request(
-                bytes(account.key), account.address, chain_id, epoch, to, data, value, gas or MAX_VIEW_GAS
+                bytes(account.key), account.address, domain, epoch, to, data, value, gas or MAX_VIEW_GAS
             )
 
         sealed = self.seal(make_request, build(ek.epoch), None)

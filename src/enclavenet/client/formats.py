@@ -18,6 +18,8 @@ on the user's side (the client does not import the enclave program).
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,12 +31,14 @@ from eth_account.messages import encode_typed_data
 
 from ..crypto.hashing import address_bytes, keccak256, to_checksum
 from ..enclave.tx import sign_tx as _sign_tx
+from ..enclave.views import MAX_VIEW_TTL, ViewDomain
 from ..enclave.views import typed_data as _enclave_typed_data
 
 ZERO_ADDRESS = "0x" + "00" * 20
 TYPE_INBOX = 0x7E
 MAX_VIEW_GAS = 30_000_000
 MIN_GAS = 21_000
+VIEW_TTL = 120  # seconds a signed view request stays valid (the enclave allows up to MAX_VIEW_TTL)
 ERROR_ENTRY_PREFIX = b"EnclaveNet.error:"
 
 _ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
@@ -122,19 +126,21 @@ def create_address(sender: str | bytes, nonce: int) -> str:
 
 
 def view_typed_data(
-    chain_id: int, sender: str, to: str, data: bytes, value: int, gas: int, epoch: int
+    domain: ViewDomain, sender: str, to: str, data: bytes, value: int, gas: int, epoch: int, nonce: int, expiry: int
 ) -> dict[str, Any]:
     """The EIP-712 typed data a view request is signed over (what a wallet is shown).
 
     One definition, the enclave's (``enclave.views.typed_data``); ``view_digest`` below hashes it
     with eth_account, independently of the enclave's own digest code, and the tests compare both.
     """
-    return dict(_enclave_typed_data(chain_id, sender, to, data, value, gas, epoch))
+    return dict(_enclave_typed_data(domain, sender, to, data, value, gas, epoch, nonce, expiry))
 
 
-def view_digest(chain_id: int, sender: str, to: str, data: bytes, value: int, gas: int, epoch: int) -> bytes:
+def view_digest(
+    domain: ViewDomain, sender: str, to: str, data: bytes, value: int, gas: int, epoch: int, nonce: int, expiry: int
+) -> bytes:
     """The EIP-712 digest of a view request, as eth_account (any wallet) computes it."""
-    m = encode_typed_data(full_message=view_typed_data(chain_id, sender, to, data, value, gas, epoch))
+    m = encode_typed_data(full_message=view_typed_data(domain, sender, to, data, value, gas, epoch, nonce, expiry))
     return keccak256(b"\x19" + m.version + m.header + m.body)
 
 
@@ -147,17 +153,23 @@ def sign_digest(secret: bytes, digest: bytes) -> bytes:
 def build_view_request(
     secret: bytes,
     sender: str,
-    chain_id: int,
+    domain: ViewDomain,
     epoch: int,
     to: str | None,
     data: bytes,
     value: int = 0,
     gas: int = MAX_VIEW_GAS,
+    *,
+    ttl: int = VIEW_TTL,
+    now: float | None = None,
 ) -> bytes:
-    """The CBOR plaintext of a signed view / estimate request (``to`` None: a creation)."""
+    """The CBOR plaintext of a signed view / estimate request (``to`` None: a creation): a fresh
+    random nonce and an expiry ``ttl`` seconds ahead (the enclave answers it once, before then)."""
     to_addr = to_checksum(to) if to else ZERO_ADDRESS
     gas = max(MIN_GAS, min(gas, MAX_VIEW_GAS))
-    digest = view_digest(chain_id, to_checksum(sender), to_addr, data, value, gas, epoch)
+    nonce = int.from_bytes(os.urandom(16), "big")
+    expiry = int(time.time() if now is None else now) + min(ttl, MAX_VIEW_TTL)
+    digest = view_digest(domain, to_checksum(sender), to_addr, data, value, gas, epoch, nonce, expiry)
     sig = sign_digest(secret, digest)
     return bytes(
         cbor2.dumps(
@@ -168,6 +180,8 @@ def build_view_request(
                 "value": value,
                 "gas": gas,
                 "epoch": epoch,
+                "nonce": nonce,
+                "expiry": expiry,
                 "sig": sig,
             }
         )

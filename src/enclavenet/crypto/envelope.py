@@ -268,6 +268,14 @@ def seal_receipt(receipt_key: bytes, plaintext: bytes) -> bytes:
     return nonce + AESGCM(receipt_key).encrypt(nonce, plaintext, _RECEIPT_AAD)
 
 
+def seal_result(receipt_key: bytes, plaintext: bytes) -> bytes:
+    """Like ``seal_receipt`` but with a RANDOM nonce: for answers only one enclave gives (view
+    results), so that answering the same request twice never shows whether the answer changed.
+    ``open_receipt`` opens both."""
+    nonce = os.urandom(12)
+    return nonce + AESGCM(receipt_key).encrypt(nonce, plaintext, _RECEIPT_AAD)
+
+
 def open_receipt(receipt_key: bytes, sealed: bytes) -> bytes:
     if len(sealed) < 12 + TAG_LEN:
         raise EnvelopeError("encrypted receipt too short")

@@ -26,11 +26,11 @@ import aiohttp
 import cbor2
 
 from ..crypto.dap import dap_receipt_digest, data_commitment
-from ..crypto.hashing import address_bytes, to_checksum
+from ..crypto.hashing import address_bytes, keccak256, to_checksum
 from ..crypto.header import Header
 from ..crypto.secp256k1 import SignatureError, recover_address
 from .service import BadRequest, batch_items
-from .store import HeaderRef, SealedLeaf, Snapshot, StoredBatch
+from .store import MAX_SNAPSHOT_COPIES, HeaderRef, SealedLeaf, Snapshot, StoredBatch
 
 log = logging.getLogger("enclavenet.dap.client")
 T = TypeVar("T")
@@ -183,8 +183,10 @@ class DapClient:
         res = await self._request("GET", "/v1/headers", params={"from": lo, "to": hi})
         return [HeaderRef(int(h), bytes(hh), bytes(dc)) for h, hh, dc in res]
 
-    async def latest_snapshot(self, max_height: int | None = None) -> Snapshot | None:
-        params = {"max_height": max_height} if max_height is not None else None
+    async def latest_snapshot(self, max_height: int | None = None, copy: int = 0) -> Snapshot | None:
+        params: dict[str, int] | None = {"max_height": max_height} if max_height is not None else None
+        if copy:
+            params = {**(params or {}), "copy": copy}
         res = await self._request("GET", "/v1/snapshot", params=params, allow_404=True)
         if res is None:
             return None
@@ -308,12 +310,26 @@ class DapPool:
         return await self._first(f"header {header_hash.hex()[:16]}", lambda c: c.batch_by_hash(header_hash))
 
     async def snapshots(self, max_height: int | None = None) -> list[Snapshot]:
-        """Every DAP's newest snapshot at or below ``max_height``, newest first (duplicates merged)."""
-        results = await asyncio.gather(*(c.latest_snapshot(max_height) for c in self.clients), return_exceptions=True)
-        seen: dict[bytes, Snapshot] = {}
+        """Every copy of every DAP's newest snapshot at or below ``max_height``, newest first (equal
+        blobs merged). A DAP keeps up to MAX_SNAPSHOT_COPIES different blobs per header, first come:
+        the restoring enclave refuses every one that is not that header's state, so the caller
+        tries them in turn and a junk upload cannot hide the good one."""
+
+        async def copies(c: DapClient) -> list[Snapshot]:
+            out: list[Snapshot] = []
+            for k in range(MAX_SNAPSHOT_COPIES):
+                s = await c.latest_snapshot(max_height, copy=k)
+                if s is None or (out and s.header_hash != out[0].header_hash):
+                    break
+                out.append(s)
+            return out
+
+        results = await asyncio.gather(*(copies(c) for c in self.clients), return_exceptions=True)
+        seen: dict[tuple[bytes, bytes], Snapshot] = {}
         for r in results:
-            if isinstance(r, Snapshot):
-                seen.setdefault(r.header_hash, r)
+            if isinstance(r, list):
+                for snap in r:
+                    seen.setdefault((snap.header_hash, keccak256(snap.blob)), snap)
         return sorted(seen.values(), key=lambda s: -s.height)
 
     async def leaf(self, address: str, max_height: int | None = None) -> SealedLeaf:

@@ -65,7 +65,8 @@ async def recover(member: _Member, pool: DapPool, accepted: Sequence[Accepted], 
                 continue
             t = time.perf_counter()
             try:
-                out = member.call("restore", blob=s.blob)
+                acc = accepted[s.height - 1]  # a shared blob is restored against its accepted header + QC
+                out = member.call("restore", blob=s.blob, header=acc.header.encode(), signatures=acc.signatures)
             except Exception:  # not restorable here (an epoch this enclave lacks, a lie): older one
                 continue
             st.restore_s += time.perf_counter() - t

@@ -12,7 +12,8 @@ with a 4xx/5xx status (docs/DAP.md has the full API):
     GET  /v1/batch/{data_commitment hex}    -> {header, batch_data}
     GET  /v1/header/{header_hash hex}       -> {header, batch_data}
     GET  /v1/headers?from=&to=              -> [[height, header_hash, data_commitment]] (<= 1000)
-    GET  /v1/snapshot?max_height=           -> {height, header_hash, epoch, blob}
+    GET  /v1/snapshot?max_height=&copy=     -> {height, header_hash, epoch, blob}  (copy k of that header's
+                                               up to 4 blobs: uploads never replace one another)
     GET  /v1/leaf/{address}?max_height=     -> {height, header_hash, sealed}
     GET  /v1/leafset/{height}               -> [[smt key, leaf hash]] (fold of stored diffs; 404: gap)
     GET  /v1/piece/{data_commitment}/{path} -> {index, item, siblings}
@@ -294,9 +295,10 @@ class DapService:
         return _cbor([[r.height, r.header_hash, r.data_commitment] for r in refs])
 
     async def h_snapshot(self, request: web.Request) -> web.Response:
-        s: Snapshot | None = await self._run(self.store.latest_snapshot, _int_param(request, "max_height", None))
+        copy = _int_param(request, "copy", 0) or 0
+        s: Snapshot | None = await self._run(self.store.latest_snapshot, _int_param(request, "max_height", None), copy)
         if s is None:
-            return _error(404, "no snapshot here at or below that height")
+            return _error(404, "no snapshot here at or below that height" + (f" (copy {copy})" if copy else ""))
         return _cbor({"height": s.height, "header_hash": s.header_hash, "epoch": s.epoch, "blob": s.blob})
 
     async def h_leaf(self, request: web.Request) -> web.Response:

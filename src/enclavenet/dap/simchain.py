@@ -18,7 +18,14 @@ from typing import Any
 
 from ..crypto.hashing import to_checksum
 from ..crypto.header import Header
-from ..enclave.harness import Member, batch_request, form_committee, program_config, share_epoch
+from ..enclave.harness import (
+    Member,
+    batch_request,
+    form_committee,
+    program_config,
+    share_epoch,
+    update_committee,
+)
 from ..tee import DEFAULT_PROGRAM, InProcessEnclave, ProcessEnclave, SimulatedVendor
 from .recovery import Accepted
 
@@ -34,7 +41,8 @@ class SimChain:
     def __init__(self, types: tuple[str, ...] = ("sgx", "tdx"), *, processes: bool = False,
                  snapshot_every: int = 16, l1_chain_id: int = 31337, rollup: str = "0x" + "5e" * 20) -> None:
         self.vendors = [SimulatedVendor.generate(t) for t in types]
-        self.cfg = program_config(self.vendors, l1_chain_id=l1_chain_id, rollup=to_checksum(rollup))
+        self.cfg = program_config(self.vendors, l1_chain_id=l1_chain_id, rollup=to_checksum(rollup),
+                                  min_quorum=len(types), min_types=len(set(types)))
         self.processes = processes
         self.members = [self._member(v) for v in self.vendors]
         self.quorum = len(self.members)
@@ -85,8 +93,8 @@ class SimChain:
         vendor = next((v for v in self.vendors if tee is None or v.tee_name == tee), self.vendors[0])
         fresh = self._member(vendor)
         quotes = [m.identity["quote"] for m in (*self.members, fresh)]
-        for m in (*self.members, fresh):
-            m.call("committee", members=quotes, quorum=self.quorum, min_types=self.min_types)
+        # adding a member takes a certificate: a QC of the current committee over the new one
+        update_committee((*self.members, fresh), self.members, quotes, self.quorum, self.min_types)
         share_epoch(self.members[0], [fresh], 0)
         return fresh
 

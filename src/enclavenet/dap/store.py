@@ -8,7 +8,10 @@
 Five tables, the same on both backends:
 
     batches   (data_commitment PK, header_hash UNIQUE, height, header, data)
-    snapshots (header_hash PK, height, epoch, blob)          -- sealed enclave snapshots
+    snapshot_copies ((header_hash, keccak(blob)) PK, seq, height, epoch, blob)
+                                                             -- sealed enclave snapshots: up to
+                                                                MAX_SNAPSHOT_COPIES per header, first
+                                                                come, never replaced
     leaves    (address, header_hash, height, sealed)  PK (address, header_hash)
                                                              -- escape leaves, each sealed to its user
     leafdiffs (height, base, key, leaf)  PK (height, base, key) -- the balances tree's salted leaf
@@ -32,8 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..crypto.hashing import address_bytes, to_checksum
+from ..crypto.hashing import address_bytes, keccak256, to_checksum
 from ..crypto.header import Header
+
+MAX_SNAPSHOT_COPIES = 4  # distinct snapshot blobs kept per header (a later upload never replaces one)
 
 
 class StoreError(RuntimeError):
@@ -173,18 +178,27 @@ class Store(ABC):
             "ORDER BY height, header_hash LIMIT {p}", (from_height, to_height, limit))
         return [HeaderRef(int(h), bytes(hh), bytes(dc)) for h, hh, dc in rows]
 
-    def latest_snapshot(self, max_height: int | None = None) -> Snapshot | None:
+    def latest_snapshot(self, max_height: int | None = None, copy: int = 0) -> Snapshot | None:
+        """The newest header's snapshot at or below ``max_height``: its ``copy``-th stored blob
+        (several uploaders may give different blobs for one header; none replaces another, and
+        the reader's enclave refuses any that is not that header's state)."""
         rows = self._query(
-            "SELECT height, header_hash, epoch, blob FROM snapshots WHERE height <= {p} "
+            "SELECT height, header_hash FROM snapshot_copies WHERE height <= {p} "
             "ORDER BY height DESC, header_hash LIMIT 1", (max_height if max_height is not None else 1 << 62,))
         if not rows:
             return None
-        h, hh, e, blob = rows[0]
-        return Snapshot(int(h), bytes(hh), int(e), bytes(blob))
+        copies = self.snapshot_copies(bytes(rows[0][1]))
+        return copies[copy] if copy < len(copies) else None
 
     def snapshot(self, header_hash: bytes) -> Snapshot | None:
-        rows = self._query("SELECT height, header_hash, epoch, blob FROM snapshots WHERE header_hash = {p}", (header_hash,))
-        return Snapshot(int(rows[0][0]), bytes(rows[0][1]), int(rows[0][2]), bytes(rows[0][3])) if rows else None
+        copies = self.snapshot_copies(header_hash)
+        return copies[0] if copies else None
+
+    def snapshot_copies(self, header_hash: bytes) -> list[Snapshot]:
+        """Every stored blob for ``header_hash``, oldest first (at most MAX_SNAPSHOT_COPIES)."""
+        rows = self._query("SELECT height, header_hash, epoch, blob FROM snapshot_copies WHERE header_hash = {p} "
+                           "ORDER BY seq", (header_hash,))
+        return [Snapshot(int(h), bytes(hh), int(e), bytes(b)) for h, hh, e, b in rows]
 
     def leaf(self, address: str, max_height: int | None = None) -> SealedLeaf | None:
         """The newest sealed leaf of ``address`` at or below ``max_height``."""
@@ -200,7 +214,7 @@ class Store(ABC):
     def summary(self) -> dict[str, int]:
         rows = self._query("SELECT COUNT(*), COALESCE(MIN(height), 0), COALESCE(MAX(height), 0) FROM batches", ())
         n, lo, hi = rows[0]
-        (snaps,) = self._query("SELECT COUNT(*) FROM snapshots", ())[0]
+        (snaps,) = self._query("SELECT COUNT(*) FROM snapshot_copies", ())[0]
         (leaves,) = self._query("SELECT COUNT(*) FROM leaves", ())[0]
         return {"batches": int(n), "min_height": int(lo), "max_height": int(hi),
                 "snapshots": int(snaps), "leaves": int(leaves)}
@@ -234,7 +248,8 @@ def _rows(batch: StoredBatch | None, snapshot: Snapshot | None, leaves: list[Sea
 ]:
     b = None if batch is None else (
         batch.data_commitment, batch.header_hash, batch.height, batch.header.encode(), batch.batch_data)
-    s = None if snapshot is None else (snapshot.header_hash, snapshot.height, snapshot.epoch, snapshot.blob)
+    s = None if snapshot is None else (
+        snapshot.header_hash, keccak256(snapshot.blob), snapshot.height, snapshot.epoch, snapshot.blob)
     ls = [(address_bytes(x.address), x.header_hash, x.height, x.sealed) for x in leaves]
     return b, s, ls
 
@@ -246,9 +261,10 @@ CREATE TABLE IF NOT EXISTS batches (
     data_commitment BLOB PRIMARY KEY, header_hash BLOB NOT NULL UNIQUE, height INTEGER NOT NULL,
     header BLOB NOT NULL, data BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS batches_height ON batches (height);
-CREATE TABLE IF NOT EXISTS snapshots (
-    header_hash BLOB PRIMARY KEY, height INTEGER NOT NULL, epoch INTEGER NOT NULL, blob BLOB NOT NULL);
-CREATE INDEX IF NOT EXISTS snapshots_height ON snapshots (height);
+CREATE TABLE IF NOT EXISTS snapshot_copies (
+    header_hash BLOB NOT NULL, digest BLOB NOT NULL, seq INTEGER NOT NULL, height INTEGER NOT NULL,
+    epoch INTEGER NOT NULL, blob BLOB NOT NULL, PRIMARY KEY (header_hash, digest));
+CREATE INDEX IF NOT EXISTS snapshot_copies_height ON snapshot_copies (height);
 CREATE TABLE IF NOT EXISTS leaves (
     address BLOB NOT NULL, header_hash BLOB NOT NULL, height INTEGER NOT NULL, sealed BLOB NOT NULL,
     PRIMARY KEY (address, header_hash));
@@ -282,8 +298,11 @@ class SQLiteStore(Store):
             try:
                 if b is not None:
                     self._db.execute("INSERT OR IGNORE INTO batches VALUES (?, ?, ?, ?, ?)", b)
-                if s is not None:
-                    self._db.execute("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?)", s)
+                if s is not None:  # never replaced: up to MAX_SNAPSHOT_COPIES distinct blobs per header
+                    (n,) = self._db.execute("SELECT COUNT(*) FROM snapshot_copies WHERE header_hash = ?", s[:1]).fetchone()
+                    if n < MAX_SNAPSHOT_COPIES:
+                        self._db.execute("INSERT OR IGNORE INTO snapshot_copies VALUES (?, ?, ?, ?, ?, ?)",
+                                         (s[0], s[1], n, *s[2:]))
                 if ls:
                     self._db.executemany("INSERT OR REPLACE INTO leaves VALUES (?, ?, ?, ?)", ls)
             except BaseException:
@@ -326,9 +345,10 @@ _PG_SCHEMA = [
         data_commitment BYTEA PRIMARY KEY, header_hash BYTEA NOT NULL UNIQUE, height BIGINT NOT NULL,
         header BYTEA NOT NULL, data BYTEA NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS batches_height ON batches (height)",
-    """CREATE TABLE IF NOT EXISTS snapshots (
-        header_hash BYTEA PRIMARY KEY, height BIGINT NOT NULL, epoch BIGINT NOT NULL, blob BYTEA NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS snapshots_height ON snapshots (height)",
+    """CREATE TABLE IF NOT EXISTS snapshot_copies (
+        header_hash BYTEA NOT NULL, digest BYTEA NOT NULL, seq BIGINT NOT NULL, height BIGINT NOT NULL,
+        epoch BIGINT NOT NULL, blob BYTEA NOT NULL, PRIMARY KEY (header_hash, digest))""",
+    "CREATE INDEX IF NOT EXISTS snapshot_copies_height ON snapshot_copies (height)",
     """CREATE TABLE IF NOT EXISTS leaves (
         address BYTEA NOT NULL, header_hash BYTEA NOT NULL, height BIGINT NOT NULL, sealed BYTEA NOT NULL,
         PRIMARY KEY (address, header_hash))""",
@@ -339,7 +359,7 @@ _PG_SCHEMA = [
         PRIMARY KEY (height, base, key))""",
     # the data is encrypted: TOAST compression would only burn CPU
     "ALTER TABLE batches ALTER COLUMN data SET STORAGE EXTERNAL",
-    "ALTER TABLE snapshots ALTER COLUMN blob SET STORAGE EXTERNAL",
+    "ALTER TABLE snapshot_copies ALTER COLUMN blob SET STORAGE EXTERNAL",
 ]
 
 
@@ -368,10 +388,14 @@ class PostgresStore(Store):
             with self._db.cursor() as cur:
                 if b is not None:
                     cur.execute("INSERT INTO batches VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING", b)
-                if s is not None:
-                    cur.execute(
-                        "INSERT INTO snapshots VALUES (%s, %s, %s, %s) ON CONFLICT (header_hash) DO UPDATE "
-                        "SET blob = EXCLUDED.blob, epoch = EXCLUDED.epoch", s)
+                if s is not None:  # never replaced: up to MAX_SNAPSHOT_COPIES distinct blobs per header
+                    cur.execute("SELECT pg_advisory_xact_lock(7366)")
+                    cur.execute("SELECT COUNT(*) FROM snapshot_copies WHERE header_hash = %s", s[:1])
+                    row = cur.fetchone()
+                    n = int(row[0]) if row else 0
+                    if n < MAX_SNAPSHOT_COPIES:
+                        cur.execute("INSERT INTO snapshot_copies VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                                    (s[0], s[1], n, *s[2:]))
                 if ls:
                     cur.executemany(
                         "INSERT INTO leaves VALUES (%s, %s, %s, %s) ON CONFLICT (address, header_hash) "

@@ -35,14 +35,19 @@ def program_config(
     l1_chain_id: int = 31337,
     rollup: str = DEFAULT_ROLLUP,
     epoch_grace: int = 1,
+    min_quorum: int = 2,
+    min_types: int = 2,
 ) -> dict[str, Any]:
-    """The program config for a committee whose members run on ``vendors``' platforms."""
+    """The program config for a committee whose members run on ``vendors``' platforms; its QC
+    rule never goes below ``min_quorum`` signatures of ``min_types`` TEE types."""
     return {
         "chain_id": chain_id,
         "l1_chain_id": l1_chain_id,
         "rollup": rollup,
         "platform_roots": {v.tee_type: v.root_address for v in vendors},
         "epoch_grace": epoch_grace,
+        "min_quorum": min_quorum,
+        "min_types": min_types,
     }
 
 
@@ -85,6 +90,20 @@ def form_committee(members: Sequence[Member], quorum: int, min_types: int, *, ge
     pub: bytes = g.call("epoch_genesis")["epoch_pub"]
     share_epoch(g, [m for i, m in enumerate(members) if i != genesis], 0)
     return pub
+
+
+def update_committee(
+    members: Sequence[Member], signers: Sequence[Member], quotes: Sequence[bytes], quorum: int, min_types: int
+) -> dict[str, Any]:
+    """Move ``members`` to the committee ``quotes`` (quorum, min_types), certified by ``signers``
+    (a QC of the current committee: ``committee_sign`` on each). Returns the last answer."""
+    fields: dict[str, Any] = {"members": list(quotes), "quorum": quorum, "min_types": min_types}
+    signed = [s.call("committee_sign", **fields) for s in signers]
+    cert: dict[str, Any] = {**fields, "version": signed[0]["version"], "signatures": [x["signature"] for x in signed]}
+    out: dict[str, Any] = {}
+    for m in members:
+        out = m.call("committee", **cert)
+    return out
 
 
 def share_epoch(exporter: Member, importers: Iterable[Member], epoch: int) -> None:

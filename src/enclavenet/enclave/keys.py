@@ -426,6 +426,16 @@ class EpochKeyManager:
         self._erased_below = erased_below
         self.prune()
 
+    def absorb_erasures(self, other: EpochKeyManager) -> list[int]:
+        """Adopt ``other``'s erasure marks (a running enclave restoring an older blob of its own):
+        every epoch erased there is erased here too and never re-imported. Returns those erased now."""
+        self._erased |= other._erased
+        self._erased_below = max(self._erased_below, other._erased_below)
+        gone = [e for e in self._epochs if e in self._erased or e < self._erased_below]
+        for e in gone:
+            self._erase(e)
+        return sorted(gone)
+
     def compromised_export(self) -> dict[int, dict[str, bytes]]:
         """FAULT HOOK ONLY: every held epoch's raw keys (what a breached enclave leaks)."""
         return {

@@ -33,6 +33,7 @@ from ..crypto.envelope import (
     OpenedEnvelope,
     open_envelope,
     seal_receipt,
+    seal_result,
 )
 from ..crypto.escape import (
     DEFAULT_TREASURY,
@@ -59,14 +60,14 @@ from .batch import (
     error_entry,
 )
 from .codec import U64_MAX, Request, as_address, as_bytes, decode_map, encode
-from .committee import Committee, SignGuard, check_quote
+from .committee import Committee, CommitteeContext, SignGuard, check_quote
 from .contract_keys import derive_contract_key
 from .diff import BatchDiff
 from .errors import EnclaveRefusal
 from .executor import BlockInfo, Executor, Receipt
 from .keys import EnclaveIdentity, EpochKeyError, EpochKeyManager
 from .tx import InboxCall, SignedTx, TxError, decode_item
-from .views import parse_view_request
+from .views import ViewDomain, ViewReplayGuard, ViewRequest, parse_view_request
 
 MAX_ESCAPE_PUBKEYS = 1 << 20  # public keys escape_export seals to (a local cache, oldest dropped)
 MAX_UNFINALISED = 32  # heights executed beyond the finalised one (each keeps its pre-batch state)
@@ -92,6 +93,9 @@ class ProgramConfig:
     epoch_grace: int = 1
     tx_gas_limit: int = 30_000_000
     treasury: str = DEFAULT_TREASURY  # credited with the bonds of frivolous challenges
+    # QC floors (measured: the host cannot go below them; the committee's rule may be stricter)
+    min_quorum: int = 1
+    min_types: int = 1
 
     @classmethod
     def from_mapping(cls, m: Mapping[str, Any]) -> ProgramConfig:
@@ -115,7 +119,13 @@ class ProgramConfig:
             epoch_grace=r.integer("epoch_grace", hi=16, default=1),
             tx_gas_limit=r.integer("tx_gas_limit", lo=21_000, hi=30_000_000, default=30_000_000),
             treasury=r.address("treasury") if r.has("treasury") else DEFAULT_TREASURY,
+            min_quorum=r.integer("min_quorum", lo=1, hi=256),
+            min_types=r.integer("min_types", lo=1, hi=255),
         )
+
+    @property
+    def committee_context(self) -> CommitteeContext:
+        return CommitteeContext(self.chain_id, self.l1_chain_id, self.rollup, self.min_quorum, self.min_types)
 
 
 @dataclass
@@ -172,10 +182,13 @@ class EnclaveProgram:
         # escape data for the DAPs (escape_export): not consensus state, never in a snapshot
         self._esc_pubkeys: dict[bytes, bytes] = {}  # address -> uncompressed public key
         self._esc_last: tuple[int, dict[bytes, tuple[int, bytes]]] | None = None  # height, addr -> (value, salt)
+        self._view_domain = ViewDomain(self.cfg.chain_id, self.cfg.l1_chain_id, self.cfg.rollup)
+        self._views = ViewReplayGuard()
         self.stats = Stats()
         self._handlers: dict[str, Callable[[bytes], dict[str, Any]]] = {
             "identity": self._identity_call,
             "committee": self._committee_call,
+            "committee_sign": self._committee_sign,
             "epoch_genesis": self._epoch_genesis,
             "epoch_rotate": self._epoch_rotate,
             "epoch_export": self._epoch_export,
@@ -272,18 +285,43 @@ class EnclaveProgram:
             quote, self.cfg.platform_roots, self._allowed_measurements(), self._platform.now(), what
         )
 
-    def _committee_call(self, payload: bytes) -> dict[str, Any]:
-        r = Request.parse(payload, "committee")
+    def _committee_claims(self, r: Request, what: str) -> list[Any]:
         quotes = r.items("members", 256)
-        claims = [
-            self._verify_member_quote(as_bytes(q, f"members[{i}]", "committee", max_len=64 * 1024), f"committee: member {i}")
+        return [
+            self._verify_member_quote(as_bytes(q, f"members[{i}]", what, max_len=64 * 1024), f"{what}: member {i}")
             for i, q in enumerate(quotes)
         ]
-        self._committee.set(claims, r.integer("quorum", lo=1, hi=256), r.integer("min_types", lo=1, hi=255))
+
+    def _committee_call(self, payload: bytes) -> dict[str, Any]:
+        """Set the committee: the first one from the host; later ones only stricter, or certified
+        by a QC of the current committee (``Committee.update``)."""
+        r = Request.parse(payload, "committee")
+        claims = self._committee_claims(r, "committee")
+        quorum, min_types = r.integer("quorum", lo=1, hi=256), r.integer("min_types", lo=1, hi=255)
+        sigs = r.items("signatures", 256) if r.has("signatures") else None
+        version = r.integer("version", hi=U64_MAX) if r.has("version") else None
+        how = self._committee.update(claims, quorum, min_types, self.cfg.committee_context, version, sigs)
         return {
             "members": list(self._committee.members),
             "quorum": self._committee.quorum,
             "min_types": self._committee.min_types,
+            "version": self._committee.version,
+            "how": how,
+        }
+
+    def _committee_sign(self, payload: bytes) -> dict[str, Any]:
+        """This member's signature certifying ``{members, quorum, min_types}`` as the next
+        committee (version = current + 1). The host asks only for the committee L1's Registry
+        names; a QC of such signatures lets every member adopt it (``committee``)."""
+        r = Request.parse(payload, "committee_sign")
+        claims = self._committee_claims(r, "committee_sign")
+        quorum, min_types = r.integer("quorum", lo=1, hi=256), r.integer("min_types", lo=1, hi=255)
+        version, digest = self._committee.proposal(claims, quorum, min_types, self.cfg.committee_context)
+        return {
+            "version": version,
+            "digest": digest,
+            "signature": self._identity.sign(digest),
+            "signer": self._identity.address,
         }
 
     # ------------------------------------------------------------------ epochs
@@ -332,6 +370,19 @@ class EnclaveProgram:
                 raise EnclaveRefusal(
                     f"epoch_import: a tentative batch of this enclave uses epoch {epoch}; its keys cannot be replaced"
                 )
+        epoch = self._bundle_epoch(bundle)
+        known = max(self._anchored_epoch, -1 if self._epochs.current_epoch is None else self._epochs.current_epoch)
+        if known >= 0 and epoch > known + 1 and r.has("header"):
+            # a member that fell behind several rotations: an accepted (QC'd) header of a later
+            # epoch shows how far the committee went
+            anchor = self._proposed_header(r)
+            self._committee.check_qc(anchor.hash(), r.items("signatures", 256), self.cfg.l1_chain_id, self.cfg.rollup)
+            known = max(known, anchor.epoch)
+        if known >= 0 and epoch > known + 1:
+            raise EnclaveRefusal(
+                f"epoch_import: epoch {epoch} is more than one above this enclave's current epoch {known}; "
+                "import the epochs in order, or give the accepted header (and QC) of a later epoch"
+            )
         epoch = self._epochs.import_epoch(bundle, list(self._committee.members), replace=replace)
         return {"epoch": epoch, "epoch_pub": self._epochs.tx_public_key(epoch)}
 
@@ -815,25 +866,30 @@ class EnclaveProgram:
         opened = open_envelope(env, self._epochs.tx_private_key(env.epoch), self.cfg.chain_id)
         return env, opened.plaintext, opened.receipt_key
 
+    def _admit_view(self, pt: bytes, epoch: int) -> ViewRequest:
+        req = parse_view_request(pt, self._view_domain, epoch)
+        self._views.admit(req, self._views.now(self._platform.now(), self._head.timestamp))
+        return req
+
     def _view_call(self, payload: bytes) -> dict[str, Any]:
         env, pt, rkey = self._open_request(payload, "view_call")
         try:
-            req = parse_view_request(pt, self.cfg.chain_id, env.epoch)
+            req = self._admit_view(pt, env.epoch)
             res = self._ex.call(req.sender, None if req.is_create else req.to, req.data, req.value, req.gas)
             out = {"ok": res.success, "return_data": res.output, "gas_used": res.gas_used, "error": res.error or ""}
         except EnclaveRefusal as exc:
             out = {"ok": False, "return_data": b"", "gas_used": 0, "error": str(exc)}
-        return {"result": seal_receipt(rkey, encode(out))}
+        return {"result": seal_result(rkey, encode(out))}
 
     def _estimate_gas(self, payload: bytes) -> dict[str, Any]:
         env, pt, rkey = self._open_request(payload, "estimate_gas")
         try:
-            req = parse_view_request(pt, self.cfg.chain_id, env.epoch)
+            req = self._admit_view(pt, env.epoch)
             gas = self._ex.estimate_gas(req.sender, None if req.is_create else req.to, req.data, req.value)
             out = {"ok": True, "return_data": b"", "gas_used": gas, "error": ""}
         except EnclaveRefusal as exc:
             out = {"ok": False, "return_data": b"", "gas_used": 0, "error": str(exc)}
-        return {"result": seal_receipt(rkey, encode(out))}
+        return {"result": seal_result(rkey, encode(out))}
 
     # ------------------------------------------------------------------ snapshots
     def _shared_plain(self) -> bytes:
@@ -887,7 +943,13 @@ class EnclaveProgram:
             "local": local,
         }
 
-    def _load_shared_plain(self, plain: bytes) -> None:
+    def _load_shared_plain(self, plain: bytes, anchor: Header | None) -> None:
+        """Load a snapshot's state. ``anchor``: the L1-accepted header the snapshot claims (its QC
+        already checked): required for a shared blob, which any committee member -- a compromised
+        one included -- can seal. The state must then BE that header's state: head hash, the
+        recomputed state root and balances root, message count, accumulator and L1 block equal
+        the header's, and the finalised pointer becomes that header. ``None``: this enclave's own
+        platform-sealed local blob (restart)."""
         m = decode_map(plain, "snapshot")
         r = Request(m, "snapshot")
         if r.integer("chain_id", hi=U64_MAX) != self.cfg.chain_id:
@@ -897,7 +959,22 @@ class EnclaveProgram:
         finalized = (int(fin[0]), as_bytes(fin[1], "finalized", "snapshot", 32))
         state = r.blob("state")
         root = r.blob("state_root", 32)
-        self._ex.restore(state, expect_state_root=root)
+        if anchor is not None:
+            hh = anchor.hash()
+            if (head.height, head.hash) != (anchor.height, hh) or root != anchor.state_root:
+                raise EnclaveRefusal(
+                    f"restore: the snapshot's head (height {head.height}) is not the accepted header "
+                    f"0x{hh.hex()} at height {anchor.height} it is restored against"
+                )
+            if (head.l1_block, head.msg_count, head.msg_acc) != (anchor.l1_block, anchor.msg_count, anchor.msg_acc):
+                raise EnclaveRefusal("restore: the snapshot's L1 message position differs from the accepted header's")
+            finalized = (anchor.height, hh)
+        saved = self._ex.snapshot() if anchor is not None else None
+        self._ex.restore(state, expect_state_root=root)  # recomputes the state root from the state
+        if anchor is not None and self._ex.balances_root != anchor.balances_root:
+            assert saved is not None
+            self._ex.restore(saved)
+            raise EnclaveRefusal("restore: the snapshot's balances root differs from the accepted header's")
         self._head = head
         self._finalized = finalized
         self._undo.clear()
@@ -923,7 +1000,21 @@ class EnclaveProgram:
         r = Request.parse(payload, "restore")
         blob = r.blob("blob")
         if blob.startswith(SNAPSHOT_MAGIC):
-            self._load_shared_plain(self._open_shared(blob, self._epochs))
+            if not r.has("header"):
+                raise EnclaveRefusal(
+                    "restore: a shared snapshot is restored only against the L1-accepted header it claims: "
+                    "give header and signatures (its QC)"
+                )
+            anchor = self._proposed_header(r)
+            self._committee.check_qc(anchor.hash(), r.items("signatures", 256), self.cfg.l1_chain_id, self.cfg.rollup)
+            if anchor.height < self._finalized[0]:
+                raise EnclaveRefusal(
+                    f"restore: the header at height {anchor.height} is below this enclave's finalised "
+                    f"height {self._finalized[0]}"
+                )
+            self._load_shared_plain(self._open_shared(blob, self._epochs), anchor)
+            self._guard.finalize(self._finalized[0])
+            self._anchored_epoch = max(self._anchored_epoch, anchor.epoch)
             return self._status(b"")
         plain = self._platform.unseal(blob, LOCAL_LABEL)
         try:
@@ -938,11 +1029,20 @@ class EnclaveProgram:
             shared = bytes(m["shared"])
         except (KeyError, TypeError, ValueError):
             raise EnclaveRefusal("restore: the local snapshot is malformed") from None
-        self._load_shared_plain(self._open_shared(shared, epochs))  # state first: may refuse
+        if committee.members and (committee.quorum < self.cfg.min_quorum or committee.min_types < self.cfg.min_types):
+            raise EnclaveRefusal("restore: the local snapshot's committee rule is below this program's floors")
+        # never bring back what this running enclave has erased or left behind: its erasure
+        # marks, the epochs older than its newest anchored epoch's grace window, its committee
+        epochs.absorb_erasures(self._epochs)
+        anchored = max(self._anchored_epoch, anchored)
+        if anchored >= 0:
+            epochs.erase_before(max(0, anchored - self.cfg.epoch_grace))
+        committee.merge_newer(self._committee)
+        self._load_shared_plain(self._open_shared(shared, epochs), None)  # state first: may refuse
         if identity.address == self._identity.address:
             guard.merge(self._guard)  # never forget a signature made since that blob
         self._identity, self._epochs, self._guard, self._committee = identity, epochs, guard, committee
-        self._anchored_epoch = max(self._anchored_epoch, anchored)
+        self._anchored_epoch = anchored
         self._guard.finalize(self._finalized[0])
         return self._status(b"")
 

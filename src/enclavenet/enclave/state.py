@@ -189,11 +189,16 @@ class StateCommitment:
                 here[i] = ZERO32 if kids.count(ZERO32) == fan else _keccak(b"\x06" + b"".join(kids))
 
 
-def withdrawal_queue_payload(queue: Iterable[Withdrawal]) -> bytes:
-    """The commitment entry body of a non-empty withdrawal queue: 0x20 || keccak256(0x08 || ...)."""
-    h = sha3.keccak_256(b"\x08")
-    for w in queue:
-        h.update(address_bytes(w.recipient) + w.amount.to_bytes(32, "big"))
+def withdrawal_queue_payload(queue: Iterable[Withdrawal], senders: Iterable[bytes]) -> bytes:
+    """The commitment entry body of a non-empty withdrawal queue:
+    0x20 || keccak256(0x09 || for each: recipient (20) || amount (32) || sender (20)).
+
+    The senders are committed too: who queued a withdrawal decides whose balance leaf carries
+    it (leaf value = balance + owed), so a state that moved a queued withdrawal to another
+    sender (and the difference into a spendable balance) would otherwise keep both roots."""
+    h = sha3.keccak_256(b"\x09")
+    for w, s in zip(queue, senders, strict=True):
+        h.update(address_bytes(w.recipient) + w.amount.to_bytes(32, "big") + s)
     return b"\x20" + h.digest()
 
 
@@ -378,8 +383,7 @@ class WorldState:
                     all_accounts[addr] = rec
             old_queue = self.withdrawal_queue
             self.queue_senders, self.owed = queue_senders, new_owed
-            if withdrawal_queue != old_queue:
-                self._set_queue(withdrawal_queue, state_changes)
+            self._set_queue(withdrawal_queue, queue_senders, state_changes)
         if state_changes:
             self.commitment.update(state_changes)
         if balance_changes:
@@ -389,9 +393,11 @@ class WorldState:
         assert undo_version is not None
         return UndoRecord(old_accounts, old_storage, new_code, undo_version, old_queue, None, old_senders)
 
-    def _set_queue(self, queue: tuple[Withdrawal, ...], state_changes: dict[bytes, bytes | None]) -> None:
+    def _set_queue(
+        self, queue: tuple[Withdrawal, ...], senders: tuple[bytes, ...], state_changes: dict[bytes, bytes | None]
+    ) -> None:
         self.withdrawal_queue = queue
-        state_changes[WITHDRAWAL_QUEUE_KEY] = withdrawal_queue_payload(queue) if queue else None
+        state_changes[WITHDRAWAL_QUEUE_KEY] = withdrawal_queue_payload(queue, senders) if queue else None
 
     def undo(self, rec: UndoRecord) -> None:
         """Put back what one batch overwrote (records, salts, slots, code) and both trees."""
@@ -433,8 +439,7 @@ class WorldState:
             self.code.pop(h, None)
         if rec.withdrawal_queue is not None:
             self.queue_senders, self.owed = rec.queue_senders, old_owed
-            if rec.withdrawal_queue != self.withdrawal_queue:
-                self._set_queue(rec.withdrawal_queue, state_changes)
+            self._set_queue(rec.withdrawal_queue, rec.queue_senders, state_changes)
         if state_changes:
             self.commitment.update(state_changes)
         if balance_changes:
@@ -562,7 +567,7 @@ class WorldState:
                 ws.append(Withdrawal(to_checksum(recipient), amount))
                 senders.append(sender)
             if ws:
-                st._set_queue(tuple(ws), state_changes)
+                st._set_queue(tuple(ws), tuple(senders), state_changes)
                 st.queue_senders = tuple(senders)
                 st.owed = _owed(st.withdrawal_queue, st.queue_senders)
             if st.owed.keys() - st.accounts.keys():

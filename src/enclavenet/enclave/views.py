@@ -3,48 +3,72 @@
 A user signs, with their ordinary Ethereum key (any EIP-712 wallet, e.g. eth-account's
 ``sign_typed_data``), the typed data::
 
-    domain  EIP712Domain(string name, string version, uint256 chainId)
-            = {name: "EnclaveNet", version: "1", chainId: <EnclaveNet chain id>}
-    message ViewCall(address from, address to, bytes data, uint256 value, uint256 gas, uint256 epoch)
+    domain  EIP712Domain(string name, string version, uint256 chainId, address verifyingContract, bytes32 salt)
+            = {name: "EnclaveNet", version: "2", chainId: <EnclaveNet chain id>,
+               verifyingContract: <the Rollup on L1>, salt: <the L1 chain id as a uint256 word>}
+    message ViewCall(address from, address to, bytes data, uint256 value, uint256 gas, uint256 epoch,
+                     uint256 nonce, uint256 expiry)
 
-puts ``{from, to, data, value, gas, epoch, sig}`` (CBOR map; addresses 20 bytes, ``sig`` the
-65-byte r||s||v signature) in an envelope sealed to the epoch key ``epoch`` and hands the
-envelope to a node. ``to`` = the zero address with ``data`` = init code estimates a contract
-creation. The enclave answers with the result sealed under the envelope's receipt key, so
-only the requester reads it.
+puts ``{from, to, data, value, gas, epoch, nonce, expiry, sig}`` (CBOR map; addresses 20 bytes,
+``sig`` the 65-byte r||s||v signature) in an envelope sealed to the epoch key ``epoch`` and
+hands the envelope to a node. ``to`` = the zero address with ``data`` = init code estimates a
+contract creation. ``nonce`` is any number the user never used for a view before (random);
+``expiry`` (unix seconds) at most ``MAX_VIEW_TTL`` ahead: the enclave answers each signed
+request once, before it expires (``ViewReplayGuard``), so a host cannot replay a view to learn
+when its value changes. The enclave answers with the result sealed under the envelope's
+receipt key with a random nonce (``crypto.envelope.seal_result``), so only the requester reads
+it and two answers never compare equal. The domain binds one deployment (the Rollup and its L1
+chain): a signature for another deployment's enclaves is refused.
 """
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
-from ..crypto.hashing import ZERO32, addr_word, keccak256, u256
+from ..crypto.hashing import ZERO32, addr_word, keccak256, to_checksum, u256
 from ..crypto.secp256k1 import SignatureError, recover_address
 from .codec import U64_MAX, Request, decode_map
 from .errors import EnclaveRefusal
 
-EIP712_DOMAIN_TYPEHASH = keccak256(b"EIP712Domain(string name,string version,uint256 chainId)")
+EIP712_DOMAIN_TYPEHASH = keccak256(
+    b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract,bytes32 salt)"
+)
 VIEW_CALL_TYPEHASH = keccak256(
-    b"ViewCall(address from,address to,bytes data,uint256 value,uint256 gas,uint256 epoch)"
+    b"ViewCall(address from,address to,bytes data,uint256 value,uint256 gas,uint256 epoch,uint256 nonce,uint256 expiry)"
 )
 DOMAIN_NAME = "EnclaveNet"
-DOMAIN_VERSION = "1"
+DOMAIN_VERSION = "2"
+MAX_VIEW_TTL = 600  # seconds: how far ahead a view request's expiry may be
+MAX_LIVE_VIEWS = 100_000  # signed requests remembered until they expire (replay guard)
+MAX_LIVE_VIEWS_PER_SENDER = 256
 ZERO_ADDRESS = "0x" + "00" * 20
 MAX_VIEW_GAS = 30_000_000
 MAX_VIEW_DATA = 128 * 1024
 
 
-def domain_separator(chain_id: int) -> bytes:
+@dataclass(frozen=True)
+class ViewDomain:
+    """The deployment a view signature is for: EnclaveNet chain id, L1 chain id, Rollup address."""
+
+    chain_id: int
+    l1_chain_id: int
+    rollup: str
+
+
+def domain_separator(domain: ViewDomain) -> bytes:
     return keccak256(
         EIP712_DOMAIN_TYPEHASH,
         keccak256(DOMAIN_NAME.encode()),
         keccak256(DOMAIN_VERSION.encode()),
-        u256(chain_id),
+        u256(domain.chain_id),
+        addr_word(domain.rollup),
+        u256(domain.l1_chain_id),
     )
 
 
 def view_call_digest(
-    chain_id: int, sender: str, to: str, data: bytes, value: int, gas: int, epoch: int
+    domain: ViewDomain, sender: str, to: str, data: bytes, value: int, gas: int, epoch: int, nonce: int, expiry: int
 ) -> bytes:
     """The EIP-712 digest ``keccak256(0x1901 || domainSeparator || hashStruct(ViewCall))``."""
     struct_hash = keccak256(
@@ -55,11 +79,15 @@ def view_call_digest(
         u256(value),
         u256(gas),
         u256(epoch),
+        u256(nonce),
+        u256(expiry),
     )
-    return keccak256(b"\x19\x01", domain_separator(chain_id), struct_hash)
+    return keccak256(b"\x19\x01", domain_separator(domain), struct_hash)
 
 
-def typed_data(chain_id: int, sender: str, to: str, data: bytes, value: int, gas: int, epoch: int) -> dict[str, object]:
+def typed_data(
+    domain: ViewDomain, sender: str, to: str, data: bytes, value: int, gas: int, epoch: int, nonce: int, expiry: int
+) -> dict[str, object]:
     """The same typed data as a JSON-able dict (what ``eth_account`` / wallets sign)."""
     return {
         "types": {
@@ -67,6 +95,8 @@ def typed_data(chain_id: int, sender: str, to: str, data: bytes, value: int, gas
                 {"name": "name", "type": "string"},
                 {"name": "version", "type": "string"},
                 {"name": "chainId", "type": "uint256"},
+                {"name": "verifyingContract", "type": "address"},
+                {"name": "salt", "type": "bytes32"},
             ],
             "ViewCall": [
                 {"name": "from", "type": "address"},
@@ -75,11 +105,22 @@ def typed_data(chain_id: int, sender: str, to: str, data: bytes, value: int, gas
                 {"name": "value", "type": "uint256"},
                 {"name": "gas", "type": "uint256"},
                 {"name": "epoch", "type": "uint256"},
+                {"name": "nonce", "type": "uint256"},
+                {"name": "expiry", "type": "uint256"},
             ],
         },
         "primaryType": "ViewCall",
-        "domain": {"name": DOMAIN_NAME, "version": DOMAIN_VERSION, "chainId": chain_id},
-        "message": {"from": sender, "to": to, "data": data, "value": value, "gas": gas, "epoch": epoch},
+        "domain": {
+            "name": DOMAIN_NAME,
+            "version": DOMAIN_VERSION,
+            "chainId": domain.chain_id,
+            "verifyingContract": to_checksum(domain.rollup),
+            "salt": u256(domain.l1_chain_id),
+        },
+        "message": {
+            "from": sender, "to": to, "data": data, "value": value, "gas": gas, "epoch": epoch,
+            "nonce": nonce, "expiry": expiry,
+        },
     }
 
 
@@ -91,13 +132,16 @@ class ViewRequest:
     value: int
     gas: int
     epoch: int
+    nonce: int
+    expiry: int
+    digest: bytes  # the signed EIP-712 digest: the request's identity for the replay guard
 
     @property
     def is_create(self) -> bool:
         return self.to == ZERO_ADDRESS
 
 
-def parse_view_request(plaintext: bytes, chain_id: int, envelope_epoch: int) -> ViewRequest:
+def parse_view_request(plaintext: bytes, domain: ViewDomain, envelope_epoch: int) -> ViewRequest:
     """Decode and authenticate the plaintext of a view-call envelope. Raises EnclaveRefusal."""
     what = "view request"
     r = Request(decode_map(plaintext, what), what)
@@ -107,25 +151,78 @@ def parse_view_request(plaintext: bytes, chain_id: int, envelope_epoch: int) -> 
     value = r.integer("value", default=0)
     gas = r.integer("gas", lo=21_000, hi=MAX_VIEW_GAS)
     epoch = r.integer("epoch", hi=U64_MAX)
+    if not (r.has("nonce") and r.has("expiry")):
+        raise EnclaveRefusal(f"{what}: needs a nonce and an expiry (sign the ViewCall of this program version)")
+    nonce = r.integer("nonce")
+    expiry = r.integer("expiry", hi=U64_MAX)
     sig = r.blob("sig", length=65)
     if epoch != envelope_epoch:
         raise EnclaveRefusal(
             f"{what}: signed for epoch {epoch} but sealed to epoch {envelope_epoch}"
         )
-    digest = view_call_digest(chain_id, sender, to, data, value, gas, epoch)
+    digest = view_call_digest(domain, sender, to, data, value, gas, epoch, nonce, expiry)
     try:
         signer = recover_address(digest, sig)
     except SignatureError as exc:
         raise EnclaveRefusal(f"{what}: bad signature ({exc})") from None
     if signer != sender:
         raise EnclaveRefusal(
-            f"{what}: the signature is not by 'from' (wrong key, chain id or altered fields)"
+            f"{what}: the signature is not by 'from' (wrong key, chain id, deployment or altered fields)"
         )
-    return ViewRequest(sender, to, data, value, gas, epoch)
+    return ViewRequest(sender, to, data, value, gas, epoch, nonce, expiry, digest)
+
+
+class ViewReplayGuard:
+    """Each signed view request is answered once, before its expiry, and no later than
+    ``MAX_VIEW_TTL`` ahead. ``now`` is the enclave's monotonic view of time (the caller passes
+    the max of the platform clock and the head's timestamp; it never goes back). Remembered
+    requests are dropped once expired, so memory is bounded by the requests live in a window
+    (at most ``MAX_LIVE_VIEWS``, ``MAX_LIVE_VIEWS_PER_SENDER`` per sender)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[bytes, str] = {}  # digest -> sender
+        self._by_expiry: list[tuple[int, bytes]] = []  # heap of (expiry, digest)
+        self._per_sender: dict[str, int] = {}
+        self._now = 0
+
+    def now(self, *clocks: int) -> int:
+        self._now = max(self._now, *clocks)
+        return self._now
+
+    def admit(self, req: ViewRequest, now: int) -> None:
+        what = "view request"
+        if req.expiry < now:
+            raise EnclaveRefusal(f"{what}: expired at {req.expiry} (enclave time {now}); sign a new one")
+        if req.expiry > now + MAX_VIEW_TTL:
+            raise EnclaveRefusal(
+                f"{what}: expiry {req.expiry} is more than {MAX_VIEW_TTL} s ahead of enclave time {now}"
+            )
+        self._prune(now)
+        if req.digest in self._seen:
+            raise EnclaveRefusal(f"{what}: already answered (a replay); sign a new one with a fresh nonce")
+        if len(self._seen) >= MAX_LIVE_VIEWS or self._per_sender.get(req.sender, 0) >= MAX_LIVE_VIEWS_PER_SENDER:
+            raise EnclaveRefusal(f"{what}: too many live view requests; retry after some expire")
+        self._seen[req.digest] = req.sender
+        heapq.heappush(self._by_expiry, (req.expiry, req.digest))
+        self._per_sender[req.sender] = self._per_sender.get(req.sender, 0) + 1
+
+    def _prune(self, now: int) -> None:
+        heap = self._by_expiry
+        while heap and heap[0][0] < now:
+            _, d = heapq.heappop(heap)
+            sender = self._seen.pop(d)
+            n = self._per_sender[sender] - 1
+            if n:
+                self._per_sender[sender] = n
+            else:
+                del self._per_sender[sender]
 
 
 __all__ = [
+    "MAX_VIEW_TTL",
     "ZERO32",
+    "ViewDomain",
+    "ViewReplayGuard",
     "ViewRequest",
     "domain_separator",
     "parse_view_request",

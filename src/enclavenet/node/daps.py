@@ -174,12 +174,14 @@ class NodeDaps:
                 continue  # a losing branch's snapshot, or a lie
             async with n.enclave_lock:
                 try:
-                    await n.host.call("restore", {"blob": snap.blob})
-                    await n.refresh_status()
+                    await n.host.call("restore", {"blob": snap.blob, "header": acc.header.encode(),
+                                                  "signatures": acc.signatures})
+                    st = await n.refresh_status()
                 except EnclaveError as exc:
                     log.info("%s: DAP snapshot of height %d not restorable here: %s", self.cfg.name, snap.height, exc)
                     continue
-            if n.head_hash != acc.hash:
+            roots = (bytes(st["state_root"]), bytes(st["balances_root"]))
+            if n.head_hash != acc.hash or roots != (acc.header.state_root, acc.header.balances_root):
                 continue
             self.restored_from = snap.height
             log.info("%s: restored the enclave from a DAP snapshot at height %d (L1 at %d)", self.cfg.name,

@@ -20,10 +20,12 @@ from ..tee.boundary import EnclaveError
 from .batch import (
     Refused,
 )
+from .certify import CommitteeSync
 from .core import NodeCore, Role
 from .peers import PeerClient, PeerError
 
 log = logging.getLogger("enclavenet.node.epochs")
+COMMITTEE_WAIT = 20.0  # seconds a node's first committee waits for every peer's quote
 
 
 class Epochs(Role):
@@ -31,24 +33,37 @@ class Epochs(Role):
         super().__init__(node)
         self.poll_l1 = poll_l1  # the L1 link's poll (for a member that registered just now)
         self.committee_key: tuple[Any, ...] = ()
+        self.certify: CommitteeSync | None = None
+        self._born = time.monotonic()
 
     async def update_committee(self) -> None:
-        """Tell the enclave the committee (quotes of the active members it can get)."""
-        assert self.node.host is not None and self.node.watcher is not None
-        members = self.node.members()
-        quotes = [self.node.quotes[a] for a in members if a in self.node.quotes]
-        key = (tuple(a for a in members if a in self.node.quotes), self.node.watcher.quorum, self.node.watcher.min_types)
-        if key == self.committee_key or not quotes or not self.node.watcher.quorum:
+        """Tell the enclave the committee (quotes of the active members it can get). The first
+        committee waits for every peer's quote (up to COMMITTEE_WAIT; a member no peer answers
+        for -- e.g. this node's own previous enclave -- is not waited for): after it, adding a
+        member takes a certificate of the committee, which ``certify.CommitteeSync`` gathers."""
+        n = self.node
+        assert n.host is not None and n.watcher is not None
+        members = n.members()
+        quotes = [n.quotes[a] for a in members if a in n.quotes]
+        key = (tuple(a for a in members if a in n.quotes), n.watcher.quorum, n.watcher.min_types)
+        if key == self.committee_key or not quotes or not n.watcher.quorum:
             return
-        if len(quotes) < self.node.watcher.quorum:
-            return  # the enclave refuses a committee smaller than its quorum: wait for the peers' quotes
-        try:
-            await self.node.host.call(
-                "committee", {"members": quotes, "quorum": self.node.watcher.quorum, "min_types": self.node.watcher.min_types}
+        if (not self.committee_key and len(quotes) < len(members) and not all(p.address for p in n.peers)
+                and time.monotonic() - self._born < COMMITTEE_WAIT):
+            return
+        if self.certify is None:
+            self.certify = CommitteeSync(
+                self.cfg.name, n.host, lambda: n.peers, n.members,
+                lambda: (n.watcher.quorum, n.watcher.min_types) if n.watcher else (0, 0),
             )
+        if await self.certify.update({"members": quotes, "quorum": n.watcher.quorum, "min_types": n.watcher.min_types}):
             self.committee_key = key
-        except EnclaveError as exc:
-            log.warning("%s: committee update refused: %s", self.cfg.name, exc)
+
+    async def on_committee_sign(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Peer op ``committee_sign`` (certify.CommitteeSync.on_sign)."""
+        if self.certify is None:
+            raise Refused("this node has not set its enclave's committee yet")
+        return await self.certify.on_sign(msg)
 
     async def run(self) -> None:
         """Learn peers' identities (quotes), keep the committee current, get the epoch keys."""
@@ -229,7 +244,11 @@ class Epochs(Role):
                 continue
             try:
                 async with self.node.enclave_lock:
-                    await self.node.host.call("epoch_import", {"bundle": bundle, "replace": replace})
+                    body: dict[str, Any] = {"bundle": bundle, "replace": replace}
+                    last = self.node.watcher.last_header() if self.node.watcher is not None else None
+                    if last is not None:  # lets a member that missed rotations skip to L1's epochs
+                        body["header"], body["signatures"] = last.header.encode(), last.signatures
+                    await self.node.host.call("epoch_import", body)
                     await self.node.refresh_status()
             except EnclaveError as exc:
                 log.info("%s: epoch %d bundle refused by the enclave: %s", self.cfg.name, epoch, exc)

@@ -195,6 +195,7 @@ class Node(NodeCore):
                 "snapshot": self.sync.on_snapshot,
                 "epoch_push": self.epochs.on_epoch_push,
                 "announce": self.sync.on_announce,
+                "committee_sign": self.epochs.on_committee_sign,
             }.get(op)
             if handler is None:
                 raise Refused(f"unknown peer op {op[:32]!r}")

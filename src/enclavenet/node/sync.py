@@ -166,12 +166,16 @@ class Sync(Role):
             if acc is None or acc.hash != bytes(out["head_hash"]):
                 continue
             try:
-                await self.node.host.call("restore", {"blob": bytes(out["shared"])})
-                await self.node.refresh_status()
+                # a shared blob is restored against the accepted header and its QC (the enclave
+                # requires the state to be that header's); the roots are compared with it again
+                await self.node.host.call("restore", {"blob": bytes(out["shared"]), "header": acc.header.encode(),
+                                                      "signatures": acc.signatures})
+                st = await self.node.refresh_status()
             except EnclaveError as exc:
                 log.warning("%s: restoring %s's snapshot failed: %s", self.cfg.name, p.url, exc)
                 continue
-            if self.node.head_hash == acc.hash:
+            roots = (bytes(st["state_root"]), bytes(st["balances_root"]))
+            if self.node.head_hash == acc.hash and roots == (acc.header.state_root, acc.header.balances_root):
                 log.info("%s: enclave resynchronised from %s's sealed snapshot at height %d", self.cfg.name, p.url, h)
                 self.node.my_sigs = {k: v for k, v in self.node.my_sigs.items() if k > h}
                 return True

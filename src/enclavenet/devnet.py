@@ -710,11 +710,14 @@ class Devnet:
         links: dict[str, Any] | bool | None = False,
         enclave_link: dict[str, Any] | bool | None = False,
         enclave: str | None = None,
+        l1: dict[str, Any] | bool | None = False,
     ) -> dict[str, Any]:
         """Set node i's hostile-host policy (needs ``allow_faults=True``): ``links`` for its peer
         messages (drop/delay/reorder/replay probabilities...; None clears), ``enclave_link`` for
         what its host hands its enclave (drop/delay/replay; None clears), ``enclave`` = "crash" or
-        "hang". Arguments left out are unchanged. Returns the policies with their counters."""
+        "hang", ``l1`` for its L1 link (``{"down_s": s}``: every L1 call fails for s seconds;
+        ``{"hold_submits": True}``: QCs are collected, never submitted; None clears). Arguments
+        left out are unchanged. Returns the policies with their counters."""
         policy: dict[str, Any] = {}
         if links is not False:
             policy["links"] = links or {}
@@ -722,6 +725,8 @@ class Devnet:
             policy["enclaveLink"] = enclave_link
         if enclave is not None:
             policy["enclave"] = enclave
+        if l1 is not False:
+            policy["l1"] = l1
         out: dict[str, Any] = self.rpc(i, "enclavenet_adminFaults", policy)
         return out
 

@@ -230,13 +230,14 @@ def install_fault_methods(node: NodeCore) -> None:
     """Fault injection (docs/FAULTS.md), only on a node started with ``allow_faults`` (a devnet
     that asked for it): never on a shared node -- ``enclavenet_adminCompromise`` hands out keys.
 
-    * ``enclavenet_adminFaults(policy)``: ``{links?: {drop, delay, reorder, replay, reorder_window,
+    * ``enclavenet_adminFaults(policy)``: ``{links?: {drop, cut, delay, reorder, replay, reorder_window,
       ops, peers, seed} | null, enclaveLink?: {drop, delay, replay, seed} | null,
-      enclave?: "crash" | "hang"}``; returns the current policies with their counters
+      enclave?: "crash" | "hang", l1?: {down_s, hold_submits} | null}``; returns the current policies with their counters
       (``{}`` only reads them);
     * ``enclavenet_adminCompromise()``: the enclave's keys (``ProcessEnclave.compromise()``), as
       a broken TEE would leak them: ``{address, signingKey, epochs: {epoch: {txKey, stateKey}}}``.
     """
+    from .core import L1Faults
     from .host import EnclaveLinkFaults
     from .peers import LinkFaults
 
@@ -250,8 +251,8 @@ def install_fault_methods(node: NodeCore) -> None:
         if policy is None:
             policy = {}
         if not isinstance(policy, dict):
-            raise RpcError(INVALID_PARAMS, "fault policy must be an object {links?, enclaveLink?, enclave?}")
-        unknown = sorted(set(policy) - {"links", "enclaveLink", "enclave"})
+            raise RpcError(INVALID_PARAMS, "fault policy must be an object {links?, enclaveLink?, enclave?, l1?}")
+        unknown = sorted(set(policy) - {"links", "enclaveLink", "enclave", "l1"})
         if unknown:
             raise RpcError(INVALID_PARAMS, f"unknown fault policy field(s): {', '.join(unknown)}")
         try:
@@ -259,8 +260,10 @@ def install_fault_methods(node: NodeCore) -> None:
                 new = LinkFaults.from_dict(policy["links"] or {})
                 old = node.link_faults
                 new.injected = old.injected  # counters accumulate over policies
-                for k in ("drop", "delay", "reorder", "replay", "reorder_window", "ops", "peers", "seed", "_rng"):
+                for k in ("drop", "cut", "delay", "reorder", "replay", "reorder_window", "ops", "peers", "seed", "_rng"):
                     setattr(old, k, getattr(new, k))
+            if "l1" in policy:
+                node.l1_faults = L1Faults.from_dict(policy["l1"] or {}, node.l1_faults)
             if "enclaveLink" in policy and node.host is not None:
                 el = policy["enclaveLink"]
                 if el is None:
@@ -286,6 +289,7 @@ def install_fault_methods(node: NodeCore) -> None:
         return {
             "links": node.link_faults.to_dict(),
             "enclaveLink": node.host.faults.to_dict() if node.host is not None and node.host.faults else None,
+            "l1": node.l1_faults.to_dict(),
         }
 
     async def compromise() -> dict[str, Any]:

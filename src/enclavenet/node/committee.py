@@ -156,6 +156,7 @@ class Committee(Role):
             self.node.head_timestamp = int(rec.input["timestamp"])
             if self.cfg.persist == "sign":
                 await self.node.persist()
+            self.node.persist_signed(rec, sig)  # before the vote leaves: it survives a restart of everyone
         rec.sigs[self.node.address] = sig
         self.node.records.setdefault(hh, rec)
         self.node.mempool.mark_inflight(rec.rids(), h)
@@ -326,6 +327,7 @@ class Committee(Role):
                 self.node.daps.upload(header, rec.batch_data, snap)
             if self.cfg.persist == "sign":
                 await self.node.persist()
+            self.node.persist_signed(rec, sig)  # before the proposal leaves: it survives a restart of everyone
         self.node.counters["proposed"] += 1
         log.info("%s: proposed height %d round %d (%d messages, %d envelopes)", self.cfg.name, h, round_, len(msgs),
                  len(envelopes))
@@ -444,8 +446,11 @@ class Committee(Role):
             return  # an L1 reorganisation took accepted headers away: re-anchoring them first
         await self.l1.resubmit_vanished()
         members = self.node.members()
-        if self.node.address not in members or len(members) < 2 or self.node.finalized < self.node.l1_height:
+        if self.node.address not in members or len(members) < 2:
             return
+        t = self.node.l1_height + 1
+        if self.node.finalized < self.node.l1_height and self._signed_record(t) is None:
+            return  # catching up: only a batch this enclave already signed at t can be re-collected
         base = self._stall_base()
         if base is None:
             return

@@ -101,6 +101,7 @@ class L1Link(Role):
 
     async def poll(self) -> None:
         assert self.node.watcher is not None
+        self.node.l1_faults.check()
         loop = asyncio.get_running_loop()
         res = await loop.run_in_executor(self.pool, self.node.watcher.poll)
         now = time.monotonic()
@@ -117,6 +118,8 @@ class L1Link(Role):
             await self.epochs.update_committee()
         for h in sorted(set(res.new_headers) | set(res.replaced_headers)):
             if h > self.node.l1_height:
+                if h == self.node.l1_height + 1 and self.node.work_since is not None:  # how long it took
+                    self.node.timeouts.observe(self.node.timeouts.elapsed(max(self.node.due_since, self.node.work_since)))
                 self.node.l1_height = h
                 self.node.due_since = now
                 self.node.work_since = None
@@ -134,6 +137,7 @@ class L1Link(Role):
         try:
             while not self.node.stopping.is_set():
                 try:
+                    self.node.l1_faults.check()
                     tip = await loop.run_in_executor(self.pool, probe.tip)
                     behind = self.node.watcher is not None and self.node.finalized < self.node.watcher.height
                     if tip is None or tip != seen or behind or time.monotonic() - last_full > 1.0:
@@ -153,6 +157,10 @@ class L1Link(Role):
         assert self.node.watcher is not None
         if self.node.sender is None:
             log.warning("%s: no L1 key: cannot submit height %d", self.cfg.name, rec.height)
+            return
+        if self.node.l1_faults.hold_submits or time.monotonic() < self.node.l1_faults.down_until:
+            self.node.l1_faults.injected["held" if self.node.l1_faults.hold_submits else "down"] += 1
+            log.info("%s: submitHeader %d not sent (L1 fault injection)", self.cfg.name, rec.height)
             return
         rec.submitted = True
         rec.submitted_at = time.monotonic()

@@ -54,6 +54,7 @@ from .ingress import Ingress
 from .l1 import L1Link
 from .peers import AUTH_OPS, MAX_PEER_BODY, PEER_AUTH_HEADER, PeerClient
 from .sync import Sync
+from .timeouts import TICK
 
 log = logging.getLogger("enclavenet.node")
 
@@ -81,6 +82,9 @@ class Node(NodeCore):
         self.store.ensure()
         self._load_receipts()
         await self._start_enclave()
+        if n := self.load_signed():
+            log.info("%s: %d signed batches above height %d kept from before the restart", self.cfg.name, n,
+                     self.finalized)
         self.ingress.reload_pending()
         await self._start_server()
         self.session = aiohttp.ClientSession()
@@ -96,7 +100,14 @@ class Node(NodeCore):
             asyncio.create_task(self.epochs.run(), name="peers"),
             asyncio.create_task(self.committee.run(), name="proposer"),
             asyncio.create_task(self.ingress.run(), name="forward"),
+            asyncio.create_task(self._stall_monitor(), name="stalls"),
         ]
+
+    async def _stall_monitor(self) -> None:
+        """Ticks the timeout policy: a late tick is a stall of this process (node/timeouts.py)."""
+        while not self.stopping.is_set():
+            self.timeouts.tick()
+            await asyncio.sleep(TICK)
 
     async def run(self) -> None:
         await self.start()
@@ -213,6 +224,7 @@ class Node(NodeCore):
             "name": self.cfg.name,
             "height": self.l1_height,
             "finalized": self.finalized,
+            "finalizedHash": "0x" + self.chain[self.finalized].hex() if self.finalized in self.chain else None,
             "head": self.head_height,
             "epoch": self.epoch,
             "role": "frozen" if self.frozen else ("proposer" if proposer == self.address else "voter"),
@@ -227,6 +239,7 @@ class Node(NodeCore):
             "rounds": self.committee.view.status(),
             "ecalls": self.host.stats_summary() if self.host else {},
             "lastError": self.last_error,
+            "timeouts": self.timeouts.to_dict(),  # node/timeouts.py
             "dapSnapshot": self.daps.restored_from,  # height of a DAP snapshot this node restored (node/daps.py)
             **self._fault_status(),
         }
@@ -250,6 +263,7 @@ class Node(NodeCore):
             out["faults"] = {
                 "links": self.link_faults.to_dict(),
                 "enclaveLink": self.host.faults.to_dict() if self.host and self.host.faults else None,
+                "l1": self.l1_faults.to_dict(),
             }
         return out
 

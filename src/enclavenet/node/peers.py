@@ -54,20 +54,24 @@ class PeerError(Exception):
     """A peer refused a request or could not be reached; the message says which and why."""
 
 
-FAULT_KINDS = ("drop", "delay", "reorder", "replay")
+FAULT_KINDS = ("drop", "delay", "reorder", "replay", "cut")
 
 
 @dataclass
 class LinkFaults:
     """A hostile host's policy for the messages a node sends to its peers.
 
-    ``drop``, ``reorder``, ``replay``: probabilities in [0, 1] per message; ``delay``: seconds
+    ``drop``, ``reorder``, ``replay``: probabilities in [0, 1] per message (a dropped message is
+    lost on the way there or its answer on the way back); ``cut``: probability that the request
+    never reaches the peer (a cut link: what a host that withholds a message to some peers does);
+    ``delay``: seconds
     added to every message; ``reorder_window``: the largest random extra delay of a reordered
     message; ``ops``: only these peer ops are affected (empty: all but ``identity``); ``peers``:
     only messages to these peer URLs (empty: all). ``injected`` counts what was done.
     """
 
     drop: float = 0.0
+    cut: float = 0.0
     delay: float = 0.0
     reorder: float = 0.0
     replay: float = 0.0
@@ -83,11 +87,11 @@ class LinkFaults:
         """Parse an admin request; raises ValueError naming the bad field."""
         if not isinstance(d, dict):
             raise ValueError("a link fault policy is an object {drop, delay, reorder, replay, ...}")
-        unknown = sorted(set(d) - {"drop", "delay", "reorder", "replay", "reorder_window", "ops", "peers", "seed"})
+        unknown = sorted(set(d) - {"drop", "cut", "delay", "reorder", "replay", "reorder_window", "ops", "peers", "seed"})
         if unknown:
             raise ValueError(f"unknown link fault field(s): {', '.join(unknown)}")
         out = cls()
-        for k in ("drop", "reorder", "replay"):
+        for k in ("drop", "cut", "reorder", "replay"):
             v = d.get(k, 0.0)
             if not isinstance(v, int | float) or isinstance(v, bool) or not 0.0 <= v <= 1.0:
                 raise ValueError(f"link fault {k!r} must be a probability in [0, 1]")
@@ -110,13 +114,13 @@ class LinkFaults:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"drop": self.drop, "delay": self.delay, "reorder": self.reorder, "replay": self.replay,
+        return {"drop": self.drop, "cut": self.cut, "delay": self.delay, "reorder": self.reorder, "replay": self.replay,
                 "reorder_window": self.reorder_window, "ops": list(self.ops), "peers": list(self.peers),
                 "injected": dict(self.injected)}
 
     @property
     def active(self) -> bool:
-        return bool(self.drop or self.delay or self.reorder or self.replay)
+        return bool(self.drop or self.cut or self.delay or self.reorder or self.replay)
 
     def applies(self, url: str, op: str) -> bool:
         if not self.active:
@@ -167,6 +171,11 @@ class PeerClient:
         self, f: LinkFaults, op: str, data: bytes, timeout: float, headers: dict[str, str]
     ) -> dict[str, Any]:
         """The message through a hostile host: maybe late, out of order, twice, or lost."""
+        if f.roll(f.cut):
+            f.injected["cut"] += 1
+            await asyncio.sleep(min(0.05, timeout))
+            self.failures += 1
+            raise PeerError(f"peer {self.url} unreachable for {op}: link cut (fault injection)")
         wait = f.delay
         if f.delay:
             f.injected["delay"] += 1

@@ -31,6 +31,7 @@ from .daps import record_inputs
 from .l1watch import AcceptedHeader
 from .peers import PeerError
 from .receipt_proofs import receipt_proof_fields
+from .store import KEEP_FINAL
 
 log = logging.getLogger("enclavenet.node.sync")
 
@@ -213,6 +214,7 @@ class Sync(Role):
                 valid.add(r.hash)
         for x in [x for x in self.node.my_sigs if x <= h]:
             del self.node.my_sigs[x]
+        self.node.store.forget_signed(h - KEEP_FINAL)
         for x in [x for x in self.node.msg_seen if x < acc.header.msg_count]:
             del self.node.msg_seen[x]
         self.node.chain = {k: v for k, v in self.node.chain.items() if k >= h}

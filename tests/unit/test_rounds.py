@@ -232,6 +232,8 @@ def test_the_round_timer_tc_assembly_and_back_off_without_enclaves() -> None:
     rs.due(5, parent, 100.0)
     rs.restart_clock(101.0)  # work appeared later: the timeout counts from then
     assert not rs.should_time_out(101.0 + T - 0.01) and rs.should_time_out(101.0 + T)
+    # the node's own stalls (a timeout policy's elapsed()) do not count as the proposer's silence
+    assert not rs.should_time_out(101.0 + T, elapsed=lambda since: 101.0 + T - 1.0 - since)
     rs.timed_out()
     assert not rs.should_time_out(200.0)  # once per round
 

@@ -449,12 +449,31 @@ class Committee(Role):
         if self.node.address not in members or len(members) < 2:
             return
         t = self.node.l1_height + 1
-        if self.node.finalized < self.node.l1_height and self._signed_record(t) is None:
-            return  # catching up: only a batch this enclave already signed at t can be re-collected
+        if self.node.finalized < self.node.l1_height:
+            # catching up: this enclave cannot time t out (it has not finalised t - 1), but a batch
+            # it already signed at t on L1's last header can still be re-collected and submitted
+            rec = self._signed_record(t)
+            base = self._stall_base() if rec is not None else None
+            if rec is not None and base is not None and not (rec.collecting or rec.submitted) \
+                    and time.monotonic() - base >= self.cfg.proposer_timeout:
+                mine = self.node.my_sigs[t]
+                self.node.spawn(self._collect_and_submit(rec, mine[1]))
+            return
         base = self._stall_base()
         if base is None:
             return
         await self.view.tick(base)
+
+    def _signed_record(self, t: int) -> BatchRecord | None:
+        """The batch this enclave signed at height t, if it extends L1's last header. After a
+        restart from a sealed snapshot past L1's height the enclave cannot accept the headers in
+        between until L1 reaches its head; re-collecting the QC of what it (and the others)
+        signed is how L1 gets there."""
+        mine = self.node.my_sigs.get(t)
+        rec = self.node.records.get(mine[0]) if mine is not None else None
+        if rec is None or self.node.watcher is None or rec.header.prev_hash != self.node.watcher.last_header_hash():
+            return None
+        return rec
 
     async def _announce(self, rec: BatchRecord, my_sig: bytes, addrs: list[str]) -> None:
         body = cbor2.dumps(rec.proposal(self.node.address, my_sig))  # with the QC's signatures now

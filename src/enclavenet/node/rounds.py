@@ -116,10 +116,14 @@ class Rounds:
     def proposer(self) -> str:
         return self.rule.proposer(self.height, self.round)
 
-    def should_time_out(self, now: float) -> bool:
-        """True once the current round has run its timeout and this member has not timed it out."""
+    def should_time_out(self, now: float, elapsed: Callable[[float], float] | None = None) -> bool:
+        """True once the current round has run its timeout and this member has not timed it out.
+        ``elapsed(since)`` (default ``now - since``) lets the node leave its own stalls out."""
         r = self._rounds.get(self.round)
-        return r is not None and not r.timed_out and now - r.started >= self.timeout(self.round)
+        if r is None or r.timed_out:
+            return False
+        spent = elapsed(r.started) if elapsed is not None else now - r.started
+        return spent >= self.timeout(self.round)
 
     def timed_out(self) -> None:
         """This member's enclave signed its timeout vote for the current round."""

@@ -72,11 +72,17 @@ class ViewChange:
             return None
         if self.rounds is None or self.rounds.rule != rule:
             old = self.rounds
-            self.rounds = Rounds(rule, lambda r: round_timeout(self.node.cfg.proposer_timeout, r))
+            self.rounds = Rounds(rule, lambda r: round_timeout(self._base_timeout(), r))
             if old is not None:  # keep the height's progress across a committee refresh
                 self.rounds.height, self.rounds.parent, self.rounds.round = old.height, old.parent, old.round
                 self.rounds._rounds = old._rounds
         return self.rounds
+
+    def _base_timeout(self) -> float:
+        """T: the node's timeout policy's current timeout when it has one (node.timeouts: adaptive,
+        own stalls left out), else ``proposer_timeout``."""
+        policy = getattr(self.node, "timeouts", None)
+        return float(policy.current()) if policy is not None else self.node.cfg.proposer_timeout
 
     def round_at(self, h: int) -> int:
         rs = self.rounds
@@ -95,7 +101,8 @@ class ViewChange:
         if rs.round == 0:
             rs.restart_clock(base)
         now = time.monotonic()
-        if not self._busy and rs.should_time_out(now):
+        policy = getattr(n, "timeouts", None)
+        if not self._busy and rs.should_time_out(now, policy.elapsed if policy is not None else None):
             self._busy = True
             n.spawn(self._time_out(t, rs.round))
             return

@@ -105,6 +105,10 @@ def test_all_nodes_restarted_from_stale_state_catch_up_from_the_daps(tmp_path: P
                 base_dir=tmp_path / "net") as net:
         make_heights(net, 2)
         stale = {i: Path(c.data_dir, "enclave.sealed").read_bytes() for i, c in enumerate(net.configs)}
+        # the hosts' signed batches (node/store.py signed/) as of the same moment: a stale backup
+        # of the data dir holds nothing above the stale height either
+        stale_signed = {i: {f.name: f.read_bytes() for f in Path(c.data_dir, "signed").glob("*.cbor")}
+                        for i, c in enumerate(net.configs)}
         stale_height = net.l1_height()
         h = make_heights(net, 5)
         assert h >= stale_height + 5
@@ -113,6 +117,11 @@ def test_all_nodes_restarted_from_stale_state_catch_up_from_the_daps(tmp_path: P
             net.kill(i)
         for i, blob in stale.items():  # every host comes back with an old sealed enclave state
             Path(net.configs[i].data_dir, "enclave.sealed").write_bytes(blob)
+            signed = Path(net.configs[i].data_dir, "signed")
+            shutil.rmtree(signed, ignore_errors=True)
+            signed.mkdir()
+            for name, data in stale_signed[i].items():
+                (signed / name).write_bytes(data)
         net.restart_all()  # no peer holds heights stale+1..h in memory: they come from the DAPs
         for i in range(net.n):
             wait_for(lambda i=i: (net.status(i) or {}).get("finalized", 0) >= h, 120, f"node{i} to catch up")

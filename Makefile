@@ -7,9 +7,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ANVIL := node_modules/.bin/anvil
 
-.PHONY: install postgres demo test test-unit test-integration lint typecheck bench clean
+.PHONY: install postgres chromium demo test test-unit test-integration lint typecheck bench clean
 
-install: $(STAMP) $(ANVIL) postgres
+install: $(STAMP) $(ANVIL) postgres chromium
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "EnclaveNet needs Python 3.11+"'
@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
-# The anvil L1 node (integration tests, `--l1 anvil`), pinned in package.json / package-lock.json.
+# The anvil L1 node (integration tests, `--l1 anvil`) and the unmodified clients the gateway tests drive
+# (foundry cast, ethers, viem), pinned in package.json / package-lock.json.
 $(ANVIL): package.json package-lock.json
 	@command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
 	# `npm install` honours package-lock.json (it stays unchanged); `npm ci` is refused by npm 11
@@ -30,6 +31,11 @@ $(ANVIL): package.json package-lock.json
 # initdb/pg_ctl (src/enclavenet/dap/pgserver.py). Idempotent: nothing to do when present.
 postgres:
 	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq postgresql)
+
+# Debian's chromium and its chromedriver: the explorer's real-browser test drives them with
+# selenium (tests/integration/test_explorer_browser.py); nothing is downloaded at run time.
+chromium:
+	@(command -v chromium >/dev/null && command -v chromedriver >/dev/null) || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
 
 demo: install
 	$(PY) -m enclavenet.cli demo

@@ -7,7 +7,8 @@
    header holding it is accepted with a quorum certificate (QC) -- whose signers the demo shows.
 3. The examples run confidentially through ``enclavenet.client.wrap`` and are compared with the
    same scripts executed plainly on an L1 EVM.
-4. One token transfer seen side by side: what its sender reads, and what an L1 observer reads.
+4. One token transfer seen side by side: what its sender reads, and what an L1 observer reads;
+   then one transfer by foundry's ``cast``, unmodified, through the gateway (docs/GATEWAY.md).
 5. A short load: throughput, latency and L1 gas per transaction; then the gas of every L1
    function the demo called, next to TeeRollup's and POSE's published figures.
 
@@ -191,6 +192,46 @@ class Demo:
               f"contains the token address? {bytes.fromhex(c.address[2:]) in data}; "
               f"contains bob's address? {bytes.fromhex(bob[2:]) in data}")
 
+    # ------------------------------------------------------------------ 4b
+    def cast_through_gateway(self) -> None:
+        """An unmodified tool: foundry's cast deploys a token and transfers through the gateway."""
+        import json
+        import subprocess
+        from pathlib import Path
+
+        from examples.common import artifact
+
+        _rule("4b. Any Ethereum tool, unchanged: foundry cast through the gateway")
+        root = Path(__file__).resolve().parents[2]
+        cast = next(iter(sorted(root.glob("node_modules/@foundry-rs/cast-*/bin/cast"))), None)
+        if cast is None or not self.net.gateway_url:
+            print("cast is not installed (make install does it): skipped")
+            return
+        gw, dev = self.net.gateway_url, self.net.dev_accounts[0]
+        key, bob = "0x" + bytes(dev.key).hex(), self.net.dev_accounts[1].address
+
+        def run(*args: str) -> str:
+            r = subprocess.run([str(cast), args[0], "--rpc-url", gw, *args[1:]], capture_output=True, text=True,
+                               timeout=120)
+            if r.returncode != 0:
+                raise RuntimeError(f"cast {args[0]} failed: {r.stderr.strip()[-300:]}")
+            return r.stdout.strip()
+
+        print(f"gateway {gw}; dev account (0) {dev.address}: {int(run('balance', dev.address)) / ETHER:g} ETH "
+              "inside EnclaveNet (deposited on L1 at start-up)")
+        art = artifact("token_solidity", "PrivateToken")
+        dep = json.loads(run("send", "--private-key", key, "--json", "--create", "0x" + art.bytecode.hex(),
+                             "constructor(string,string,uint256)", "Cast", "CST", "1000"))
+        token = dep["contractAddress"]
+        print(f"$ cast send --create <PrivateToken> ...       -> token {token}, status {int(dep['status'], 16)}")
+        rc = json.loads(run("send", "--private-key", key, "--json", token, "transfer(address,uint256)", bob, "7"))
+        print(f"$ cast send {_short(token, 4)} 'transfer(address,uint256)' {_short(bob, 4)} 7"
+              f"  -> status {int(rc['status'], 16)}, block {int(rc['blockNumber'], 16)}, "
+              f"tx hash {_short(rc['transactionHash'], 6)} (cast's own), {len(rc['logs'])} Transfer log decrypted")
+        mine = run("call", "--from", dev.address, token, "balanceOf(address)(uint256)", dev.address).split()[0]
+        print(f"$ cast call --from (0) {_short(token, 4)} 'balanceOf(address)(uint256)' (0)  -> {mine} "
+              "(a view signed under the gateway's viewing session)")
+
     # ------------------------------------------------------------------ 5
     def load(self, total: int = 2000, batch: int = 500) -> None:
         from .loadgen import Chain, run_cell, setup_token
@@ -226,12 +267,13 @@ def run_demo(n: int = 4, l1: str = "embedded") -> int:
     print("EnclaveNet demo: confidential contracts executed by a committee of heterogeneous TEEs, "
           "anchored on an L1")
     with Devnet(n=n, l1=l1, batch_interval=0.05, progress=True, log_level="WARNING",
-                node_options={"admin_rpc": True}) as net:
+                node_options={"admin_rpc": True}, gateway=True) as net:
         d = Demo(net)
         d.committee()
         d.deposit_and_withdraw()
         d.examples()
         d.observer()
+        d.cast_through_gateway()
         d.load()
         d.gas_table()
     print(f"\ndemo finished in {time.monotonic() - t0:.0f}s; every process it started has stopped.")

@@ -14,7 +14,13 @@ config per node (``<base_dir>/nodeI/config.json``, mode 0600: it holds the opera
 the simulated machine's secrets) and starts the nodes. Healthy = every node follows a first
 header (height 1) carrying the epoch key, and sees its peers.
 
-CLI: ``enclavenet devnet [-n 4] [--l1 embedded|anvil] [--l1-rpc URL]``.
+With ``gateway=True`` (what ``enclavenet devnet`` does) the first ten development accounts of
+the ``test test ... junk`` mnemonic (the owner and the operators then use the next ones) each
+deposit ``dev_deposit`` wei into EnclaveNet on L1 during start-up, and a gateway process
+(``enclavenet gateway``) is started in front of node 0, pre-authorised for those ten accounts:
+``cast send --rpc-url <gateway_url> --private-key <dev key 0> ...`` works at once.
+
+CLI: ``enclavenet devnet [-n 4] [--l1 embedded|anvil] [--l1-rpc URL] [--no-gateway]``.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -51,6 +59,7 @@ log = logging.getLogger("enclavenet.devnet")
 
 DEFAULT_TYPES = ("sgx", "tdx", "sev-snp", "csv")
 DEFAULT_CHAIN_ID = 1337
+DEV_ACCOUNTS = 10  # funded development accounts a devnet with a gateway hands its user (like anvil)
 PROGRAM = "enclavenet.enclave.program:EnclaveProgram"
 
 _live: weakref.WeakSet[Devnet] = weakref.WeakSet()
@@ -61,6 +70,17 @@ def _stop_all() -> None:
     for net in list(_live):
         with contextlib.suppress(Exception):
             net.stop()
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one devnet process runs: argv prefix, the address it binds, the host others put in
+    its URL (a relay may stand between), and its port (0: a free one)."""
+
+    prefix: tuple[str, ...] = ()
+    bind: str = "127.0.0.1"
+    url_host: str = "127.0.0.1"
+    port: int = 0
 
 
 class DevnetError(RuntimeError):
@@ -210,6 +230,10 @@ class Devnet:
         daps: int = 0,
         dap_threshold: int | None = None,
         dap_store: str = "sqlite",
+        gateway: bool = False,
+        dev_deposit: int = 1000 * 10**18,
+        explorer: bool = False,
+        placement: Callable[[str], Placement] | None = None,
     ) -> None:
         if n < 1:
             raise ValueError("a devnet needs at least one node")
@@ -271,9 +295,22 @@ class Devnet:
         self.n_daps = daps
         self.dap_threshold = dap_threshold if dap_threshold is not None else max(1, daps - 1) if daps else 0
         self.dap_store = dap_store
+        self.gateway = gateway
+        self.dev_deposit = dev_deposit
+        self.dev_accounts: list[LocalAccount] = []  # with gateway: the ten funded, pre-authorised accounts
+        self.gateway_url = ""
+        self._gateway_proc: _Proc | None = None
         self.dap_manager: Any = None
         self.dap_procs: list[Any] = []
         self._postgres: Any = None
+        # the explorer (enclavenet explorer, its own process) once the nodes are healthy
+        # where each process runs: role ("l1", "node3", "dap0") -> Placement; default: this
+        # host's 127.0.0.1, a free port. benchmarks/wan.py puts each in its own network namespace
+        # (prefix ["ip", "netns", "exec", ns]) at a private address, reached through url_host.
+        self.placement = placement or (lambda role: Placement())
+        self.want_explorer = explorer
+        self._explorer: _Proc | None = None
+        self.explorer_url = ""
 
     # ------------------------------------------------------------------ context
     def __enter__(self) -> Devnet:
@@ -298,8 +335,27 @@ class Devnet:
         self._write_configs()
         self._start_nodes()
         self.wait_healthy(self.start_timeout)
+        if self.gateway:
+            self._start_gateway()
+        if self.want_explorer:
+            self.start_explorer()
         self._started = True
         return self
+
+    def start_explorer(self, interval: float = 1.0) -> str:
+        """Start ``enclavenet explorer`` on node0 and the L1; returns its URL (also ``explorer_url``)."""
+        if self._explorer is not None and self._explorer.alive:
+            return self.explorer_url
+        self._explorer = _Proc(
+            [self._python(), "-m", "enclavenet.cli", "explorer", "--node", self.rpc_urls[0], "--l1-rpc", self.l1_url,
+             "--port", "0", "--interval", str(interval)],
+            self.base_dir / "explorer.log", env=self._env(),
+        )
+        ready = self._explorer.start(timeout=60)
+        self.explorer_url = str((ready or {}).get("url", ""))
+        if not self.explorer_url:
+            raise DevnetError(f"the explorer did not print its URL; see {self.base_dir / 'explorer.log'}")
+        return self.explorer_url
 
     def _python(self) -> str:
         return sys.executable
@@ -311,20 +367,27 @@ class Devnet:
         return env
 
     def _start_l1(self) -> None:
-        n_accounts = self.n + 1 + self.user_accounts
+        n_dev = DEV_ACCOUNTS if self.gateway else 0
+        n_accounts = n_dev + self.n + 1 + self.user_accounts
         if self.l1_kind == "embedded":
-            port = free_port()
+            pl = self.placement("l1")
+            port = pl.port or free_port()
             self._l1_proc = _Proc(
-                [self._python(), "-m", "enclavenet.cli", "l1", "--port", str(port), "--accounts", str(n_accounts)],
+                [*pl.prefix, self._python(), "-m", "enclavenet.cli", "l1", "--host", pl.bind, "--port", str(port),
+                 "--accounts", str(n_accounts)],
                 self.base_dir / "l1.log", env=self._env(),
             )
             ready = self._l1_proc.start(timeout=60)
             assert ready is not None
-            self.l1_url = str(ready.get("url") or f"http://127.0.0.1:{port}")
+            self.l1_url = str(ready.get("url") or f"http://{pl.bind}:{port}")
+            if pl.url_host != pl.bind:
+                self.l1_url = f"http://{pl.url_host}:{port}"
         elif self.l1_kind == "anvil":
             from .chain.anvil import start_anvil
 
-            self._anvil = start_anvil(accounts=n_accounts)
+            pl = self.placement("l1")
+            self._anvil = start_anvil(accounts=n_accounts, prefix=pl.prefix, host=pl.bind, url_host=pl.url_host,
+                                      port=pl.port)
             self.l1_url = self._anvil.url
             if self.confirmations > 0 or int(self.node_options.get("confirmations", 0)) > 0:
                 self._miner = threading.Thread(target=self._keep_mining, daemon=True, name="devnet-miner")
@@ -334,9 +397,10 @@ class Devnet:
             self.l1_url = self._l1_rpc
         self.w3 = Web3(Web3.HTTPProvider(self.l1_url, request_kwargs={"timeout": 60}))
         accts = dev_accounts(n_accounts)
-        self.owner = accts[0]
-        self._operator_accounts = accts[1 : 1 + self.n]
-        self.accounts = accts[1 + self.n :]
+        self.dev_accounts = accts[:n_dev]
+        self.owner = accts[n_dev]
+        self._operator_accounts = accts[n_dev + 1 : n_dev + 1 + self.n]
+        self.accounts = accts[n_dev + 1 + self.n :]
 
     def _deploy(self) -> None:
         from .contracts import deploy_contracts
@@ -402,15 +466,53 @@ class Devnet:
             key_file.chmod(0o600)
             store = self._postgres.create_database(f"dap{i}") if self._postgres else f"sqlite://{d}/dap.db"
             owner.send_raw(key.address, value=10 * 10**18)
+            pl = self.placement(f"dap{i}")
             proc = DapProcess(key_file, store, self.deployment.rollup.address, self.l1_chain_id,
                               log_path=self.base_dir / f"dap{i}.log", l1_rpc=self.l1_url,
-                              manager=self.dap_manager.address, from_block=self.deploy_block)
+                              manager=self.dap_manager.address, from_block=self.deploy_block,
+                              prefix=list(pl.prefix), host=pl.bind, port=pl.port)
             proc.start()
+            if pl.url_host != pl.bind:
+                proc.url = f"http://{pl.url_host}:{proc.port}"
             self.dap_procs.append(proc)
             dap_l1 = RpcL1(self.l1_url, accounts=[Account.from_key(key.secret)])
             register_dap(TxSender(dap_l1, dap_l1.accounts[0]), self.dap_manager, str(proc.url))
         set_threshold(owner, self.dap_manager, self.dap_threshold)
         self.node_options.setdefault("dap_manager", self.dap_manager.address)
+
+    def _start_gateway(self) -> None:
+        """Deposit for the ten development accounts on L1, start a gateway pre-authorised for them,
+        and wait until the deposits are credited inside EnclaveNet."""
+        from .client.l1 import deposit
+
+        assert self.w3 is not None
+        for a in self.dev_accounts:
+            deposit(self.w3, a, self.deployment.rollup.address, self.dev_deposit)
+        keys = self.base_dir / "gateway-accounts.txt"
+        keys.write_text("".join("0x" + bytes(a.key).hex() + "\n" for a in self.dev_accounts))
+        keys.chmod(0o600)
+        self._gateway_proc = _Proc(
+            [self._python(), "-m", "enclavenet.cli", "gateway", "--node", self.rpc_urls[0], "--l1-rpc", self.l1_url,
+             "--port", str(free_port()), "--account-file", str(keys)],
+            self.base_dir / "gateway.log", env=self._env(),
+        )
+        ready = self._gateway_proc.start(timeout=60)
+        if not ready or not ready.get("url"):
+            raise DevnetError(f"the gateway did not start; see {self.base_dir / 'gateway.log'}")
+        self.gateway_url = str(ready["url"])
+        last = self.dev_accounts[-1].address if self.dev_accounts else None
+        deadline = time.monotonic() + self.start_timeout
+        while last is not None:
+            try:
+                r = requests.post(self.gateway_url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_getBalance",
+                                                          "params": [last, "latest"]}, timeout=10).json()
+                if int(r.get("result") or "0x0", 16) >= self.dev_deposit:
+                    break
+            except (requests.RequestException, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                raise DevnetError(f"the development accounts' deposits were not credited; see {self.base_dir}")
+            time.sleep(0.2)
 
     def kill_dap(self, i: int) -> None:
         self.dap_procs[i].kill()
@@ -419,8 +521,10 @@ class Devnet:
         self.dap_procs[i].start()
 
     def _write_configs(self) -> None:
-        ports = [free_port() for _ in range(self.n)]
-        self.rpc_urls = [f"http://127.0.0.1:{p}" for p in ports]
+        places = [self.placement(f"node{i}") for i in range(self.n)]
+        ports = [pl.port or free_port() for pl in places]
+        hosts = [pl.bind for pl in places]
+        self.rpc_urls = [f"http://{pl.url_host}:{p}" for pl, p in zip(places, ports, strict=True)]
         self.configs, self.config_paths = [], []
         for i, tee in enumerate(self.tee_types):
             platform = self.vendors[tee].new_platform()
@@ -437,8 +541,10 @@ class Devnet:
                 platform=platform.boot_spec(),
                 enclave=self.enclave_config,
                 rpc_port=ports[i],
+                rpc_host=hosts[i],
                 start_block=self.deploy_block,
-                peers=list(self.rpc_urls),
+                # a node drops its own URL from peers; one reached through a relay cannot tell
+                peers=[u for j, u in enumerate(self.rpc_urls) if j != i or places[i].url_host == places[i].bind],
                 expected_members=self.n,
                 batch_size=opts.pop("batch_size", self.batch_size),
                 batch_interval=opts.pop("batch_interval", self.batch_interval),
@@ -458,7 +564,8 @@ class Devnet:
 
     def _node_proc(self, i: int) -> _Proc:
         return _Proc(
-            [self._python(), "-m", "enclavenet.cli", "node", "--config", str(self.config_paths[i])],
+            [*self.placement(f"node{i}").prefix, self._python(), "-m", "enclavenet.cli", "node", "--config",
+             str(self.config_paths[i])],
             self.base_dir / f"node{i}.log", env=self._env(),
         )
 
@@ -603,11 +710,14 @@ class Devnet:
         links: dict[str, Any] | bool | None = False,
         enclave_link: dict[str, Any] | bool | None = False,
         enclave: str | None = None,
+        l1: dict[str, Any] | bool | None = False,
     ) -> dict[str, Any]:
         """Set node i's hostile-host policy (needs ``allow_faults=True``): ``links`` for its peer
         messages (drop/delay/reorder/replay probabilities...; None clears), ``enclave_link`` for
         what its host hands its enclave (drop/delay/replay; None clears), ``enclave`` = "crash" or
-        "hang". Arguments left out are unchanged. Returns the policies with their counters."""
+        "hang", ``l1`` for its L1 link (``{"down_s": s}``: every L1 call fails for s seconds;
+        ``{"hold_submits": True}``: QCs are collected, never submitted; None clears). Arguments
+        left out are unchanged. Returns the policies with their counters."""
         policy: dict[str, Any] = {}
         if links is not False:
             policy["links"] = links or {}
@@ -615,6 +725,8 @@ class Devnet:
             policy["enclaveLink"] = enclave_link
         if enclave is not None:
             policy["enclave"] = enclave
+        if l1 is not False:
+            policy["l1"] = l1
         out: dict[str, Any] = self.rpc(i, "enclavenet_adminFaults", policy)
         return out
 
@@ -681,6 +793,14 @@ class Devnet:
 
     # ------------------------------------------------------------------ stop
     def stop(self) -> None:
+        if self._gateway_proc is not None:
+            with contextlib.suppress(Exception):
+                self._gateway_proc.stop()
+            self._gateway_proc = None
+        if self._explorer is not None:
+            with contextlib.suppress(Exception):
+                self._explorer.stop()
+            self._explorer = None
         for p in self.procs:
             if p is not None:
                 with contextlib.suppress(Exception):
@@ -727,4 +847,8 @@ class Devnet:
             "dapManager": self.dap_manager.address if self.dap_manager is not None else None,
             "daps": [{"url": d.url, "address": d.address} for d in self.dap_procs],
             "dapThreshold": self.dap_threshold if self.n_daps else 0,
+            "gateway": self.gateway_url or None,
+            "devAccounts": [{"address": a.address, "key": "0x" + bytes(a.key).hex()} for a in self.dev_accounts],
+            "devDeposit": self.dev_deposit if self.dev_accounts else 0,
+            "explorer": self.explorer_url or None,
         }

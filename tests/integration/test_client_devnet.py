@@ -87,6 +87,8 @@ def test_fast_path_to_any_node_with_l1_checked_epoch_key(net: Devnet, l1: Web3) 
     (ev,) = token.events.Transfer().process_receipt(rc)
     assert ev.args.value == 300 and ev.args.receiver == bob.address
     assert rc.blockNumber >= 1 and rc["l1TransactionHash"]
+    # final: proven against the header accepted on L1 (issue 14 M6: node proof, client check)
+    assert rc["l1Verified"] is True
     # the header holding it is on L1 (the receipt exists only once it is accepted there)
     l1_rc = l1.eth.get_transaction_receipt(rc["l1TransactionHash"])
     assert l1_rc.status == 1 and l1_rc.to == net.rollup.address
@@ -125,6 +127,7 @@ def test_l1_inbox_path(net: Devnet, l1: Web3) -> None:
     assert sub.l1_receipt.status == 1
     rc = w3.eth.wait_for_transaction_receipt(sub.receipt_id, timeout=90)
     check_receipt(rc)
+    assert rc["l1Verified"] is True  # an L1 payload's receipt is proven the same way
     (ev,) = token.events.Transfer().process_receipt(rc)
     assert ev.args.value == 40
     # an unsigned inbox call (sender = the L1 sender, no nonce), with a deposit riding along

@@ -15,6 +15,8 @@ import pytest
 import requests
 from web3 import Web3
 
+from enclavenet.cli import describe_devnet
+
 pytestmark = pytest.mark.integration
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -66,6 +68,9 @@ def test_devnet_command_serves_and_stops_everything_on_sigint(tmp_path: Path) ->
         assert line, proc.stderr.read() if proc.stderr else "no output"
         info = json.loads(line)
         assert len(info["nodes"]) == 2 and info["quorum"] == 2
+        # `enclavenet devnet` starts the explorer too (issue 12)
+        assert info["explorer"].startswith("http://127.0.0.1:")
+        assert "EnclaveNet explorer" in requests.get(info["explorer"] + "/", timeout=10).text
         for nd in info["nodes"]:
             r = requests.post(nd["url"], json={"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []},
                               timeout=10).json()
@@ -73,8 +78,16 @@ def test_devnet_command_serves_and_stops_everything_on_sigint(tmp_path: Path) ->
         w3 = Web3(Web3.HTTPProvider(info["l1"]))
         assert w3.eth.chain_id == info["l1ChainId"]
         assert int(w3.eth.get_code(info["rollup"]).hex() or "0", 16) != 0
+        # the gateway in front of node 0, with the ten funded development accounts (anvil's, same keys)
+        assert info["gateway"] and len(info["devAccounts"]) == 10
+        assert info["devAccounts"][0]["address"] == "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+        r = requests.post(info["gateway"], json={"jsonrpc": "2.0", "id": 1, "method": "eth_getBalance",
+                                                 "params": [info["devAccounts"][9]["address"], "latest"]}, timeout=30).json()
+        assert int(r["result"], 16) == info["devDeposit"] > 0  # deposited on L1, credited inside EnclaveNet
+        text = describe_devnet(info)
+        assert f"\ngateway     {info['gateway']}" in text and "(9) 0x" in text
         kids = _descendants(proc.pid)
-        assert len(kids) >= 5  # the L1, two nodes and their enclaves
+        assert len(kids) >= 6  # the L1, two nodes and their enclaves, the gateway
         proc.send_signal(signal.SIGINT)
         proc.wait(60)
         assert proc.returncode == 0

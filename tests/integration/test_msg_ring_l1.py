@@ -70,10 +70,15 @@ class World:
         """The genuine accumulator after the first ``n`` messages."""
         return accumulate(MSG_GENESIS_ACC, self.messages[:n])
 
-    def header(self, msg_count: int, msg_acc: bytes) -> Header:
+    def header(self, msg_count: int, msg_acc: bytes, l1_block: int | None = None) -> Header:
+        if l1_block is None:
+            # whole L1 blocks (issue 14 H5): l1_block stops before the first message left pending
+            l1_block = self.l1.block_number() - 1
+            if msg_count < len(self.messages):
+                l1_block = min(l1_block, self.messages[msg_count].l1_block - 1)
         return Header(
             height=int(self.f.lastHeight().call()) + 1, prev_hash=self.prev, epoch=0, epoch_key=b"\x11" * 32,
-            l1_block=self.l1.block_number() - 1, msg_count=msg_count, msg_acc=msg_acc,
+            l1_block=l1_block, msg_count=msg_count, msg_acc=msg_acc,
             tx_root=ZERO32, receipts_root=ZERO32, state_root=os.urandom(32), balances_root=os.urandom(32),
             withdrawals_hash=EMPTY_WITHDRAWALS_HASH, data_commitment=ZERO32,
         )
@@ -82,15 +87,15 @@ class World:
         """submitHeader with a valid QC of the committee (the enclaves signed what they were fed)."""
         return self.f.submitHeader(h.as_tuple(), [], sign_qc(h, self.members[:2], self.l1.chain_id, self.address))
 
-    def accept(self, msg_count: int, msg_acc: bytes) -> None:
-        h = self.header(msg_count, msg_acc)
+    def accept(self, msg_count: int, msg_acc: bytes, l1_block: int | None = None) -> None:
+        h = self.header(msg_count, msg_acc, l1_block)
         self.owner.transact(self.call(h))
         self.prev = h.hash()
 
-    def refused(self, msg_count: int, msg_acc: bytes, reason: str) -> None:
+    def refused(self, msg_count: int, msg_acc: bytes, reason: str, l1_block: int | None = None) -> None:
         height = int(self.f.lastHeight().call())
         with pytest.raises(TxReverted) as info:
-            self.owner.transact(self.call(self.header(msg_count, msg_acc)))
+            self.owner.transact(self.call(self.header(msg_count, msg_acc, l1_block)))
         assert reason in info.value.reason, info.value.reason
         assert int(self.f.lastHeight().call()) == height
 
@@ -160,3 +165,30 @@ def test_header_lagging_more_than_the_ring_is_refused(world: World) -> None:
     world.refused(total, world.acc(total - 1), "msg_acc differs from the L1 accumulator")
     world.accept(total, world.acc(total))
     assert int(world.f.msgConsumed().call()) == total == RING + 101
+
+
+SKIPS = "or skips a message of a block <= it"
+
+
+def test_h5_a_header_skipping_a_pending_deposit_is_refused_and_the_deposit_consumed_later(world: World) -> None:
+    """Issue 14 H5, on L1: the review's proposal -- no messages, l1_block past a pending deposit
+    -- was accepted, and the enclaves then refused the deposit for good (reclaim froze the
+    Rollup). The Rollup now refuses it; the header that consumes the deposit is accepted."""
+    world.accept(0, MSG_GENESIS_ACC)  # height 1, nothing to consume yet
+    world.send(world.user, world.f.deposit(), 10**15)
+    dep_block = world.messages[0].l1_block
+    world.send(world.user, world.f.deposit(), 7)  # one more, in a later block
+    latest = world.l1.block_number()  # finished once the next transaction is mined
+    assert latest == world.messages[1].l1_block > dep_block
+    # the attack: no messages consumed, l1_block at / past the deposit's block
+    for l1_block in (dep_block, latest):
+        world.refused(0, MSG_GENESIS_ACC, SKIPS, l1_block=l1_block)
+    # consuming only the first deposit while claiming the second's block is refused too
+    world.refused(1, world.acc(1), SKIPS, l1_block=world.messages[1].l1_block)
+    assert int(world.f.lastHeight().call()) == 1 and int(world.f.msgConsumed().call()) == 0
+    # an empty header that stops before the deposit's block is fine (whole blocks)
+    world.accept(0, MSG_GENESIS_ACC, l1_block=dep_block - 1)
+    # and the deposit is consumed by the next header
+    world.accept(1, world.acc(1), l1_block=dep_block)
+    world.accept(2, world.acc(2), l1_block=latest)
+    assert int(world.f.msgConsumed().call()) == 2 and int(world.f.lastHeight().call()) == 4

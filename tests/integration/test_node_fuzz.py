@@ -190,3 +190,42 @@ def test_fuzz_thousands_of_malformed_requests_and_the_node_keeps_serving(net: De
     rc = w3.eth.wait_for_transaction_receipt(
         w3.eth.send_transaction({"from": user.address, "to": to, "value": 0, "gas": 50_000}), timeout=60)
     check_receipt(rc)
+
+
+def test_costly_peer_ops_are_served_to_committee_members_only(net: Devnet) -> None:
+    """Issue 14 M4: anyone could ask a node for a sealed snapshot (an enclave ecall on the one
+    ecall thread the votes use), stored batches, an epoch bundle or push. Now the request must be
+    signed by an active member's enclave (crypto/peer.py), for this node, unexpired."""
+    import cbor2
+
+    from enclavenet.crypto.hashing import keccak256
+    from enclavenet.crypto.peer import peer_request_digest
+    from enclavenet.crypto.secp256k1 import SigningKey
+    from enclavenet.node.peers import PEER_AUTH_HEADER
+
+    url = net.rpc_urls[0]
+    node = call(url, "enclavenet_status")["result"]
+    member = node["address"]
+    body = cbor2.dumps({})
+    for op in ("snapshot", "batch", "epoch_push", "announce", "epoch_bundle"):
+        r = requests.post(f"{url}/peer/{op}", data=body, timeout=10)
+        assert r.status_code == 400 and "committee members only" in cbor2.loads(r.content)["error"], op
+    # a stranger's key, correctly formed: not a member on L1
+    stranger = SigningKey.generate()
+    exp = int(time.time()) + 30
+    d = peer_request_digest(net.l1_chain_id, net.rollup.address, member, "snapshot", keccak256(body), exp)
+    hdr = {PEER_AUTH_HEADER: f"{stranger.address}:{exp}:{stranger.sign(d).hex()}"}
+    r = requests.post(f"{url}/peer/snapshot", data=body, headers=hdr, timeout=10)
+    assert r.status_code == 400 and "not active on L1" in cbor2.loads(r.content)["error"]
+    # claiming to be the member with the stranger's signature, or an expired request
+    hdr = {PEER_AUTH_HEADER: f"{member}:{exp}:{stranger.sign(d).hex()}"}
+    r = requests.post(f"{url}/peer/snapshot", data=body, headers=hdr, timeout=10)
+    assert r.status_code == 400 and "not by" in cbor2.loads(r.content)["error"]
+    hdr = {PEER_AUTH_HEADER: f"{member}:{int(time.time()) - 5}:{stranger.sign(d).hex()}"}
+    r = requests.post(f"{url}/peer/snapshot", data=body, headers=hdr, timeout=10)
+    assert r.status_code == 400 and "expired" in cbor2.loads(r.content)["error"]
+    r = requests.post(f"{url}/peer/snapshot", data=body, headers={PEER_AUTH_HEADER: "junk"}, timeout=10)
+    assert r.status_code == 400 and "malformed" in cbor2.loads(r.content)["error"]
+    # identity stays open (discovery)
+    r = requests.post(f"{url}/peer/identity", data=body, timeout=10)
+    assert r.status_code == 200 and cbor2.loads(r.content)["address"] == member

@@ -9,7 +9,7 @@ import enclavenet
 
 PKG = Path(enclavenet.__file__).parent
 TRUSTED = ("crypto", "enclave", "tee")
-UNTRUSTED = ("node", "chain", "client", "dap", "cli", "devnet", "compiler")
+UNTRUSTED = ("node", "chain", "client", "dap", "gateway", "cli", "devnet", "compiler")
 # What each trusted room may import from enclavenet (DESIGN.md: enclave uses crypto only + its EVM).
 ALLOWED = {"crypto": {"crypto"}, "tee": {"crypto", "tee", "enclave"}, "enclave": {"crypto", "enclave", "tee"}}
 

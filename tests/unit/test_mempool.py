@@ -127,3 +127,24 @@ def test_release_abandoned_proposals() -> None:
     assert mp.release(6) == 2
     assert [e.nonce for e in mp.select(10, height=6)] == [2, 3]
     assert mp.stats()["inflight"] == 4
+
+
+def test_one_client_cannot_squat_the_pool_under_made_up_senders() -> None:
+    """Issue 14 M4: routing hints are not signed, so a spammer files envelopes under fresh
+    addresses; the per-client share (the JSON-RPC client IP) bounds what it can hold."""
+    mp = Mempool(max_total=10, max_per_sender=10, max_per_origin=4)
+    squat = [env(os.urandom(20), 0) for _ in range(6)]
+    for raw in squat[:4]:
+        mp.add(raw, origin="10.0.0.66")
+    with pytest.raises(MempoolFull, match="for this client: 4 of its transactions pending"):
+        mp.add(squat[4], origin="10.0.0.66")
+    # an honest client, and envelopes forwarded by peers (no origin), still get in
+    mp.add(env(ALICE, 0), origin="10.0.0.7")
+    mp.add(env(BOB, 0))
+    assert len(mp) == 6
+    # once the squatter's entries are included, its share is free again
+    from enclavenet.crypto.hashing import keccak256
+
+    mp.on_accepted(1, [keccak256(r) for r in squat[:2]])
+    mp.add(squat[4], origin="10.0.0.66")
+    assert Mempool(max_total=100).max_per_origin == 50

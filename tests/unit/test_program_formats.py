@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import cbor2
 import pytest
 from eth_account import Account
@@ -11,6 +13,7 @@ from enclavenet.crypto.hashing import keccak256
 from enclavenet.crypto.merkle import merkle_proof, merkle_root, merkle_verify
 from enclavenet.crypto.messages import MSG_GENESIS_ACC, L1Message
 from enclavenet.enclave.batch import (
+    MAX_TIMESTAMP,
     BatchInput,
     ChainHead,
     batch_data_items,
@@ -19,7 +22,14 @@ from enclavenet.enclave.batch import (
 )
 from enclavenet.enclave.codec import Request, decode_map, encode
 from enclavenet.enclave.errors import EnclaveRefusal
-from enclavenet.enclave.views import ViewDomain, parse_view_request, typed_data, view_call_digest
+from enclavenet.enclave.views import (
+    ViewDomain,
+    parse_view_request,
+    session_digest,
+    session_typed_data,
+    typed_data,
+    view_call_digest,
+)
 
 CHAIN = 4242
 L1_CHAIN = 31337
@@ -128,8 +138,15 @@ def test_batch_must_continue_the_head() -> None:
         with pytest.raises(EnclaveRefusal, match=needle):
             _batch(**over).check_continues(head)
     later = ChainHead(height=1, hash=b"\2" * 32, l1_block=4, msg_count=1, msg_acc=MSG_GENESIS_ACC, timestamp=50)
-    with pytest.raises(EnclaveRefusal, match="already consumed"):
-        _batch(height=2, prev_hash=b"\2" * 32, messages=[_msg(1, 4)]).check_continues(later)
+    # issue 14 H5: a message from a block the head already covers continues the chain in order
+    # (a header that left it out must not strand it; L1 and the voters refuse such headers)
+    _batch(height=2, prev_hash=b"\2" * 32, messages=[_msg(1, 4)]).check_continues(later)
+    _batch(height=2, prev_hash=b"\2" * 32, messages=[_msg(1, 2), _msg(2, 5)]).check_continues(later)
+    # issue 14 M1: the timestamp never goes back, nor past year 9999 (2^64-1 froze block.timestamp)
+    for ts, needle in ((49, "before the head's timestamp"), (2**64 - 1, "beyond"), (MAX_TIMESTAMP + 1, "beyond")):
+        with pytest.raises(EnclaveRefusal, match=needle):
+            _batch(height=2, prev_hash=b"\2" * 32, messages=[_msg(1, 4)], timestamp=ts).check_continues(later)
+    _batch(height=2, prev_hash=b"\2" * 32, messages=[], timestamp=MAX_TIMESTAMP).check_continues(later)
     with pytest.raises(EnclaveRefusal, match="unknown message kind"):
         _batch(messages=[[0, 9, BOB, 0, 3, b""]])
 
@@ -160,3 +177,65 @@ def test_batch_data_commitment_proves_each_item() -> None:
     assert c.tx_root == merkle_root(ids)
     assert c.receipts_root == merkle_root([keccak256(e) for e in entries])
     assert L1Message(0, 1, BOB, 1, 1, b"").payload_hash == keccak256(b"")
+
+
+# --------------------------------------------------------------------------- viewing sessions
+
+NOW = 1_800_000_000
+
+
+def _session_view(
+    account: Any = ALICE, session_key: Any = None, *, expiry: int = NOW + 600, statement_by: Any = None,
+    request_by: Any = None, domain: ViewDomain = DOMAIN, sender: str | None = None,
+) -> bytes:
+    """A view request for ``sender`` (default: the account) signed by a session key under a
+    ViewingSession statement signed by ``statement_by`` (default: the account)."""
+    from enclavenet.client.formats import ViewingSession, build_view_request, sign_digest
+
+    key = session_key or Account.create()
+    statement_sig = sign_digest(
+        bytes((statement_by or account).key), session_digest(domain, account.address, key.address, expiry)
+    )
+    session = ViewingSession(account.address, key.address, expiry, statement_sig)
+    signer = request_by or key
+    return build_view_request(
+        bytes(signer.key), sender or account.address, DOMAIN, 3, BOB, b"\x01\x02", 5, 100_000, now=NOW,
+        session=session,
+    )
+
+
+def test_session_statement_is_eip712_as_wallets_sign_it() -> None:
+    key = Account.create().address
+    signable = encode_typed_data(full_message=session_typed_data(DOMAIN, ALICE.address, key, NOW))
+    ours = session_digest(DOMAIN, ALICE.address, key, NOW)
+    assert keccak256(b"\x19" + signable.version + signable.header + signable.body) == ours
+    # a wallet's signature over the typed data recovers to the account with the enclave's digest
+    sig = Account.sign_message(signable, ALICE.key).signature
+    assert Account._recover_hash(ours, signature=sig) == ALICE.address
+
+
+def test_view_under_a_viewing_session_has_the_account_as_sender() -> None:
+    req = parse_view_request(_session_view(), DOMAIN, 3, NOW)
+    assert req.sender == ALICE.address and req.data == b"\x01\x02"
+
+
+def test_viewing_session_attacks_are_refused() -> None:
+    mallory = Account.create()
+    # mallory authorises her own key to speak for alice: the statement is not alice's
+    with pytest.raises(EnclaveRefusal, match="not signed by 'from'"):
+        parse_view_request(_session_view(statement_by=mallory), DOMAIN, 3, NOW)
+    # mallory reuses alice's real session statement but signs the request with her own key
+    with pytest.raises(EnclaveRefusal, match="not signed by the viewing session's key"):
+        parse_view_request(_session_view(request_by=mallory), DOMAIN, 3, NOW)
+    # mallory's own (valid) session does not make her 'from' = alice
+    with pytest.raises(EnclaveRefusal, match="not signed by 'from'"):
+        parse_view_request(_session_view(account=mallory, sender=ALICE.address), DOMAIN, 3, NOW)
+    # expired, and no clock given
+    with pytest.raises(EnclaveRefusal, match="expired"):
+        parse_view_request(_session_view(expiry=NOW), DOMAIN, 3, NOW)
+    with pytest.raises(EnclaveRefusal, match="expired"):
+        parse_view_request(_session_view(), DOMAIN, 3, None)
+    # a statement for another deployment (another Rollup on the same chains)
+    other = ViewDomain(CHAIN, L1_CHAIN, "0x" + "77" * 20)
+    with pytest.raises(EnclaveRefusal, match="not signed by 'from'"):
+        parse_view_request(_session_view(domain=other), DOMAIN, 3, NOW)

@@ -143,7 +143,7 @@ def test_forward_secrecy_after_the_grace_window_no_member_holds_epoch_k_minus_1(
     # an epoch-0 transaction in a batch of epoch 2 gets an error entry: nobody can open it
     out = c.batch(e2, [old.envelope.encode()])["out"]
     entry = out["receipts"][keccak256(old.envelope.encode())]
-    assert entry == ERROR_ENTRY_PREFIX + b"epoch" and "n_ok" not in out  # the epoch error code
+    assert entry == ERROR_ENTRY_PREFIX + b"epoch" and "n_ok" not in out  # the code, no reason text (issue 14 Low)
 
 
 def test_a_revoked_member_gets_nothing_new_and_cannot_hand_out_keys() -> None:

@@ -93,14 +93,15 @@ class World:
         self.nonces[acct.address] = n + 1
         return seal(sign_tx(bytes(acct.key), CHAIN, n, to, b"", value, 21_000), self.epoch_pub, CHAIN, 0).envelope.encode()
 
-    def batch(self, proposer: str, voter: str, envelopes: list[bytes] = (), *, submit: bool = True) -> dict[str, Any]:
+    def batch(self, proposer: str, voter: str, envelopes: list[bytes] = (), *, submit: bool = True,
+              epoch: int = 0) -> dict[str, Any]:
         """Execute the next height on ``proposer``, vote on ``voter``, submit to L1 with that QC,
         and report it accepted to every member that follows it."""
         h, prev = self.head
         msgs = [m for m in self.messages if m[0] >= self._consumed()]
         l1_block = max([m[4] for m in msgs], default=self._l1_block())
         req = batch_request(h + 1, prev, l1_block=l1_block, timestamp=1_700_000_000 + h, messages=msgs,
-                            envelopes=list(envelopes))
+                            envelopes=list(envelopes), epoch=epoch)
         out = self.m[proposer].call("execute_batch", **req)
         vote = self.m[voter].call("verify_batch", header=out["header"], **req)
         sigs = [out["signature"], vote["signature"]]
@@ -117,8 +118,8 @@ class World:
             for t, mem in self.m.items():
                 if t in (proposer, voter):
                     mem.call("accept_header", header=out["header"], signatures=sigs)
-                elif mem.call("status")["head_hash"] == prev:  # a member outside the QC applies it
-                    mem.call("apply_batch", header=out["header"], signatures=sigs, **req)
+                elif mem.call("status")["head_hash"] == prev and epoch in mem.call("epochs")["held"]:
+                    mem.call("apply_batch", header=out["header"], signatures=sigs, **req)  # outside the QC
         return out
 
     def _consumed(self) -> int:
@@ -413,3 +414,21 @@ def test_low_a_bundle_for_a_far_epoch_is_refused(world: World) -> None:
     mgr1 = EpochKeyManager(ident)
     mgr1.new_epoch(1)
     assert sgx.call("epoch_import", bundle=mgr1.export_epoch(1, sgx.address, sgx.identity["enc_pub"]))["epoch"] == 1
+
+
+def test_low_a_member_that_missed_rotations_skips_ahead_only_as_far_as_an_accepted_header(world: World) -> None:
+    """The bound must not strand an honest member that missed several rotations: an accepted
+    (QC'd) header of a later epoch lets it import that epoch's keys directly."""
+    sgx, tdx, snp = world.m["sgx"], world.m["tdx"], world.m["sev-snp"]
+    world.deposit(world.l1.sender(1), ETH)
+    world.batch("sgx", "tdx")
+    for e in (1, 2, 3):  # sev-snp is away for three rotations
+        sgx.call("epoch_rotate")
+        share_epoch(sgx, [tdx], e)
+    world.batch("tdx", "sgx", epoch=3)
+    header, qc = world.accepted[2]
+    ident = snp.identity
+    bundle = sgx.call("epoch_export", epoch=3, member=ident["quote"], member_enc_pub=ident["enc_pub"])["bundle"]
+    with pytest.raises(EnclaveError, match="epoch 3 is more than one above this enclave's current epoch 0"):
+        snp.call("epoch_import", bundle=bundle)
+    assert snp.call("epoch_import", bundle=bundle, header=header, signatures=qc)["epoch"] == 3

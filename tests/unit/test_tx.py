@@ -154,10 +154,10 @@ def test_inbox_calls_only_from_the_l1() -> None:
 
 def test_decode_is_fast() -> None:
     raws = [sign_tx(KEY, CHAIN_ID, i, TO, b"\xa9\x05\x9c\xbb" + b"\x01" * 64) for i in range(300)]
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU time: a busy machine's waiting is not decode cost
     for r in raws:
         decode_tx(r, CHAIN_ID)
-    per_tx = (time.perf_counter() - t0) / len(raws)
+    per_tx = (time.process_time() - t0) / len(raws)
     assert per_tx < 500e-6  # ~60 us here (coincurve recovery); eth-account takes ~10x longer
 
 

@@ -117,7 +117,17 @@ class AnvilProcess:
         extra_args: tuple[str, ...] = (),
         binary: str | None = None,
         start_timeout: float = 20.0,
+        prefix: tuple[str, ...] = (),
+        host: str = "127.0.0.1",
+        url_host: str | None = None,
+        port: int = 0,
     ) -> None:
+        # prefix/host/url_host/port: where it runs (benchmarks/wan.py: ``ip netns exec NS``, the
+        # namespace's address, the address a relay answers on, a fixed port)
+        self.prefix = prefix
+        self.host = host
+        self.url_host = url_host or host
+        self.fixed_port = port
         self.chain_id = chain_id
         self.block_time = block_time
         self.n_accounts = accounts
@@ -145,8 +155,8 @@ class AnvilProcess:
         binary = self.binary or find_anvil()
         self._home = tempfile.TemporaryDirectory(prefix="enclavenet-anvil-")
         for attempt in range(3):  # another process may grab the free port first
-            self.port = _free_port()
-            self.url = f"http://127.0.0.1:{self.port}"
+            self.port = self.fixed_port or _free_port()
+            self.url = f"http://{self.url_host}:{self.port}"
             if self._launch(binary, attempt):
                 _running.add(self)
                 log.info("anvil %s (pid %d) at %s", binary, self.pid, self.url)
@@ -156,8 +166,8 @@ class AnvilProcess:
     def _launch(self, binary: str, attempt: int) -> bool:
         assert self._home is not None
         args = [
-            binary,
-            "--host", "127.0.0.1",
+            *self.prefix, binary,
+            "--host", self.host,
             "--port", str(self.port),
             "--chain-id", str(self.chain_id),
             "--accounts", str(self.n_accounts),

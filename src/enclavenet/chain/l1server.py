@@ -43,6 +43,60 @@ _DATA_FIELDS = {"logsBloom": 256}
 
 _TX_KEYS = {"data": "input", "y_parity": "yParity"}
 
+# What eth-tester takes in a call / transaction object; tools send more (``input`` for ``data``,
+# blob and authorization fields left empty, ``accessList``): map or drop those, as geth does.
+_REQUEST_KEYS = {
+    "from", "to", "gas", "gasPrice", "maxFeePerGas", "maxPriorityFeePerGas", "value", "data", "nonce",
+    "type", "chainId", "accessList",
+}
+_TX_METHODS = ("eth_call", "eth_estimateGas", "eth_sendTransaction", "eth_createAccessList")
+
+
+def _normalise_request(params: list[Any]) -> list[Any]:
+    """A call / transaction object as ethers, viem and cast send it -> what eth-tester accepts."""
+    if not params or not isinstance(params[0], Mapping):
+        return params
+    tx = dict(params[0])
+    if "input" in tx:
+        inp = tx.pop("input")
+        tx.setdefault("data", inp)
+    if tx.get("type") not in (None, "0x0", "0x1", "0x2", 0, 1, 2):
+        raise RpcError(INVALID_PARAMS, f"transaction type {tx['type']} is not supported by the embedded L1 (use 0, 1 or 2)")
+    if not tx.get("accessList"):
+        tx.pop("accessList", None)
+    if str(tx.get("from", "")).lower() == "0x" + "00" * 20:
+        # cast calls "from" the zero address when none is given; eth-tester would charge it gas
+        tx.pop("from")
+    # every transaction is mined at once: "pending" state is the latest (eth-tester knows no "pending" here)
+    rest = ["latest" if p == "pending" else p for p in params[1:2]]
+    return [{k: v for k, v in tx.items() if k in _REQUEST_KEYS and v is not None}, *rest]
+
+
+def _bloom(logs: list[Any]) -> str:
+    """The 2048-bit logs bloom of a receipt's logs (eth-tester leaves it out)."""
+    from ..crypto.hashing import keccak256
+
+    bloom = 0
+    for lg in logs:
+        items = [bytes.fromhex(str(lg["address"])[2:])] + [bytes.fromhex(str(t)[2:]) for t in lg.get("topics", [])]
+        for item in items:
+            h = keccak256(item)
+            for i in (0, 2, 4):
+                bloom |= 1 << (int.from_bytes(h[i : i + 2], "big") & 2047)
+    return "0x" + bloom.to_bytes(256, "big").hex()
+
+
+def _fix_receipt(rc: Any) -> Any:
+    """Standard receipt shape: logsBloom, logs with ``removed``, no pre-Byzantium ``state_root``."""
+    if not isinstance(rc, Mapping):
+        return rc
+    out = {k: (None if v == "" and k in ("to", "contractAddress") else v)
+           for k, v in rc.items() if k not in ("state_root", "stateRoot")}
+    logs = [{**{k: v for k, v in lg.items() if k != "type"}, "removed": False} for lg in out.get("logs", [])]
+    out["logs"] = logs
+    out["logsBloom"] = _bloom(logs)
+    return out
+
 
 def _camel(key: str) -> str:
     if key in _TX_KEYS:
@@ -55,7 +109,8 @@ def _fix_block(block: Any) -> Any:
     """eth-tester leaves full transactions inside a block in snake_case: make them JSON-RPC."""
     if isinstance(block, Mapping) and isinstance(block.get("transactions"), list):
         txs = [
-            {_camel(k): v for k, v in t.items()} if isinstance(t, Mapping) else t for t in block["transactions"]
+            {_camel(k): (None if k == "to" and v in ("", b"") else v) for k, v in t.items()} if isinstance(t, Mapping) else t
+            for t in block["transactions"]
         ]
         return {**block, "transactions": txs}
     return block
@@ -106,6 +161,7 @@ class L1Server:
         "eth_maxPriorityFeePerGas",
         "eth_syncing",
         "eth_getBlockTransactionCountByNumber",
+        "eth_createAccessList",
         "web3_clientVersion",
         "net_listening",
     )
@@ -166,6 +222,11 @@ class L1Server:
             return True
         if method == "web3_clientVersion":
             return "EnclaveNet-embedded-L1/eth-tester"
+        if method in _TX_METHODS:
+            params = _normalise_request(params)
+        if method == "eth_createAccessList":
+            gas = self._call("eth_estimateGas", params[:1])
+            return {"accessList": [], "gasUsed": gas}
         try:
             result = self.l1.w3.manager.request_blocking(method, params)  # type: ignore[arg-type]
         except Exception as exc:
@@ -173,8 +234,21 @@ class L1Server:
         if method in ("eth_getBlockByNumber", "eth_getBlockByHash"):
             result = _fix_block(result)
         elif method == "eth_getTransactionByHash" and isinstance(result, Mapping):
-            result = {_camel(k): v for k, v in result.items()}
-        return to_rpc(result)
+            result = {_camel(k): (None if k == "to" and v in ("", b"") else v) for k, v in result.items()}
+        out = to_rpc(result)
+        if method == "eth_getTransactionReceipt":
+            out = _fix_receipt(out)
+        elif method == "eth_feeHistory" and isinstance(out, dict):
+            fees, ratios = out.get("baseFeePerGas") or [], out.get("gasUsedRatio") or []
+            if ratios and len(fees) == len(ratios):  # the standard adds the next block's base fee
+                pending = self.l1.tester.get_block_by_number("pending")
+                fees.append(hex(int(pending.get("base_fee_per_gas") or 0)))
+                out["baseFeePerGas"] = fees
+            pct = params[2] if len(params) > 2 and isinstance(params[2], list) else []
+            if pct and not out.get("reward"):
+                tip = to_rpc(self.l1.w3.manager.request_blocking("eth_maxPriorityFeePerGas", []))
+                out["reward"] = [[tip] * len(pct) for _ in out.get("gasUsedRatio", [])]
+        return out
 
     def _mine(self, n: Any = 1, *_: Any) -> str:
         count = int(n, 16) if isinstance(n, str) else int(n)

@@ -33,6 +33,7 @@ from ..crypto.hashing import address_bytes, keccak256, to_checksum
 from ..enclave.batch import ERROR_CODES, ERROR_ENTRY_PREFIX
 from ..enclave.tx import sign_tx as _sign_tx
 from ..enclave.views import MAX_VIEW_TTL, ViewDomain
+from ..enclave.views import session_typed_data as _enclave_session_typed_data
 from ..enclave.views import typed_data as _enclave_typed_data
 
 ZERO_ADDRESS = "0x" + "00" * 20
@@ -156,6 +157,27 @@ def sign_digest(secret: bytes, digest: bytes) -> bytes:
     return sig[:64] + bytes([sig[64] + 27])
 
 
+@dataclass(frozen=True)
+class ViewingSession:
+    """A user's authorisation of a session key to sign their view requests (docs/GATEWAY.md)."""
+
+    account: str  # the user's address (who signed ``signature``)
+    key: str  # the session key's address
+    expiry: int  # unix seconds
+    signature: bytes  # 65-byte EIP-712 signature by ``account`` over ViewingSession(account, key, expiry)
+
+
+def session_typed_data(domain: ViewDomain, account: str, session_key: str, expiry: int) -> dict[str, Any]:
+    """The EIP-712 typed data of a viewing-session statement (the enclave's one definition)."""
+    return dict(_enclave_session_typed_data(domain, account, session_key, expiry))
+
+
+def session_digest(domain: ViewDomain, account: str, session_key: str, expiry: int) -> bytes:
+    """The EIP-712 digest of a viewing-session statement, as eth_account (any wallet) computes it."""
+    m = encode_typed_data(full_message=session_typed_data(domain, account, session_key, expiry))
+    return keccak256(b"\x19" + m.version + m.header + m.body)
+
+
 def build_view_request(
     secret: bytes,
     sender: str,
@@ -168,30 +190,33 @@ def build_view_request(
     *,
     ttl: int = VIEW_TTL,
     now: float | None = None,
+    session: ViewingSession | None = None,
 ) -> bytes:
     """The CBOR plaintext of a signed view / estimate request (``to`` None: a creation): a fresh
-    random nonce and an expiry ``ttl`` seconds ahead (the enclave answers it once, before then)."""
+    random nonce and an expiry ``ttl`` seconds ahead (the enclave answers it once, before then).
+
+    With ``session``, ``secret`` is the session key's and the request carries the user's
+    authorisation of it; without, ``secret`` is ``sender``'s own key."""
     to_addr = to_checksum(to) if to else ZERO_ADDRESS
     gas = max(MIN_GAS, min(gas, MAX_VIEW_GAS))
     nonce = int.from_bytes(os.urandom(16), "big")
     expiry = int(time.time() if now is None else now) + min(ttl, MAX_VIEW_TTL)
     digest = view_digest(domain, to_checksum(sender), to_addr, data, value, gas, epoch, nonce, expiry)
     sig = sign_digest(secret, digest)
-    return bytes(
-        cbor2.dumps(
-            {
-                "from": address_bytes(sender),
-                "to": address_bytes(to_addr),
-                "data": bytes(data),
-                "value": value,
-                "gas": gas,
-                "epoch": epoch,
-                "nonce": nonce,
-                "expiry": expiry,
-                "sig": sig,
-            }
-        )
-    )
+    req: dict[str, Any] = {
+        "from": address_bytes(sender),
+        "to": address_bytes(to_addr),
+        "data": bytes(data),
+        "value": value,
+        "gas": gas,
+        "epoch": epoch,
+        "nonce": nonce,
+        "expiry": expiry,
+        "sig": sig,
+    }
+    if session is not None:
+        req["session"] = {"key": address_bytes(session.key), "expiry": session.expiry, "sig": bytes(session.signature)}
+    return bytes(cbor2.dumps(req))
 
 
 @dataclass(frozen=True)

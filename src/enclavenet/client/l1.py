@@ -214,7 +214,8 @@ def submit_via_l1(
     EnclaveNet transaction and the L1 transaction. ``call`` is a contract function (``token.functions.transfer(bob, 5)``) or a dict
     ``{"to", "data"}``. By default the envelope holds the same signed transaction as the fast
     path (it uses the account's next nonce); ``inbox_call=True`` sends an unsigned inbox call
-    instead, authenticated by the L1 sender and independent of the nonce. ``deposit_value`` wei
+    instead, authenticated by the L1 sender and independent of the nonce (sealed with a routing
+    hint naming ``sender``, so only that account's ``Rollup.submit`` runs it). ``deposit_value`` wei
     ride along on L1 and are credited before the transaction runs.
     """
     client = _client(w3)
@@ -235,7 +236,9 @@ def submit_via_l1(
             if to is None:
                 raise EnclaveNetError("an inbox call cannot create a contract: use inbox_call=False")
             plaintext = encode_inbox_call(chain_id, to, data, value, gas)
-            sealed = client.seal(mr, plaintext, None)
+            # the hint binds the intended L1 sender (AEAD associated data): a copy of this public
+            # envelope submitted from another account is refused by the enclaves (issue 14, H1)
+            sealed = client.seal(mr, plaintext, RoutingHint(address_bytes(address), 0))
             nonce = None
         else:
             nonce = client.next_nonce(mr, address)

@@ -175,6 +175,11 @@ escaped: public(HashMap[address, bool])
 reclaimed: public(HashMap[uint256, bool])
 # accumulators proven to lie on the L1 message chain (acc -> index of the next message + 1)
 _provenAcc: HashMap[bytes32, uint256]
+# (declared last, so the slots above keep their numbers: docs/CONTRACTS.md)
+# msgBlockRing[i & (MSG_RING - 1)] = the L1 block of message i, for the newest MSG_RING messages:
+# submitHeader checks that a header leaves out no message of a block <= its l1_block (whole
+# blocks). Pre-initialised nonzero like msgAccRing, so an append writes nonzero -> nonzero.
+msgBlockRing: uint256[MSG_RING]
 
 
 @deploy
@@ -190,6 +195,7 @@ def __init__(owner: address, quorum: uint256, min_types: uint256):
     # placeholder (never read for a real index before an append overwrites it)
     for i: uint256 in range(MSG_RING):
         self.msgAccRing[i] = MSG_GENESIS_ACC
+        self.msgBlockRing[i] = 1
     self.challengePeriod = DEFAULT_CHALLENGE_PERIOD
     self.challengeBond = DEFAULT_CHALLENGE_BOND
 
@@ -206,6 +212,7 @@ def _append(kind: uint256, amount: uint256, payload_hash: bytes32) -> uint256:
     self.msgAccRing[unsafe_add(index, 1) & (MSG_RING - 1)] = keccak256(
         abi_encode(self.msgAccRing[index & (MSG_RING - 1)], kind, msg.sender, amount, block.number, payload_hash)
     )
+    self.msgBlockRing[index & (MSG_RING - 1)] = block.number
     state.hot = unsafe_add(hot, 1)
     return index
 
@@ -279,16 +286,21 @@ def submitHeader(
     # the accumulator after msg_count messages, also when newer ones are pending (the ring)
     assert unsafe_sub(total, header.msg_count) < MSG_RING, "Rollup: msg_count too far behind the L1 messages; consume more"
     assert header.msg_acc == self.msgAccRing[header.msg_count & (MSG_RING - 1)], "Rollup: msg_acc differs from the L1 accumulator"
-    assert header.l1_block < block.number, "Rollup: l1_block is not a finished L1 block"
+    # ... and whole L1 blocks: the first message left pending (its ring slot is valid: lag <
+    # MSG_RING) is from a block after l1_block (one assert: a reason string costs ~100 bytes of code)
+    assert header.l1_block < block.number and (
+        header.msg_count == total or self.msgBlockRing[header.msg_count & (MSG_RING - 1)] > header.l1_block
+    ), "Rollup: l1_block is not a finished L1 block, or skips a message of a block <= it"
     assert header.l1_block >= (hot >> state.L1BLOCK_SHIFT) & state.W40, "Rollup: l1_block goes backwards"
     epoch: uint256 = (hot >> state.EPOCH_SHIFT) & state.W32
     assert header.epoch >= epoch, "Rollup: epoch goes backwards"
     assert header.epoch <= state.W32, "Rollup: epoch out of range"
 
-    if len(withdrawals) == 0:
-        assert header.withdrawals_hash == EMPTY_WITHDRAWALS_HASH, "Rollup: withdrawals do not match withdrawals_hash"
-    else:
-        assert header.withdrawals_hash == keccak256(abi_encode(withdrawals)), "Rollup: withdrawals do not match withdrawals_hash"
+    # one assert for both cases (a reason string costs ~100 bytes of runtime code each time)
+    wh: bytes32 = EMPTY_WITHDRAWALS_HASH
+    if len(withdrawals) != 0:
+        wh = keccak256(abi_encode(withdrawals))
+    assert header.withdrawals_hash == wh, "Rollup: withdrawals do not match withdrawals_hash"
 
     header_hash: bytes32 = keccak256(abi_encode(header))
     digest: bytes32 = keccak256(abi_encode(HEADER_DOMAIN, chain.id, self, header_hash))

@@ -28,7 +28,7 @@ class DapProcess:
     def __init__(self, key_file: str | Path, store: str, rollup: str, l1_chain_id: int, *,
                  log_path: str | Path, l1_rpc: str | None = None, manager: str | None = None,
                  from_block: int = 0, lazy: bool = False, port: int = 0, poll: float = 0.3,
-                 python: str | None = None) -> None:
+                 python: str | None = None, prefix: list[str] | None = None, host: str = "127.0.0.1") -> None:
         self.key_file = str(key_file)
         self.store = store
         self.rollup = rollup
@@ -41,6 +41,8 @@ class DapProcess:
         self.port = port
         self.poll = poll
         self.python = python or sys.executable
+        self.prefix = list(prefix or [])  # e.g. ["ip", "netns", "exec", ns] (benchmarks/wan.py)
+        self.host = host
         self.popen: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self.url: str | None = None
@@ -48,7 +50,8 @@ class DapProcess:
         self.ready: dict[str, Any] = {}
 
     def argv(self) -> list[str]:
-        a = [self.python, "-m", "enclavenet.cli", "dap", "--key-file", self.key_file, "--store", self.store,
+        a = [*self.prefix, self.python, "-m", "enclavenet.cli", "dap", "--host", self.host,
+             "--key-file", self.key_file, "--store", self.store,
              "--rollup", self.rollup, "--l1-chain-id", str(self.l1_chain_id), "--port", str(self.port),
              "--poll", str(self.poll), "--from-block", str(self.from_block)]
         if self.l1_rpc and self.manager:

@@ -54,6 +54,8 @@ from ..crypto.dap import (
 from ..crypto.hashing import address_bytes, to_checksum
 from ..crypto.header import Header
 from ..crypto.secp256k1 import SigningKey
+from .metrics import CONTENT_TYPE as METRICS_TYPE
+from .metrics import DapMetrics
 from .store import SealedLeaf, Snapshot, Store, StoredBatch, StoreError, open_store
 
 log = logging.getLogger("enclavenet.dap")
@@ -110,8 +112,10 @@ class DapConfig:
     max_body: int = DEFAULT_MAX_BODY
 
     def __post_init__(self) -> None:
-        if self.host not in ("127.0.0.1", "localhost", "::1"):
-            raise ValueError("a DAP serves on 127.0.0.1 only here")
+        from ..hosts import REFUSAL, private_bind_host
+
+        if not private_bind_host(self.host):
+            raise ValueError(f"a DAP {REFUSAL}, not {self.host!r}")
         self.rollup = to_checksum(self.rollup)
 
 
@@ -169,10 +173,12 @@ class DapService:
             web.get("/v1/piece/{dc}/{path}", self.h_piece),
             web.get("/v1/receipt/{dc}", self.h_receipt),
             web.get("/v1/status", self.h_status),
+            web.get("/metrics", self.h_metrics),
         ])
         self.app.middlewares.append(self._errors)
         self.responder: Responder | None = None
         self.stats = {"stored": 0, "bytes": 0, "answered": 0}
+        self.metrics = DapMetrics(self)
         self._runner: web.AppRunner | None = None
         self.url: str | None = None
 
@@ -181,16 +187,19 @@ class DapService:
     async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
         try:
             resp: web.StreamResponse = await handler(request)
-            return resp
         except BadRequest as exc:
-            return _error(400, str(exc))
+            resp = _error(400, str(exc))
         except StoreError as exc:
             log.error("store: %s", exc)
-            return _error(503, f"storage unavailable: {exc}")
+            resp = _error(503, f"storage unavailable: {exc}")
         except web.HTTPException as exc:
+            self.metrics.refused.labels(str(exc.status)).inc()
             if exc.status == 413:
                 return _error(413, f"request body larger than {self.cfg.max_body} bytes")
             raise
+        if resp.status >= 400 and resp.status != 404:  # a 404 is an answer (not stored here)
+            self.metrics.refused.labels(str(resp.status)).inc()
+        return resp
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
@@ -210,6 +219,7 @@ class DapService:
 
     # -- writes ----------------------------------------------------------------------------
     async def h_put_batch(self, request: web.Request) -> web.Response:
+        t0 = time.perf_counter()
         body = await self._body(request)
         header = _header(body.get("header"))
         data = body.get("batch_data")
@@ -232,8 +242,14 @@ class DapService:
         await self._run(self.store.put, StoredBatch(header, data), snapshot, leaves)
         self.stats["stored"] += 1
         self.stats["bytes"] += len(data)
-        return _cbor({"data_commitment": dc, "header_hash": hh, "signer": self.address,
-                      "receipt": self.sign_receipt(dc)})
+        out = _cbor({"data_commitment": dc, "header_hash": hh, "signer": self.address,
+                     "receipt": self.sign_receipt(dc)})
+        m = self.metrics
+        m.stored.inc()
+        m.stored_bytes.inc(len(data))
+        m.receipts.inc()
+        m.upload_seconds.observe(time.perf_counter() - t0)
+        return out
 
     async def _stored_header(self, body: dict[str, Any]) -> StoredBatch:
         hh = body.get("header_hash")
@@ -334,7 +350,12 @@ class DapService:
         b = await self._run(self.store.batch, dc)
         if b is None:
             return _error(404, "no batch with that data commitment here (no receipt)")
+        self.metrics.receipts.inc()
         return _cbor({"signer": self.address, "receipt": self.sign_receipt(dc)})
+
+    async def h_metrics(self, request: web.Request) -> web.Response:
+        body = await self._run(self.metrics.render)
+        return web.Response(body=body, headers={"Content-Type": METRICS_TYPE})
 
     async def h_status(self, request: web.Request) -> web.Response:
         summary = await self._run(self.store.summary)
@@ -496,6 +517,7 @@ class Responder:
             del self.open[rid]
             self.answered.add(rid)
             self.svc.stats["answered"] += 1
+            self.svc.metrics.answered.inc()
             sent += 1
             log.info("answered data request %d (piece %d of height %d)", rid, index, b.height)
         return sent

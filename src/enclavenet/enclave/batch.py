@@ -1,8 +1,10 @@
 """Batch input, its binding to the enclave's head, and the batch data the DAPs store.
 
 A batch at height h is executed only on top of the enclave's head at h-1: same prev hash,
-a known epoch, L1 messages continuing the head's message chain (crypto/messages.py) in
-whole L1 blocks after the head's ``l1_block``.
+a known epoch, L1 messages continuing the head's message chain (crypto/messages.py) by index,
+in L1 order, none after the batch's ``l1_block`` (one from a block the head already covers is
+accepted: L1 and the voters check that a header consumes whole blocks), and a timestamp not
+before the head's nor after ``MAX_TIMESTAMP``.
 
 Batch data (what the DAPs store, committed by ``Header.data_commitment``) is a CBOR array of
 byte strings ``[meta, envelope_1 .. envelope_n, entry_1 .. entry_m]``:
@@ -53,7 +55,10 @@ ERROR_CODES = {
     "epoch": "the envelope's epoch key is not accepted in this batch (unknown, erased or outside the "
     "grace window): seal it again to the current epoch key",
     "decrypt": "the envelope does not decrypt (wrong epoch key, chain id or tampered ciphertext)",
+    "inbox_sender": "an inbox call submitted on L1 by another account than the one its envelope is sealed "
+    "for (its routing hint); it runs only when that account submits it",
 }
+MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z: the EVM timestamp never goes past it
 BATCH_DATA_VERSION = 1
 
 
@@ -137,17 +142,22 @@ class BatchInput:
             raise EnclaveRefusal(
                 f"batch timestamp {self.timestamp} is before the head's timestamp {head.timestamp}"
             )
-        prev_block = head.l1_block
+        if self.timestamp > MAX_TIMESTAMP:
+            # M1: a far-future timestamp (2^64-1) would freeze block.timestamp for good, since it
+            # never goes back; the voters' hosts bound it tighter (L1 time of l1_block + drift)
+            raise EnclaveRefusal(
+                f"batch timestamp {self.timestamp} is beyond {MAX_TIMESTAMP} (year 9999): "
+                "use the L1 time of the batch's l1_block"
+            )
+        # H5: messages continue the head's chain by index (the L1 accumulator in the header proves
+        # them); one from an L1 block <= head.l1_block is accepted in order -- a header that left
+        # it out (an empty proposal past a pending deposit) must not strand it for good
+        prev_block = 0
         for i, m in enumerate(self.messages):
             if m.index != head.msg_count + i:
                 raise EnclaveRefusal(
                     f"L1 message {i} has index {m.index}, expected {head.msg_count + i} "
                     "(messages must continue the head's message chain without gaps)"
-                )
-            if m.l1_block <= head.l1_block:
-                raise EnclaveRefusal(
-                    f"L1 message {m.index} is from L1 block {m.l1_block}, already consumed "
-                    f"(head covers L1 blocks <= {head.l1_block})"
                 )
             if m.l1_block < prev_block or m.l1_block > self.l1_block:
                 raise EnclaveRefusal(

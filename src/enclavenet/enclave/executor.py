@@ -1024,18 +1024,21 @@ class Executor:
             evm.revert(cp)
 
     def estimate_gas(
-        self, sender: str | bytes, to: str | bytes | None, data: bytes = b"", value: int = 0
+        self, sender: str | bytes, to: str | bytes | None, data: bytes = b"", value: int = 0,
+        *, gas_cap: int | None = None,
     ) -> int:
-        """The smallest gas limit (to ~1%) with which the call succeeds; raises if it never does."""
+        """The smallest gas limit (to ~1%) with which the call succeeds; raises if it never does
+        within ``gas_cap`` (default: the transaction gas limit)."""
         if to is not None and address_bytes(to) == WITHDRAW_ADDRESS:
             return intrinsic_gas(data, False)
-        top = self.call(sender, to, data, value, self.tx_gas_limit)
+        cap = min(gas_cap, self.tx_gas_limit) if gas_cap is not None else self.tx_gas_limit
+        top = self.call(sender, to, data, value, cap)
         if not top.success:
-            raise EnclaveRefusal(f"the call fails even with {self.tx_gas_limit} gas: {top.error}")
+            raise EnclaveRefusal(f"the call fails even with {cap} gas: {top.error}")
         lo = max(top.gas_used, intrinsic_gas(data, to is None))
         if self.call(sender, to, data, value, lo).success:
             return lo
-        hi = self.tx_gas_limit
+        hi = cap
         while hi - lo > max(1000, lo // 100):
             mid = (lo + hi) // 2
             if self.call(sender, to, data, value, mid).success:

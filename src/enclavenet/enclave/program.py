@@ -48,12 +48,14 @@ from ..crypto.escape import (
 from ..crypto.hashing import ZERO32, address_bytes, keccak256, to_checksum
 from ..crypto.header import Header
 from ..crypto.messages import KIND_CHALLENGE, KIND_USER, accumulate
+from ..crypto.peer import peer_request_digest
 from ..crypto.quote import TEE_NAMES, TEE_TYPES, enc_key_hash
 from ..crypto.smt import smt_key, smt_leaf
 from ..crypto.timeout import timeout_digest
 from ..tee.platform import EnclavePlatform
 from ..tee.sealing import SealingError
 from .batch import (
+    ERROR_ENTRY_PREFIX,
     BatchInput,
     ChainHead,
     batch_data_items,
@@ -108,6 +110,9 @@ class ProgramConfig:
     # the ``stats`` ecall (per-stage timings: a side channel on what a batch ran) answers only
     # in a benchmark build; the flag is in the measured config, so an attested member shows it
     stats: bool = False
+    # the most gas a view call or a gas estimate may burn (issue 14 M4: unmetered 30M-gas views
+    # held the enclave's one ecall thread); a request asking more is capped, as geth's RPC gas cap
+    view_gas_limit: int = 10_000_000
 
     @classmethod
     def from_mapping(cls, m: Mapping[str, Any]) -> ProgramConfig:
@@ -136,6 +141,7 @@ class ProgramConfig:
             min_quorum=r.integer("min_quorum", lo=1, hi=256),
             min_types=r.integer("min_types", lo=1, hi=255),
             stats=r.has("stats") and r.raw("stats") is True,
+            view_gas_limit=r.integer("view_gas_limit", lo=21_000, hi=30_000_000, default=10_000_000),
         )
 
     @property
@@ -222,6 +228,7 @@ class EnclaveProgram:
             "stats": self._stats,
             "escape_leaf": self._escape_leaf,
             "escape_export": self._escape_export,
+            "peer_auth": self._peer_auth,
         }
 
     def __repr__(self) -> str:
@@ -510,7 +517,21 @@ class EnclaveProgram:
             if isinstance(item, TxError):
                 raise item
             hint = o[0].hint
-            if hint is not None:
+            if isinstance(item, InboxCall):
+                # H1: the L1 sender is whoever called Rollup.submit, and the envelope is public in
+                # the L1 event: anyone can copy it and submit it as their own. The sender the user
+                # meant is bound in the AEAD's associated data (the routing hint), so a copy runs
+                # as nobody. Public data only in this entry (both addresses are on L1).
+                if hint is None:
+                    raise TxError(
+                        "an inbox call must be sealed with a routing hint naming its L1 sender (the "
+                        "account calling Rollup.submit) and nonce 0; re-seal it with that hint"
+                    )
+                if hint.sender != item.sender:
+                    return error_entry("inbox_sender")
+                if hint.nonce != 0:
+                    raise TxError(f"an inbox call's routing hint has nonce 0 (inbox calls have no nonce), got {hint.nonce}")
+            elif hint is not None:
                 if hint.sender != item.sender:
                     raise TxError("the envelope's routing hint names another sender than the transaction's signer")
                 if isinstance(item, SignedTx) and hint.nonce != item.nonce:
@@ -592,7 +613,11 @@ class EnclaveProgram:
             rid = keccak256(raw)
             if k >= n_msg:
                 ids.append(rid)
-            receipts.setdefault(rid, entry)
+            # first inclusion wins, except over an error entry (a copied inbox call refused before
+            # the original ran, say): the sealed receipt is the one its sender waits for
+            prior = receipts.setdefault(rid, entry)
+            if prior is not entry and prior.startswith(ERROR_ENTRY_PREFIX) and not entry.startswith(ERROR_ENTRY_PREFIX):
+                receipts[rid] = entry
         msg_count = head.msg_count + len(inp.messages)
         msg_acc = accumulate(head.msg_acc, inp.messages)
         c = commit_batch_data(inp, head.msg_count, msg_count, msg_acc, ids, entries)
@@ -912,6 +937,19 @@ class EnclaveProgram:
         self.stats.add("apply_diff", time.perf_counter() - t0)
         return self._status(b"")
 
+    def _peer_auth(self, payload: bytes) -> dict[str, Any]:
+        """Sign a peer request of this member's host (crypto/peer.py; issue 14 M4): its own
+        domain, so the signature is good for nothing but a peer's admission check."""
+        r = Request.parse(payload, "peer_auth")
+        op = r.raw("op")
+        if not isinstance(op, str) or not (0 < len(op) <= 32) or not op.replace("_", "").isalnum():
+            raise EnclaveRefusal("peer_auth: op must be a peer op name (1..32 letters, digits, _)")
+        digest = peer_request_digest(
+            self.cfg.l1_chain_id, self.cfg.rollup, r.address("to"), op, r.blob("body_hash", 32),
+            r.integer("expiry", hi=U64_MAX),
+        )
+        return {"signature": self._identity.sign(digest), "signer": self._identity.address}
+
     # ------------------------------------------------------------------ views
     def _open_request(self, payload: bytes, what: str) -> tuple[Envelope, bytes, bytes]:
         r = Request.parse(payload, what)
@@ -923,15 +961,17 @@ class EnclaveProgram:
         return env, opened.plaintext, opened.receipt_key
 
     def _admit_view(self, pt: bytes, epoch: int) -> ViewRequest:
-        req = parse_view_request(pt, self._view_domain, epoch)
-        self._views.admit(req, self._views.now(self._platform.now(), self._head.timestamp))
+        now = self._views.now(self._platform.now(), self._head.timestamp)
+        req = parse_view_request(pt, self._view_domain, epoch, now)
+        self._views.admit(req, now)
         return req
 
     def _view_call(self, payload: bytes) -> dict[str, Any]:
         env, pt, rkey = self._open_request(payload, "view_call")
         try:
             req = self._admit_view(pt, env.epoch)
-            res = self._ex.call(req.sender, None if req.is_create else req.to, req.data, req.value, req.gas)
+            gas = min(req.gas, self.cfg.view_gas_limit)
+            res = self._ex.call(req.sender, None if req.is_create else req.to, req.data, req.value, gas)
             out = {"ok": res.success, "return_data": res.output, "gas_used": res.gas_used, "error": res.error or ""}
         except EnclaveRefusal as exc:
             out = {"ok": False, "return_data": b"", "gas_used": 0, "error": str(exc)}
@@ -941,7 +981,9 @@ class EnclaveProgram:
         env, pt, rkey = self._open_request(payload, "estimate_gas")
         try:
             req = self._admit_view(pt, env.epoch)
-            gas = self._ex.estimate_gas(req.sender, None if req.is_create else req.to, req.data, req.value)
+            gas = self._ex.estimate_gas(
+                req.sender, None if req.is_create else req.to, req.data, req.value, gas_cap=self.cfg.view_gas_limit
+            )
             out = {"ok": True, "return_data": b"", "gas_used": gas, "error": ""}
         except EnclaveRefusal as exc:
             out = {"ok": False, "return_data": b"", "gas_used": 0, "error": str(exc)}

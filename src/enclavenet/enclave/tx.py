@@ -23,7 +23,10 @@ Two kinds of item reach the executor (after the program has opened their envelop
   ``to`` is a 20-byte address (an inbox call cannot create a contract); ``value`` is paid from
   the sender's EnclaveNet balance (a deposit in the same L1 message is credited first). An inbox
   call neither checks nor advances the sender's nonce. It is accepted only from the L1 inbox:
-  ``decode_item(raw, chain_id, l1_sender=None)`` refuses it.
+  ``decode_item(raw, chain_id, l1_sender=None)`` refuses it. Its envelope must carry a routing
+  hint ``(L1 sender, 0)`` (bound by the envelope's AAD); the program refuses one whose hint names
+  another account than the L1 sender, so a copy of a public envelope submitted from another
+  account runs as nobody (issue 14, H1; the check is in ``program._execute_item``).
 
 Every problem is a ``TxError`` (an ``EnclaveRefusal``) whose message says what was wrong.
 """

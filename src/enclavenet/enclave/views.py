@@ -19,6 +19,18 @@ when its value changes. The enclave answers with the result sealed under the env
 receipt key with a random nonce (``crypto.envelope.seal_result``), so only the requester reads
 it and two answers never compare equal. The domain binds one deployment (the Rollup and its L1
 chain): a signature for another deployment's enclaves is refused.
+
+**Viewing sessions** (the gateway, docs/GATEWAY.md): a user who does not want to sign every view
+authorises a *session key* once, by signing in the same domain::
+
+    message ViewingSession(address account, address sessionKey, uint256 expiry)
+
+and whoever holds the session key (the user's own gateway) then signs each ``ViewCall`` with it.
+The request carries ``session = {key, expiry, sig}``; the enclave accepts it when ``sig``
+recovers to ``from`` (so only ``from`` can authorise a key to speak for ``from``), the session's
+``expiry`` (unix seconds) is after the enclave's time, and the request's own ``sig`` recovers to
+``key``. The deployment is bound by the domain; the epoch, nonce and expiry of each request by
+its ``ViewCall``, which the replay guard checks as for any view.
 """
 
 from __future__ import annotations
@@ -42,6 +54,7 @@ DOMAIN_VERSION = "2"
 MAX_VIEW_TTL = 600  # seconds: how far ahead a view request's expiry may be
 MAX_LIVE_VIEWS = 100_000  # signed requests remembered until they expire (replay guard)
 MAX_LIVE_VIEWS_PER_SENDER = 256
+VIEWING_SESSION_TYPEHASH = keccak256(b"ViewingSession(address account,address sessionKey,uint256 expiry)")
 ZERO_ADDRESS = "0x" + "00" * 20
 MAX_VIEW_GAS = 30_000_000
 MAX_VIEW_DATA = 128 * 1024
@@ -83,6 +96,48 @@ def view_call_digest(
         u256(expiry),
     )
     return keccak256(b"\x19\x01", domain_separator(domain), struct_hash)
+
+
+def _domain_json(domain: ViewDomain) -> tuple[list[dict[str, str]], dict[str, object]]:
+    fields = [
+        {"name": "name", "type": "string"},
+        {"name": "version", "type": "string"},
+        {"name": "chainId", "type": "uint256"},
+        {"name": "verifyingContract", "type": "address"},
+        {"name": "salt", "type": "bytes32"},
+    ]
+    values: dict[str, object] = {
+        "name": DOMAIN_NAME,
+        "version": DOMAIN_VERSION,
+        "chainId": domain.chain_id,
+        "verifyingContract": to_checksum(domain.rollup),
+        "salt": u256(domain.l1_chain_id),
+    }
+    return fields, values
+
+
+def session_digest(domain: ViewDomain, account: str, session_key: str, expiry: int) -> bytes:
+    """The EIP-712 digest of ``ViewingSession(account, sessionKey, expiry)`` in the view domain."""
+    struct_hash = keccak256(VIEWING_SESSION_TYPEHASH, addr_word(account), addr_word(session_key), u256(expiry))
+    return keccak256(b"\x19\x01", domain_separator(domain), struct_hash)
+
+
+def session_typed_data(domain: ViewDomain, account: str, session_key: str, expiry: int) -> dict[str, object]:
+    """The viewing-session statement as JSON-able typed data (what a wallet is asked to sign)."""
+    fields, values = _domain_json(domain)
+    return {
+        "types": {
+            "EIP712Domain": fields,
+            "ViewingSession": [
+                {"name": "account", "type": "address"},
+                {"name": "sessionKey", "type": "address"},
+                {"name": "expiry", "type": "uint256"},
+            ],
+        },
+        "primaryType": "ViewingSession",
+        "domain": values,
+        "message": {"account": account, "sessionKey": session_key, "expiry": expiry},
+    }
 
 
 def typed_data(
@@ -141,8 +196,14 @@ class ViewRequest:
         return self.to == ZERO_ADDRESS
 
 
-def parse_view_request(plaintext: bytes, domain: ViewDomain, envelope_epoch: int) -> ViewRequest:
-    """Decode and authenticate the plaintext of a view-call envelope. Raises EnclaveRefusal."""
+def parse_view_request(
+    plaintext: bytes, domain: ViewDomain, envelope_epoch: int, now: int | None = None
+) -> ViewRequest:
+    """Decode and authenticate the plaintext of a view-call envelope. Raises EnclaveRefusal.
+
+    ``now`` (the enclave's time, unix seconds) is needed to accept a request signed under a
+    viewing session.
+    """
     what = "view request"
     r = Request(decode_map(plaintext, what), what)
     sender = r.address("from")
@@ -165,7 +226,24 @@ def parse_view_request(plaintext: bytes, domain: ViewDomain, envelope_epoch: int
         signer = recover_address(digest, sig)
     except SignatureError as exc:
         raise EnclaveRefusal(f"{what}: bad signature ({exc})") from None
-    if signer != sender:
+    if r.has("session"):
+        s = r.map("session")
+        key = s.address("key")
+        session_expiry = s.integer("expiry", hi=U64_MAX)
+        if now is None or session_expiry <= now:
+            raise EnclaveRefusal(f"{what}: the viewing session expired at {session_expiry}; authorise a new one")
+        try:
+            authoriser = recover_address(session_digest(domain, sender, key, session_expiry), s.blob("sig", length=65))
+        except SignatureError as exc:
+            raise EnclaveRefusal(f"{what}: bad viewing-session signature ({exc})") from None
+        if authoriser != sender:
+            raise EnclaveRefusal(
+                f"{what}: the viewing session is not signed by 'from' (it authorises a key for another account, "
+                "another deployment or another expiry)"
+            )
+        if signer != key:
+            raise EnclaveRefusal(f"{what}: the request is not signed by the viewing session's key")
+    elif signer != sender:
         raise EnclaveRefusal(
             f"{what}: the signature is not by 'from' (wrong key, chain id, deployment or altered fields)"
         )
@@ -226,6 +304,8 @@ __all__ = [
     "ViewRequest",
     "domain_separator",
     "parse_view_request",
+    "session_digest",
+    "session_typed_data",
     "typed_data",
     "view_call_digest",
 ]

@@ -5,6 +5,7 @@ Application error codes (the message always says what was wrong):
 * -32001 mempool full (total or per sender)
 * -32002 duplicate transaction (pending or already included: a replay)
 * -32003 wrong or unknown epoch (re-seal to ``enclavenet_epochKey``)
+* -32005 rate limited (per client IP or per sender; retryable: ``data.retryAfter`` seconds)
 * -32010 the enclave refused the request (e.g. a view call that does not decrypt)
 * -32050 the node is not ready yet (no epoch key / enclave down)
 * -32602 invalid params: malformed hex, malformed envelope, too large, missing routing hint
@@ -15,9 +16,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from aiohttp import web
+
+from ..crypto.envelope import Envelope, EnvelopeError
 from ..tee.boundary import EnclaveError
-from .jsonrpc import INVALID_PARAMS, RpcError, hex_bytes, quantity
+from . import metrics as node_metrics
+from .host import EnclaveBusy
+from .jsonrpc import CLIENT_IP, INVALID_PARAMS, RpcError, hex_bytes, quantity
 from .mempool import DuplicateTransaction, MempoolError, MempoolFull
+from .ratelimit import RATE_LIMITED, RateLimiter
 
 if TYPE_CHECKING:
     from .core import NodeCore
@@ -32,12 +39,18 @@ MAX_ENVELOPE = 128 * 1024
 
 
 def install_rpc_methods(
-    node: NodeCore, *, submit_envelope: Callable[[bytes], bytes], node_status: Callable[[], dict[str, Any]]
+    node: NodeCore, *, submit_envelope: Callable[[bytes, str], bytes], node_status: Callable[[], dict[str, Any]]
 ) -> None:
     """Register the JSON-RPC methods on ``node.rpc``: reads go to the shared node state, a new
     transaction to ``submit_envelope`` (ingress), ``enclavenet_status`` to ``node_status``."""
     rpc = node.rpc
     cfg = node.cfg
+    metrics = node_metrics.install(node)
+
+    async def serve_metrics(request: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), headers={"Content-Type": node_metrics.CONTENT_TYPE})
+
+    rpc.get("/metrics", serve_metrics)
 
     def chain_id() -> str:
         return hex(cfg.chain_id)
@@ -51,19 +64,41 @@ def install_rpc_methods(
     def zero() -> str:
         return "0x0"
 
+    # issue 14 M4: a client (IP) or a sender cannot fill the mempool or the enclave's time alone
+    tx_ip = RateLimiter(cfg.rate_tx_per_ip, "raw transactions")
+    tx_sender = RateLimiter(cfg.rate_tx_per_sender, "raw transactions")
+    view_ip = RateLimiter(cfg.rate_view_per_ip, "views and gas estimates")
+    node.rate_limiters = {"tx_per_ip": tx_ip, "tx_per_sender": tx_sender, "view_per_ip": view_ip}
+
     def send_raw(data: Any) -> str:
-        raw = hex_bytes(data, "transaction (envelope)", max_len=MAX_ENVELOPE)
-        if node.epoch is None:
-            raise RpcError(NOT_READY, "the committee has no epoch key yet; retry in a moment")
         try:
-            rid = submit_envelope(raw)
+            raw = hex_bytes(data, "transaction (envelope)", max_len=MAX_ENVELOPE)
+        except RpcError:
+            metrics.refused("malformed")
+            raise
+        if node.epoch is None:
+            metrics.refused("not_ready")
+            raise RpcError(NOT_READY, "the committee has no epoch key yet; retry in a moment")
+        tx_ip.take(CLIENT_IP.get(), "IP")
+        if tx_sender.enabled:
+            try:
+                hint = Envelope.decode(raw).hint
+            except EnvelopeError:
+                hint = None  # the mempool refuses it with the reason
+            if hint is not None:
+                tx_sender.take(hint.sender_hex, "sender")
+        try:
+            rid = submit_envelope(raw, CLIENT_IP.get())
         except MempoolFull as exc:
+            metrics.refused("full")
             raise RpcError(MEMPOOL_FULL, str(exc)) from None
         except DuplicateTransaction as exc:
+            metrics.refused("duplicate")
             raise RpcError(DUPLICATE, str(exc)) from None
         except MempoolError as exc:
             msg = str(exc)
             code = WRONG_EPOCH if "epoch" in msg and "envelope sealed to epoch" in msg else INVALID_PARAMS
+            metrics.refused("wrong_epoch" if code == WRONG_EPOCH else "malformed")
             raise RpcError(code, msg) from None
         return "0x" + rid.hex()
 
@@ -85,8 +120,11 @@ def install_rpc_methods(
         raw = hex_bytes(data, "request envelope", max_len=MAX_ENVELOPE)
         if node.host is None or node.epoch is None:
             raise RpcError(NOT_READY, "the enclave has no epoch key yet; retry in a moment")
+        view_ip.take(CLIENT_IP.get(), "IP")
         try:
             out = await node.host.call(method, {"envelope": raw})
+        except EnclaveBusy as exc:
+            raise RpcError(RATE_LIMITED, str(exc), {"retryAfter": 0.5}) from None
         except EnclaveError as exc:
             msg = str(exc)
             code = WRONG_EPOCH if "unknown or erased" in msg else ENCLAVE_REFUSED
@@ -121,6 +159,7 @@ def install_rpc_methods(
         signature = hex_bytes(request.get("signature"), "signature", length=65)
         if node.host is None:
             raise RpcError(NOT_READY, "the enclave is not running; retry in a moment")
+        view_ip.take(CLIENT_IP.get(), "IP")
         try:
             out = await node.host.call("escape_leaf", {"address": address, "expiry": expiry, "signature": signature})
         except EnclaveError as exc:
@@ -146,10 +185,14 @@ def install_rpc_methods(
         acc = w.headers.get(h) if w else None
         if acc is None:
             return None
+        rec = node.accepted_records.get(h)
         return {
             "height": hex(h), "hash": "0x" + acc.hash.hex(), "header": "0x" + acc.header.encode().hex(),
             "l1TxHash": acc.l1_tx, "signers": len(acc.signatures),
             "withdrawals": [[x.recipient, hex(x.amount)] for x in acc.withdrawals],
+            # fast-path transactions in the batch (L1 messages are counted by msg_count); null
+            # when this node adopted the height without its batch (e.g. from a snapshot)
+            "txCount": len(rec.envelopes) if rec is not None else None,
         }
 
     def admin_set_batch(size: Any, interval: Any) -> dict[str, Any]:
@@ -187,30 +230,29 @@ def install_fault_methods(node: NodeCore) -> None:
     """Fault injection (docs/FAULTS.md), only on a node started with ``allow_faults`` (a devnet
     that asked for it): never on a shared node -- ``enclavenet_adminCompromise`` hands out keys.
 
-    * ``enclavenet_adminFaults(policy)``: ``{links?: {drop, delay, reorder, replay, reorder_window,
+    * ``enclavenet_adminFaults(policy)``: ``{links?: {drop, cut, delay, reorder, replay, reorder_window,
       ops, peers, seed} | null, enclaveLink?: {drop, delay, replay, seed} | null,
-      enclave?: "crash" | "hang"}``; returns the current policies with their counters
+      enclave?: "crash" | "hang", l1?: {down_s, hold_submits} | null}``; returns the current policies with their counters
       (``{}`` only reads them);
     * ``enclavenet_adminCompromise()``: the enclave's keys (``ProcessEnclave.compromise()``), as
       a broken TEE would leak them: ``{address, signingKey, epochs: {epoch: {txKey, stateKey}}}``.
     """
+    from .core import L1Faults
     from .host import EnclaveLinkFaults
     from .peers import LinkFaults
 
     rpc = node.rpc
 
     async def on_ecall_thread(fn: Any) -> Any:  # the pipe is sequential: same thread as the ecalls
-        import asyncio
-
         assert node.host is not None
-        return await asyncio.get_running_loop().run_in_executor(node.host._pool, fn)
+        return await node.host.run_on_ecall_thread(fn)
 
     async def faults(policy: Any = None) -> dict[str, Any]:
         if policy is None:
             policy = {}
         if not isinstance(policy, dict):
-            raise RpcError(INVALID_PARAMS, "fault policy must be an object {links?, enclaveLink?, enclave?}")
-        unknown = sorted(set(policy) - {"links", "enclaveLink", "enclave"})
+            raise RpcError(INVALID_PARAMS, "fault policy must be an object {links?, enclaveLink?, enclave?, l1?}")
+        unknown = sorted(set(policy) - {"links", "enclaveLink", "enclave", "l1"})
         if unknown:
             raise RpcError(INVALID_PARAMS, f"unknown fault policy field(s): {', '.join(unknown)}")
         try:
@@ -218,8 +260,10 @@ def install_fault_methods(node: NodeCore) -> None:
                 new = LinkFaults.from_dict(policy["links"] or {})
                 old = node.link_faults
                 new.injected = old.injected  # counters accumulate over policies
-                for k in ("drop", "delay", "reorder", "replay", "reorder_window", "ops", "peers", "seed", "_rng"):
+                for k in ("drop", "cut", "delay", "reorder", "replay", "reorder_window", "ops", "peers", "seed", "_rng"):
                     setattr(old, k, getattr(new, k))
+            if "l1" in policy:
+                node.l1_faults = L1Faults.from_dict(policy["l1"] or {}, node.l1_faults)
             if "enclaveLink" in policy and node.host is not None:
                 el = policy["enclaveLink"]
                 if el is None:
@@ -245,6 +289,7 @@ def install_fault_methods(node: NodeCore) -> None:
         return {
             "links": node.link_faults.to_dict(),
             "enclaveLink": node.host.faults.to_dict() if node.host is not None and node.host.faults else None,
+            "l1": node.l1_faults.to_dict(),
         }
 
     async def compromise() -> dict[str, Any]:

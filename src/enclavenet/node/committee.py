@@ -32,6 +32,7 @@ from .batch import (
 )
 from .core import NodeCore, Role, qc_complete
 from .epochs import Epochs
+from .inputs import proposal_timestamp, timestamp_refusal, whole_blocks_refusal
 from .l1 import L1Link
 from .peers import PeerError
 from .viewchange import ViewChange
@@ -121,6 +122,7 @@ class Committee(Role):
                 self.node.add_sig(rec, to_checksum(item[0]), bytes(item[1]))
         # 2. the L1 messages must be the ones this node sees on L1; the epoch keys must be here
         await self._check_messages(rec)
+        l1_time = await self.l1.block_time(int(rec.input["l1_block"]))
         await self.epochs.ensure_proposal_epoch(header, proposer)
         # 3. wait for our enclave to reach the proposal's parent
         await self._wait_for_parent(h, header.prev_hash)
@@ -135,6 +137,9 @@ class Committee(Role):
                 await self.view.prepare(h, hh)  # drop an earlier round's header at h
             if (self.node.head_height, self.node.head_hash) not in ((h - 1, header.prev_hash), (h, hh)):
                 raise Refused(f"proposal for height {h} does not extend this enclave's head at {self.node.head_height}")
+            why = timestamp_refusal(int(rec.input["timestamp"]), self.node.head_timestamp, time.time(), l1_time)
+            if why is not None:  # issue 14 M1: the proposer's clock is not the chain's
+                raise Refused(why)
             payload = {**rec.input, "envelopes": rec.envelopes, "header": header_bytes}
             if round_ > 0:
                 payload["round"], payload["tc"] = round_, msg.get("tc")
@@ -151,6 +156,7 @@ class Committee(Role):
             self.node.head_timestamp = int(rec.input["timestamp"])
             if self.cfg.persist == "sign":
                 await self.node.persist()
+            self.node.persist_signed(rec, sig)  # before the vote leaves: it survives a restart of everyone
         rec.sigs[self.node.address] = sig
         self.node.records.setdefault(hh, rec)
         self.node.mempool.mark_inflight(rec.rids(), h)
@@ -183,13 +189,12 @@ class Committee(Role):
             mine = self.node.watcher.messages.get(idx)
             if mine is None or msg_to_wire(mine) != [idx, int(m[1]), to_checksum(m[2]), int(m[3]), int(m[4]), bytes(m[5])]:
                 raise Refused(f"L1 message {idx} in the proposal differs from what this node sees on L1")
-        # whole blocks: no message of a block <= l1_block may be left out
-        start = int(msgs[0][0]) if msgs else None
-        if start is not None:
-            nxt = start + len(msgs)
-            m = self.node.watcher.messages.get(nxt)
-            if m is not None and m.l1_block <= l1_block:
-                raise Refused(f"proposal leaves out L1 message {nxt} of block {m.l1_block} <= l1_block {l1_block}")
+        # whole blocks: no message of a block <= l1_block may be left out -- also when the
+        # proposal has no message at all (issue 14 H5: node/inputs.py)
+        nxt = rec.header.msg_count
+        why = whole_blocks_refusal(nxt, l1_block, self.node.watcher.messages.get(nxt))
+        if why is not None:
+            raise Refused(why)
 
     async def _wait_for_parent(self, h: int, prev_hash: bytes) -> None:
         deadline = time.monotonic() + max(5.0, 2 * self.cfg.proposer_timeout)
@@ -284,7 +289,7 @@ class Committee(Role):
                 "prev_hash": self.node.head_hash,
                 "epoch": self.node.epoch,
                 "l1_block": l1_block,
-                "timestamp": max(self.node.head_timestamp, int(time.time())),
+                "timestamp": proposal_timestamp(self.node.head_timestamp, time.time(), await self.l1.block_time(l1_block)),
                 "messages": [msg_to_wire(m) for m in msgs],
             }
             envelopes = [e.raw for e in entries]
@@ -322,6 +327,7 @@ class Committee(Role):
                 self.node.daps.upload(header, rec.batch_data, snap)
             if self.cfg.persist == "sign":
                 await self.node.persist()
+            self.node.persist_signed(rec, sig)  # before the proposal leaves: it survives a restart of everyone
         self.node.counters["proposed"] += 1
         log.info("%s: proposed height %d round %d (%d messages, %d envelopes)", self.cfg.name, h, round_, len(msgs),
                  len(envelopes))
@@ -449,7 +455,7 @@ class Committee(Role):
             rec = self._signed_record(t)
             base = self._stall_base() if rec is not None else None
             if rec is not None and base is not None and not (rec.collecting or rec.submitted) \
-                    and time.monotonic() - base >= self.cfg.proposer_timeout:
+                    and self.node.timeouts.elapsed(base) >= self.node.timeouts.current():
                 mine = self.node.my_sigs[t]
                 self.node.spawn(self._collect_and_submit(rec, mine[1]))
             return

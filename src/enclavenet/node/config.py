@@ -25,6 +25,7 @@ they are never logged and never appear in a repr.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,12 @@ class NodeConfig:
     # mempool
     mempool_max_total: int = 200_000
     mempool_max_per_sender: int = 10_000
+    mempool_max_per_origin: int = 0  # per JSON-RPC client IP (0: half of mempool_max_total)
+    # public JSON-RPC rate limits (node/ratelimit.py; requests per second, burst 2x; 0: off):
+    # raw transactions per client IP and per routing-hint sender, views/estimates per client IP
+    rate_tx_per_ip: float = 20_000.0
+    rate_tx_per_sender: float = 5_000.0
+    rate_view_per_ip: float = 500.0
     # what to persist of the enclave (sealed local snapshot): "sign" (before every signature
     # leaves the host: the never-sign-twice record survives a crash), "accept" (after each
     # accepted header) or "none"
@@ -73,6 +80,7 @@ class NodeConfig:
     max_body: int = 8 * 1024 * 1024
     admin_rpc: bool = False  # enclavenet_admin* methods (benchmarks on a devnet): never on a shared node
     log_level: str = "INFO"
+    log_format: str = "text"  # "json": one JSON object per line (enclavenet.logs)
     # data availability (node/daps.py, docs/DAP.md): the DapManager whose active DAPs get every
     # batch; a snapshot goes with every Nth height and each new epoch's first; upload timeout
     dap_manager: str = ""
@@ -92,8 +100,17 @@ class NodeConfig:
             raise ConfigError("pipeline must be >= 1")
         if self.proposer_run < 1:
             raise ConfigError("proposer_run must be >= 1 (consecutive heights per proposer)")
+        for k in ("rate_tx_per_ip", "rate_tx_per_sender", "rate_view_per_ip"):
+            v = getattr(self, k)
+            if not isinstance(v, int | float) or isinstance(v, bool) or v < 0:
+                raise ConfigError(f"{k} must be a number of requests per second >= 0 (0: no limit)")
         if not isinstance(self.platform, dict) or "tee" not in self.platform:
             raise ConfigError("platform must be a map with at least 'tee' (sgx, tdx, sev-snp, csv)")
+        check_values(self)
+
+    def secrets(self) -> list[Any]:
+        """What must never reach a log line: the operator key and the simulated machine's secrets."""
+        return [self.l1_key, {k: v for k, v in self.platform.items() if k != "tee"}]
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NodeConfig:
@@ -104,6 +121,7 @@ class NodeConfig:
         missing = [f.name for f in fields(cls) if f.name not in d and f.default is MISSING and f.default_factory is MISSING]
         if missing:
             raise ConfigError(f"node config lacks field(s): {', '.join(missing)}")
+        check_types(d)
         d = dict(d)
         d["platform"] = from_jsonable(d.get("platform"))
         d["enclave"] = normalize_enclave_config(from_jsonable(d.get("enclave") or {}))
@@ -135,6 +153,78 @@ class NodeConfig:
         tmp.write_text(json.dumps(_jsonable(self.to_dict()), indent=1))
         tmp.chmod(0o600)
         tmp.replace(p)
+
+
+_TYPE_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
+               "list[str]": "a list of strings", "dict[str, Any]": "a map (JSON object)"}
+
+
+def check_types(d: dict[str, Any]) -> None:
+    """Each field's JSON type, named in the error (values of secret fields are never echoed)."""
+    for f in fields(NodeConfig):
+        if f.name not in d:
+            continue
+        v = d[f.name]
+        t = str(f.type)
+        ok = {
+            "int": isinstance(v, int) and not isinstance(v, bool),
+            "float": isinstance(v, int | float) and not isinstance(v, bool),
+            "str": isinstance(v, str),
+            "bool": isinstance(v, bool),
+            "list[str]": isinstance(v, list) and all(isinstance(x, str) for x in v),
+            "dict[str, Any]": isinstance(v, dict),
+        }.get(t, True)
+        if not ok:
+            shown = "(secret, not shown)" if f.name in SECRET_FIELDS else repr(v)[:60]
+            raise ConfigError(f"node config field {f.name!r} must be {_TYPE_NAMES.get(t, t)}, got {shown} "
+                              f"({type(v).__name__})")
+
+
+SECRET_FIELDS = ("l1_key", "platform")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _is_url(u: str) -> bool:
+    return bool(re.fullmatch(r"https?://[^\s/:]+(:\d{1,5})?(/\S*)?", u))
+
+
+def _is_address(a: str) -> bool:
+    return bool(re.fullmatch(r"0x[0-9a-fA-F]{40}", a))
+
+
+def check_values(cfg: NodeConfig) -> None:
+    """Values a node cannot run with: the error names the field and what to write instead."""
+    if not cfg.name.strip():
+        raise ConfigError("node config field 'name' must not be empty (e.g. \"node0\")")
+    if not cfg.data_dir.strip():
+        raise ConfigError("node config field 'data_dir' must be a directory path")
+    if not _is_url(cfg.l1_rpc):
+        raise ConfigError(f"node config field 'l1_rpc' must be an http(s) URL such as http://127.0.0.1:8545, got {cfg.l1_rpc!r}")
+    for i, p in enumerate(cfg.peers):
+        if not _is_url(p):
+            raise ConfigError(f"node config field 'peers' entry {i} must be an http(s) URL, got {p!r}")
+    for name in ("rollup", "registry"):
+        if not _is_address(getattr(cfg, name)):
+            raise ConfigError(f"node config field {name!r} must be a 0x-prefixed 20-byte hex address, got {getattr(cfg, name)!r}")
+    if cfg.dap_manager and not _is_address(cfg.dap_manager):
+        raise ConfigError(f"node config field 'dap_manager' must be empty or a 20-byte hex address, got {cfg.dap_manager!r}")
+    if cfg.l1_key and not re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", cfg.l1_key):
+        raise ConfigError("node config field 'l1_key' must be a 32-byte hex private key (value not shown)")
+    from ..hosts import REFUSAL, private_bind_host
+
+    if not private_bind_host(cfg.rpc_host):
+        raise ConfigError(f"node config field 'rpc_host': a node {REFUSAL}, got {cfg.rpc_host!r}")
+    if not 0 <= cfg.rpc_port <= 65535:
+        raise ConfigError(f"node config field 'rpc_port' must be in 0..65535 (0 picks a free port), got {cfg.rpc_port}")
+    if cfg.l1_chain_id < 1 or cfg.chain_id < 1:
+        raise ConfigError("node config fields 'l1_chain_id' and 'chain_id' must be positive integers")
+    if cfg.log_level.upper() not in LOG_LEVELS:
+        raise ConfigError(f"node config field 'log_level' must be one of {', '.join(LOG_LEVELS)}, got {cfg.log_level!r}")
+    if cfg.log_format not in ("text", "json"):
+        raise ConfigError(f"node config field 'log_format' must be 'text' or 'json', got {cfg.log_format!r}")
+    for name in ("expected_members", "confirmations", "start_block", "mempool_max_total", "mempool_max_per_sender"):
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"node config field {name!r} must be >= 0, got {getattr(cfg, name)}")
 
 
 def _jsonable(v: Any) -> Any:

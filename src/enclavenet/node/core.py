@@ -9,24 +9,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from ..chain.errors import ChainError
 from ..chain.sender import TxSender
 from ..crypto.messages import L1Message
 from ..crypto.secp256k1 import SignatureError, recover_address
 from ..tee.boundary import EnclaveError
-from .batch import BatchRecord
+from .batch import BatchRecord, record_from_wire
 from .config import NodeConfig
 from .daps import NodeDaps
 from .host import EnclaveHost
 from .jsonrpc import JsonRpcServer
 from .l1watch import AcceptedHeader, L1Watcher
 from .mempool import Mempool
+from .metrics import NodeMetrics
 from .peers import LinkFaults, PeerClient
-from .store import NodeStore
+from .store import KEEP_FINAL, NodeStore
+from .timeouts import TimeoutPolicy
 
 log = logging.getLogger("enclavenet.node")
 
@@ -36,6 +40,47 @@ def qc_complete(signers: list[str], types: dict[str, int], quorum: int, min_type
     spanning at least ``min_types`` TEE types: what Rollup.submitHeader accepts as a QC."""
     valid = [a for a in signers if a in types]
     return len(valid) >= quorum and len({types[a] for a in valid}) >= min_types
+
+
+@dataclass
+class L1Faults:
+    """A hostile host's (or a broken RPC provider's) policy for this node's L1 link (docs/FAULTS.md,
+    admin RPC ``enclavenet_adminFaults {"l1": ...}``, only with ``allow_faults``): every L1 read
+    and write fails until ``down_until`` (time.monotonic()); ``hold_submits``: the node collects
+    QCs but never sends ``submitHeader`` (a host sitting on its QCs)."""
+
+    down_until: float = 0.0
+    hold_submits: bool = False
+    injected: dict[str, int] = field(default_factory=lambda: {"down": 0, "held": 0})
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], old: L1Faults | None = None) -> L1Faults:
+        """Parse an admin request (``{down_s?, hold_submits?}``); ValueError names the bad field."""
+        if not isinstance(d, dict):
+            raise ValueError("an L1 fault policy is an object {down_s?, hold_submits?}")
+        unknown = sorted(set(d) - {"down_s", "hold_submits"})
+        if unknown:
+            raise ValueError(f"unknown L1 fault field(s): {', '.join(unknown)}")
+        down = d.get("down_s", 0.0)
+        if not isinstance(down, int | float) or isinstance(down, bool) or not 0.0 <= down <= 120.0:
+            raise ValueError("L1 fault 'down_s' must be a number of seconds in [0, 120]")
+        hold = d.get("hold_submits", False)
+        if not isinstance(hold, bool):
+            raise ValueError("L1 fault 'hold_submits' must be true or false")
+        out = cls(down_until=time.monotonic() + float(down) if down else 0.0, hold_submits=hold)
+        if old is not None:
+            out.injected = old.injected
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"down_s": round(max(0.0, self.down_until - time.monotonic()), 3), "hold_submits": self.hold_submits,
+                "injected": dict(self.injected)}
+
+    def check(self) -> None:
+        """Raise ChainError while the L1 is 'down'."""
+        if time.monotonic() < self.down_until:
+            self.injected["down"] += 1
+            raise ChainError("the L1 RPC is unavailable (fault injection)")
 
 
 class NodeCore:
@@ -49,7 +94,10 @@ class NodeCore:
         self.host: EnclaveHost | None = None
         self.data_dir = Path(cfg.data_dir)
         self.store = NodeStore(self.data_dir, cfg.name)
-        self.mempool = Mempool(max_total=cfg.mempool_max_total, max_per_sender=cfg.mempool_max_per_sender)
+        self.mempool = Mempool(
+            max_total=cfg.mempool_max_total, max_per_sender=cfg.mempool_max_per_sender,
+            max_per_origin=cfg.mempool_max_per_origin or None,
+        )
         self.rpc = JsonRpcServer(name=cfg.name, max_body=cfg.max_body)
         self.address = ""
         self.tee_type = 0
@@ -84,15 +132,19 @@ class NodeCore:
         self.stopping = asyncio.Event()
         self.tasks: list[asyncio.Task[Any]] = []
         self.work = asyncio.Event()  # wakes the proposer loop
+        self.timeouts = TimeoutPolicy(cfg.proposer_timeout)  # proposer timeout: own stalls left out, adaptive
         self.port = cfg.rpc_port
         self.started = time.time()
         self.ready = False
         self.last_error = ""
         self.last_gas = 0
+        self.metrics: NodeMetrics | None = None  # Prometheus /metrics (node/metrics.py), installed by api.py
+        self.rate_limiters: dict[str, Any] = {}  # api.py: public JSON-RPC limits (issue 14 M4)
         self.counters: dict[str, int] = {"proposed": 0, "voted": 0, "submitted": 0, "accepted": 0, "takeovers": 0,
                                          "rotations": 0, "reanchored": 0, "resubmitted": 0}
         # faults, epochs and reorgs (docs/FAULTS.md)
         self.link_faults = LinkFaults()  # a hostile host's policy for peer messages (admin RPC)
+        self.l1_faults = L1Faults()  # ... and for its L1 link
         self.frozen = False
         self.final_headers: dict[int, AcceptedHeader] = {}  # QC'd headers this enclave finalised
         self.enc_pubs: dict[str, bytes] = {}  # member address -> attested X25519 key (from identity)
@@ -142,6 +194,36 @@ class NodeCore:
             log.debug("snapshot failed: %s", exc)
             return
         self.store.write_sealed(bytes(snap["local"]))
+
+    def persist_signed(self, rec: BatchRecord, my_sig: bytes) -> None:
+        """Keep a batch this enclave just signed (above its finalised height) on disk before the
+        signature leaves the host (node/store.py ``signed/``): after a restart of every node it
+        is still there to re-serve the vote and re-collect the QC."""
+        if self.cfg.persist == "none":
+            return
+        self.store.save_signed(rec.height, rec.hash, {
+            **rec.to_wire(), "proposer": rec.proposer, "sigs": [[a, s] for a, s in rec.sigs.items()], "mine": my_sig,
+        })
+
+    def load_signed(self) -> int:
+        """At start: the batches this enclave signed above its finalised height, back into
+        ``records`` and ``my_sigs``. Returns how many."""
+        n = 0
+        for obj in self.store.load_signed(max(0, self.finalized - KEEP_FINAL)):
+            try:
+                rec = record_from_wire(obj)
+                rec.proposer = str(obj["proposer"])
+                rec.sigs = {str(a): bytes(sig) for a, sig in obj.get("sigs", [])}
+                mine = bytes(obj["mine"])
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("%s: a saved signed batch is unusable: %s", self.cfg.name, exc)
+                continue
+            rec.sigs[self.address] = mine
+            self.records[rec.hash] = rec  # (final ones too: sync moves them to accepted_records, peers fetch them)
+            if rec.height > self.finalized:
+                self.my_sigs[rec.height] = (rec.hash, mine)
+                n += 1
+        return n
 
     def peer_for(self, address: str) -> PeerClient | None:
         for p in self.peers:

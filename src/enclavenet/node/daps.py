@@ -46,6 +46,7 @@ class NodeDaps:
         self.pool: DapPool | None = None
         self.uploads: dict[bytes, asyncio.Task[list[Receipt]]] = {}  # header hash -> upload
         self._refreshed = 0.0
+        self.last_threshold: int | None = None  # Rollup.dapThreshold() as last read (metrics)
         self._next_snapshot_try = 0.0
         self.restored_from: int | None = None  # height of the DAP snapshot this node restored, if any
         self.escape_exported = 0  # height of the last escape data uploaded (export_escape)
@@ -86,7 +87,9 @@ class NodeDaps:
     async def threshold(self) -> int:
         w = self.node.watcher
         assert w is not None
-        return int(await asyncio.get_running_loop().run_in_executor(None, w.rollup.functions.dapThreshold().call))
+        t = int(await asyncio.get_running_loop().run_in_executor(None, w.rollup.functions.dapThreshold().call))
+        self.last_threshold = t
+        return t
 
     # ------------------------------------------------------------------ proposer
     def snapshot_due(self, h: int, epoch: int | None) -> bool:
@@ -111,7 +114,17 @@ class NodeDaps:
         assert self.pool is not None
         await self.refresh()
         t = await self.threshold()
-        return await self.pool.store(header, batch_data, snapshot=snapshot, need=max(t, 1) if self.pool.clients else 0)
+        t0 = time.monotonic()
+        m = self.node.metrics
+        try:
+            out = await self.pool.store(header, batch_data, snapshot=snapshot, need=max(t, 1) if self.pool.clients else 0)
+        except NotEnoughReceipts as exc:
+            if m is not None:
+                m.dap_upload(time.monotonic() - t0, len(exc.receipts), ok=False)
+            raise
+        if m is not None:
+            m.dap_upload(time.monotonic() - t0, len(out), ok=True)
+        return out
 
     async def receipts_for(self, rec: BatchRecord) -> list[tuple[str, bytes]]:
         """The receipts ``submitHeader`` needs for this batch (uploading it if nobody did yet);

@@ -4,6 +4,12 @@ Ecalls are blocking pipe I/O; they run on one dedicated thread (the pipe is sequ
 so the node's event loop keeps serving JSON-RPC and peers while the enclave — its own process,
 on the other core — executes a batch. Payloads are CBOR maps (docs/ENCLAVE.md).
 
+Two lanes (issue 14, M4): the thread takes the queued *consensus* ecalls (execute, verify,
+accept, apply, rollback, epochs, the node's own snapshots, ...: all but :data:`LOW_LANE`) before
+any queued view, gas estimate, escape export or snapshot served to a peer, so a flood of views cannot delay a vote by more than the one ecall
+already running (and a view's gas is capped in the enclave). At most ``max_low_queue`` low
+ecalls wait; one more is refused at once with :class:`EnclaveBusy` (retryable).
+
 The host is untrusted, and a hostile one may drop, delay or replay what it hands its enclave:
 ``EnclaveLinkFaults`` does that for real (``enclavenet_adminFaults``, only with ``allow_faults``)
 and counts how the enclave answered each replayed, stale input (refused, or the identical
@@ -14,10 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import logging
+import queue
 import random
+import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +40,16 @@ log = logging.getLogger(__name__)
 
 # inputs bound to a height: what a hostile host would replay to its enclave
 REPLAYABLE = ("execute_batch", "verify_batch", "apply_batch", "accept_header", "epoch_import")
+# the low lane by default: what users ask for (views, estimates, escape data, stats). Every other
+# ecall -- what a member needs to vote, sign, accept and keep its keys (its own sealed snapshot
+# before a signature leaves, too), and any ecall added later -- takes the consensus lane; a
+# caller serving a peer's request passes ``lane=LOW`` (a peer's snapshot request)
+LOW_LANE = frozenset({"view_call", "estimate_gas", "escape_leaf", "escape_export", "stats"})
+HIGH, LOW = 0, 1
+
+
+class EnclaveBusy(EnclaveError):
+    """Too many low-priority ecalls (views, snapshots) queued already: retry later."""
 
 
 @dataclass
@@ -89,12 +109,21 @@ def _height_of(method: str, payload: dict[str, Any]) -> int:
 class EnclaveHost:
     """Wraps an ``Enclave`` (``ProcessEnclave`` or ``InProcessEnclave``)."""
 
-    def __init__(self, enclave: Any, *, timeout: float = 120.0) -> None:
+    def __init__(self, enclave: Any, *, timeout: float = 120.0, max_low_queue: int = 64) -> None:
         self.enclave = enclave
         self.timeout = timeout
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ecall")
+        self.max_low_queue = max_low_queue
+        self._queue: queue.PriorityQueue[tuple[int, int, Callable[[], Any] | None, concurrent.futures.Future[Any] | None]] = (
+            queue.PriorityQueue()
+        )
+        self._seq = itertools.count()  # FIFO within a lane
+        self._low_waiting = 0
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._worker, name="ecall", daemon=True)
+        self._thread.start()
         self.stats: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])  # method -> [count, seconds]
         self.faults: EnclaveLinkFaults | None = None
+        self.observer: Callable[[str, float], None] | None = None  # (method, seconds): node/metrics.py
         self._seen: dict[str, deque[tuple[int, bytes, dict[str, Any]]]] = defaultdict(lambda: deque(maxlen=4))
 
     def call_sync(self, method: str, payload: dict[str, Any] | None = None, *, timeout: float | None = None) -> dict[str, Any]:
@@ -149,23 +178,68 @@ class EnclaveHost:
         try:
             raw = self.enclave.ecall(method, body, timeout=timeout or self.timeout)
         finally:
+            dt = time.perf_counter() - t0
             st = self.stats[method]
             st[0] += 1
-            st[1] += time.perf_counter() - t0
+            st[1] += dt
+            if self.observer is not None:
+                self.observer(method, dt)
         out = cbor2.loads(raw) if raw else {}
         if not isinstance(out, dict):
             raise EnclaveError(f"enclave answered {method} with a non-map")
         return out
 
-    async def call(self, method: str, payload: dict[str, Any] | None = None, *, timeout: float | None = None) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: self.call_sync(method, payload, timeout=timeout))
+    async def call(
+        self, method: str, payload: dict[str, Any] | None = None, *, timeout: float | None = None, lane: int | None = None
+    ) -> dict[str, Any]:
+        if lane is None:
+            lane = LOW if method in LOW_LANE else HIGH
+        out: dict[str, Any] = await self.run_on_ecall_thread(
+            lambda: self.call_sync(method, payload, timeout=timeout), lane, what=method
+        )
+        return out
+
+    async def run_on_ecall_thread(self, fn: Callable[[], Any], lane: int = HIGH, *, what: str = "ecall") -> Any:
+        """Run ``fn`` on the ecall thread, after the queued work of higher lanes."""
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self._lock:
+            if lane == LOW:
+                if self._low_waiting >= self.max_low_queue:
+                    raise EnclaveBusy(
+                        f"{what}: the enclave is busy ({self._low_waiting} views/snapshots queued); retry in a moment"
+                    )
+                self._low_waiting += 1
+            self._queue.put((lane, next(self._seq), fn, fut))
+        return await asyncio.wrap_future(fut)
+
+    def _worker(self) -> None:
+        while True:
+            lane, _, fn, fut = self._queue.get()
+            if fn is None or fut is None:
+                return
+            if lane == LOW:
+                with self._lock:
+                    self._low_waiting -= 1
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:  # handed to the awaiting coroutine
+                fut.set_exception(exc)
 
     def stats_summary(self) -> dict[str, dict[str, float]]:
         return {m: {"calls": int(c), "seconds": round(s, 4)} for m, (c, s) in self.stats.items()}
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        # cancel what waits, then stop the thread (after the ecall running now, if any)
+        while True:
+            try:
+                _, _, _, fut = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if fut is not None:
+                fut.cancel()
+        self._queue.put((-1, -1, None, None))
         try:
             self.enclave.close()
         except Exception:  # pragma: no cover - best effort at shutdown

@@ -43,9 +43,10 @@ class Ingress(Role):
             self.node.work.set()
         return {"added": added}
 
-    def submit_envelope(self, raw: bytes) -> bytes:
-        """eth_sendRawTransaction: admit to the mempool and forward to the committee."""
-        e = self.node.mempool.add(raw, epochs=self.node.accepted_epochs())
+    def submit_envelope(self, raw: bytes, origin: str = "") -> bytes:
+        """eth_sendRawTransaction: admit to the mempool and forward to the committee. ``origin``:
+        the JSON-RPC client (IP), whose share of the mempool is bounded (issue 14 M4)."""
+        e = self.node.mempool.add(raw, epochs=self.node.accepted_epochs(), origin=origin)
         self._buf.append(raw)
         self._event.set()
         self.node.work.set()

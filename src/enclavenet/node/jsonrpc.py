@@ -12,6 +12,7 @@ Used by the node (``node/server.py``) and the embedded L1 server (``chain/l1serv
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import json
 import logging
@@ -30,6 +31,9 @@ INTERNAL_ERROR = -32603
 SERVER_ERROR = -32000  # application errors: -32000 .. -32099
 
 Handler = Callable[..., Any]
+
+#: the remote address of the HTTP request being answered ("" outside one): for per-IP limits
+CLIENT_IP: contextvars.ContextVar[str] = contextvars.ContextVar("rpc_client_ip", default="")
 
 
 class RpcError(Exception):
@@ -64,11 +68,16 @@ class JsonRpcServer:
         self.max_batch = max_batch
         self.name = name
         self._methods: dict[str, Handler] = {}
+        self._gets: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = {}
         self.requests_served = 0
 
     def method(self, name: str, fn: Handler) -> None:
         """Register ``fn(*params)`` (sync or async) under ``name``."""
         self._methods[name] = fn
+
+    def get(self, path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> None:
+        """Serve ``GET path`` next to the JSON-RPC endpoint (e.g. ``/metrics``); before :meth:`app`."""
+        self._gets[path] = handler
 
     def methods(self) -> list[str]:
         return sorted(self._methods)
@@ -77,6 +86,8 @@ class JsonRpcServer:
         app = app or web.Application(client_max_size=self.max_body + 1024)
         app.router.add_post("/", self.handle_http)
         app.router.add_get("/health", self._health)
+        for path, handler in self._gets.items():
+            app.router.add_get(path, handler)
         return app
 
     async def _health(self, request: web.Request) -> web.Response:
@@ -100,6 +111,7 @@ class JsonRpcServer:
                 )
             chunks.append(chunk)
         body = b"".join(chunks)
+        CLIENT_IP.set(request.remote or "")
         result = await self.handle_bytes(body)
         if result is None:
             return web.Response(status=204)

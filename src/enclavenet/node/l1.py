@@ -45,6 +45,16 @@ class L1Link(Role):
         self.tx_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="l1-send")
         self._reanchoring = False
 
+    async def block_time(self, block: int) -> int:
+        """The L1 timestamp of ``block`` (cached by the watcher; else read on the L1 thread): the
+        voters bound a batch's EVM timestamp by it (node/inputs.py, issue 14 M1)."""
+        w = self.node.watcher
+        assert w is not None
+        t = w.cached_block_time(block)  # the poll records its confirmed block's: no wait for the L1 thread
+        if t is not None:
+            return t
+        return await asyncio.get_running_loop().run_in_executor(self.pool, w.block_time, block)
+
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.tx_pool.shutdown(wait=False, cancel_futures=True)
@@ -91,6 +101,7 @@ class L1Link(Role):
 
     async def poll(self) -> None:
         assert self.node.watcher is not None
+        self.node.l1_faults.check()
         loop = asyncio.get_running_loop()
         res = await loop.run_in_executor(self.pool, self.node.watcher.poll)
         now = time.monotonic()
@@ -107,6 +118,8 @@ class L1Link(Role):
             await self.epochs.update_committee()
         for h in sorted(set(res.new_headers) | set(res.replaced_headers)):
             if h > self.node.l1_height:
+                if h == self.node.l1_height + 1 and self.node.work_since is not None:  # how long it took
+                    self.node.timeouts.observe(self.node.timeouts.elapsed(max(self.node.due_since, self.node.work_since)))
                 self.node.l1_height = h
                 self.node.due_since = now
                 self.node.work_since = None
@@ -124,6 +137,7 @@ class L1Link(Role):
         try:
             while not self.node.stopping.is_set():
                 try:
+                    self.node.l1_faults.check()
                     tip = await loop.run_in_executor(self.pool, probe.tip)
                     behind = self.node.watcher is not None and self.node.finalized < self.node.watcher.height
                     if tip is None or tip != seen or behind or time.monotonic() - last_full > 1.0:
@@ -144,6 +158,10 @@ class L1Link(Role):
         if self.node.sender is None:
             log.warning("%s: no L1 key: cannot submit height %d", self.cfg.name, rec.height)
             return
+        if self.node.l1_faults.hold_submits or time.monotonic() < self.node.l1_faults.down_until:
+            self.node.l1_faults.injected["held" if self.node.l1_faults.hold_submits else "down"] += 1
+            log.info("%s: submitHeader %d not sent (L1 fault injection)", self.cfg.name, rec.height)
+            return
         rec.submitted = True
         rec.submitted_at = time.monotonic()
         sigs = qc_signatures([(a, s) for a, s in rec.sigs.items() if a in self.node.member_types()])
@@ -154,6 +172,8 @@ class L1Link(Role):
                 receipts = qc_signatures(await self.node.daps.receipts_for(rec))
             except DapError as exc:
                 rec.submitted = False
+                if self.node.metrics:
+                    self.node.metrics.submit_failed("no_receipts")
                 log.warning("%s: cannot submit height %d: %s", self.cfg.name, rec.height, exc)
                 return
         if receipts:
@@ -169,12 +189,18 @@ class L1Link(Role):
             log.info("%s: header %d accepted on L1 (gas %d, %.0f ms)", self.cfg.name, rec.height,
                      receipt["gasUsed"], 1000 * (time.monotonic() - t0))
             self.node.last_gas = int(receipt["gasUsed"])
+            if self.node.metrics:
+                self.node.metrics.submitted(self.node.last_gas)
         except TxReverted as exc:
+            if self.node.metrics:
+                self.node.metrics.submit_failed("reverted")
             log.info("%s: submitHeader %d reverted (lost the race?): %s", self.cfg.name, rec.height, exc)
             with contextlib.suppress(ChainError):
                 await loop.run_in_executor(self.tx_pool, sender.resync_nonce)
         except ChainError as exc:
             rec.submitted = False
+            if self.node.metrics:
+                self.node.metrics.submit_failed("failed")
             log.warning("%s: submitHeader %d failed: %s", self.cfg.name, rec.height, exc)
         await self.poll_soon()
 

@@ -120,6 +120,7 @@ class L1Watcher:
         self.latest_block = 0
         self.messages: dict[int, L1Message] = {}
         self.msg_blocks: dict[int, int] = {}  # index -> l1 block (same as message.l1_block)
+        self._block_times: dict[int, int] = {}  # L1 block -> its timestamp (the newest 1,024 asked)
         self.headers: dict[int, AcceptedHeader] = {}
         self.members: dict[str, Member] = {}
         self.quorum = 0
@@ -183,6 +184,24 @@ class L1Watcher:
             i += 1
         return out
 
+    def _remember_time(self, block: int, timestamp: int) -> None:
+        self._block_times[block] = timestamp
+        while len(self._block_times) > 1024:
+            del self._block_times[min(self._block_times)]
+
+    def cached_block_time(self, block: int) -> int | None:
+        """``block_time`` if already known (a dict read: safe from the event loop)."""
+        return self._block_times.get(block)
+
+    def block_time(self, block: int) -> int:
+        """The L1 timestamp of ``block`` (cached; fetched once otherwise: blocking, call it on
+        the L1 thread). The voters bound a batch's EVM timestamp by it (node/inputs.py)."""
+        t = self._block_times.get(block)
+        if t is None:
+            t = int(self.w3.eth.get_block(block)["timestamp"])
+            self._remember_time(block, t)
+        return t
+
     def message_count(self) -> int:
         n = 0
         while n in self.messages:
@@ -213,7 +232,12 @@ class L1Watcher:
                     self._handle(lg, res)
                 frm = to + 1
             self.cursor = target
-            self.cursor_hash = _b(self.w3.eth.get_block(target)["hash"]) if target >= 0 else None
+            if target >= 0:
+                blk = self.w3.eth.get_block(target)
+                self.cursor_hash = _b(blk["hash"])
+                self._remember_time(target, int(blk["timestamp"]))
+            else:
+                self.cursor_hash = None
         now = time.time()
         if res.members_changed or res.reorg or now - self.last_member_check > 10 or not self.quorum:
             self._refresh_members()

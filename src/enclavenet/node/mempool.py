@@ -10,8 +10,10 @@ Rules:
   sender's oldest pending transaction (fair, FIFO-ish). Within a batch a sender's run stops at a
   nonce gap; a gap that lasts longer than ``gap_timeout`` is let through (the enclave then refuses
   the transaction with a receipt that says why), so a lost transaction never blocks a sender.
-* Bounded per sender (``max_per_sender``) and in total (``max_total``); what does not fit is
-  refused with :class:`MempoolFull` saying which bound.
+* Bounded per sender (``max_per_sender``), per client (``max_per_origin``: the client IP of a
+  JSON-RPC submission, so one client cannot squat the whole pool under made-up senders; issue 14
+  M4) and in total (``max_total``); what does not fit is refused with :class:`MempoolFull`
+  saying which bound.
 * An exact duplicate (same envelope bytes, i.e. same receipt id) is refused, whether pending,
   in flight or already included.
 * Entries move ``pending -> in flight (height h)`` when a batch proposal takes them, back to
@@ -28,9 +30,10 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import sha3
 
@@ -69,6 +72,7 @@ class Entry:
     seq: int
     arrived: float
     inflight: int = 0  # height of the proposal holding it, 0 when pending
+    origin: str = ""  # the submitting client (IP), "" for forwarded / reloaded envelopes
 
     @property
     def size(self) -> int:
@@ -121,9 +125,12 @@ class Mempool:
         gap_timeout: float = 2.0,
         included_memory: int = 200_000,
         clock: Callable[[], float] = time.monotonic,
+        max_per_origin: int | None = None,
     ) -> None:
         self.max_total = max_total
         self.max_per_sender = max_per_sender
+        self.max_per_origin = max_per_origin if max_per_origin is not None else max(1, max_total // 2)
+        self._by_origin: dict[str, int] = {}  # client -> entries it submitted that are still here
         self.max_bytes = max_bytes
         self.gap_timeout = gap_timeout
         self._clock = clock
@@ -136,6 +143,10 @@ class Mempool:
         self._included_memory = included_memory
         # sender -> highest nonce seen in an accepted header (gap detection)
         self._included_nonce: dict[bytes, int] = {}
+        # gets the arrival-to-acceptance seconds of the entries an accepted header dropped
+        # (node/metrics.py); recent: (when, height, count, p50, p99) of the last accepted headers
+        self.on_included: Callable[[list[float]], None] | None = None
+        self.recent: deque[tuple[float, int, int, float, float]] = deque(maxlen=600)
 
     # ------------------------------------------------------------------ sizes
     def __len__(self) -> int:
@@ -152,7 +163,7 @@ class Mempool:
     def inflight_count(self) -> int:
         return sum(1 for e in self._by_id.values() if e.inflight)
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         inflight = self.inflight_count
         return {
             "pending": len(self._by_id) - inflight,
@@ -160,6 +171,7 @@ class Mempool:
             "senders": len(self._by_sender),
             "maxTotal": self.max_total,
             "maxPerSender": self.max_per_sender,
+            "inclusion": self.latency(),  # the last minute's inclusion latency (explorer chart)
         }
 
     def get(self, rid: bytes) -> Entry | None:
@@ -169,11 +181,12 @@ class Mempool:
         return self._included.get(rid)
 
     # ------------------------------------------------------------------ admission
-    def add(self, raw: bytes, *, epochs: Iterable[int] | None = None) -> Entry:
+    def add(self, raw: bytes, *, epochs: Iterable[int] | None = None, origin: str = "") -> Entry:
         """Admit an envelope; returns its entry. Raises MempoolError (or a subclass).
 
         ``epochs`` -- the key epochs the committee currently accepts; an envelope for another
-        epoch is refused (it could not be decrypted).
+        epoch is refused (it could not be decrypted). ``origin`` -- the submitting client (its
+        IP), bounded by ``max_per_origin``; "" (forwarded by a peer, reloaded) is not counted.
         """
         fast = _hinted_fields(raw, self.max_bytes)  # every node adds every transaction: the hot path
         if fast is None:
@@ -205,7 +218,15 @@ class Mempool:
                 f"mempool full: {len(self._by_id)} transactions pending (limit {self.max_total}); "
                 "retry later"
             )
-        e = Entry(rid, raw, sender, nonce, epoch, next(self._seq), self._clock())
+        if origin:
+            mine = self._by_origin.get(origin, 0)
+            if mine >= self.max_per_origin:
+                raise MempoolFull(
+                    f"mempool full for this client: {mine} of its transactions pending (limit "
+                    f"{self.max_per_origin} per client); wait for inclusion and retry"
+                )
+            self._by_origin[origin] = mine + 1
+        e = Entry(rid, raw, sender, nonce, epoch, next(self._seq), self._clock(), origin=origin)
         self._by_id[rid] = e
         if bucket is None:
             bucket = self._by_sender[sender] = {}
@@ -295,14 +316,23 @@ class Mempool:
         envelopes, for nonce-gap detection.
         """
         dropped = 0
+        now = self._clock()
+        waited: list[float] = []
         for rid in rids:
             e = self._by_id.pop(rid, None)
             if e is not None:
+                waited.append(now - e.arrived)
                 bucket = self._by_sender.get(e.sender)
                 if bucket is not None:
                     bucket.pop(rid, None)
                     if not bucket:
                         del self._by_sender[e.sender]
+                if e.origin:
+                    left = self._by_origin.get(e.origin, 1) - 1
+                    if left > 0:
+                        self._by_origin[e.origin] = left
+                    else:
+                        self._by_origin.pop(e.origin, None)
                 dropped += 1
             self._included[rid] = height
         while len(self._included) > self._included_memory:
@@ -313,7 +343,23 @@ class Mempool:
         for e in self._by_id.values():
             if e.inflight and e.inflight <= height:
                 e.inflight = 0
+        if waited:
+            waited.sort()
+            self.recent.append((time.time(), height, len(waited), waited[len(waited) // 2],
+                                waited[min(len(waited) - 1, (len(waited) * 99) // 100)]))
+            if self.on_included is not None:
+                self.on_included(waited)
         return dropped
+
+    def latency(self, since: float = 60.0) -> dict[str, float | int]:
+        """Inclusion latency over the headers accepted in the last ``since`` seconds (as seen by
+        this node: arrival here to acceptance on L1): ``{headers, txs, p50, p99}`` (the worst
+        header's p50/p99, 0 when none)."""
+        cut = time.time() - since
+        rows = [r for r in self.recent if r[0] >= cut]
+        return {"headers": len(rows), "txs": sum(r[2] for r in rows),
+                "p50": round(max((r[3] for r in rows), default=0.0), 4),
+                "p99": round(max((r[4] for r in rows), default=0.0), 4)}
 
     def entries(self) -> list[Entry]:
         return list(self._by_id.values())

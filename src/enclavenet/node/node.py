@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from typing import Any
@@ -34,6 +35,7 @@ from aiohttp import web
 from ..crypto.hashing import to_checksum
 from ..crypto.quote import TEE_NAMES
 from ..tee.boundary import EnclaveError
+from . import peerauth
 from .api import install_rpc_methods
 from .batch import (
     BatchRecord,
@@ -50,8 +52,9 @@ from .epochs import Epochs
 from .host import EnclaveHost
 from .ingress import Ingress
 from .l1 import L1Link
-from .peers import MAX_PEER_BODY, PeerClient
+from .peers import AUTH_OPS, MAX_PEER_BODY, PEER_AUTH_HEADER, PeerClient
 from .sync import Sync
+from .timeouts import TICK
 
 log = logging.getLogger("enclavenet.node")
 
@@ -79,10 +82,15 @@ class Node(NodeCore):
         self.store.ensure()
         self._load_receipts()
         await self._start_enclave()
+        if n := self.load_signed():
+            log.info("%s: %d signed batches above height %d kept from before the restart", self.cfg.name, n,
+                     self.finalized)
         self.ingress.reload_pending()
         await self._start_server()
         self.session = aiohttp.ClientSession()
         self.peers = [PeerClient(u, self.session, self.link_faults) for u in self.cfg.peers if u.rstrip("/") != self.url]
+        for p in self.peers:  # costly peer ops carry our enclave's signature (issue 14 M4)
+            p.authenticate = functools.partial(peerauth.sign_request, self)
         await self.l1.connect()
         await self.l1.register()
         await self.daps.start()
@@ -92,7 +100,14 @@ class Node(NodeCore):
             asyncio.create_task(self.epochs.run(), name="peers"),
             asyncio.create_task(self.committee.run(), name="proposer"),
             asyncio.create_task(self.ingress.run(), name="forward"),
+            asyncio.create_task(self._stall_monitor(), name="stalls"),
         ]
+
+    async def _stall_monitor(self) -> None:
+        """Ticks the timeout policy: a late tick is a stall of this process (node/timeouts.py)."""
+        while not self.stopping.is_set():
+            self.timeouts.tick()
+            await asyncio.sleep(TICK)
 
     async def run(self) -> None:
         await self.start()
@@ -172,6 +187,8 @@ class Node(NodeCore):
         op = request.match_info["op"]
         try:
             body = await request.read()
+            if op in AUTH_OPS:
+                await peerauth.check_request(self, op, body, request.headers.get(PEER_AUTH_HEADER), self._poll_l1)
             msg = cbor2.loads(body) if body else {}
             if not isinstance(msg, dict):
                 raise Refused("a peer request is a CBOR map")
@@ -184,8 +201,8 @@ class Node(NodeCore):
                 "snapshot": self.sync.on_snapshot,
                 "epoch_push": self.epochs.on_epoch_push,
                 "announce": self.sync.on_announce,
-                "timeout": self.committee.view.on_timeout,
                 "committee_sign": self.epochs.on_committee_sign,
+                "timeout": self.committee.view.on_timeout,
             }.get(op)
             if handler is None:
                 raise Refused(f"unknown peer op {op[:32]!r}")
@@ -207,6 +224,7 @@ class Node(NodeCore):
             "name": self.cfg.name,
             "height": self.l1_height,
             "finalized": self.finalized,
+            "finalizedHash": "0x" + self.chain[self.finalized].hex() if self.finalized in self.chain else None,
             "head": self.head_height,
             "epoch": self.epoch,
             "role": "frozen" if self.frozen else ("proposer" if proposer == self.address else "voter"),
@@ -221,6 +239,7 @@ class Node(NodeCore):
             "rounds": self.committee.view.status(),
             "ecalls": self.host.stats_summary() if self.host else {},
             "lastError": self.last_error,
+            "timeouts": self.timeouts.to_dict(),  # node/timeouts.py
             "dapSnapshot": self.daps.restored_from,  # height of a DAP snapshot this node restored (node/daps.py)
             **self._fault_status(),
         }
@@ -244,6 +263,7 @@ class Node(NodeCore):
             out["faults"] = {
                 "links": self.link_faults.to_dict(),
                 "enclaveLink": self.host.faults.to_dict() if self.host and self.host.faults else None,
+                "l1": self.l1_faults.to_dict(),
             }
         return out
 

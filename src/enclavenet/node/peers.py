@@ -10,6 +10,14 @@ Ops: ``identity``, ``epoch_bundle``, ``epoch_push``, ``txs``, ``propose``, ``ann
 batch with the proposer enclave's sealed state diff, for a member outside the QC: kept, not
 re-executed), ``batch``, ``snapshot``. A refusal is HTTP 400 with CBOR ``{"error": message}``.
 
+**Authenticated ops** (issue 14, M4): the ops in :data:`AUTH_OPS` cost the receiver enclave time
+or disk reads, and are served to committee members only. The sender's enclave signs each request
+(``peer_auth`` ecall, ``crypto.peer.peer_request_digest``: receiver, op, body hash, expiry) and
+the signature travels in the :data:`PEER_AUTH_HEADER` HTTP header as ``signer:expiry:sig``; the
+receiver checks it recovers to an active member on L1, is for itself and has not expired.
+``committee_sign`` is one of them. ``identity`` stays open (discovery), ``txs`` too (what anyone may send to the public RPC), and
+``propose`` carries the proposer enclave's signature on the header already.
+
 **Hostile host (fault injection).** Every outgoing message of a node passes its ``LinkFaults``
 policy: a host that drops (the request, or the answer after the peer acted on it), delays,
 reorders (random extra delay, so later messages overtake earlier ones) or replays (a second
@@ -24,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +42,11 @@ import cbor2
 log = logging.getLogger(__name__)
 
 MAX_PEER_BODY = 64 * 1024 * 1024
+AUTH_OPS = frozenset({"snapshot", "batch", "announce", "epoch_push", "epoch_bundle", "committee_sign"})
+PEER_AUTH_HEADER = "X-EnclaveNet-Peer-Auth"
+PEER_AUTH_TTL = 60  # seconds a signed peer request is good for
+#: signs a request for a peer: (peer, op, body) -> the PEER_AUTH_HEADER value
+Authenticator = Callable[["PeerClient", str, bytes], Awaitable[str]]
 _replays: set[asyncio.Task[None]] = set()  # background replays (kept referenced until done)
 
 
@@ -40,20 +54,24 @@ class PeerError(Exception):
     """A peer refused a request or could not be reached; the message says which and why."""
 
 
-FAULT_KINDS = ("drop", "delay", "reorder", "replay")
+FAULT_KINDS = ("drop", "delay", "reorder", "replay", "cut")
 
 
 @dataclass
 class LinkFaults:
     """A hostile host's policy for the messages a node sends to its peers.
 
-    ``drop``, ``reorder``, ``replay``: probabilities in [0, 1] per message; ``delay``: seconds
+    ``drop``, ``reorder``, ``replay``: probabilities in [0, 1] per message (a dropped message is
+    lost on the way there or its answer on the way back); ``cut``: probability that the request
+    never reaches the peer (a cut link: what a host that withholds a message to some peers does);
+    ``delay``: seconds
     added to every message; ``reorder_window``: the largest random extra delay of a reordered
     message; ``ops``: only these peer ops are affected (empty: all but ``identity``); ``peers``:
     only messages to these peer URLs (empty: all). ``injected`` counts what was done.
     """
 
     drop: float = 0.0
+    cut: float = 0.0
     delay: float = 0.0
     reorder: float = 0.0
     replay: float = 0.0
@@ -69,11 +87,11 @@ class LinkFaults:
         """Parse an admin request; raises ValueError naming the bad field."""
         if not isinstance(d, dict):
             raise ValueError("a link fault policy is an object {drop, delay, reorder, replay, ...}")
-        unknown = sorted(set(d) - {"drop", "delay", "reorder", "replay", "reorder_window", "ops", "peers", "seed"})
+        unknown = sorted(set(d) - {"drop", "cut", "delay", "reorder", "replay", "reorder_window", "ops", "peers", "seed"})
         if unknown:
             raise ValueError(f"unknown link fault field(s): {', '.join(unknown)}")
         out = cls()
-        for k in ("drop", "reorder", "replay"):
+        for k in ("drop", "cut", "reorder", "replay"):
             v = d.get(k, 0.0)
             if not isinstance(v, int | float) or isinstance(v, bool) or not 0.0 <= v <= 1.0:
                 raise ValueError(f"link fault {k!r} must be a probability in [0, 1]")
@@ -96,13 +114,13 @@ class LinkFaults:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"drop": self.drop, "delay": self.delay, "reorder": self.reorder, "replay": self.replay,
+        return {"drop": self.drop, "cut": self.cut, "delay": self.delay, "reorder": self.reorder, "replay": self.replay,
                 "reorder_window": self.reorder_window, "ops": list(self.ops), "peers": list(self.peers),
                 "injected": dict(self.injected)}
 
     @property
     def active(self) -> bool:
-        return bool(self.drop or self.delay or self.reorder or self.replay)
+        return bool(self.drop or self.cut or self.delay or self.reorder or self.replay)
 
     def applies(self, url: str, op: str) -> bool:
         if not self.active:
@@ -131,6 +149,7 @@ class PeerClient:
         self.quote: bytes | None = None
         self.failures = 0
         self.inflight_forwards = 0
+        self.authenticate: Authenticator | None = None  # set by the node once its enclave runs
 
     def __repr__(self) -> str:
         return f"PeerClient({self.url}, {self.address})"
@@ -140,13 +159,23 @@ class PeerClient:
 
     async def call_raw(self, op: str, data: bytes, *, timeout: float = 30.0) -> dict[str, Any]:
         """``call`` with a body already CBOR-encoded (one encoding for many peers)."""
+        headers = {"Content-Type": "application/cbor"}
+        if op in AUTH_OPS and self.authenticate is not None:
+            headers[PEER_AUTH_HEADER] = await self.authenticate(self, op, data)
         f = self.faults
         if f is not None and f.applies(self.url, op):
-            return await self._faulty_call(f, op, data, timeout)
-        return await self._post(op, data, timeout)
+            return await self._faulty_call(f, op, data, timeout, headers)
+        return await self._post(op, data, timeout, headers)
 
-    async def _faulty_call(self, f: LinkFaults, op: str, data: bytes, timeout: float) -> dict[str, Any]:
+    async def _faulty_call(
+        self, f: LinkFaults, op: str, data: bytes, timeout: float, headers: dict[str, str]
+    ) -> dict[str, Any]:
         """The message through a hostile host: maybe late, out of order, twice, or lost."""
+        if f.roll(f.cut):
+            f.injected["cut"] += 1
+            await asyncio.sleep(min(0.05, timeout))
+            self.failures += 1
+            raise PeerError(f"peer {self.url} unreachable for {op}: link cut (fault injection)")
         wait = f.delay
         if f.delay:
             f.injected["delay"] += 1
@@ -157,7 +186,9 @@ class PeerClient:
             await asyncio.sleep(min(wait, timeout))
         if f.roll(f.replay):
             f.injected["replay"] += 1
-            task = asyncio.get_running_loop().create_task(self._replay(op, data, timeout, f.uniform(f.reorder_window)))
+            task = asyncio.get_running_loop().create_task(
+                self._replay(op, data, timeout, f.uniform(f.reorder_window), headers)
+            )
             _replays.add(task)
             task.add_done_callback(_replays.discard)
         if f.roll(f.drop):
@@ -168,26 +199,26 @@ class PeerClient:
                 raise PeerError(f"peer {self.url} unreachable for {op}: message dropped (fault injection)")
             # the answer is lost: the peer acted on the request, the sender never hears back
             try:
-                await self._post(op, data, timeout)
+                await self._post(op, data, timeout, headers)
             except PeerError:
                 pass
             self.failures += 1
             raise PeerError(f"peer {self.url} unreachable for {op}: answer dropped (fault injection)")
-        return await self._post(op, data, timeout)
+        return await self._post(op, data, timeout, headers)
 
-    async def _replay(self, op: str, data: bytes, timeout: float, after: float) -> None:
+    async def _replay(self, op: str, data: bytes, timeout: float, after: float, headers: dict[str, str]) -> None:
         await asyncio.sleep(after)
         try:
-            await self._post(op, data, timeout)
+            await self._post(op, data, timeout, headers)
         except PeerError as exc:  # a refused replay is what we expect
             log.debug("replayed %s to %s: %s", op, self.url, exc)
 
-    async def _post(self, op: str, data: bytes, timeout: float) -> dict[str, Any]:
+    async def _post(self, op: str, data: bytes, timeout: float, headers: dict[str, str] | None = None) -> dict[str, Any]:
         try:
             async with self.session.post(
                 f"{self.url}/peer/{op}",
                 data=data,
-                headers={"Content-Type": "application/cbor"},
+                headers=headers or {"Content-Type": "application/cbor"},
                 timeout=aiohttp.ClientTimeout(total=timeout),
             ) as resp:
                 raw = await resp.read()

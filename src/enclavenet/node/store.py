@@ -6,6 +6,12 @@
   offers them again until they are included.
 * ``receipts.log``: accepted headers' encrypted receipts, so a receipt stays servable after a
   restart.
+* ``signed/``: every batch this enclave signed (the record, the proposer's and this enclave's
+  signatures), one file each, written before the signature leaves the host and deleted
+  ``KEEP_FINAL`` heights after it is final (so peers restarted with this node can still fetch the
+  last final batches from it). Without it a committee restarted at once lost
+  the only copies of batches a quorum had signed, and -- an enclave never signs two headers at
+  one height -- could never complete that height again (docs/NODE.md, stall causes).
 
 Both logs are ``u32 length | CBOR`` frames; a torn last write (a crash mid-append) ends the log.
 This module is plain file handling: no enclave, no network, no asyncio.
@@ -24,6 +30,8 @@ import cbor2
 log = logging.getLogger("enclavenet.node.store")
 
 SEALED = "enclave.sealed"
+SIGNED = "signed"
+KEEP_FINAL = 32  # final heights whose signed batch stays on disk (catch-up of peers restarted too)
 PENDING = "pending.log"
 RECEIPTS = "receipts.log"
 
@@ -74,6 +82,43 @@ class NodeStore:
 
     def write_sealed(self, blob: bytes) -> None:
         _replace(self.dir / SEALED, blob)
+
+    # ------------------------------------------------------------------ signed/
+    def save_signed(self, height: int, header_hash: bytes, obj: dict[str, Any]) -> None:
+        d = self.dir / SIGNED
+        try:
+            d.mkdir(exist_ok=True)
+            _replace(d / f"{height:016d}-{header_hash.hex()}.cbor", cbor2.dumps(obj))
+        except OSError as exc:
+            log.warning("%s: signed batch %d not persisted: %s", self.name, height, exc)
+
+    def load_signed(self, above: int) -> list[dict[str, Any]]:
+        """The saved signed batches above height ``above`` (the others are deleted), by height."""
+        self.forget_signed(above)
+        d = self.dir / SIGNED
+        out: list[dict[str, Any]] = []
+        for f in sorted(d.glob("*.cbor")) if d.is_dir() else []:
+            try:
+                obj = cbor2.loads(f.read_bytes())
+            except (OSError, ValueError, EOFError) as exc:  # a torn write (crash mid-save): useless
+                log.warning("%s: unreadable signed batch %s dropped: %s", self.name, f.name, exc)
+                f.unlink(missing_ok=True)
+                continue
+            if isinstance(obj, dict):
+                out.append(obj)
+        return out
+
+    def forget_signed(self, up_to: int) -> None:
+        """Delete the saved batches at heights <= ``up_to`` (final: L1 holds the header)."""
+        d = self.dir / SIGNED
+        if not d.is_dir():
+            return
+        for f in d.glob("*.cbor"):
+            try:
+                if int(f.name.split("-", 1)[0]) <= up_to:
+                    f.unlink(missing_ok=True)
+            except (ValueError, OSError):
+                continue
 
     # ------------------------------------------------------------------ pending.log
     def append_pending(self, envelopes: list[bytes]) -> None:

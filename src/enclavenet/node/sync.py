@@ -31,6 +31,7 @@ from .daps import record_inputs
 from .l1watch import AcceptedHeader
 from .peers import PeerError
 from .receipt_proofs import receipt_proof_fields
+from .store import KEEP_FINAL
 
 log = logging.getLogger("enclavenet.node.sync")
 
@@ -213,6 +214,7 @@ class Sync(Role):
                 valid.add(r.hash)
         for x in [x for x in self.node.my_sigs if x <= h]:
             del self.node.my_sigs[x]
+        self.node.store.forget_signed(h - KEEP_FINAL)
         for x in [x for x in self.node.msg_seen if x < acc.header.msg_count]:
             del self.node.msg_seen[x]
         self.node.chain = {k: v for k, v in self.node.chain.items() if k >= h}
@@ -241,8 +243,12 @@ class Sync(Role):
         fresh: dict[bytes, dict[str, Any]] = {}
         proofs = receipt_proof_fields(entries)  # issue 14 M6: the client checks them on L1
         for rid, entry, proof in zip(ids, entries, proofs, strict=False):
-            if rid in self.node.receipts:
-                continue  # first inclusion wins
+            prior = self.node.receipts.get(rid)
+            if prior is not None and ("error" not in prior or entry.startswith(ERROR_ENTRY_PREFIX)):
+                # first inclusion wins -- but a sealed receipt replaces an error entry: a copy of an
+                # inbox call submitted by another account is refused before its sender's own
+                # submission runs (issue 14 H1), and the sender waits for the real receipt
+                continue
             r = dict(base)
             r["receiptId"] = "0x" + rid.hex()
             r["encryptedReceipt"] = "0x" + entry.hex()

@@ -1,0 +1,344 @@
+"""EnclaveNet headers as Ethereum blocks, the head follower, filters and subscriptions.
+
+Block ``n`` is the header of height ``n`` accepted on L1: ``hash`` = the header hash,
+``parentHash`` = its ``prev_hash``, ``stateRoot`` / ``transactionsRoot`` / ``receiptsRoot`` the
+header's roots, ``timestamp`` = the timestamp of the L1 block the header consumed up to (when the
+gateway has ``--l1-rpc``; otherwise when the gateway first saw the header), ``gasLimit`` 30M,
+``baseFeePerGas`` 0 (gas is free inside EnclaveNet). ``transactions`` lists only this gateway's
+own transactions in that block (the node cannot tell whose the others are; nobody can).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..crypto.hashing import keccak256, to_checksum
+from ..crypto.header import Header
+from ..node.jsonrpc import INVALID_PARAMS, RpcError
+from .core import GatewayCore, _hexint
+
+log = logging.getLogger(__name__)
+
+GAS_LIMIT = 30_000_000
+ZERO32 = "0x" + "00" * 32
+EMPTY_UNCLES = "0x1dcc4de8dec75d7aab85b567b6ccd41ad312451b948a7413f0a142fd40d49347"
+EMPTY_BLOOM = "0x" + "00" * 256
+MAX_LOG_RANGE = 100_000
+#: how long the block number shown to tools may wait for one of our receipts (see reported_block_number)
+HOLD_S = 60.0
+MAX_FILTERS = 1000
+FILTER_TTL_S = 300.0
+
+Notify = Callable[[str, Any], Awaitable[None]]
+
+
+@dataclass
+class Filter:
+    kind: str  # "block" | "logs"
+    criteria: dict[str, Any]
+    seen_height: int
+    queue: list[Any] = field(default_factory=list)
+    touched: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Subscription:
+    kind: str  # "newHeads" | "logs"
+    criteria: dict[str, Any]
+    notify: Notify
+
+
+class Chain:
+    """Blocks, logs, filters and subscriptions over a :class:`GatewayCore`."""
+
+    def __init__(self, core: GatewayCore, poll_interval: float = 0.25) -> None:
+        self.core = core
+        self.poll_interval = poll_interval
+        self.height = 0
+        self._blocks: dict[int, dict[str, Any]] = {}
+        self._by_hash: dict[str, int] = {}
+        self._l1_times: dict[int, int] = {}
+        self._filters: dict[str, Filter] = {}
+        self._subs: dict[str, Subscription] = {}
+        self._ids = itertools.count(1)
+        self._task: asyncio.Task[None] | None = None
+        self._emitted = 0  # the last height announced to subscriptions and block filters
+
+    # ------------------------------------------------------------------ blocks
+    async def block_number(self) -> int:
+        self.height = max(self.height, _hexint(await self.core.node.call("eth_blockNumber", []), "height"))
+        return self.height
+
+    async def reported_block_number(self) -> int:
+        """The block number tools are shown: the height, but not past the height at which one of
+        our transactions still waiting for its receipt was sent (for at most HOLD_S).
+
+        EnclaveNet makes a header only when there are transactions, so a tool that read "no receipt
+        yet", then saw the height that holds the transaction as its *first* poll, would wait for a
+        next block that may never come (ethers' tx.wait()). Held back, the number moves past the
+        transaction's height once the gateway has its receipt: the tool sees a new block, asks again
+        and finds the receipt.
+        """
+        real = await self.block_number()
+        if self.core.pending():
+            await self.poll_receipts()
+        now = time.monotonic()
+        held = [s.height_at_send for s in self.core.pending() if now - s.sent_at < HOLD_S]
+        shown = min(real, max(self.core.reported_height, min([real, *held])))  # never backwards
+        self.core.reported_height = shown
+        return shown
+
+    async def resolve(self, tag: Any) -> int:
+        if tag is None or tag in ("latest", "pending", "safe", "finalized"):
+            return await self.reported_block_number()
+        if tag == "earliest":
+            return 0
+        if isinstance(tag, dict):  # EIP-1898 {blockNumber} / {blockHash}
+            if "blockHash" in tag:
+                n = self._by_hash.get(str(tag["blockHash"]).lower())
+                if n is None:
+                    raise RpcError(-32000, f"unknown block hash {tag['blockHash']}")
+                return n
+            return await self.resolve(tag.get("blockNumber"))
+        return _hexint(tag, "block number")
+
+    async def block(self, n: int, full: bool = False) -> dict[str, Any] | None:
+        b = self._blocks.get(n)
+        if b is None:
+            b = await self._make_block(n)
+            if b is None:
+                return None
+            self._blocks[n] = b
+            self._by_hash[b["hash"]] = n
+        own = [rc for rc in self.core.own_receipts() if _hexint(rc["blockNumber"], "n") == n]
+        out = dict(b)
+        out["transactions"] = [self.core.transaction(rc["transactionHash"]) if full else rc["transactionHash"] for rc in own]
+        return out
+
+    async def block_by_hash(self, h: str, full: bool = False) -> dict[str, Any] | None:
+        n = self._by_hash.get(h.lower())
+        if n is None:
+            # not cached: look among recent heights (the gateway caches every block it served)
+            return None
+        return await self.block(n, full)
+
+    async def _make_block(self, n: int) -> dict[str, Any] | None:
+        if n == 0:
+            first = await self.core.node.call("enclavenet_getHeader", [hex(1)])
+            parent = Header.decode(bytes.fromhex(first["header"][2:])).prev_hash if first else b"\x00" * 32
+            return self._shape(0, "0x" + parent.hex(), ZERO32, ZERO32, ZERO32, ZERO32, await self._time(None))
+        if n > await self.block_number():
+            return None
+        res = await self.core.node.call("enclavenet_getHeader", [hex(n)])
+        if not res:
+            return None
+        h = Header.decode(bytes.fromhex(res["header"][2:]))
+        return self._shape(n, res["hash"], "0x" + h.prev_hash.hex(), "0x" + h.state_root.hex(),
+                           "0x" + h.tx_root.hex(), "0x" + h.receipts_root.hex(), await self._time(h.l1_block))
+
+    async def _time(self, l1_block: int | None) -> int:
+        if l1_block is None or self.core.l1 is None:
+            return int(time.time())
+        t = self._l1_times.get(l1_block)
+        if t is None:
+            try:
+                blk = await self.core.l1.call("eth_getBlockByNumber", [hex(l1_block), False])
+                t = _hexint(blk["timestamp"], "timestamp") if blk else int(time.time())
+            except RpcError:
+                t = int(time.time())
+            self._l1_times[l1_block] = t
+        return t
+
+    @staticmethod
+    def _shape(n: int, hash_: str, parent: str, state: str, txs: str, rcpts: str, ts: int) -> dict[str, Any]:
+        return {
+            "number": hex(n), "hash": hash_.lower(), "parentHash": parent, "nonce": "0x0000000000000000",
+            "mixHash": ZERO32, "sha3Uncles": EMPTY_UNCLES, "logsBloom": EMPTY_BLOOM, "transactionsRoot": txs,
+            "stateRoot": state, "receiptsRoot": rcpts, "miner": "0x" + "00" * 20, "difficulty": "0x0",
+            "totalDifficulty": "0x0", "extraData": "0x", "size": "0x220", "gasLimit": hex(GAS_LIMIT),
+            "gasUsed": "0x0", "timestamp": hex(ts), "baseFeePerGas": "0x0", "uncles": [], "transactions": [],
+            "withdrawals": [], "withdrawalsRoot": "0x56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421",
+        }
+
+    # ------------------------------------------------------------------ logs
+    def logs(self, criteria: dict[str, Any], lo: int, hi: int) -> list[dict[str, Any]]:
+        """This gateway's own transactions' logs matching ``criteria`` in heights [lo, hi]."""
+        out = []
+        addresses = criteria.get("address")
+        if isinstance(addresses, str):
+            addresses = [addresses]
+        want_addr = {to_checksum(a) for a in addresses} if addresses else None
+        topics = criteria.get("topics") or []
+        block_hash = criteria.get("blockHash")
+        for rc in self.core.own_receipts():
+            n = _hexint(rc["blockNumber"], "n")
+            if block_hash is not None:
+                if rc["blockHash"].lower() != str(block_hash).lower():
+                    continue
+            elif not lo <= n <= hi:
+                continue
+            for lg in rc["logs"]:
+                if want_addr is not None and to_checksum(lg["address"]) not in want_addr:
+                    continue
+                if _topics_match(topics, lg["topics"]):
+                    out.append(lg)
+        return out
+
+    async def get_logs(self, criteria: Any) -> list[dict[str, Any]]:
+        if not isinstance(criteria, dict):
+            raise RpcError(INVALID_PARAMS, "eth_getLogs takes a filter object {fromBlock?, toBlock?, address?, topics?, blockHash?}")
+        await self.poll_receipts()
+        lo = await self.resolve(criteria.get("fromBlock", "latest"))
+        hi = await self.resolve(criteria.get("toBlock", "latest"))
+        if hi - lo > MAX_LOG_RANGE:
+            raise RpcError(-32000, f"eth_getLogs range of {hi - lo} blocks is over {MAX_LOG_RANGE}: ask in smaller ranges")
+        return self.logs(criteria, lo, hi)
+
+    # ------------------------------------------------------------------ filters (HTTP polling)
+    async def new_filter(self, kind: str, criteria: dict[str, Any] | None = None) -> str:
+        self._expire_filters()
+        if len(self._filters) >= MAX_FILTERS:
+            raise RpcError(-32000, f"too many filters ({MAX_FILTERS}); uninstall some with eth_uninstallFilter")
+        fid = hex(next(self._ids))
+        crit = dict(criteria or {})
+        start = await self.block_number()
+        if kind == "logs" and crit.get("fromBlock") not in (None, "latest", "pending"):
+            start = await self.resolve(crit["fromBlock"]) - 1
+        self._filters[fid] = Filter(kind, crit, start)
+        return fid
+
+    def _filter(self, fid: Any) -> Filter:
+        f = self._filters.get(str(fid))
+        if f is None:
+            raise RpcError(-32000, f"filter {fid} not found (filters expire after {FILTER_TTL_S:.0f} s unpolled): create a new one")
+        f.touched = time.monotonic()
+        return f
+
+    async def filter_changes(self, fid: Any) -> list[Any]:
+        f = self._filter(fid)
+        await self.poll()
+        out, f.queue = f.queue, []
+        return out
+
+    async def filter_logs(self, fid: Any) -> list[Any]:
+        f = self._filter(fid)
+        if f.kind != "logs":
+            raise RpcError(-32000, f"filter {fid} is a block filter: use eth_getFilterChanges")
+        return await self.get_logs(f.criteria)
+
+    def uninstall(self, fid: Any) -> bool:
+        return self._filters.pop(str(fid), None) is not None
+
+    def _expire_filters(self) -> None:
+        cutoff = time.monotonic() - FILTER_TTL_S
+        for k in [k for k, f in self._filters.items() if f.touched < cutoff]:
+            del self._filters[k]
+
+    # ------------------------------------------------------------------ subscriptions (WebSocket)
+    def subscribe(self, kind: str, criteria: dict[str, Any], notify: Notify) -> str:
+        if kind not in ("newHeads", "logs"):
+            raise RpcError(-32000, f"eth_subscribe {kind!r} is not available: 'newPendingTransactions' would show "
+                                   "others' transactions, which are confidential; use 'newHeads' or 'logs'")
+        sid = "0x" + keccak256(next(self._ids).to_bytes(8, "big"), str(time.time()).encode()).hex()[:32]
+        self._subs[sid] = Subscription(kind, criteria, notify)
+        return sid
+
+    def unsubscribe(self, sid: Any) -> bool:
+        return self._subs.pop(str(sid), None) is not None
+
+    def drop_notify(self, notify: Notify) -> None:
+        for k in [k for k, s in self._subs.items() if s.notify is notify]:
+            del self._subs[k]
+
+    # ------------------------------------------------------------------ the follower
+    async def poll_receipts(self) -> list[dict[str, Any]]:
+        """Fetch the receipts of this gateway's transactions that are now on L1."""
+        new = []
+        for s in self.core.pending():
+            with contextlib.suppress(RpcError):
+                rc = await self.core.receipt(s.eth_hash)
+                if rc is not None:
+                    new.append(rc)
+        return new
+
+    async def poll(self) -> None:
+        now = await self.block_number()
+        if not self.core.pending():
+            self.core.reported_height = max(self.core.reported_height, now)
+        new_receipts = await self.poll_receipts() if self.core.pending() else []
+        shown = await self.reported_block_number()
+        if self._emitted == 0:
+            self._emitted = shown  # announce what comes after the gateway started
+        for n in range(max(self._emitted + 1, shown - 50), shown + 1):
+            blk = await self.block(n)
+            if blk is None:
+                continue
+            self._emitted = n
+            for sid, sub in list(self._subs.items()):
+                if sub.kind == "newHeads":
+                    await self._send(sid, sub, blk)
+            for f in self._filters.values():
+                if f.kind == "block":
+                    f.queue.append(blk["hash"])
+        for rc in new_receipts:
+            for lg in rc["logs"]:
+                for sid, sub in list(self._subs.items()):
+                    if sub.kind == "logs" and _log_matches(sub.criteria, lg):
+                        await self._send(sid, sub, lg)
+                for f in self._filters.values():
+                    if f.kind == "logs" and _log_matches(f.criteria, lg):
+                        f.queue.append(lg)
+
+    async def _send(self, sid: str, sub: Subscription, result: Any) -> None:
+        try:
+            await sub.notify(sid, result)
+        except Exception:  # the socket went away
+            self._subs.pop(sid, None)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.poll()
+            except RpcError as exc:
+                log.debug("head follower: %s", exc.message)
+            except Exception:
+                log.exception("head follower failed")
+            await asyncio.sleep(self.poll_interval)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+
+def _topics_match(want: list[Any], have: list[str]) -> bool:
+    for i, w in enumerate(want):
+        if w is None:
+            continue
+        if i >= len(have):
+            return False
+        options = [w] if isinstance(w, str) else list(w)
+        if have[i].lower() not in {str(o).lower() for o in options}:
+            return False
+    return True
+
+
+def _log_matches(criteria: dict[str, Any], lg: dict[str, Any]) -> bool:
+    addresses = criteria.get("address")
+    if isinstance(addresses, str):
+        addresses = [addresses]
+    if addresses and to_checksum(lg["address"]) not in {to_checksum(a) for a in addresses}:
+        return False
+    return _topics_match(criteria.get("topics") or [], lg["topics"])

@@ -455,7 +455,7 @@ class Committee(Role):
             rec = self._signed_record(t)
             base = self._stall_base() if rec is not None else None
             if rec is not None and base is not None and not (rec.collecting or rec.submitted) \
-                    and time.monotonic() - base >= self.cfg.proposer_timeout:
+                    and self.node.timeouts.elapsed(base) >= self.node.timeouts.current():
                 mine = self.node.my_sigs[t]
                 self.node.spawn(self._collect_and_submit(rec, mine[1]))
             return

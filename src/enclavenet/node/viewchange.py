@@ -79,10 +79,9 @@ class ViewChange:
         return self.rounds
 
     def _base_timeout(self) -> float:
-        """T: the node's timeout policy's current timeout when it has one (node.timeouts: adaptive,
-        own stalls left out), else ``proposer_timeout``."""
-        policy = getattr(self.node, "timeouts", None)
-        return float(policy.current()) if policy is not None else self.node.cfg.proposer_timeout
+        """T: the node's timeout policy's current timeout (node/timeouts.py: adaptive to slow
+        headers, at least ``proposer_timeout``)."""
+        return self.node.timeouts.current()
 
     def round_at(self, h: int) -> int:
         rs = self.rounds
@@ -101,8 +100,7 @@ class ViewChange:
         if rs.round == 0:
             rs.restart_clock(base)
         now = time.monotonic()
-        policy = getattr(n, "timeouts", None)
-        if not self._busy and rs.should_time_out(now, policy.elapsed if policy is not None else None):
+        if not self._busy and rs.should_time_out(now, n.timeouts.elapsed):  # own stalls left out
             self._busy = True
             n.spawn(self._time_out(t, rs.round))
             return

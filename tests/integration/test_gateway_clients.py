@@ -177,14 +177,7 @@ def _check_flow(out: dict[str, Any], sender: str, recipient: str, amount: int, d
     assert str(amount) in out["events"]
 
 
-# KNOWN DEFECT (issue 10, open): on the merged main the ethers v6 flow stops polling after its
-# first eth_getTransactionReceipt at `factory.deploy(...).waitForDeployment()` and times out; viem
-# and cast pass the same flow. Kept running (not skipped) so the fix shows up as XPASS.
-_ETHERS_HANGS = pytest.mark.xfail(reason="issue 10: ethers waitForDeployment stalls after the first receipt poll",
-                                  strict=False)
-
-
-@pytest.mark.parametrize("tool", [pytest.param("ethers", marks=_ETHERS_HANGS), "viem"])
+@pytest.mark.parametrize("tool", ["ethers", "viem"])
 def test_js_client_developer_flow(tool: str, net: Devnet, gw: Gateway, proxy: RecordingProxy,
                                   home: dict[str, str]) -> None:
     assert net.w3 is not None

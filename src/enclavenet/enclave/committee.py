@@ -115,15 +115,18 @@ class Committee:
             raise EnclaveRefusal(f"committee: min_types {min_types} must be in [1, {n_types}] (TEE types present)")
         return by_addr
 
-    def proposal(self, members: list[QuoteClaims], quorum: int, min_types: int, ctx: CommitteeContext) -> tuple[int, bytes]:
-        """(version, digest) a member signs to certify this committee as the next one."""
+    def proposal(self, members: list[QuoteClaims], quorum: int, min_types: int, ctx: CommitteeContext,
+                 at: int = 0) -> tuple[int, bytes]:
+        """(version, digest) a member signs to certify this committee as the next one, at version
+        ``max(current + 1, at)`` (a version is only ever used upward: an old certificate cannot be
+        replayed over a newer committee)."""
         if not self.members:
             raise EnclaveRefusal("committee_sign: this enclave has no committee yet (call 'committee' first)")
         by_addr = self._build(members, quorum, min_types, ctx)
         back = [a for a in by_addr if a in self.removed]
         if back:
             raise EnclaveRefusal(f"committee_sign: {back[0]} was removed from the committee and is never re-admitted")
-        version = self.version + 1
+        version = max(self.version + 1, at)
         return version, committee_digest(ctx, version, list(by_addr.values()), quorum, min_types)
 
     def update(

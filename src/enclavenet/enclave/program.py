@@ -332,12 +332,15 @@ class EnclaveProgram:
 
     def _committee_sign(self, payload: bytes) -> dict[str, Any]:
         """This member's signature certifying ``{members, quorum, min_types}`` as the next
-        committee (version = current + 1). The host asks only for the committee L1's Registry
-        names; a QC of such signatures lets every member adopt it (``committee``)."""
+        committee, at ``version`` (optional: at least current + 1; members that joined at other
+        times can be at different versions of the same committee, and a certificate needs one
+        version signed by a QC). The host asks only for the committee L1's Registry names; a QC of
+        such signatures lets every member adopt it (``committee``)."""
         r = Request.parse(payload, "committee_sign")
         claims = self._committee_claims(r, "committee_sign")
         quorum, min_types = r.integer("quorum", lo=1, hi=256), r.integer("min_types", lo=1, hi=255)
-        version, digest = self._committee.proposal(claims, quorum, min_types, self.cfg.committee_context)
+        at = r.integer("version", lo=1, hi=2**63, default=0)
+        version, digest = self._committee.proposal(claims, quorum, min_types, self.cfg.committee_context, at)
         return {
             "version": version,
             "digest": digest,

@@ -31,8 +31,9 @@ ZERO32 = "0x" + "00" * 32
 EMPTY_UNCLES = "0x1dcc4de8dec75d7aab85b567b6ccd41ad312451b948a7413f0a142fd40d49347"
 EMPTY_BLOOM = "0x" + "00" * 256
 MAX_LOG_RANGE = 100_000
-#: how long the block number shown to tools may wait for one of our receipts (see reported_block_number)
-HOLD_S = 60.0
+#: how long after a tool read "not mined yet" the block number it is shown stays below the block
+#: that holds the transaction (see reported_block_number)
+HOLD_AFTER_NONE_S = 1.0
 MAX_FILTERS = 1000
 FILTER_TTL_S = 300.0
 
@@ -77,23 +78,37 @@ class Chain:
         return self.height
 
     async def reported_block_number(self) -> int:
-        """The block number tools are shown: the height, but not past the height at which one of
-        our transactions still waiting for its receipt was sent (for at most HOLD_S).
+        """The block number tools are shown: the height, except just after a tool was told one of
+        our transactions is not mined yet while it in fact already is (its header landed since).
 
-        EnclaveNet makes a header only when there are transactions, so a tool that read "no receipt
-        yet", then saw the height that holds the transaction as its *first* poll, would wait for a
-        next block that may never come (ethers' tx.wait()). Held back, the number moves past the
-        transaction's height once the gateway has its receipt: the tool sees a new block, asks again
-        and finds the receipt.
+        EnclaveNet makes a header only when there are transactions, so no block may come after the
+        one holding a transaction. A tool that read "no receipt", then took the height holding the
+        transaction as its baseline (ethers' block poller: its first poll right after the miss)
+        would wait for a next block that never comes. So for ``HOLD_AFTER_NONE_S`` after such a miss
+        the number shown stays one below that block; the tool's next poll after that sees a new
+        block, asks again and finds the receipt. A transaction still pending needs no hold: the
+        height is read before its receipt is looked for, so it lands above any height shown.
         """
         real = await self.block_number()
         if self.core.pending():
             await self.poll_receipts()
         now = time.monotonic()
-        held = [s.height_at_send for s in self.core.pending() if now - s.sent_at < HOLD_S]
+        held = [_hexint(s.receipt["blockNumber"], "n") - 1 for s in self.core.sent.values()
+                if s.receipt is not None and not s.served and s.told_none_at is not None
+                and now - s.told_none_at < HOLD_AFTER_NONE_S]
         shown = min(real, max(self.core.reported_height, min([real, *held])))  # never backwards
         self.core.reported_height = shown
         return shown
+
+    def told(self, eth_hash: str, *, mined: bool) -> None:
+        """A tool read one of our transactions' receipt (``mined``) or was told it is not mined yet."""
+        s = self.core.sent.get(eth_hash)
+        if s is None:
+            return
+        if mined:
+            s.served = True
+        else:
+            s.told_none_at = time.monotonic()
 
     async def resolve(self, tag: Any) -> int:
         if tag is None or tag in ("latest", "pending", "safe", "finalized"):
@@ -269,9 +284,6 @@ class Chain:
         return new
 
     async def poll(self) -> None:
-        now = await self.block_number()
-        if not self.core.pending():
-            self.core.reported_height = max(self.core.reported_height, now)
         new_receipts = await self.poll_receipts() if self.core.pending() else []
         shown = await self.reported_block_number()
         if self._emitted == 0:

@@ -68,8 +68,9 @@ class Sent:
     sent: SentTx = field(repr=False)
     receipt: dict[str, Any] | None = None
     refused: str | None = None
-    height_at_send: int = 0  # the height the gateway reported when the tool sent it
     sent_at: float = field(default_factory=time.monotonic)
+    told_none_at: float | None = None  # when a tool last read "not mined yet" (see Chain.reported_block_number)
+    served: bool = False  # a tool has read the receipt
 
 
 def code_probe(address: str) -> bytes:
@@ -270,7 +271,7 @@ class GatewayCore:
         created = create_address(info.sender, info.nonce) if info.to is None else None
         st = SentTx(sealed.receipt_key, info.sender, info.nonce, info.to, keccak256(raw), created,
                     2 if raw[:1] == b"\x02" else 0)
-        self.sent[eth_hash] = Sent(eth_hash, expected, raw, st, height_at_send=self.reported_height)
+        self.sent[eth_hash] = Sent(eth_hash, expected, raw, st)
         while len(self.sent) > MAX_KEPT:
             self.sent.popitem(last=False)
         self.next_nonce[info.sender] = max(self.next_nonce.get(info.sender, 0), info.nonce + 1)

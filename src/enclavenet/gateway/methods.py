@@ -124,13 +124,17 @@ def install(rpc: JsonRpcServer, core: GatewayCore, chain: Chain) -> None:
 
     async def receipt(h: Any) -> dict[str, Any] | None:
         _hexbytes(h, "transaction hash")
-        return await core.receipt(str(h).lower())
+        rc = await core.receipt(str(h).lower())
+        chain.told(str(h).lower(), mined=rc is not None)
+        return rc
 
     async def tx_by_hash(h: Any) -> dict[str, Any] | None:
         h = str(h).lower()
         _hexbytes(h, "transaction hash")
         if core.sent.get(h) is not None:
-            await core.receipt(h)
+            rc = await core.receipt(h)
+            if rc is None:
+                chain.told(h, mined=False)
         return core.transaction(h)
 
     async def call(tx: Any, block: Any = "latest", *_: Any) -> str:

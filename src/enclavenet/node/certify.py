@@ -70,8 +70,7 @@ class CommitteeSync:
         self.current = committee_id(fields)[0]
         return True
 
-    async def _certify(self, fields: dict[str, Any]) -> None:
-        want = committee_id(fields)
+    async def _gather(self, fields: dict[str, Any]) -> list[dict[str, Any]]:
         answers: list[dict[str, Any]] = []
         try:
             answers.append(await self.host.call("committee_sign", fields))
@@ -85,6 +84,16 @@ class CommitteeSync:
                 log.info("%s: no committee signature from %s: %s", self.name, p.url, exc)
 
         await asyncio.gather(*(ask(p) for p in self._peers() if p.address in self.current or not self.current))
+        return answers
+
+    async def _certify(self, fields: dict[str, Any]) -> None:
+        want = committee_id(fields)
+        answers = await self._gather(fields)
+        versions = {int(a["version"]) for a in answers if "signature" in a}
+        if len(versions) > 1:
+            # members at different versions of the same committee (they joined at different
+            # times) each signed their own next version: ask again, all at the highest
+            answers += await self._gather({**fields, "version": max(versions)})
         for a in answers:  # a peer already applied a certificate for this very committee: use it
             cert = a.get("cert")
             if isinstance(cert, dict) and committee_id(cert) == want and await self._apply(cert):
@@ -123,6 +132,9 @@ class CommitteeSync:
             raise ValueError(f"{outside[0]} is not an active member on L1: not signing that committee")
         if (want[1], want[2]) != self._l1_rule():
             raise ValueError(f"the rule quorum {want[1]} / min_types {want[2]} is not L1's {self._l1_rule()}")
+        at = msg.get("version")
+        if isinstance(at, int) and not isinstance(at, bool):
+            fields["version"] = at
         out = await self.host.call("committee_sign", fields)
         return {"version": out["version"], "signature": out["signature"], "signer": out["signer"]}
 

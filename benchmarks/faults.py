@@ -121,6 +121,14 @@ def until(what: str, fn: Any, timeout: float = 60.0, every: float = 0.05) -> Any
         time.sleep(every)
 
 
+def settles(fn: Any, timeout: float = 15.0) -> bool:
+    """True once ``fn()`` holds (within ``timeout``): a node's head can trail L1 by a header."""
+    try:
+        return bool(until("the expected state", fn, timeout, every=0.1))
+    except TimeoutError:
+        return False
+
+
 def rpc(url: str, method: str, *params: Any, timeout: float = 5.0) -> Any:
     out = requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)},
                         timeout=timeout).json()
@@ -476,7 +484,7 @@ def l1_reorg(net: Devnet) -> Row:
     rec2 = time.monotonic() - t1
     net.w3.provider.make_request("anvil_mine", ["0x3"])  # type: ignore[arg-type]
     time.sleep(1.0)
-    ok = w3u.eth.get_balance(user.address) == 12345 - 5 and f.msgConsumed().call() == f.msgCount().call()
+    ok = settles(lambda: w3u.eth.get_balance(user.address) == 12345 - 5 and f.msgConsumed().call() == f.msgCount().call())
     reanch = sum(int((net.status(i) or {}).get("counters", {}).get("reanchored", 0)) for i in range(net.n))
     return Row("L1 reorg", 2, 2 if ok else (1 if w3u.eth.get_balance(user.address) else 0),
                recovery_s=max(rec1, rec2),
@@ -499,12 +507,13 @@ def challenges(net: Devnet) -> tuple[Row, Row]:
     ch = challenge(w3a, l1, {"to": carol.address, "value": 5}, gas=21_000, bond=10**15)
     until("the challenge resolved", lambda: challenge_status(l1, net.rollup.address, ch.index).resolved, 60)
     rec_ignored = time.monotonic() - t0
-    ok1 = w3a.eth.get_balance(alice.address) == ETH // 100 - 5 + 10**15
+    ok1 = settles(lambda: w3a.eth.get_balance(alice.address) == ETH // 100 - 5 + 10**15)
     t1 = time.monotonic()
     ch2 = challenge(w3c, l1, envelope=ch.envelope, bond=10**15)
     until("the frivolous challenge consumed", lambda: challenge_status(l1, net.rollup.address, ch2.index).resolved, 60)
     rec_friv = time.monotonic() - t1
-    ok2 = w3c.eth.get_balance(carol.address) == 5 and w3a.eth.get_balance(alice.address) == ETH // 100 - 5 + 10**15
+    ok2 = settles(lambda: w3c.eth.get_balance(carol.address) == 5
+                  and w3a.eth.get_balance(alice.address) == ETH // 100 - 5 + 10**15)
     return (Row("frivolous challenge", 1, int(ok2), recovery_s=rec_friv, note="bond forfeited to the treasury"),
             Row("ignored transaction challenged", 1, int(ok1), recovery_s=rec_ignored, note="executed, bond back"))
 
@@ -679,6 +688,8 @@ def main() -> None:
         "proposer_timeout_s": timeout,
         "all_recovered": all(r.recovered == r.injected for r in rows),
     }))
+    if total_lost or not all(r.recovered == r.injected for r in rows):
+        sys.exit(1)  # a row that did not recover fails the run (the JSON line above says which)
 
 
 if __name__ == "__main__":

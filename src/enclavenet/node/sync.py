@@ -131,8 +131,18 @@ class Sync(Role):
         elif acc is not None or self.node.watcher.height >= int(st["height"]):
             if not await self._restore_from_peer():
                 return []
+        elif self.node.watcher.height > start:
+            # L1 accepted a height between this enclave's finalised height and its tentative head
+            # that it can no longer check one by one (the pre-batch states are not sealed). Waiting
+            # for L1 to reach the tentative head can wait forever: such an enclave refuses to time
+            # out the next height (its finalised height is behind L1), and with two such members
+            # of four no timeout certificate forms (chaos seed 35: every node restarted). Take a
+            # peer's snapshot of the accepted height instead (pinned by its QC'd header on L1);
+            # the enclave's sign guard keeps what it signed above it.
+            if not await self._restore_from_peer():
+                return []
         else:
-            return []  # the enclave's tentative head is ahead of L1: wait
+            return []  # the enclave's tentative head is ahead of L1, which accepted nothing new: wait
         return list(range(start + 1, self.node.finalized + 1))
 
     async def _resync_when_batch_is_gone(self, h: int) -> list[int]:

@@ -83,6 +83,19 @@ class Placement:
     port: int = 0
 
 
+def _exit_on_sigterm() -> None:
+    """A SIGTERM (``kill``, a CI timeout) unwinds like Ctrl-C, so ``with Devnet(...)`` stops its
+    node, enclave and L1 processes instead of leaving them running (they start in their own
+    sessions). Only when the process still has the default handler, and only from the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        def _raise(signum: int, frame: Any) -> None:
+            raise SystemExit(128 + signum)
+
+        signal.signal(signal.SIGTERM, _raise)
+
+
 class DevnetError(RuntimeError):
     """The devnet could not start (the message says which part and where its log is)."""
 
@@ -314,6 +327,7 @@ class Devnet:
 
     # ------------------------------------------------------------------ context
     def __enter__(self) -> Devnet:
+        _exit_on_sigterm()
         try:
             self.start()
         except BaseException:

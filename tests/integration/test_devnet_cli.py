@@ -120,3 +120,25 @@ def test_l1_command_serves_json_rpc_batches(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_script_holding_a_devnet_stops_every_process_on_sigterm() -> None:
+    """``kill`` (SIGTERM) of a benchmark or script inside ``with Devnet(...)`` used to leave its
+    L1, node and enclave processes running (they start in sessions of their own): a killed chaos
+    run kept loading the machine. Now SIGTERM unwinds the ``with`` like Ctrl-C."""
+    code = ("import time\nfrom enclavenet.devnet import Devnet\n"
+            "with Devnet(n=1, tee_types=['sgx'], min_types=1):\n    print('up', flush=True)\n    time.sleep(300)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=_env())
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "up"
+        kids = _descendants(p.pid)
+        assert len(kids) >= 3, kids  # the L1, the node, its enclave
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(60) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 20
+        while any(_alive(k) for k in kids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [k for k in kids if _alive(k)], "processes left running after SIGTERM"
+    finally:
+        if p.poll() is None:
+            p.kill()

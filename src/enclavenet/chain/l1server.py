@@ -20,8 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import logging
+import os
+import signal
+import sys
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -397,11 +401,23 @@ def serve_main(
     srv = L1Server(host=host, port=port, **opts)
 
     async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         await srv.start()
         print(json.dumps({"ready": True, "url": srv.url, "chainId": srv.l1.chain_id}), flush=True)
-        await asyncio.Event().wait()
+        await stop.wait()
+        # bounded: a client's idle keep-alive connection must not hold the exit (aiohttp's
+        # graceful shutdown waits for open connections up to its own timeout)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(srv.stop(), 3.0)
 
     try:
         asyncio.run(main())
     except KeyboardInterrupt:
         pass
+    sys.stdout.flush()
+    # the chain is in memory only: nothing to save, so the EVM worker thread (it may be in the
+    # middle of a call) does not get to hold the process either
+    os._exit(0)

@@ -98,12 +98,14 @@ class CommitteeSync:
             cert = a.get("cert")
             if isinstance(cert, dict) and committee_id(cert) == want and await self._apply(cert):
                 return
-        by_version: dict[int, list[bytes]] = {}
+        by_version: dict[int, dict[str, bytes]] = {}  # one signature per signer (asked twice: same one)
         for a in answers:
             if "signature" in a:
-                by_version.setdefault(int(a["version"]), []).append(bytes(a["signature"]))
+                sig = bytes(a["signature"])
+                by_version.setdefault(int(a["version"]), {})[str(a.get("signer") or sig.hex())] = sig
         for version in sorted(by_version, reverse=True):
-            if await self._apply({**fields, "version": version, "signatures": by_version[version]}):
+            sigs = list(by_version[version].values())
+            if await self._apply({**fields, "version": version, "signatures": sigs}):
                 return
         log.info("%s: no certificate for the new committee yet (%d answers); retrying later", self.name, len(answers))
 

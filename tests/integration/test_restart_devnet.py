@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 import requests
-from eth_account import Account
+from tests.integration._users import deposited_user
 from web3 import Web3
 
-from enclavenet.client import deposit, wrap
+from enclavenet.client import wrap
 from enclavenet.devnet import Devnet
 
 pytestmark = pytest.mark.integration
@@ -51,16 +51,7 @@ def test_every_node_killed_with_a_signed_height_not_on_l1_recovers_it(tmp_path: 
     with Devnet(n=4, proposer_timeout=TIMEOUT, batch_interval=0.05, allow_faults=True,
                 base_dir=tmp_path / "net") as net:
         assert net.w3 is not None
-        user = Account.create()
-        tx = {"to": user.address, "value": ETH // 10, "gas": 21_000, "chainId": net.w3.eth.chain_id,
-              "nonce": net.w3.eth.get_transaction_count(net.accounts[0].address, "pending"),
-              "maxFeePerGas": 2 * net.w3.eth.get_block("latest")["baseFeePerGas"] + 10**9,
-              "maxPriorityFeePerGas": 10**9}
-        net.w3.eth.wait_for_transaction_receipt(net.w3.eth.send_raw_transaction(
-            net.accounts[0].sign_transaction(tx).raw_transaction))
-        deposit(net.w3, user, net.rollup.address, ETH // 100)
-        w3 = wrap(Web3(Web3.HTTPProvider(net.rpc_urls[0], request_kwargs={"timeout": 10})), user, l1=net.w3)
-        until("the deposit", lambda: w3.eth.get_balance(user.address) == ETH // 100)
+        user, w3 = deposited_user(net, ETH // 100)
         net.wait_height(net.l1_height())
 
         h0 = net.l1_height()
@@ -105,16 +96,7 @@ def test_members_restored_past_an_accepted_height_they_cannot_check_resync(tmp_p
     with Devnet(n=4, proposer_timeout=SLOW, batch_interval=0.05, allow_faults=True,
                 base_dir=tmp_path / "net") as net:
         assert net.w3 is not None
-        user = Account.create()
-        tx = {"to": user.address, "value": ETH // 10, "gas": 21_000, "chainId": net.w3.eth.chain_id,
-              "nonce": net.w3.eth.get_transaction_count(net.accounts[0].address, "pending"),
-              "maxFeePerGas": 2 * net.w3.eth.get_block("latest")["baseFeePerGas"] + 10**9,
-              "maxPriorityFeePerGas": 10**9}
-        net.w3.eth.wait_for_transaction_receipt(net.w3.eth.send_raw_transaction(
-            net.accounts[0].sign_transaction(tx).raw_transaction))
-        deposit(net.w3, user, net.rollup.address, ETH // 100)
-        w3 = wrap(Web3(Web3.HTTPProvider(net.rpc_urls[0], request_kwargs={"timeout": 10})), user, l1=net.w3)
-        until("the deposit", lambda: w3.eth.get_balance(user.address) == ETH // 100)
+        user, _ = deposited_user(net, ETH // 100)
         f = net.rollup.functions
 
         def settled() -> bool:  # the deposit's header on L1, every member final there, nothing tentative

@@ -68,7 +68,6 @@ class Sent:
     sent: SentTx = field(repr=False)
     receipt: dict[str, Any] | None = None
     refused: str | None = None
-    sent_at: float = field(default_factory=time.monotonic)
     told_none_at: float | None = None  # when a tool last read "not mined yet" (see Chain.reported_block_number)
     served: bool = False  # a tool has read the receipt
 

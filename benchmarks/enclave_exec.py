@@ -41,7 +41,7 @@ import coincurve
 from eth_abi import encode as abi_encode
 from tqdm import tqdm
 
-from enclavenet.crypto.envelope import open_receipt, seal
+from enclavenet.crypto.envelope import RoutingHint, SessionKeys, open_receipt, seal
 from enclavenet.crypto.hashing import keccak256, to_checksum
 from enclavenet.enclave.executor import BlockInfo, Executor, Receipt
 from enclavenet.enclave.harness import Member, batch_request, form_committee, program_config
@@ -226,6 +226,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer batches (about a minute)")
     ap.add_argument("--batches", type=int, default=None, help="timed batches of 2,000 transfers")
+    ap.add_argument("--one-time-keys", action="store_true",
+                    help="seal every transfer under a fresh X25519 key (no session envelopes: one agreement per transaction)")
     ap.add_argument("--accounts", type=int, default=100_000, help="funded accounts for the RSS figure")
     args = ap.parse_args()
     n_batches = args.batches or (3 if args.quick else 10)
@@ -236,12 +238,13 @@ def main() -> int:
     cfg["stats"] = True  # a benchmark build: the stats ecall answers (issue 14: refused otherwise)
     enclave = ProcessEnclave(vendor.new_platform(), DEFAULT_PROGRAM, cfg, timeout=600)
     try:
-        return run(enclave, code, selector, n_batches, args.accounts, args.quick)
+        return run(enclave, code, selector, n_batches, args.accounts, args.quick, sessions=not args.one_time_keys)
     finally:
         enclave.close()
 
 
-def run(enclave: ProcessEnclave, code: bytes, selector: bytes, n_batches: int, n_accounts: int, quick: bool) -> int:
+def run(enclave: ProcessEnclave, code: bytes, selector: bytes, n_batches: int, n_accounts: int, quick: bool,
+        sessions: bool = True) -> int:
     m = Member(enclave)
     epoch_pub = form_committee([m], quorum=1, min_types=1)
     chain = Chain(m)
@@ -263,6 +266,7 @@ def run(enclave: ProcessEnclave, code: bytes, selector: bytes, n_batches: int, n
 
     # --- prepare the timed batches (outside the timed region) --------------------------------
     rng = random.Random(7)
+    session_keys = SessionKeys(max_keys=1 << 20)  # what clients do: one session per sender and epoch
     batches: list[list[bytes]] = []
     sealed: list[list[Any]] = []
     keep: list[Any] = []
@@ -272,8 +276,9 @@ def run(enclave: ProcessEnclave, code: bytes, selector: bytes, n_batches: int, n
         for i in range(BATCH):
             nonce = b + (BATCH if i == 0 else 0)
             to = senders.addresses[rng.randrange(BATCH)]
+            hint = RoutingHint(bytes.fromhex(senders.addresses[i][2:]), nonce)
             s = seal(sign_tx(senders.secrets[i], CHAIN, nonce, token, transfer_data(selector, to, 1), gas=100_000),
-                     epoch_pub, CHAIN, 0)
+                     epoch_pub, CHAIN, 0, hint, session_keys.for_hint(hint, epoch_pub) if sessions else None)
             envs.append(s.envelope.encode())
             sealed[-1].append(s)
             if i == 1:
@@ -429,6 +434,7 @@ def run(enclave: ProcessEnclave, code: bytes, selector: bytes, n_batches: int, n
         "peak_rss_mb": round(hwm, 1),
         "accounts": accounts,
         "batch_size": BATCH,
+        "session_envelopes": sessions,
         "batches": n_batches,
         "stage_us_per_tx": {k: round(v, 1) for k, v in stage_us.items()},
         "stage_us_per_tx_cpu_scaled": {k: round(v * enclave_share, 1) for k, v in stage_us.items()},

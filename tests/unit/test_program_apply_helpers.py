@@ -13,7 +13,7 @@ from typing import Any
 import cbor2
 import pytest
 
-from enclavenet.crypto.envelope import Envelope, RoutingHint, seal
+from enclavenet.crypto.envelope import Envelope, RoutingHint, SessionKey, seal
 from enclavenet.crypto.hashing import keccak256
 from enclavenet.crypto.merkle import merkle_root
 from enclavenet.enclave.batch import (
@@ -49,7 +49,9 @@ def test_batch_data_roots_match_the_reference(n_env: int, n_ent: int) -> None:
 def test_routing_hints_at_fixed_offsets_equal_envelope_decode() -> None:
     envs = [seal(os.urandom(50), PUB, 1337, 2, RoutingHint(os.urandom(20), n)).envelope.encode() for n in (0, 1, 2**63)]
     envs.append(seal(b"no hint", PUB, 1337, 2).envelope.encode())
-    envs += [b"\x02" + envs[0][1:], envs[0][:60], b"", bytes([1, 3]) + envs[0][2:]]
+    hint = RoutingHint(os.urandom(20), 7)
+    envs.append(seal(b"session", PUB, 1337, 2, hint, SessionKey(PUB)).envelope.encode())  # flags 3
+    envs += [b"\x02" + envs[0][1:], envs[0][:60], b"", bytes([1, 5]) + envs[0][2:]]
     want = []
     for e in envs:
         try:
@@ -58,7 +60,7 @@ def test_routing_hints_at_fixed_offsets_equal_envelope_decode() -> None:
             continue
         if env.hint is not None:
             want.append((env.hint.sender, env.hint.nonce))
-    assert _routing_hints(envs) == want and len(want) == 3
+    assert _routing_hints(envs) == want and len(want) == 4
 
 
 class _L1(BaseHTTPRequestHandler):

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from eth_account import Account
 
-from enclavenet.crypto.envelope import EnvelopeError, open_envelope, seal
+from enclavenet.crypto.envelope import EnvelopeError, RoutingHint, SessionKey, open_envelope, seal
 from enclavenet.crypto.hashing import keccak256
 from enclavenet.crypto.header import Header
 from enclavenet.enclave.batch import ERROR_ENTRY_PREFIX
@@ -128,7 +128,12 @@ def test_forward_secrecy_after_the_grace_window_no_member_holds_epoch_k_minus_1(
     c = Committee()
     alice = Account.create()
     old = seal(sign_tx(bytes(alice.key), CHAIN, 0, alice.address, b"", 0, 21_000), c.pub(0), CHAIN, 0)
-    c.batch(0)
+    bob = Account.create()  # a session envelope of epoch 0: its shared secret is cached by each opener
+    hint = RoutingHint(bytes.fromhex(bob.address[2:]), 0)
+    via_session = seal(sign_tx(bytes(bob.key), CHAIN, 0, bob.address, b"", 0, 21_000), c.pub(0), CHAIN, 0, hint,
+                       SessionKey(c.pub(0)))
+    c.batch(0, [via_session.envelope.encode()])
+    assert all(leak(m)["session_secrets"] == {0: 1} for m in c.members)
     e1 = c.rotate()
     c.batch(e1)
     e2 = c.rotate()  # grace window 1: epoch 0 is now gone everywhere
@@ -136,6 +141,7 @@ def test_forward_secrecy_after_the_grace_window_no_member_holds_epoch_k_minus_1(
         held = m.call("epochs")["held"]
         assert sorted(held) == [e1, e2]
         assert 0 not in leak(m)["epochs"]  # a breach now leaks nothing of epoch 0
+        assert 0 not in leak(m)["session_secrets"]  # not even the session secrets its opener cached
         with pytest.raises(EnclaveError, match="erased"):
             m.call("epoch_export", epoch=0, member=c.quotes[1], member_enc_pub=c.members[1].identity["enc_pub"])
         with pytest.raises(EnclaveError, match="unknown or erased"):

@@ -21,7 +21,14 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from ..crypto.envelope import EnvelopeError, RoutingHint, SealedRequest, open_receipt, seal
+from ..crypto.envelope import (
+    EnvelopeError,
+    RoutingHint,
+    SealedRequest,
+    SessionKeys,
+    open_receipt,
+    seal,
+)
 from ..crypto.hashing import address_bytes, keccak256, to_checksum
 from ..enclave.views import ViewDomain
 from .errors import (
@@ -163,6 +170,7 @@ class ConfidentialClient:
         #: the signing accounts by checksummed address; the first is the default sender
         self.accounts: dict[str, LocalAccount] = {to_checksum(a.address): a for a in accounts}
         self.account = accounts[0]
+        self._sessions = SessionKeys()  # one X25519 agreement per sender and epoch (crypto/envelope.py)
         self.address: str = to_checksum(accounts[0].address)
         self.l1 = l1
         self.rollup = to_checksum(rollup) if rollup else None
@@ -319,7 +327,7 @@ class ConfidentialClient:
     def seal(self, make_request: MakeRequest, plaintext: bytes, hint: RoutingHint | None, *, refresh: bool = False) -> SealedRequest:
         ek = self.current_epoch_key(make_request, refresh=refresh)
         assert self.chain_id is not None
-        return seal(plaintext, ek.public, self.chain_id, ek.epoch, hint)
+        return seal(plaintext, ek.public, self.chain_id, ek.epoch, hint, self._sessions.for_hint(hint, ek.public))
 
     def _send_sealed(
         self,

@@ -5,6 +5,14 @@ Wire format (bytes)::
     version (1) | flags (1) | epoch (8, big-endian) | ephemeral X25519 public key (32) | nonce (12)
     | [routing hint (28) if flags & 1] | AES-256-GCM ciphertext+tag
 
+Flag 2 (``FLAG_SESSION``) marks a **session envelope**: the sender reuses one X25519 key
+(``SessionKey``) for every envelope it seals to one epoch key, so the enclave does the agreement
+once per sender and epoch (it caches the shared secret per ephemeral key, in the opener of that
+epoch, which dies with the epoch key) instead of once per transaction. Every message still gets its own keys: the
+message nonce goes into the HKDF info (``info = ... || nonce``), so no two envelopes of a session
+share a key, and the receipt key is per message too. Forward secrecy stays per epoch: the epoch
+private key, the enclave's cache and the client's session secret are all dropped with the epoch.
+
 The optional routing hint is ``sender address (20) || sender nonce (8)`` in clear, bound as
 associated data: it lets an untrusted node's mempool order each sender's transactions by nonce
 and bound them per sender. It reveals who sends and how many (as Ethereum and Sapphire do), never
@@ -43,6 +51,9 @@ VERSION = 1
 HEADER_LEN = 1 + 1 + 8 + 32 + 12
 HINT_LEN = 20 + 8
 FLAG_HINT = 1
+FLAG_SESSION = 2  # the ephemeral key is a sender's per-epoch session key; the nonce is in the KDF info
+KNOWN_FLAGS = FLAG_HINT | FLAG_SESSION
+MAX_SESSIONS = 1 << 16  # shared secrets an opener (one epoch key, inside the enclave) keeps
 TAG_LEN = 16
 MAX_ENVELOPE_BYTES = 128 * 1024  # refuse larger payloads before any crypto
 
@@ -75,10 +86,11 @@ class Envelope:
     nonce: bytes
     ciphertext: bytes
     hint: RoutingHint | None = None
+    session: bool = False
 
     @property
     def flags(self) -> int:
-        return FLAG_HINT if self.hint is not None else 0
+        return (FLAG_HINT if self.hint is not None else 0) | (FLAG_SESSION if self.session else 0)
 
     def hint_bytes(self) -> bytes:
         return self.hint.encode() if self.hint is not None else b""
@@ -102,7 +114,7 @@ class Envelope:
         if data[0] != VERSION:
             raise EnvelopeError(f"unknown envelope version {data[0]} (expected {VERSION})")
         flags = data[1]
-        if flags & ~FLAG_HINT:
+        if flags & ~KNOWN_FLAGS:
             raise EnvelopeError(f"unknown envelope flags {flags:#x}")
         (epoch,) = struct.unpack(">Q", data[2:10])
         body = data[HEADER_LEN:]
@@ -112,7 +124,7 @@ class Envelope:
                 raise EnvelopeError(f"envelope too short for its routing hint: {len(data)} bytes")
             hint = RoutingHint(body[:20], struct.unpack(">Q", body[20:28])[0])
             body = body[HINT_LEN:]
-        return cls(epoch, data[10:42], data[42:54], body, hint)
+        return cls(epoch, data[10:42], data[42:54], body, hint, bool(flags & FLAG_SESSION))
 
 
 _SHA256 = hashes.SHA256()
@@ -140,13 +152,15 @@ def _hkdf64(salt: bytes, ikm: bytes, info: bytes) -> bytes:
     return t1 + _sha256(ko + _sha256(ki + t1 + info + b"\x02").digest()).digest()
 
 
-def _kdf(shared: bytes, eph_pub: bytes, epoch_pub: bytes, chain_id: int, epoch: int) -> tuple[bytes, bytes]:
-    """(tx key, receipt key): one HKDF call, both keys bound to chain id and epoch."""
+def _kdf(shared: bytes, eph_pub: bytes, epoch_pub: bytes, chain_id: int, epoch: int,
+         nonce: bytes = b"") -> tuple[bytes, bytes]:
+    """(tx key, receipt key): one HKDF call, both keys bound to chain id and epoch (and, for a
+    session envelope, to the message nonce: ``nonce`` is b"" otherwise)."""
     okm = HKDF(
         algorithm=_SHA256,
         length=64,
         salt=eph_pub + epoch_pub,
-        info=b"EnclaveNet.envelope.v1" + struct.pack(">QQ", chain_id, epoch),
+        info=b"EnclaveNet.envelope.v1" + struct.pack(">QQ", chain_id, epoch) + nonce,
     ).derive(shared)
     return okm[:32], okm[32:]
 
@@ -169,22 +183,72 @@ class SealedRequest:
     receipt_key: bytes = field(repr=False)
 
 
+class SessionKey:
+    """A sender's X25519 key for one epoch public key (client side): the agreement is done once,
+    here; each ``seal(..., session=...)`` then derives that message's keys from the shared secret
+    and a fresh nonce. Drop it with the epoch (``ConfidentialClient`` keeps one per epoch key).
+    Holds a secret: no repr of it."""
+
+    __slots__ = ("_shared", "epoch_pub", "public")
+
+    def __init__(self, epoch_pub: bytes) -> None:
+        priv = X25519PrivateKey.generate()
+        self.epoch_pub = bytes(epoch_pub)
+        self.public = priv.public_key().public_bytes_raw()
+        self._shared = priv.exchange(X25519PublicKey.from_public_bytes(self.epoch_pub))
+
+    def __repr__(self) -> str:
+        return f"SessionKey(public=0x{self.public.hex()})"
+
+
+class SessionKeys:
+    """The sealing side's session keys: one per (hint sender, epoch key), made on first use.
+
+    Only envelopes WITH a routing hint get a session: their sender is in clear already, so the
+    shared ephemeral key links nothing an observer could not link by the hint; envelopes without
+    a hint (views, inbox payloads) keep a one-time key. A new epoch key drops the old sessions."""
+
+    def __init__(self, max_keys: int = 4096) -> None:
+        self._keys: dict[tuple[bytes, bytes], SessionKey] = {}
+        self._max = max_keys
+
+    def for_hint(self, hint: RoutingHint | None, epoch_pub: bytes) -> SessionKey | None:
+        if hint is None:
+            return None
+        k = (hint.sender, bytes(epoch_pub))
+        s = self._keys.get(k)
+        if s is None:
+            if len(self._keys) >= self._max:
+                self._keys.clear()
+            self._keys = {x: v for x, v in self._keys.items() if x[1] == k[1]}
+            s = self._keys[k] = SessionKey(k[1])
+        return s
+
+
 def seal(
     plaintext: bytes,
     epoch_pub: bytes,
     chain_id: int,
     epoch: int,
     hint: RoutingHint | None = None,
+    session: SessionKey | None = None,
 ) -> SealedRequest:
-    """Encrypt ``plaintext`` (a signed transaction) to the committee's epoch key."""
-    eph = X25519PrivateKey.generate()
-    eph_pub = eph.public_key().public_bytes_raw()
-    shared = eph.exchange(X25519PublicKey.from_public_bytes(epoch_pub))
-    key, rkey = _kdf(shared, eph_pub, epoch_pub, chain_id, epoch)
+    """Encrypt ``plaintext`` (a signed transaction) to the committee's epoch key: under a fresh
+    ephemeral key, or under ``session`` (a session envelope; its epoch key must be ``epoch_pub``)."""
     nonce = os.urandom(12)
-    env = Envelope(epoch, eph_pub, nonce, b"", hint)
+    if session is None:
+        eph = X25519PrivateKey.generate()
+        eph_pub = eph.public_key().public_bytes_raw()
+        shared = eph.exchange(X25519PublicKey.from_public_bytes(epoch_pub))
+        key, rkey = _kdf(shared, eph_pub, epoch_pub, chain_id, epoch)
+    else:
+        if session.epoch_pub != epoch_pub:
+            raise EnvelopeError("the session key was made for another epoch key")
+        eph_pub = session.public
+        key, rkey = _kdf(session._shared, eph_pub, epoch_pub, chain_id, epoch, nonce)
+    env = Envelope(epoch, eph_pub, nonce, b"", hint, session is not None)
     ct = AESGCM(key).encrypt(nonce, plaintext, _aad(chain_id, epoch, eph_pub, env.flags, env.hint_bytes()))
-    return SealedRequest(Envelope(epoch, eph_pub, nonce, ct, hint), rkey)
+    return SealedRequest(Envelope(epoch, eph_pub, nonce, ct, hint, session is not None), rkey)
 
 
 @dataclass(frozen=True)
@@ -202,7 +266,7 @@ def open_envelope(env: Envelope, epoch_priv: X25519PrivateKey, chain_id: int) ->
         shared = epoch_priv.exchange(X25519PublicKey.from_public_bytes(env.eph_pub))
     except ValueError as exc:
         raise EnvelopeError("envelope ephemeral key is not a valid X25519 point") from exc
-    key, rkey = _kdf(shared, env.eph_pub, epoch_pub, chain_id, env.epoch)
+    key, rkey = _kdf(shared, env.eph_pub, epoch_pub, chain_id, env.epoch, env.nonce if env.session else b"")
     try:
         pt = AESGCM(key).decrypt(
             env.nonce,
@@ -223,9 +287,15 @@ class EnvelopeOpener:
     epoch_priv, chain_id)``; the per-key work (the epoch public key, the KDF info, the fixed
     part of the AAD) is done once here instead of once per envelope. Holds the private key:
     never logged (no repr of the key).
+
+    Session envelopes (``FLAG_SESSION``): the shared secret of each session key is kept after its
+    first envelope decrypted (at most ``MAX_SESSIONS``, oldest dropped first), so a sender's later
+    envelopes cost no X25519. Only an envelope that decrypted adds an entry: random keys cannot
+    push honest sessions out faster than they pay an agreement each. The cache is as secret as
+    the key and lives exactly as long as this opener (one epoch key).
     """
 
-    __slots__ = ("_aad_hint", "_aad_plain", "_epoch_pub", "_info", "_priv", "chain_id", "epoch")
+    __slots__ = ("_aad", "_epoch_pub", "_info", "_priv", "_sessions", "chain_id", "epoch")
 
     def __init__(self, epoch_priv: X25519PrivateKey, chain_id: int, epoch: int) -> None:
         self._priv = epoch_priv
@@ -235,11 +305,19 @@ class EnvelopeOpener:
         ce = struct.pack(">QQ", chain_id, epoch)
         self._info = _LABEL + ce
         # aad = label || version || flags || chain_id || epoch || eph_pub || hint: the fixed head
-        self._aad_plain = _LABEL + bytes([VERSION, 0]) + ce
-        self._aad_hint = _LABEL + bytes([VERSION, FLAG_HINT]) + ce
+        self._aad = {f: _LABEL + bytes([VERSION, f]) + ce for f in range(KNOWN_FLAGS + 1)}
+        self._sessions: dict[bytes, bytes] = {}
 
     def __repr__(self) -> str:
         return f"EnvelopeOpener(chain_id={self.chain_id}, epoch={self.epoch})"
+
+    @property
+    def private_key(self) -> X25519PrivateKey:
+        return self._priv
+
+    def cached_sessions(self) -> int:
+        """How many session shared secrets this opener holds (the enclave's breach hook reports it)."""
+        return len(self._sessions)
 
     def open(self, env: Envelope) -> OpenedEnvelope:
         """Decrypt ``env`` (whose ``epoch`` must be this opener's). Raises EnvelopeError."""
@@ -248,19 +326,27 @@ class EnvelopeOpener:
         eph_pub = env.eph_pub
         if len(eph_pub) != 32 or len(env.nonce) != 12:
             raise EnvelopeError("envelope has a malformed ephemeral key or nonce")
-        try:
-            shared = self._priv.exchange(_x25519_public(eph_pub))
-        except ValueError as exc:
-            raise EnvelopeError("envelope ephemeral key is not a valid X25519 point") from exc
-        okm = _hkdf64(eph_pub + self._epoch_pub, shared, self._info)
+        session = env.session
+        shared = self._sessions.get(eph_pub) if session else None
+        cached = shared is not None
+        if shared is None:
+            try:
+                shared = self._priv.exchange(_x25519_public(eph_pub))
+            except ValueError as exc:
+                raise EnvelopeError("envelope ephemeral key is not a valid X25519 point") from exc
+        okm = _hkdf64(eph_pub + self._epoch_pub, shared, self._info + env.nonce if session else self._info)
         hint = env.hint
-        aad = self._aad_plain + eph_pub if hint is None else self._aad_hint + eph_pub + hint.encode()
+        aad = self._aad[env.flags] + eph_pub + (hint.encode() if hint is not None else b"")
         try:
             pt = AESGCM(okm[:32]).decrypt(env.nonce, env.ciphertext, aad)
         except InvalidTag as exc:
             raise EnvelopeError(
                 "envelope does not decrypt: bad tag (wrong epoch key, chain id or tampered ciphertext)"
             ) from exc
+        if session and not cached:
+            if len(self._sessions) >= MAX_SESSIONS:
+                del self._sessions[next(iter(self._sessions))]
+            self._sessions[eph_pub] = shared
         return OpenedEnvelope(pt, okm[32:])
 
 

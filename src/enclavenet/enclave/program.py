@@ -188,6 +188,9 @@ class EnclaveProgram:
         self.cfg = ProgramConfig.from_mapping(config)
         self._identity = EnclaveIdentity.generate()
         self._epochs = self._new_epoch_manager(self._identity)
+        # openers of the epochs in use, kept across batches so session envelopes' shared secrets
+        # stay cached for the epoch (crypto/envelope.py FLAG_SESSION); dropped with the epoch key
+        self._openers: dict[int, EnvelopeOpener] = {}
         self._committee = Committee()
         self._guard = SignGuard()
         self._ex = self._new_executor()
@@ -271,6 +274,15 @@ class EnclaveProgram:
             raise
         except (EnvelopeError, EpochKeyError, SealingError) as exc:  # messages written never to hold secrets
             raise EnclaveRefusal(f"{method}: {exc}") from None
+        finally:
+            self._drop_erased_openers()
+
+    def _drop_erased_openers(self) -> None:
+        """An epoch key erased by any ecall (rotation's grace window, ``epoch_erase``, a restore)
+        takes its opener and the session secrets cached there with it, before the ecall returns."""
+        held = self._epochs
+        for e in [e for e, op in self._openers.items() if not held.has_epoch(e) or op.private_key is not held.tx_private_key(e)]:
+            del self._openers[e]
 
     def compromised_export(self) -> dict[str, Any]:
         """FAULT HOOK ONLY (tee ``__fault__.compromise``): every key this enclave holds."""
@@ -281,6 +293,7 @@ class EnclaveProgram:
             "enc_key_hex": self._identity.enc_key.private_bytes_raw().hex(),
             "address": self._identity.address,
             "epochs": {e: {k: v.hex() for k, v in keys.items()} for e, keys in epochs.items()},
+            "session_secrets": {e: op.cached_sessions() for e, op in self._openers.items()},
         }
 
     # ------------------------------------------------------------------ identity and committee
@@ -450,7 +463,11 @@ class EnclaveProgram:
                     f"batch epoch {epoch}: this enclave lacks the keys of epoch {e}, whose envelopes the "
                     f"batch must accept (grace {self.cfg.epoch_grace}); import them or use a later epoch"
                 )
-            keys[e] = EnvelopeOpener(self._epochs.tx_private_key(e), self.cfg.chain_id, e)
+            priv = self._epochs.tx_private_key(e)
+            op = self._openers.get(e)
+            if op is None or op.private_key is not priv:  # first use, or the epoch's key was replaced
+                op = self._openers[e] = EnvelopeOpener(priv, self.cfg.chain_id, e)
+            keys[e] = op
         return keys
 
     def _pre_batch_state(self, record: bool = True) -> tuple[bytes, bytes]:

@@ -36,7 +36,14 @@ from ..client.formats import (
     inspect_raw_transaction,
     revert_reason,
 )
-from ..crypto.envelope import EnvelopeError, RoutingHint, SealedRequest, open_receipt, seal
+from ..crypto.envelope import (
+    EnvelopeError,
+    RoutingHint,
+    SealedRequest,
+    SessionKeys,
+    open_receipt,
+    seal,
+)
 from ..crypto.hashing import address_bytes, keccak256, to_checksum
 from ..enclave.views import ViewDomain
 from ..node.jsonrpc import INVALID_PARAMS, RpcError
@@ -158,6 +165,7 @@ class GatewayCore:
         self.domain: ViewDomain | None = None
         self.epoch: int | None = None
         self.epoch_pub = b""
+        self._sessions = SessionKeys()  # envelope session keys: one X25519 agreement per sender and epoch
         self.epoch_checked_on_l1 = False
         self.rollup: str | None = None
         self._epoch_lock = asyncio.Lock()
@@ -241,7 +249,7 @@ class GatewayCore:
 
     async def _seal(self, plaintext: bytes, hint: RoutingHint | None, refresh: bool = False) -> SealedRequest:
         epoch, pub = await self.epoch_key(refresh)
-        return seal(plaintext, pub, self.chain_id, epoch, hint)
+        return seal(plaintext, pub, self.chain_id, epoch, hint, self._sessions.for_hint(hint, pub))
 
     # ------------------------------------------------------------------ transactions
     async def send_raw(self, raw: bytes) -> str:

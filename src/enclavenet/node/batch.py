@@ -13,7 +13,7 @@ from typing import Any
 import cbor2
 import sha3
 
-from ..crypto.envelope import FLAG_HINT, HINT_LEN, MAX_ENVELOPE_BYTES, TAG_LEN
+from ..crypto.envelope import FLAG_HINT, FLAG_SESSION, HINT_LEN, MAX_ENVELOPE_BYTES, TAG_LEN
 from ..crypto.envelope import HEADER_LEN as ENVELOPE_HEADER_LEN
 from ..crypto.envelope import VERSION as ENVELOPE_VERSION
 from ..crypto.hashing import keccak256
@@ -96,7 +96,7 @@ def routing_hints(envelopes: list[bytes]) -> list[tuple[bytes, int]]:
     hint_at = ENVELOPE_HEADER_LEN
     min_len = ENVELOPE_HEADER_LEN + HINT_LEN + TAG_LEN
     for e in envelopes:
-        if min_len <= len(e) <= MAX_ENVELOPE_BYTES and e[0] == ENVELOPE_VERSION and e[1] == FLAG_HINT:
+        if min_len <= len(e) <= MAX_ENVELOPE_BYTES and e[0] == ENVELOPE_VERSION and e[1] in (FLAG_HINT, FLAG_HINT | FLAG_SESSION):
             out.append((e[hint_at : hint_at + 20], int.from_bytes(e[hint_at + 20 : hint_at + 28], "big")))
     return out
 

@@ -39,6 +39,7 @@ import sha3
 
 from ..crypto.envelope import (
     FLAG_HINT,
+    FLAG_SESSION,
     HEADER_LEN,
     HINT_LEN,
     MAX_ENVELOPE_BYTES,
@@ -102,13 +103,14 @@ def parse_envelope(raw: bytes, *, max_bytes: int | None = None) -> Envelope:
 
 _keccak = sha3.keccak_256
 _HINTED_MIN = HEADER_LEN + HINT_LEN + TAG_LEN
+_HINTED_FLAGS = (FLAG_HINT, FLAG_HINT | FLAG_SESSION)
 
 
 def _hinted_fields(raw: bytes, max_bytes: int) -> tuple[int, bytes, int] | None:
     """(epoch, hint sender, hint nonce) read at their fixed offsets when ``Envelope.decode``
     would accept ``raw`` with a routing hint (same checks); None: take the full parse."""
     n = len(raw)
-    if n < _HINTED_MIN or n > max_bytes or n > MAX_ENVELOPE_BYTES or raw[0] != VERSION or raw[1] != FLAG_HINT:
+    if n < _HINTED_MIN or n > max_bytes or n > MAX_ENVELOPE_BYTES or raw[0] != VERSION or raw[1] not in _HINTED_FLAGS:
         return None
     return int.from_bytes(raw[2:10], "big"), raw[HEADER_LEN : HEADER_LEN + 20], int.from_bytes(raw[HEADER_LEN + 20 : HEADER_LEN + 28], "big")
 

@@ -29,5 +29,6 @@ def test_logs_stop_at_a_torn_last_frame_and_pending_is_taken_once(tmp_path: Path
     append_frame(tmp_path / "x.log", {"k": 1})
     assert list(read_frames(tmp_path / "x.log")) == [{"k": 1}]
     st.append_receipts({b"r": {"height": "0x1"}})
-    assert st.load_receipts() == {b"r": {"height": "0x1"}}
+    st.append_receipts({"v": 2, "base": {"height": "0x2"}, "ids": [b"s"], "entries": [b"e"]})
+    assert st.load_receipts() == [{b"r": {"height": "0x1"}}, {"v": 2, "base": {"height": "0x2"}, "ids": [b"s"], "entries": [b"e"]}]
     assert NodeStore(tmp_path / "none").load_receipts() is None

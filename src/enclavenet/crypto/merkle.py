@@ -74,6 +74,22 @@ def merkle_proofs(leaves: list[bytes]) -> list[list[bytes]]:
     return out
 
 
+def merkle_levels(leaves: list[bytes]) -> list[list[bytes]]:
+    """Every level of the tree, leaf nodes first (for ``merkle_siblings``); [] for no leaves."""
+    return _levels(leaves) if leaves else []
+
+
+def merkle_siblings(levels: list[list[bytes]], index: int) -> list[bytes]:
+    """One leaf's ``merkle_proofs`` entry, read off levels from ``merkle_levels``."""
+    sibs: list[bytes] = []
+    for level in levels[:-1]:
+        s = index ^ 1
+        if s < len(level):
+            sibs.append(level[s])
+        index //= 2
+    return sibs
+
+
 def merkle_verify_at(root: bytes, leaf: bytes, index: int, count: int, siblings: list[bytes]) -> bool:
     """True when ``leaf`` is leaf number ``index`` of a ``count``-leaf tree with this root.
 

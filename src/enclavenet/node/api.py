@@ -109,8 +109,9 @@ def install_rpc_methods(
     def tx_status(rid_hex: Any) -> dict[str, Any]:
         """Where a transaction is: pending, inflight (in a proposal), included, or unknown."""
         rid = hex_bytes(rid_hex, "receipt id", length=32)
-        if rid in node.receipts:
-            return {"status": "included", "height": node.receipts[rid]["height"]}
+        height = node.receipts.height_of(rid)
+        if height is not None:
+            return {"status": "included", "height": height}
         e = node.mempool.get(rid)
         if e is not None:
             return {"status": "inflight" if e.inflight else "pending", "height": hex(e.inflight) if e.inflight else None}

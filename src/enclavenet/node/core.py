@@ -29,6 +29,7 @@ from .l1watch import AcceptedHeader, L1Watcher
 from .mempool import Mempool
 from .metrics import NodeMetrics
 from .peers import LinkFaults, PeerClient
+from .receipts import ReceiptIndex
 from .store import KEEP_FINAL, NodeStore
 from .timeouts import TimeoutPolicy
 
@@ -124,7 +125,7 @@ class NodeCore:
         # batches
         self.records: dict[bytes, BatchRecord] = {}
         self.accepted_records: dict[int, BatchRecord] = {}
-        self.receipts: dict[bytes, dict[str, Any]] = {}
+        self.receipts = ReceiptIndex()  # node/receipts.py
         self.l1_height = 0
         self.due_since = time.monotonic()
         self.work_since: float | None = None

@@ -248,7 +248,8 @@ class Node(NodeCore):
         loaded = self.store.load_receipts()
         if loaded is None:
             return
-        self.receipts.update(loaded)
+        for frame in loaded:
+            self.receipts.add_frame(frame)
         log.info("%s: %d receipts reloaded from %s", self.cfg.name, len(self.receipts), self.store.dir)
 
     def _fault_status(self) -> dict[str, Any]:

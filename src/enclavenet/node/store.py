@@ -138,20 +138,16 @@ class NodeStore:
         return out
 
     # ------------------------------------------------------------------ receipts.log
-    def append_receipts(self, fresh: dict[bytes, dict[str, Any]]) -> None:
-        if not fresh:
-            return
+    def append_receipts(self, frame: dict[str, Any]) -> None:
+        """One accepted header's receipts (``ReceiptIndex.frame``)."""
         try:
-            append_frame(self.dir / RECEIPTS, fresh)
+            append_frame(self.dir / RECEIPTS, frame)
         except OSError as exc:
             log.warning("%s: receipts not persisted: %s", self.name, exc)
 
-    def load_receipts(self) -> dict[bytes, dict[str, Any]] | None:
+    def load_receipts(self) -> list[Any] | None:
+        """The frames of ``receipts.log`` in order (``ReceiptIndex.add_frame`` replays them)."""
         path = self.dir / RECEIPTS
         if not path.exists():
             return None
-        out: dict[bytes, dict[str, Any]] = {}
-        for part in read_frames(path):
-            if isinstance(part, dict):
-                out.update(part)
-        return out
+        return [part for part in read_frames(path) if isinstance(part, dict)]

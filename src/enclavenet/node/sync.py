@@ -17,7 +17,6 @@ from typing import Any
 from ..crypto.hashing import keccak256, to_checksum
 from ..crypto.header import Header, Withdrawal, withdrawals_hash
 from ..crypto.secp256k1 import SignatureError, recover_address
-from ..enclave.batch import ERROR_CODES, ERROR_ENTRY_PREFIX
 from ..tee.boundary import EnclaveError
 from .batch import (
     BatchRecord,
@@ -30,7 +29,7 @@ from .core import NodeCore, Role
 from .daps import record_inputs
 from .l1watch import AcceptedHeader
 from .peers import PeerError
-from .receipt_proofs import receipt_proof_fields
+from .receipts import ReceiptIndex
 from .store import KEEP_FINAL
 
 log = logging.getLogger("enclavenet.node.sync")
@@ -250,25 +249,9 @@ class Sync(Role):
             "l1TxHash": acc.l1_tx,
             "l1BlockNumber": hex(acc.l1_block_number),
         }
-        fresh: dict[bytes, dict[str, Any]] = {}
-        proofs = receipt_proof_fields(entries)  # issue 14 M6: the client checks them on L1
-        for rid, entry, proof in zip(ids, entries, proofs, strict=False):
-            prior = self.node.receipts.get(rid)
-            if prior is not None and ("error" not in prior or entry.startswith(ERROR_ENTRY_PREFIX)):
-                # first inclusion wins -- but a sealed receipt replaces an error entry: a copy of an
-                # inbox call submitted by another account is refused before its sender's own
-                # submission runs (issue 14 H1), and the sender waits for the real receipt
-                continue
-            r = dict(base)
-            r["receiptId"] = "0x" + rid.hex()
-            r["encryptedReceipt"] = "0x" + entry.hex()
-            r.update(proof)
-            if entry.startswith(ERROR_ENTRY_PREFIX):
-                code = entry[len(ERROR_ENTRY_PREFIX) :].decode(errors="replace")
-                r["error"] = f"{code}: {ERROR_CODES.get(code, 'unknown error code')}"
-            self.node.receipts[rid] = r
-            fresh[rid] = r
-        self._log_receipts(fresh)
+        # kept as they are; the JSON-RPC form and Merkle proof (issue 14 M6) are built when asked
+        if self.node.receipts.add(base, ids, entries):
+            self.node.store.append_receipts(ReceiptIndex.frame(base, ids, entries))
 
     async def on_batch(self, msg: dict[str, Any]) -> dict[str, Any]:
         h = int(msg["height"])
@@ -370,8 +353,3 @@ class Sync(Role):
                 log.warning("%s: state diff of height %d refused (%s); re-executing it", self.cfg.name, rec.height, exc)
         await self.node.host.call("apply_batch", {**rec.input, "envelopes": rec.envelopes, **base})
         self.node.counters["applied_reexec"] = self.node.counters.get("applied_reexec", 0) + 1
-
-    def _log_receipts(self, fresh: dict[bytes, dict[str, Any]]) -> None:
-        """Append an accepted header's (encrypted) receipts to ``data_dir/receipts.log``, so a
-        receipt stays servable after this node restarts (even when every node restarted)."""
-        self.node.store.append_receipts(fresh)

@@ -36,6 +36,7 @@ def transfer(to: address, amount: uint256) -> bool:
 """
 TRANSFER = keccak256(b"transfer(address,uint256)")[:4]
 RPC_CHUNK = 500
+BUSY = -32005  # node/admission.py: the committee is saturated, retry after data.retryAfter
 
 
 def rpc_batch(url: str, calls: list[tuple[str, list[Any]]], timeout: float = 120) -> list[Any]:
@@ -61,6 +62,7 @@ class Chain:
         self.epoch = int(k["epoch"], 16)
         self.epoch_pub = bytes.fromhex(k["epochKey"][2:])
         self.chain_id = net.chain_id
+        self.busy_refusals = 0
         self.sessions = SessionKeys(max_keys=1 << 20)  # what ConfidentialClient does per sender and epoch
 
     def envelope(self, key: bytes, sender: str, nonce: int, to: str | None, data: bytes, gas: int = 200_000) -> bytes:
@@ -82,22 +84,43 @@ class Chain:
             out.append((url, body, [keccak256(e) for e in chunk]))
         return out
 
-    def send_prepared(self, batches: list[tuple[str, bytes, list[bytes]]]) -> tuple[list[bytes], list[float]]:
-        """Send prepared batches; return receipt ids and acknowledgement times."""
+    def send_prepared(self, batches: list[tuple[str, bytes, list[bytes]]], *,
+                      busy_wait_s: float = 300.0) -> tuple[list[bytes], list[float]]:
+        """Send prepared batches; return receipt ids and acknowledgement times (in admission order).
+
+        A transaction the node refuses as busy (-32005, node/admission.py) is sent again after the
+        ``retryAfter`` it asked for, before anything sent later (so each sender's nonces stay in
+        order), for up to ``busy_wait_s`` seconds in all; ``self.busy_refusals`` counts them."""
         rids: list[bytes] = []
         acks: list[float] = []
+        deadline = time.monotonic() + busy_wait_s
         with requests.Session() as session:
             for url, body, ids in batches:
-                resp = session.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=120)
-                t = time.monotonic()
-                out = resp.json()
-                if not isinstance(out, list) or len(out) != len(ids):
-                    raise RuntimeError(f"node answered a batch of {len(ids)} with {str(out)[:200]}")
-                for r in out:
-                    if "error" in r:
-                        raise RuntimeError(f"node refused a transaction: {r['error']['message']}")
-                rids += ids
-                acks += [t] * len(ids)
+                while True:
+                    resp = session.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=120)
+                    t = time.monotonic()
+                    out = resp.json()
+                    if not isinstance(out, list) or len(out) != len(ids):
+                        raise RuntimeError(f"node answered a batch of {len(ids)} with {str(out)[:200]}")
+                    busy: list[int] = []
+                    wait = 0.0
+                    for r in sorted(out, key=lambda r: r["id"]):
+                        err = r.get("error")
+                        if err is None:
+                            rids.append(ids[r["id"]])
+                            acks.append(t)
+                        elif err.get("code") == BUSY and t < deadline:
+                            busy.append(r["id"])
+                            wait = max(wait, float((err.get("data") or {}).get("retryAfter", 0.5)))
+                        else:
+                            raise RuntimeError(f"node refused a transaction: {err['message']}")
+                    if not busy:
+                        break
+                    self.busy_refusals += len(busy)
+                    calls = json.loads(body)
+                    body = json.dumps([{**calls[k], "id": j} for j, k in enumerate(busy)]).encode()
+                    ids = [ids[k] for k in busy]
+                    time.sleep(wait)
         return rids, acks
 
     def send_all(self, envs: list[bytes], *, spread: bool = True) -> tuple[list[bytes], list[float]]:

@@ -10,6 +10,7 @@ the Rollup on L1 when an L1 connection is given), the receipt key of every envel
 from __future__ import annotations
 
 import logging
+import random
 import re
 import threading
 import time
@@ -36,6 +37,7 @@ from .errors import (
     EnvelopeRefused,
     EpochChanged,
     EpochKeyMismatch,
+    NodeBusy,
     NodeUnavailable,
     ReceiptUnreadable,
     TransactionRefused,
@@ -58,6 +60,16 @@ from .formats import (
 from .receipts import verify_receipt_on_l1
 
 log = logging.getLogger(__name__)
+
+LIMIT_EXCEEDED = -32005  # EIP-1474: the node's admission control or a rate limit (retryable)
+BUSY_WAIT_S = 60.0  # how long a send keeps retrying "busy" answers
+
+
+def _retry_after(err: dict[str, Any]) -> float:
+    data = err.get("data")
+    v = data.get("retryAfter") if isinstance(data, dict) else None
+    return min(10.0, max(0.05, float(v))) if isinstance(v, int | float) and not isinstance(v, bool) else 0.5
+
 
 # application error codes of the node's JSON-RPC (docs/NODE_API.md)
 WRONG_EPOCH = -32003
@@ -170,6 +182,8 @@ class ConfidentialClient:
         #: the signing accounts by checksummed address; the first is the default sender
         self.accounts: dict[str, LocalAccount] = {to_checksum(a.address): a for a in accounts}
         self.account = accounts[0]
+        self.busy_wait_s = BUSY_WAIT_S
+        self.busy_retries = 0
         self._sessions = SessionKeys()  # one X25519 agreement per sender and epoch (crypto/envelope.py)
         self.address: str = to_checksum(accounts[0].address)
         self.l1 = l1
@@ -208,6 +222,8 @@ class ConfidentialClient:
                 raise NodeUnavailable(f"EnclaveNet node {self.endpoint} does not serve {method}: {message}")
             if code == NOT_READY:
                 raise NodeUnavailable(f"EnclaveNet node {self.endpoint} is not ready: {message}")
+            if code == LIMIT_EXCEEDED:
+                raise NodeBusy(f"{method} refused for now by the node: {message}", code, _retry_after(err))
             raise EnvelopeRefused(f"{method} refused by the node: {message}", code)
         return resp.get("result")
 
@@ -336,14 +352,25 @@ class ConfidentialClient:
         plaintext: bytes,
         hint: RoutingHint | None,
     ) -> tuple[Any, SealedRequest]:
-        """Seal, send, and on an epoch change re-fetch the key, re-seal and retry once."""
+        """Seal, send, and on an epoch change re-fetch the key, re-seal and retry once. A "busy"
+        answer (the committee is saturated, or a rate limit) is retried after the wait the node
+        asked for, with jitter, for up to ``busy_wait_s`` seconds in all."""
         sealed = self.seal(make_request, plaintext, hint)
-        try:
-            return self.rpc(make_request, method, ["0x" + sealed.envelope.encode().hex()]), sealed
-        except EpochChanged:
-            self.epoch_retries += 1
-            sealed = self.seal(make_request, plaintext, hint, refresh=True)
-            return self.rpc(make_request, method, ["0x" + sealed.envelope.encode().hex()]), sealed
+        deadline = time.monotonic() + self.busy_wait_s
+        while True:
+            try:
+                try:
+                    return self.rpc(make_request, method, ["0x" + sealed.envelope.encode().hex()]), sealed
+                except EpochChanged:
+                    self.epoch_retries += 1
+                    sealed = self.seal(make_request, plaintext, hint, refresh=True)
+                    return self.rpc(make_request, method, ["0x" + sealed.envelope.encode().hex()]), sealed
+            except NodeBusy as exc:
+                wait = exc.retry_after * random.uniform(1.0, 1.5)
+                if time.monotonic() + wait > deadline:
+                    raise
+                self.busy_retries += 1
+                time.sleep(wait)
 
     # ------------------------------------------------------------------ nonces
 

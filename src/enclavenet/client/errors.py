@@ -19,6 +19,7 @@ __all__ = [
     "EnvelopeRefused",
     "EpochChanged",
     "EpochKeyMismatch",
+    "NodeBusy",
     "NodeUnavailable",
     "ReceiptUnreadable",
     "ReceiptUnverified",
@@ -69,6 +70,16 @@ class EpochChanged(EnvelopeRefused):
     """The envelope was sealed to an epoch the committee no longer (or does not yet) accept.
 
     The client re-fetches the epoch key, re-seals and retries once before raising this."""
+
+
+class NodeBusy(EnvelopeRefused):
+    """The node refused for now (JSON-RPC -32005: the committee is saturated, or a rate limit);
+    nothing changed. ``retry_after``: the seconds the node asked to wait. The client waits and
+    sends again (``ConfidentialClient.busy_wait_s`` in all) before raising this."""
+
+    def __init__(self, message: str, code: int | None = None, retry_after: float = 0.5) -> None:
+        super().__init__(message, code)
+        self.retry_after = retry_after
 
 
 class EpochKeyMismatch(EnclaveNetError):

@@ -80,6 +80,11 @@ def install_rpc_methods(
             metrics.refused("not_ready")
             raise RpcError(NOT_READY, "the committee has no epoch key yet; retry in a moment")
         tx_ip.take(CLIENT_IP.get(), "IP")
+        try:
+            node.admission.check(len(node.mempool))  # node/admission.py: a flood is told to come back
+        except RpcError:
+            metrics.refused("busy")
+            raise
         if tx_sender.enabled:
             try:
                 hint = Envelope.decode(raw).hint

@@ -65,6 +65,11 @@ class NodeConfig:
     mempool_max_total: int = 200_000
     mempool_max_per_sender: int = 10_000
     mempool_max_per_origin: int = 0  # per JSON-RPC client IP (0: half of mempool_max_total)
+    # admission control (node/admission.py): refuse new transactions ("busy", retryable) while the
+    # queue holds more than admission_queue_s seconds of measured capacity (0: off), never fewer
+    # than admission_min_batches full batches
+    admission_queue_s: float = 1.5
+    admission_min_batches: int = 4
     # public JSON-RPC rate limits (node/ratelimit.py; requests per second, burst 2x; 0: off):
     # raw transactions per client IP and per routing-hint sender, views/estimates per client IP
     rate_tx_per_ip: float = 20_000.0
@@ -104,6 +109,11 @@ class NodeConfig:
             v = getattr(self, k)
             if not isinstance(v, int | float) or isinstance(v, bool) or v < 0:
                 raise ConfigError(f"{k} must be a number of requests per second >= 0 (0: no limit)")
+        if not isinstance(self.admission_queue_s, int | float) or isinstance(self.admission_queue_s, bool) \
+                or self.admission_queue_s < 0:
+            raise ConfigError("admission_queue_s must be a number of seconds >= 0 (0: no admission control)")
+        if not isinstance(self.admission_min_batches, int) or self.admission_min_batches < 1:
+            raise ConfigError("admission_min_batches must be an integer >= 1")
         if not isinstance(self.platform, dict) or "tee" not in self.platform:
             raise ConfigError("platform must be a map with at least 'tee' (sgx, tdx, sev-snp, csv)")
         check_values(self)

@@ -20,6 +20,7 @@ from ..chain.sender import TxSender
 from ..crypto.messages import L1Message
 from ..crypto.secp256k1 import SignatureError, recover_address
 from ..tee.boundary import EnclaveError
+from .admission import Admission
 from .batch import BatchRecord, record_from_wire
 from .config import NodeConfig
 from .daps import NodeDaps
@@ -99,6 +100,8 @@ class NodeCore:
             max_total=cfg.mempool_max_total, max_per_sender=cfg.mempool_max_per_sender,
             max_per_origin=cfg.mempool_max_per_origin or None,
         )
+        self.admission = Admission(queue_s=cfg.admission_queue_s, min_batches=cfg.admission_min_batches,
+                                   batch_size=lambda: cfg.batch_size)  # node/admission.py
         self.rpc = JsonRpcServer(name=cfg.name, max_body=cfg.max_body)
         self.address = ""
         self.tee_type = 0

@@ -211,7 +211,9 @@ class Sync(Role):
             for old in [x for x in self.node.accepted_records if x <= h - KEEP_RECORDS]:
                 del self.node.accepted_records[old]
             self._store_receipts(acc, rec)
-            self.node.mempool.on_accepted(h, rec.rids(), routing_hints(rec.envelopes))
+            rids = rec.rids()
+            self.node.mempool.on_accepted(h, rids, routing_hints(rec.envelopes))
+            self.node.admission.on_accepted(len(rids), len(self.node.mempool))
         else:
             self.node.mempool.on_accepted(h, [], [])
         # forget records at or below h, and those built on a branch that lost

@@ -191,6 +191,7 @@ def test_js_client_developer_flow(tool: str, net: Devnet, gw: Gateway, proxy: Re
                            recipient, str(amount))
     _check_flow(out, who.address, recipient, amount, net.dev_deposit)
     assert out["heads"] and out["heads"][0] >= out["blockNumber"]
+    assert out.get("lastStatus", 1) == 1  # ethers waits for the transfer that made the head
     calls = _record(gw, tool)
     assert {"eth_sendRawTransaction", "eth_getTransactionReceipt", "eth_call", "eth_estimateGas"} <= {
         c["method"] for c in calls if c["answer"] == "ok"}

@@ -52,6 +52,7 @@ step("subscribe");
 // newHeads over the WebSocket
 const ws = new ethers.WebSocketProvider(url.replace("http://", "ws://"));
 const heads = [];
+let mined = null;
 await new Promise((resolve, reject) => {
   const timer = setTimeout(() => reject(new Error("no new head within 30 s")), 30000);
   ws.on("block", (n) => {
@@ -59,9 +60,13 @@ await new Promise((resolve, reject) => {
     if (heads.length >= 1) { clearTimeout(timer); resolve(); }
   });
   // a transaction makes the committee produce a header
-  token.transfer(bob, 1n).then((t) => t.wait()).catch(reject);
+  mined = token.transfer(bob, 1n).then((t) => t.wait());
+  mined.catch(reject);
 });
 out.heads = heads;
+// the head can arrive before this transfer's receipt: destroying the provider
+// with the receipt poll still in flight rejects it, so let it finish first
+out.lastStatus = (await mined).status;
 await ws.destroy();
 provider.destroy();
 console.log(JSON.stringify(out));

@@ -209,3 +209,59 @@ def test_attestation_verifier_runs_as_an_enclave() -> None:
     # restarted on the same machine, the verifier takes its key back: same L1 root address
     with ProcessEnclave(machine, VERIFIER, config) as ver:
         assert cbor2.loads(ver.ecall("restore", sealed))["address"] == root
+
+
+def test_a_host_restarting_the_enclave_process_from_an_older_blob_gets_no_second_header(tmp_path: Path) -> None:
+    """Issue 13 item 4 with a real enclave process: the victim signs X at (2, 0); its host kills
+    the process, starts a new one on the same machine (rebuilt from the boot spec, as a node does)
+    from the blob sealed BEFORE that vote and asks for a conflicting Y at (2, 0): refused, since
+    the machine's monotonic counter (its NV directory) outlived the process. A restart from the
+    newest blob keeps signing."""
+    from enclavenet.enclave.harness import Member, batch_request, form_committee, program_config
+    from enclavenet.tee import DEFAULT_PROGRAM, InProcessEnclave
+    from enclavenet.tee.platform import platform_from_spec
+
+    vendors = [SimulatedVendor.generate(n) for n in ("sgx", "sev-snp", "tdx")]
+    cfg = program_config(vendors, chain_id=4444)
+    machines = [v.new_platform(nv_dir=tmp_path / v.tee_name) for v in vendors]
+    members = [Member(InProcessEnclave(p, DEFAULT_PROGRAM, cfg)) for p in machines[:2]]
+    spec = machines[2].boot_spec()  # the victim's machine, as its node config holds it
+    victim = Member(ProcessEnclave(platform_from_spec(spec), DEFAULT_PROGRAM, cfg, timeout=60))
+    try:
+        form_committee([*members, victim], quorum=2, min_types=2)
+        req1 = batch_request(1, bytes(32), l1_block=1)
+        out1 = members[0].call("execute_batch", **req1)
+        v1 = victim.call("verify_batch", header=out1["header"], **req1)
+        qc1 = [out1["signature"], v1["signature"]]
+        members[1].call("apply_batch", header=out1["header"], signatures=qc1, **req1)
+        for m in (members[0], victim):
+            m.call("accept_header", header=out1["header"], signatures=qc1)
+        req_x = batch_request(2, out1["header_hash"], l1_block=1, timestamp=1_700_000_010)
+        req_y = batch_request(2, out1["header_hash"], l1_block=1, timestamp=1_700_000_020)
+        x = members[0].call("execute_batch", **req_x)
+        y = members[1].call("execute_batch", **req_y)
+        b0 = victim.call("snapshot")["local"]
+        vote = victim.call("verify_batch", header=x["header"], **req_x)
+        b1 = victim.call("snapshot")["local"]
+
+        def restart(blob: bytes) -> Member:
+            victim.handle.kill()  # type: ignore[attr-defined]
+            victim.close()
+            fresh = Member(ProcessEnclave(platform_from_spec(spec), DEFAULT_PROGRAM, cfg, timeout=60))
+            fresh.call("restore", blob=blob)
+            return fresh
+
+        victim = restart(b0)
+        assert victim.address == vote["signer"]
+        with pytest.raises(EnclaveError, match="older than its platform monotonic counter"):
+            victim.call("verify_batch", header=y["header"], **req_y)
+        assert victim.call("status")["amnesia"] == 2
+        victim = restart(b1)  # liveness: the newest blob is not stale
+        assert victim.call("status")["amnesia"] == 0
+        with pytest.raises(EnclaveError, match="second header at height 2"):
+            victim.call("verify_batch", header=y["header"], **req_y)
+        assert victim.call("verify_batch", header=x["header"], **req_x)["signature"] == vote["signature"]
+    finally:
+        victim.close()
+        for m in members:
+            m.close()

@@ -6,11 +6,15 @@ import dataclasses
 import shutil
 from pathlib import Path
 
+import cbor2
 import pytest
 
 from enclavenet.crypto.quote import TEE_TYPES, enc_key_hash, quote_digest
 from enclavenet.crypto.secp256k1 import SigningKey, recover_address
 from enclavenet.tee import (
+    CounterConflict,
+    CounterError,
+    CounterValue,
     Quote,
     QuoteError,
     SealingError,
@@ -20,7 +24,7 @@ from enclavenet.tee import (
     verify_quote,
 )
 from enclavenet.tee import platform as platform_mod
-from enclavenet.tee.platform import QUOTE_FORMATS
+from enclavenet.tee.platform import QUOTE_FORMATS, platform_from_spec
 
 NAMES = ["sgx", "tdx", "sev-snp", "csv"]
 NOW = 1_750_000_000
@@ -170,3 +174,65 @@ def test_platform_repr_hides_secrets(vendors: dict[str, SimulatedVendor]) -> Non
     spec = machine.boot_spec()
     for r in (repr(machine), repr(machine.enclave_view(MEAS))):
         assert spec["instance_secret"].hex() not in r and spec["vendor_key"].hex() not in r
+
+
+def test_monotonic_counter_survives_the_enclave_and_only_grows(vendors: dict[str, SimulatedVendor], tmp_path: Path) -> None:
+    """The machine's counter service (tee/counter.py): outlives every enclave view / process (the
+    runner rebuilds the machine from boot_spec, NV directory included), advances by one with
+    compare-and-swap, its high-water mark never goes down, and it is scoped to the measurement."""
+    machine = vendors["tdx"].new_platform(nv_dir=tmp_path / "nv")
+    cid = b"guard"
+    enclave = machine.enclave_view(MEAS)
+    assert enclave.counter_read(cid) == CounterValue(0, 0)
+    assert enclave.counter_advance(cid, 0, 7) == CounterValue(1, 7)
+    assert enclave.counter_advance(cid, 1, 3) == CounterValue(2, 7)  # a lower mark never lowers it
+    # a restarted enclave (new view; new process: the machine rebuilt from its boot spec) sees it
+    assert machine.enclave_view(MEAS).counter_read(cid) == CounterValue(2, 7)
+    rebuilt = platform_from_spec(machine.boot_spec())
+    assert rebuilt.nv_dir == machine.nv_dir
+    assert rebuilt.enclave_view(MEAS).counter_read(cid) == CounterValue(2, 7)
+    # a stale caller (a second process from an old blob) cannot advance: compare-and-swap
+    with pytest.raises(CounterConflict, match="at 2, not 1"):
+        enclave.counter_advance(cid, 1, 100)
+    assert enclave.counter_read(cid) == CounterValue(2, 7)
+    # another measurement has its own counters; another machine too
+    assert machine.enclave_view(b"\x42" * 32).counter_read(cid) == CounterValue(0, 0)
+    assert vendors["tdx"].new_platform(nv_dir=tmp_path / "nv2").enclave_view(MEAS).counter_read(cid) == CounterValue()
+
+
+def test_a_host_cannot_decrement_the_counter(vendors: dict[str, SimulatedVendor], tmp_path: Path) -> None:
+    """The host side has no call that moves the counter; rewriting its file (a lower value, the
+    file of another counter, garbage) without the machine key fails closed: the enclave then
+    refuses, it never reads a lower value."""
+    machine = vendors["sgx"].new_platform(nv_dir=tmp_path)
+    enclave = machine.enclave_view(MEAS)
+    for i in range(3):
+        enclave.counter_advance(b"a", i, 10 + i)
+    enclave.counter_advance(b"b", 0, 1)
+    files = {p.name: p for p in tmp_path.glob("*.ctr")}
+    assert len(files) == 2
+    originals = {n: p.read_bytes() for n, p in files.items()}
+    old_tag = next(iter(originals.values()))[-32:]
+    for forged in (
+        cbor2.dumps([1, 0], canonical=True) + old_tag,  # a lower value under a MAC seen before
+        b"",
+        b"\x00" * 40,
+    ):
+        for p in files.values():
+            p.write_bytes(forged)
+        with pytest.raises(CounterError, match="corrupt"):
+            enclave.counter_read(b"a")
+        with pytest.raises(CounterError, match="corrupt"):
+            enclave.counter_advance(b"a", 1, 0)
+    # the other counter's (validly MACed) file under this one's name: refused as well
+    names = sorted(files)
+    files[names[0]].write_bytes(originals[names[1]])
+    files[names[1]].write_bytes(originals[names[0]])
+    for cid in (b"a", b"b"):
+        with pytest.raises(CounterError, match="MAC"):
+            enclave.counter_read(cid)
+    for n, p in files.items():
+        p.write_bytes(originals[n])
+    assert enclave.counter_read(b"a") == CounterValue(3, 12)
+    # the host's view of the machine offers nothing that writes a counter
+    assert not [m for m in dir(machine) if "counter" in m]

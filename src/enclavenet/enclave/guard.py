@@ -19,6 +19,12 @@ Rules (docs/NODE.md "Rounds" has the safety argument):
 * The input record: a batch input executed at ``(h, parent, r)`` (by ``execute_batch`` or
   ``verify_batch``) is the only one executed there. A different input needs a TC for a higher
   round, or a QC (``apply_batch``, which does not consult this record).
+* Rollback (docs/ENCLAVE.md "Rollback protection"): every new signature, timeout or input record
+  raises ``dirty`` to its height; the program advances the platform's monotonic counter (high-water
+  mark >= ``dirty``) before any output of that ecall leaves. An enclave restored from a blob older
+  than its counter may have signed, timed out or executed anything at heights up to the counter's
+  high-water mark since: it sets ``amnesia`` to that height and refuses all three there (until those
+  heights are finalised, which needs a QC: ``accept_header`` / ``apply_batch``).
 """
 
 from __future__ import annotations
@@ -139,6 +145,8 @@ class SignGuard:
     def __init__(self) -> None:
         self.slots: dict[int, _Slot] = {}
         self.floor = 0  # finalised height: nothing at or below it is ever signed again
+        self.amnesia = 0  # restored from a stale blob: nothing at heights <= it is signed, timed out or executed
+        self.dirty: int | None = None  # highest height recorded since the platform counter last advanced
 
     # ------------------------------------------------------------------ views
     @property
@@ -167,6 +175,19 @@ class SignGuard:
     def _above_floor(self, height: int, what: str) -> None:
         if height <= self.floor:
             raise EnclaveRefusal(f"will not {what} at height {height}: heights <= {self.floor} are finalised")
+        self._remembers(height, what)
+
+    def _remembers(self, height: int, what: str) -> None:
+        if height <= self.amnesia:
+            raise EnclaveRefusal(
+                f"will not {what} at height {height}: this enclave was restored from a sealed blob older than its "
+                f"platform monotonic counter, so it may have signed up to height {self.amnesia} since and forgotten "
+                f"it; it acts again above height {self.amnesia}, or once that height is finalised "
+                "(accept_header / apply_batch with a QC)"
+            )
+
+    def _dirty(self, height: int) -> None:
+        self.dirty = height if self.dirty is None else max(self.dirty, height)
 
     # ------------------------------------------------------------------ headers
     def check(self, height: int, header_hash: bytes, round_: int = 0, parent: bytes = ZERO32) -> None:
@@ -205,7 +226,10 @@ class SignGuard:
 
     def record(self, height: int, header_hash: bytes, round_: int = 0, parent: bytes = ZERO32) -> None:
         self.check(height, header_hash, round_, parent)
-        self._slot(height).signed[(parent, round_)] = header_hash
+        s = self._slot(height)
+        if s.signed.get((parent, round_)) != header_hash:
+            s.signed[(parent, round_)] = header_hash
+            self._dirty(height)
 
     # ------------------------------------------------------------------ rounds
     def timeout(self, height: int, round_: int, parent: bytes = ZERO32) -> bytes:
@@ -225,6 +249,7 @@ class SignGuard:
         lock = s.lock(parent)
         s.timeouts[round_] = lock
         s.timed_out = round_
+        self._dirty(height)
         return lock
 
     def enter_round(self, height: int, round_: int, allowed: frozenset[bytes] | None) -> None:
@@ -236,6 +261,8 @@ class SignGuard:
 
     # ------------------------------------------------------------------ the input record
     def check_input(self, height: int, parent: bytes, round_: int, digest: bytes) -> None:
+        if height > self.floor:
+            self._remembers(height, "execute")
         s = self.slots.get(height)
         if s is None:
             if round_ != 0:
@@ -259,7 +286,10 @@ class SignGuard:
 
     def record_input(self, height: int, parent: bytes, round_: int, digest: bytes) -> None:
         self.check_input(height, parent, round_, digest)
-        self._slot(height).inputs[(parent, round_)] = digest
+        s = self._slot(height)
+        if (parent, round_) not in s.inputs:
+            s.inputs[(parent, round_)] = digest
+            self._dirty(height)
 
     # ------------------------------------------------------------------ finality and persistence
     def finalize(self, height: int) -> None:
@@ -281,15 +311,24 @@ class SignGuard:
             s.timed_out = max(s.timed_out, o.timed_out)
             if o.round > s.round:
                 s.round, s.allowed = o.round, o.allowed
+        self.amnesia = max(self.amnesia, other.amnesia)
+        if other.dirty is not None:
+            self._dirty(other.dirty)
         self.finalize(max(self.floor, other.floor))
 
+    def forget_up_to(self, height: int) -> None:
+        """Safe mode: this record may lack what the enclave did at heights <= ``height``."""
+        self.amnesia = max(self.amnesia, height)
+
     def to_cbor(self) -> dict[str, Any]:
-        return {"v": 2, "floor": self.floor, "slots": [[h, s.to_cbor()] for h, s in sorted(self.slots.items())]}
+        return {"v": 2, "floor": self.floor, "amnesia": self.amnesia,
+                "slots": [[h, s.to_cbor()] for h, s in sorted(self.slots.items())]}
 
     @classmethod
     def from_cbor(cls, m: dict[str, Any]) -> SignGuard:
         g = cls()
         g.floor = int(m["floor"])
+        g.amnesia = int(m.get("amnesia", 0))
         if "slots" in m:
             g.slots = {int(h): _Slot.from_cbor(s) for h, s in m["slots"]}
         else:  # v1 blobs: {height: header hash} signed in round 0

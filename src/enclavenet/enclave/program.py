@@ -52,6 +52,7 @@ from ..crypto.peer import peer_request_digest
 from ..crypto.quote import TEE_NAMES, TEE_TYPES, enc_key_hash
 from ..crypto.smt import smt_key, smt_leaf
 from ..crypto.timeout import timeout_digest
+from ..tee.counter import CounterConflict, CounterError
 from ..tee.platform import EnclavePlatform
 from ..tee.sealing import SealingError
 from .batch import (
@@ -89,6 +90,7 @@ CONTRACT_KEY_SUBKEY = "contract-key-v1"
 DIFF_MAGIC = b"ENSD\x01"  # a batch's state diff: sealed under the epoch state key (apply_batch)
 DIFF_SUBKEY = "batch-diff-v1"
 LOCAL_LABEL = b"EnclaveNet.program.local.v1"
+GUARD_COUNTER_DOMAIN = b"EnclaveNet.guard-counter.v1"
 _ZERO_ADDR = b"\x00" * 20
 
 
@@ -193,6 +195,10 @@ class EnclaveProgram:
         self._openers: dict[int, EnvelopeOpener] = {}
         self._committee = Committee()
         self._guard = SignGuard()
+        # the platform monotonic counter behind the guard (docs/ENCLAVE.md "Rollback protection"):
+        # its id follows the identity; _count is the count this enclave last saw it at
+        self._counter_id = _guard_counter_id(self._identity.address)
+        self._count = 0
         self._ex = self._new_executor()
         self._head = ChainHead()
         self._finalized: tuple[int, bytes] = (0, ZERO32)
@@ -269,7 +275,11 @@ class EnclaveProgram:
         if handler is None:
             raise EnclaveRefusal(f"unknown ecall {method[:64]!r}; known: {', '.join(sorted(self._handlers))}")
         try:
-            return encode(handler(payload))
+            try:
+                out = handler(payload)
+            finally:  # a refusal is an output too (one bit of an executed input): counter first
+                self._advance_counter()
+            return encode(out)
         except EnclaveRefusal:
             raise
         except (EnvelopeError, EpochKeyError, SealingError) as exc:  # messages written never to hold secrets
@@ -283,6 +293,34 @@ class EnclaveProgram:
         held = self._epochs
         for e in [e for e, op in self._openers.items() if not held.has_epoch(e) or op.private_key is not held.tx_private_key(e)]:
             del self._openers[e]
+
+    def _advance_counter(self) -> None:
+        """Make what the guard recorded in this ecall durable before anything of it leaves: advance
+        the platform monotonic counter, its high-water mark raised to the highest height recorded.
+        A sealed blob binds ``_count``; one below the counter is stale (``_restore``)."""
+        high = self._guard.dirty
+        if high is None:
+            return
+        try:
+            value = self._platform.counter_advance(self._counter_id, self._count, high)
+        except CounterConflict:
+            # another process of this identity (started from the same blob) advanced it: it may have
+            # signed anything up to the counter's high-water mark; so may this one's pending record
+            try:
+                cur = self._platform.counter_read(self._counter_id)
+            except CounterError as exc:
+                raise EnclaveRefusal(f"platform monotonic counter: {exc}; not signing") from None
+            self._guard.forget_up_to(max(cur.high, high))
+            self._guard.dirty = None
+            self._count = cur.count
+            raise EnclaveRefusal(
+                "platform monotonic counter moved on without this enclave (another process of it runs on the "
+                f"same sealed state): not signing at heights <= {self._guard.amnesia}"
+            ) from None
+        except CounterError as exc:
+            raise EnclaveRefusal(f"platform monotonic counter: {exc}; not signing (retry later)") from None
+        self._count = value.count
+        self._guard.dirty = None
 
     def compromised_export(self) -> dict[str, Any]:
         """FAULT HOOK ONLY (tee ``__fault__.compromise``): every key this enclave holds."""
@@ -1028,6 +1066,7 @@ class EnclaveProgram:
         epoch = self._epochs.current_epoch
         if epoch is None:
             raise EnclaveRefusal("snapshot: no epoch key to seal under yet")
+        self._advance_counter()  # normally a no-op (every ecall ends with it); the blob binds _count
         t0 = time.perf_counter()
         plain = self._shared_plain()
         t1 = time.perf_counter()
@@ -1043,6 +1082,7 @@ class EnclaveProgram:
                 "identity": self._identity.to_secret_bytes(),
                 "epochs": self._epochs.to_secret_bytes(),
                 "guard": self._guard.to_cbor(),
+                "counter": self._count,
                 "committee": self._committee.to_cbor(),
                 "anchored": self._anchored_epoch,
                 "shared": shared,
@@ -1145,8 +1185,22 @@ class EnclaveProgram:
             committee.load_cbor(m["committee"])
             anchored = int(m.get("anchored", -1))
             shared = bytes(m["shared"])
+            sealed_count = int(m["counter"])
         except (KeyError, TypeError, ValueError):
             raise EnclaveRefusal("restore: the local snapshot is malformed") from None
+        same = identity.address == self._identity.address
+        counter_id = _guard_counter_id(identity.address)
+        try:
+            counter = self._platform.counter_read(counter_id)
+        except CounterError as exc:
+            raise EnclaveRefusal(f"restore: platform monotonic counter: {exc}") from None
+        known = max(sealed_count, self._count) if same else sealed_count  # a running enclave merges its record
+        if counter.count < known:
+            raise EnclaveRefusal(
+                f"restore: the platform monotonic counter ({counter.count}) is below the sealed blob's ({known}): "
+                "the counter store was reset or rolled back, or belongs to another machine; this enclave cannot "
+                "tell what it signed, so it does not restore"
+            )
         if committee.members and (committee.quorum < self.cfg.min_quorum or committee.min_types < self.cfg.min_types):
             raise EnclaveRefusal("restore: the local snapshot's committee rule is below this program's floors")
         # never bring back what this running enclave has erased or left behind: its erasure
@@ -1157,9 +1211,16 @@ class EnclaveProgram:
             epochs.erase_before(max(0, anchored - self.cfg.epoch_grace))
         committee.merge_newer(self._committee)
         self._load_shared_plain(self._open_shared(shared, epochs), None)  # state first: may refuse
-        if identity.address == self._identity.address:
+        if same:
             guard.merge(self._guard)  # never forget a signature made since that blob
+        else:
+            guard.dirty = None  # the running identity's pending record goes with it (nothing of it left)
+        if counter.count > known:
+            # a stale blob: the counter advanced after it was sealed, so this enclave may have signed,
+            # timed out or executed at heights up to the counter's high-water mark and forgotten it
+            guard.forget_up_to(counter.high)
         self._identity, self._epochs, self._guard, self._committee = identity, epochs, guard, committee
+        self._counter_id, self._count = counter_id, counter.count
         self._anchored_epoch = anchored
         self._guard.finalize(self._finalized[0])
         return self._status(b"")
@@ -1282,6 +1343,8 @@ class EnclaveProgram:
             "epochs_held": self._epochs.epochs(),
             "state_root": self._ex.state_root,
             "balances_root": self._ex.balances_root,
+            # > finalized_height: restored from a stale blob, signs nothing at heights <= it (guard.py)
+            "amnesia": self._guard.amnesia,
         }
 
     def _stats(self, payload: bytes) -> dict[str, Any]:
@@ -1295,6 +1358,11 @@ class EnclaveProgram:
         if r.has("reset") and r.raw("reset"):
             self.stats = Stats()
         return out
+
+
+def _guard_counter_id(address: str) -> bytes:
+    """The platform monotonic counter of the enclave with signing address ``address``."""
+    return keccak256(GUARD_COUNTER_DOMAIN, address_bytes(address))
 
 
 def _input_digest(inp: BatchInput) -> bytes:

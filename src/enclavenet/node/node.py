@@ -159,6 +159,10 @@ class Node(NodeCore):
             try:
                 st = await self.host.call("restore", {"blob": blob})
                 log.info("%s: restored the enclave from its sealed snapshot (height %d)", self.cfg.name, st["height"])
+                if int(st.get("amnesia", 0)) > int(st["finalized_height"]):
+                    log.warning("%s: the sealed snapshot is older than the platform's monotonic counter: the enclave "
+                                "signs nothing up to height %d until that height is finalised", self.cfg.name,
+                                int(st["amnesia"]))
             except EnclaveError as exc:
                 log.warning("%s: could not restore the sealed snapshot (%s); starting fresh", self.cfg.name, exc)
         ident = await self.host.call("identity")

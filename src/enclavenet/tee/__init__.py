@@ -3,6 +3,7 @@
 * ``platform``: simulated vendors/platforms (sgx, tdx, sev-snp, csv), ``measure_enclave``,
   ``Quote`` and ``verify_quote(quote, trusted_roots) -> QuoteClaims``.
 * ``sealing``: AES-GCM sealing bound to platform instance and measurement.
+* ``counter``: the machine's monotonic counters (rollback protection of sealed state).
 * ``wire`` / ``server`` / ``runner`` / ``boundary``: the ecall boundary
   (``ProcessEnclave``, ``InProcessEnclave``, ``EnclaveError``/``EnclaveTimeout``/``EnclaveCrashed``).
 * ``dcap``: real SGX/TDX DCAP verification (dcap-qvl) and the attestation-verifier enclave.
@@ -16,6 +17,7 @@ from .boundary import (
     InProcessEnclave,
     ProcessEnclave,
 )
+from .counter import CounterConflict, CounterError, CounterValue
 from .platform import (
     CsvPlatform,
     EnclavePlatform,
@@ -36,6 +38,9 @@ from .server import DEFAULT_PROGRAM
 
 __all__ = [
     "DEFAULT_PROGRAM",
+    "CounterConflict",
+    "CounterError",
+    "CounterValue",
     "CsvPlatform",
     "Enclave",
     "EnclaveCrashed",

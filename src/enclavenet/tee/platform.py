@@ -49,6 +49,7 @@ import cbor2
 from ..crypto.hashing import address_bytes, domain_tag, keccak256, to_checksum
 from ..crypto.quote import TEE_NAMES, TEE_TYPES, quote_digest
 from ..crypto.secp256k1 import SignatureError, SigningKey, recover_address
+from .counter import COUNTER_DOMAIN, CounterStore, CounterValue, default_nv_root
 from .sealing import derive_sealing_key, open_sealed, seal_data
 
 __all__ = [
@@ -396,10 +397,12 @@ class SimulatedVendor:
     def root_address(self) -> str:
         return self.root_key.address
 
-    def new_platform(self, *, tcb_level: int | None = None, instance_secret: bytes | None = None) -> SimulatedPlatform:
+    def new_platform(
+        self, *, tcb_level: int | None = None, instance_secret: bytes | None = None, nv_dir: str | Path | None = None
+    ) -> SimulatedPlatform:
         """A new machine of this vendor (fresh per-instance secret unless given)."""
         cls = platform_class(self.tee_name)
-        return cls(self.root_key, instance_secret=instance_secret, tcb_level=tcb_level)
+        return cls(self.root_key, instance_secret=instance_secret, tcb_level=tcb_level, nv_dir=nv_dir)
 
     def __repr__(self) -> str:
         return f"SimulatedVendor({self.tee_name!r}, root={self.root_address})"
@@ -411,6 +414,8 @@ class SimulatedPlatform:
     Subclasses define the vendor's report fields. The secrets never appear in ``repr``.
     ``boot_spec()`` is what the host hands to ``tee.runner`` on the enclave's stdin at boot
     (the simulated hardware); on real hardware these secrets never leave the CPU.
+    ``nv_dir`` is the machine's non-volatile storage for its monotonic counters (``tee.counter``;
+    default ``default_nv_root() / "<tee>-<instance id>"``): it outlives every enclave process.
     """
 
     tee_name: ClassVar[str] = ""
@@ -423,6 +428,7 @@ class SimulatedPlatform:
         instance_secret: bytes | None = None,
         tcb_level: int | None = None,
         max_quote_validity: int = DEFAULT_QUOTE_VALIDITY,
+        nv_dir: str | Path | None = None,
     ) -> None:
         if instance_secret is None:
             instance_secret = os.urandom(32)
@@ -434,6 +440,7 @@ class SimulatedPlatform:
         if not 0 <= self.tcb_level < 256:
             raise ValueError("tcb_level must be in 0..255")
         self.max_quote_validity = int(max_quote_validity)
+        self.nv_dir = Path(nv_dir) if nv_dir else default_nv_root() / f"{self.tee_name}-{self.instance_id.hex()}"
 
     @property
     def tee_type(self) -> int:
@@ -483,6 +490,7 @@ class SimulatedPlatform:
             "instance_secret": self._secret,
             "tcb_level": self.tcb_level,
             "max_quote_validity": self.max_quote_validity,
+            "nv_dir": str(self.nv_dir),
         }
 
 
@@ -495,6 +503,7 @@ def platform_from_spec(spec: Mapping[str, Any]) -> SimulatedPlatform:
             instance_secret=bytes(spec["instance_secret"]),
             tcb_level=int(spec["tcb_level"]),
             max_quote_validity=int(spec.get("max_quote_validity", DEFAULT_QUOTE_VALIDITY)),
+            nv_dir=str(spec["nv_dir"]) if spec.get("nv_dir") else None,
         )
     except KeyError as exc:
         raise ValueError(f"platform spec lacks {exc.args[0]!r}") from None
@@ -511,6 +520,9 @@ class EnclavePlatform:
       ``SealingError`` for another measurement, another machine, or tampering)
     * ``now() -> int`` unix seconds (host time: NOT trusted for safety decisions)
     * ``random(n) -> bytes`` (os.urandom)
+    * ``counter_read(id) -> CounterValue`` / ``counter_advance(id, expected, high) -> CounterValue``:
+      the machine's monotonic counters (``tee.counter``), scoped to this measurement; raise
+      ``CounterError`` (``CounterConflict`` when the count is no longer ``expected``)
     """
 
     def __init__(self, machine: SimulatedPlatform, measurement: bytes, *, clock: Any = None) -> None:
@@ -519,6 +531,7 @@ class EnclavePlatform:
         self._machine = machine
         self.measurement = bytes(measurement)
         self._clock = clock or time.time
+        self._counters: CounterStore | None = None
 
     @property
     def tee_type(self) -> int:
@@ -572,6 +585,20 @@ class EnclavePlatform:
     def unseal(self, blob: bytes, label: bytes = b"") -> bytes:
         """Decrypt a sealed blob; raises ``SealingError`` saying which check failed."""
         return open_sealed(self._sealing_key(label), self.tee_type, self.instance_id, self.measurement, label, blob)
+
+    def _counter_store(self) -> CounterStore:
+        if self._counters is None:
+            self._counters = CounterStore(self._machine.nv_dir, self._sealing_key(COUNTER_DOMAIN), self.measurement)
+        return self._counters
+
+    def counter_read(self, counter_id: bytes) -> CounterValue:
+        """The machine's monotonic counter ``counter_id`` of this measurement (0, 0 if never advanced)."""
+        return self._counter_store().read(counter_id)
+
+    def counter_advance(self, counter_id: bytes, expected: int, high: int) -> CounterValue:
+        """Advance counter ``counter_id`` by one (if its count is ``expected``) and raise its
+        high-water mark to ``high``; durable when it returns."""
+        return self._counter_store().advance(counter_id, expected, high)
 
 
 # --------------------------------------------------------------------------- the four platforms

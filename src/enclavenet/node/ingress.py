@@ -78,11 +78,15 @@ class Ingress(Role):
     def log_pending(self, envelopes: list[bytes]) -> None:
         """Append acknowledged envelopes to ``data_dir/pending.log``: a node restarted (even with
         every other node) offers them again until they are included."""
-        self.node.store.append_pending(envelopes)
+        try:
+            self.node.store.append_pending(envelopes)
+        except OSError as exc:
+            log.warning("%s: pending transactions not persisted: %s", self.cfg.name, exc)
 
     def reload_pending(self) -> None:
-        """At start (epoch known): re-admit logged envelopes without a receipt; compact the log."""
-        logged = self.node.store.take_pending()
+        """At start (epoch known): re-admit logged envelopes without a receipt; compact the log
+        (atomically: a crash mid-way keeps the old log whole)."""
+        logged = self.node.store.read_pending()
         if logged is None:
             return
         keep = [e for e in logged if keccak256(e) not in self.node.receipts]
@@ -91,8 +95,11 @@ class Ingress(Role):
             with contextlib.suppress(MempoolError):
                 self.node.mempool.add(e, epochs=None)
                 added += 1
+        try:
+            self.node.store.compact_pending(keep)
+        except OSError as exc:  # the old log stays: it holds every entry of keep (and more)
+            log.warning("%s: pending.log not compacted: %s", self.cfg.name, exc)
         if keep:
-            self.log_pending(keep)
             self._buf.extend(keep)
             self._event.set()
         log.info("%s: %d pending transactions offered again after the restart", self.cfg.name, added)

@@ -54,7 +54,7 @@ def serve(data_dir: str, mode: str) -> None:
     from enclavenet.node.ingress import Ingress
 
     if mode == "no-fsync":
-        store_mod.os.fsync = lambda fd: None  # type: ignore[assignment]  # measurement only
+        store_mod.os.fsync = lambda fd: None  # measurement only
     if mode == "ack-first":
         async def at_once(self: Ingress, rid: bytes, logged: Any) -> bytes:
             return rid

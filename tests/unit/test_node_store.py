@@ -24,8 +24,12 @@ def test_logs_stop_at_a_torn_last_frame_and_pending_is_taken_once(tmp_path: Path
     st.append_pending([b"c"])
     with open(tmp_path / "pending.log", "ab") as fh:
         fh.write((100).to_bytes(4, "big") + b"torn")
-    assert st.take_pending() == [b"a", b"b", b"c"]
-    assert st.take_pending() == []  # emptied: the caller logs again what it keeps
+    assert st.read_pending() == [b"a", b"b", b"c"]
+    st.compact_pending([b"c"])  # what the node keeps after a restart (node/ingress.py)
+    assert st.read_pending() == [b"c"]
+    st.compact_pending([])
+    assert st.read_pending() == []
+    assert NodeStore(tmp_path / "none").read_pending() is None
     append_frame(tmp_path / "x.log", {"k": 1})
     assert list(read_frames(tmp_path / "x.log")) == [{"k": 1}]
     st.append_receipts({b"r": {"height": "0x1"}})

@@ -6,6 +6,8 @@ Application error codes (the message always says what was wrong):
 * -32002 duplicate transaction (pending or already included: a replay)
 * -32003 wrong or unknown epoch (re-seal to ``enclavenet_epochKey``)
 * -32005 rate limited (per client IP or per sender; retryable: ``data.retryAfter`` seconds)
+* -32006 not persisted: the node could not write the transaction to its disk (not acknowledged;
+  retry here or at another node)
 * -32010 the enclave refused the request (e.g. a view call that does not decrypt)
 * -32050 the node is not ready yet (no epoch key / enclave down)
 * -32602 invalid params: malformed hex, malformed envelope, too large, missing routing hint
@@ -13,7 +15,7 @@ Application error codes (the message always says what was wrong):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -22,7 +24,8 @@ from ..crypto.envelope import Envelope, EnvelopeError
 from ..tee.boundary import EnclaveError
 from . import metrics as node_metrics
 from .host import EnclaveBusy
-from .jsonrpc import CLIENT_IP, INVALID_PARAMS, RpcError, hex_bytes, quantity
+from .ingress import NotPersisted
+from .jsonrpc import CLIENT_IP, INVALID_PARAMS, Deferred, RpcError, hex_bytes, quantity
 from .mempool import DuplicateTransaction, MempoolError, MempoolFull
 from .ratelimit import RATE_LIMITED, RateLimiter
 
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
 MEMPOOL_FULL = -32001
 DUPLICATE = -32002
 WRONG_EPOCH = -32003
+NOT_PERSISTED = -32006
 ENCLAVE_REFUSED = -32010
 NOT_READY = -32050
 
@@ -39,7 +43,7 @@ MAX_ENVELOPE = 128 * 1024
 
 
 def install_rpc_methods(
-    node: NodeCore, *, submit_envelope: Callable[[bytes, str], bytes], node_status: Callable[[], dict[str, Any]]
+    node: NodeCore, *, submit_envelope: Callable[[bytes, str], Awaitable[bytes]], node_status: Callable[[], dict[str, Any]]
 ) -> None:
     """Register the JSON-RPC methods on ``node.rpc``: reads go to the shared node state, a new
     transaction to ``submit_envelope`` (ingress), ``enclavenet_status`` to ``node_status``."""
@@ -70,7 +74,7 @@ def install_rpc_methods(
     view_ip = RateLimiter(cfg.rate_view_per_ip, "views and gas estimates")
     node.rate_limiters = {"tx_per_ip": tx_ip, "tx_per_sender": tx_sender, "view_per_ip": view_ip}
 
-    def send_raw(data: Any) -> str:
+    def send_raw(data: Any) -> Deferred:
         try:
             raw = hex_bytes(data, "transaction (envelope)", max_len=MAX_ENVELOPE)
         except RpcError:
@@ -93,7 +97,7 @@ def install_rpc_methods(
             if hint is not None:
                 tx_sender.take(hint.sender_hex, "sender")
         try:
-            rid = submit_envelope(raw, CLIENT_IP.get())
+            logged = submit_envelope(raw, CLIENT_IP.get())
         except MempoolFull as exc:
             metrics.refused("full")
             raise RpcError(MEMPOOL_FULL, str(exc)) from None
@@ -105,6 +109,15 @@ def install_rpc_methods(
             code = WRONG_EPOCH if "epoch" in msg and "envelope sealed to epoch" in msg else INVALID_PARAMS
             metrics.refused("wrong_epoch" if code == WRONG_EPOCH else "malformed")
             raise RpcError(code, msg) from None
+        return Deferred(acknowledged(logged))
+
+    async def acknowledged(logged: Awaitable[bytes]) -> str:
+        """The receipt id, once the envelope is in pending.log on disk (node/ingress.py)."""
+        try:
+            rid = await logged
+        except NotPersisted as exc:
+            metrics.refused("not_persisted")
+            raise RpcError(NOT_PERSISTED, str(exc)) from None
         return "0x" + rid.hex()
 
     def get_receipt(rid_hex: Any) -> dict[str, Any] | None:

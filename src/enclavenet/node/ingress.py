@@ -1,8 +1,15 @@
 """Ingress: transactions into the committee (``eth_sendRawTransaction``, peers' ``txs``).
 
 Admits envelopes to the mempool, logs them to ``pending.log`` (node/store.py) before they are
-forwarded, forwards bursts to every peer (one task per peer: a silent one delays nobody), and
-re-offers the logged ones after a restart.
+acknowledged or forwarded, forwards bursts to every peer (one task per peer: a silent one delays
+nobody), and re-offers the logged ones after a restart.
+
+Acknowledged means durable: ``eth_sendRawTransaction`` returns the receipt id only once the
+envelope is appended to ``pending.log`` and fsynced. One writer (node/groupcommit.py) appends
+everything submitted while its previous fsync ran in one frame and fsyncs once, in a thread, so
+the event loop keeps serving; a failed write answers each of its submissions with an error
+(-32006) and takes the envelope out of the mempool. Envelopes from peers (``txs``) are not
+logged: this node acknowledged them to nobody (the peer that did has them on its disk).
 """
 
 from __future__ import annotations
@@ -10,23 +17,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 import cbor2
 
 from ..crypto.hashing import keccak256
 from .core import NodeCore, Role
+from .groupcommit import GroupCommit
 from .mempool import MempoolError
 from .peers import PeerClient, PeerError
 
 log = logging.getLogger("enclavenet.node.ingress")
 
 
+class NotPersisted(Exception):
+    """The envelope could not be written to ``pending.log``: it was not acknowledged."""
+
+
 class Ingress(Role):
     def __init__(self, node: NodeCore) -> None:
         super().__init__(node)
-        self._buf: list[bytes] = []
+        self._buf: list[bytes] = []  # logged, to forward
         self._event = asyncio.Event()
+        self.pending_log: GroupCommit[bytes] = GroupCommit(self.log_pending, on_written=self._forward)
 
     async def on_txs(self, msg: dict[str, Any]) -> dict[str, Any]:
         added = 0
@@ -43,14 +57,30 @@ class Ingress(Role):
             self.node.work.set()
         return {"added": added}
 
-    def submit_envelope(self, raw: bytes, origin: str = "") -> bytes:
-        """eth_sendRawTransaction: admit to the mempool and forward to the committee. ``origin``:
-        the JSON-RPC client (IP), whose share of the mempool is bounded (issue 14 M4)."""
+    def submit_envelope(self, raw: bytes, origin: str = "") -> Awaitable[bytes]:
+        """eth_sendRawTransaction: admit to the mempool now (raises MempoolError), then the
+        returned awaitable gives the receipt id once the envelope is on disk (raises
+        NotPersisted if the write failed); it is forwarded to the committee after that.
+        ``origin``: the JSON-RPC client (IP), whose share of the mempool is bounded (issue 14 M4)."""
         e = self.node.mempool.add(raw, epochs=self.node.accepted_epochs(), origin=origin)
-        self._buf.append(raw)
-        self._event.set()
         self.node.work.set()
-        return e.receipt_id
+        return self._acknowledge(e.receipt_id, self.pending_log.submit(raw))
+
+    async def _acknowledge(self, rid: bytes, logged: asyncio.Future[None]) -> bytes:
+        try:
+            await logged
+        except OSError as exc:
+            self.node.mempool.remove(rid)
+            log.warning("%s: transaction 0x%s not acknowledged: pending.log write failed: %s", self.cfg.name,
+                        rid.hex(), exc)
+            raise NotPersisted(f"the node could not write the transaction to its disk ({exc.strerror or exc}); "
+                               "it was not acknowledged: retry (here or at another node)") from None
+        return rid
+
+    def _forward(self, logged: list[bytes]) -> None:
+        """On disk: forward to the committee (even if the client stopped waiting for its answer)."""
+        self._buf.extend(logged)
+        self._event.set()
 
     async def run(self) -> None:
         while not self.node.stopping.is_set():
@@ -60,7 +90,6 @@ class Ingress(Role):
             buf, self._buf = self._buf, []
             if not buf:
                 continue
-            self.log_pending(buf)
             data = cbor2.dumps({"envelopes": buf})
             for p in self.node.peers:  # one task per peer: a silent peer delays nobody
                 if p.inflight_forwards < 16:  # a peer that stopped answering is skipped (we keep the txs)
@@ -76,13 +105,15 @@ class Ingress(Role):
             p.inflight_forwards -= 1
 
     def log_pending(self, envelopes: list[bytes]) -> None:
-        """Append acknowledged envelopes to ``data_dir/pending.log``: a node restarted (even with
-        every other node) offers them again until they are included."""
+        """Append envelopes to ``data_dir/pending.log``, fsynced (blocking; the group commit runs
+        it in a thread): a node restarted (even with every other node) offers them again until
+        they are included. Raises OSError."""
         self.node.store.append_pending(envelopes)
 
     def reload_pending(self) -> None:
-        """At start (epoch known): re-admit logged envelopes without a receipt; compact the log."""
-        logged = self.node.store.take_pending()
+        """At start (epoch known): re-admit logged envelopes without a receipt; compact the log
+        (atomically: a crash mid-way keeps the old log whole)."""
+        logged = self.node.store.read_pending()
         if logged is None:
             return
         keep = [e for e in logged if keccak256(e) not in self.node.receipts]
@@ -91,8 +122,11 @@ class Ingress(Role):
             with contextlib.suppress(MempoolError):
                 self.node.mempool.add(e, epochs=None)
                 added += 1
+        try:
+            self.node.store.compact_pending(keep)
+        except OSError as exc:  # the old log stays: it holds every entry of keep (and more)
+            log.warning("%s: pending.log not compacted: %s", self.cfg.name, exc)
         if keep:
-            self.log_pending(keep)
             self._buf.extend(keep)
             self._event.set()
         log.info("%s: %d pending transactions offered again after the restart", self.cfg.name, added)

@@ -309,6 +309,28 @@ class Mempool:
                 n += 1
         return n
 
+    def remove(self, rid: bytes) -> bool:
+        """Forget an entry that was never acknowledged (its ``pending.log`` write failed:
+        node/ingress.py). A proposal already holding it may still include it."""
+        return self._drop(rid) is not None
+
+    def _drop(self, rid: bytes) -> Entry | None:
+        e = self._by_id.pop(rid, None)
+        if e is None:
+            return None
+        bucket = self._by_sender.get(e.sender)
+        if bucket is not None:
+            bucket.pop(rid, None)
+            if not bucket:
+                del self._by_sender[e.sender]
+        if e.origin:
+            left = self._by_origin.get(e.origin, 1) - 1
+            if left > 0:
+                self._by_origin[e.origin] = left
+            else:
+                self._by_origin.pop(e.origin, None)
+        return e
+
     # ------------------------------------------------------------------ L1 acceptance
     def on_accepted(self, height: int, rids: Iterable[bytes], hints: Iterable[tuple[bytes, int]] = ()) -> int:
         """A header at ``height`` was accepted on L1 holding ``rids``: drop them, remember them.
@@ -321,20 +343,9 @@ class Mempool:
         now = self._clock()
         waited: list[float] = []
         for rid in rids:
-            e = self._by_id.pop(rid, None)
+            e = self._drop(rid)
             if e is not None:
                 waited.append(now - e.arrived)
-                bucket = self._by_sender.get(e.sender)
-                if bucket is not None:
-                    bucket.pop(rid, None)
-                    if not bucket:
-                        del self._by_sender[e.sender]
-                if e.origin:
-                    left = self._by_origin.get(e.origin, 1) - 1
-                    if left > 0:
-                        self._by_origin[e.origin] = left
-                    else:
-                        self._by_origin.pop(e.origin, None)
                 dropped += 1
             self._included[rid] = height
         while len(self._included) > self._included_memory:

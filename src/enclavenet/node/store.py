@@ -3,7 +3,9 @@
 * ``enclave.sealed``: the enclave's newest sealed LOCAL snapshot (identity, keys, the
   never-sign-twice record); only this platform's enclave of the same measurement opens it.
 * ``pending.log``: acknowledged envelopes, so a node restarted (even with every other node)
-  offers them again until they are included.
+  offers them again until they are included. Appended and fsynced *before* the receipt id is
+  returned (node/ingress.py, group commit); rewritten at start only atomically (a temporary
+  file, fsync, rename, fsync of the directory), so a crash at any point keeps every entry.
 * ``receipts.log``: accepted headers' encrypted receipts, so a receipt stays servable after a
   restart.
 * ``signed/``: every batch this enclave signed (the record, the proposer's and this enclave's
@@ -36,11 +38,32 @@ PENDING = "pending.log"
 RECEIPTS = "receipts.log"
 
 
-def append_frame(path: Path, obj: Any) -> None:
-    """Append one ``u32 length | CBOR`` frame to an append-only log (raises OSError)."""
-    frame = cbor2.dumps(obj)
+def frame(obj: Any) -> bytes:
+    """One ``u32 length | CBOR`` frame."""
+    data = cbor2.dumps(obj)
+    return len(data).to_bytes(4, "big") + data
+
+
+def append_frame(path: Path, obj: Any, *, sync: bool = False) -> None:
+    """Append one frame to an append-only log (raises OSError). ``sync``: on disk when this
+    returns (fsync of the file, and of the directory when this append created the file)."""
+    created = sync and not path.exists()
     with open(path, "ab") as fh:
-        fh.write(len(frame).to_bytes(4, "big") + frame)
+        fh.write(frame(obj))
+        if sync:
+            fh.flush()
+            os.fsync(fh.fileno())
+    if created:
+        fsync_dir(path.parent)
+
+
+def fsync_dir(d: Path) -> None:
+    """Make a file's creation, rename or removal in ``d`` durable."""
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_frames(path: Path) -> Iterator[Any]:
@@ -59,10 +82,19 @@ def read_frames(path: Path) -> Iterator[Any]:
         pos += 4 + n
 
 
-def _replace(path: Path, data: bytes) -> None:
+def _replace(path: Path, data: bytes, *, sync: bool = False) -> None:
+    """Replace ``path`` by ``data`` at once (a reader sees the old or the new file, never a
+    mix). ``sync``: also across a power loss -- the new bytes are fsynced before the rename and
+    the rename is fsynced (the directory) before this returns."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(data)
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        if sync:
+            fh.flush()
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
+    if sync:
+        fsync_dir(path.parent)
 
 
 class NodeStore:
@@ -122,20 +154,22 @@ class NodeStore:
 
     # ------------------------------------------------------------------ pending.log
     def append_pending(self, envelopes: list[bytes]) -> None:
-        try:
-            append_frame(self.dir / PENDING, envelopes)
-        except OSError as exc:
-            log.warning("%s: pending transactions not persisted: %s", self.name, exc)
+        """Append acknowledged envelopes, on disk (fsynced) when this returns. Raises OSError:
+        the caller must then not acknowledge them (node/ingress.py). Blocking: run it in a
+        thread (one writer at a time)."""
+        append_frame(self.dir / PENDING, envelopes, sync=True)
 
-    def take_pending(self) -> list[bytes] | None:
-        """Every logged envelope, and the log emptied (the caller logs again what it keeps).
-        None when there is no log."""
+    def read_pending(self) -> list[bytes] | None:
+        """Every logged envelope (up to a torn last frame); None when there is no log."""
         path = self.dir / PENDING
         if not path.exists():
             return None
-        out = [e for frame in read_frames(path) if isinstance(frame, list) for e in frame if isinstance(e, bytes)]
-        _replace(path, b"")
-        return out
+        return [e for fr in read_frames(path) if isinstance(fr, list) for e in fr if isinstance(e, bytes)]
+
+    def compact_pending(self, keep: list[bytes]) -> None:
+        """Rewrite the log to hold just ``keep`` (one frame), atomically and durably: a crash
+        before the rename leaves the old log whole, after it the new one (raises OSError)."""
+        _replace(self.dir / PENDING, frame(keep) if keep else b"", sync=True)
 
     # ------------------------------------------------------------------ receipts.log
     def append_receipts(self, frame: dict[str, Any]) -> None:

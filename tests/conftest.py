@@ -16,9 +16,11 @@ Both chains fund the same development accounts (``l1.accounts``), have chain id 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from enclavenet.chain import (
     L1,
@@ -29,6 +31,33 @@ from enclavenet.chain import (
     find_anvil,
     start_anvil,
 )
+
+# Hypothesis (the fuzz targets, tests/unit/test_fuzz_*.py; docs/SECURITY.md "Fuzzing"). The default
+# profile "ci" is deterministic: derandomize=True draws the same examples on every run and machine,
+# so a failure in `make test` fails again when re-run, and its minimal input is printed
+# (print_blob: `@reproduce_failure(...)` too); database=None keeps no state between runs. Profile
+# "explore" (HYPOTHESIS_PROFILE=explore) draws fresh random examples, 10x as many, and prints the
+# seed of a failing run: re-run it with `pytest --hypothesis-seed=SEED`. FUZZ_EXAMPLES=N scales
+# every target's example count (tests/unit/_fuzz.py; each target's own count is its share of the
+# ~2 minute budget).
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile(
+    "explore",
+    derandomize=False,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
 
 
 @pytest.fixture(scope="session")

@@ -1114,7 +1114,10 @@ class EnclaveProgram:
             raise EnclaveRefusal("restore: the snapshot is for another chain id")
         head = ChainHead.from_cbor(r.map("head")._m)
         fin = r.items("finalized", 2)
-        finalized = (int(fin[0]), as_bytes(fin[1], "finalized", "snapshot", 32))
+        if len(fin) != 2 or not isinstance(fin[0], int) or isinstance(fin[0], bool) or not 0 <= fin[0] <= U64_MAX:
+            # checked, not int()-ed: a shared blob is sealed by any committee member, a compromised one too
+            raise EnclaveRefusal("restore: snapshot field 'finalized' must be [height (uint64), header hash]")
+        finalized = (fin[0], as_bytes(fin[1], "finalized", "snapshot", 32))
         state = r.blob("state")
         root = r.blob("state_root", 32)
         if anchor is not None:
@@ -1186,7 +1189,7 @@ class EnclaveProgram:
             anchored = int(m.get("anchored", -1))
             shared = bytes(m["shared"])
             sealed_count = int(m["counter"])
-        except (KeyError, TypeError, ValueError):
+        except Exception:  # cbor2's decode errors are no ValueError; the parts raise several types
             raise EnclaveRefusal("restore: the local snapshot is malformed") from None
         same = identity.address == self._identity.address
         counter_id = _guard_counter_id(identity.address)

@@ -618,7 +618,9 @@ class WorldState:
                     balance_changes[bkey] = smt_leaf(bkey, value, rec.salt)
         except ContractKeyError as exc:
             raise StateError(f"snapshot: {exc}") from None
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, IndexError, TypeError, ValueError, cbor2.CBORError) as exc:
+            # IndexError: a short withdrawal_queue entry; CBORError (no ValueError in cbor2 5.9): a
+            # sealed storage section whose plaintext is not CBOR
             if isinstance(exc, StateError):
                 raise
             raise StateError(f"snapshot is malformed ({type(exc).__name__})") from None

@@ -208,7 +208,7 @@ def test_a_restart_offers_the_logged_envelopes_again_and_keeps_them_logged(tmp_p
 
     async def go() -> None:
         node = Node(tmp_path)
-        node.receipts[keccak256(envs[0])] = {"height": "0x1"}  # included before the crash
+        node.receipts.add({"height": "0x1"}, [keccak256(envs[0])], [b"sealed"])  # included before the crash
         node.ingress.reload_pending()
         assert keccak256(envs[1]) in node.mempool and keccak256(envs[0]) not in node.mempool
         assert node.ingress._buf == envs[1:]

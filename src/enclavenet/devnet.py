@@ -541,7 +541,10 @@ class Devnet:
         self.rpc_urls = [f"http://{pl.url_host}:{p}" for pl, p in zip(places, ports, strict=True)]
         self.configs, self.config_paths = [], []
         for i, tee in enumerate(self.tee_types):
-            platform = self.vendors[tee].new_platform()
+            # the simulated machine's NV storage (its monotonic counters) sits beside the node's data
+            # directory, not in it: wiping a node's disk does not reset its hardware, and nothing
+            # lands in $HOME
+            platform = self.vendors[tee].new_platform(nv_dir=self.base_dir / "machines" / f"node{i}")
             opts = dict(self.node_options)
             cfg = NodeConfig(
                 name=f"node{i}",

@@ -22,17 +22,23 @@ import cbor2
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from enclavenet.crypto.header import Header
-from enclavenet.enclave.program import DIFF_MAGIC, DIFF_SUBKEY, LOCAL_LABEL, SNAPSHOT_MAGIC, SNAPSHOT_SUBKEY
-from enclavenet.tee.sealing import SealingError, open_sealed, seal_data
 from tests.unit._fuzz import assert_no_secret, cbor_values, examples, mutated
 from tests.unit._fuzz_world import World, ecall, world
+
+from enclavenet.crypto.header import Header
+from enclavenet.enclave.program import (
+    DIFF_MAGIC,
+    DIFF_SUBKEY,
+    LOCAL_LABEL,
+    SNAPSHOT_MAGIC,
+    SNAPSHOT_SUBKEY,
+)
+from enclavenet.tee.sealing import SealingError, open_sealed, seal_data
 
 
 def _refused_cleanly(w: World, method: str, req: dict[str, Any], *, may_succeed: bool) -> None:
     before = w.fingerprint()
-    out, err = ecall(w, method, cbor2.dumps(req))
+    _out, err = ecall(w, method, cbor2.dumps(req))
     if err is None:
         assert may_succeed, f"{method} accepted a tampered blob"
         return

@@ -199,6 +199,10 @@ def _wait_all(chain: Chain, rids: list[bytes], timeout: float, last_height: L1He
                              if x.get("result", {}).get("status") != "included"]
                 pending = left
                 if not pending:
+                    # the node may have seen the last header's L1 block after our height read above
+                    h, now = last_height(), time.monotonic()
+                    for x in range(max(seen, default=0) + 1, h + 1):
+                        seen[x] = now
                     return seen
         if now > deadline:
             raise TimeoutError(f"{len(pending)} of {len(rids)} transactions not included after {timeout:.0f}s")

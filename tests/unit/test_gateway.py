@@ -151,6 +151,14 @@ def test_methods_that_cannot_be_answered_say_why(running: Running) -> None:
     assert "/authorise" in out["error"]["message"] and "--account" in out["error"]["message"]
     calls = running.call("enclavenet_gatewayCalls")["result"]
     assert {"method": "eth_getStorageAt", "answer": "error -32004", "count": 1} in calls
+    # a batch (ethers sends one when calls come within 10 ms) is counted and answered call by call
+    _, out, _ = running.post([{"jsonrpc": "2.0", "id": 7, "method": "eth_chainId", "params": []},
+                              {"jsonrpc": "2.0", "id": 8, "method": "eth_noSuchMethod", "params": []}])
+    assert [r["id"] for r in out] == [7, 8] and "result" in out[0]
+    assert out[1]["error"]["code"] == -32601 and "docs/GATEWAY.md" in out[1]["error"]["message"]
+    calls = running.call("enclavenet_gatewayCalls")["result"]
+    assert {"method": "eth_chainId", "answer": "ok", "count": 1} in calls
+    assert {"method": "eth_noSuchMethod", "answer": "error -32601", "count": 2} in calls
 
 
 def test_code_probe_reverts_with_the_code_on_a_real_evm() -> None:

@@ -55,6 +55,12 @@ class RecordingServer(JsonRpcServer):
         super().__init__(**kwargs)
         self.calls: Counter[tuple[str, str]] = Counter()
 
+    async def handle_batch(self, reqs: list[Any]) -> list[dict[str, Any]]:
+        # through handle_one, so batched calls (ethers batches what it sends within 10 ms) are
+        # counted and answered like single ones
+        out = [await self.handle_one(r) for r in reqs]
+        return [r for r in out if r is not None]
+
     async def handle_one(self, req: Any) -> dict[str, Any] | None:
         method = req.get("method") if isinstance(req, dict) else None
         if isinstance(method, str) and method not in self._methods and req.get("jsonrpc") == "2.0":

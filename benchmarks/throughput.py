@@ -53,6 +53,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -241,7 +242,14 @@ def run_once(args: argparse.Namespace, members: list[int], batches: list[int], r
             nonces = {s.address: 0 for s in senders}
             for batch in batches:
                 before, busy0 = snapshot(net), chain.busy_refusals
-                r = run_cell(chain, token, senders, nonces, batch, int(rounds * batch))
+                try:
+                    r = run_cell(chain, token, senders, nonces, batch, int(rounds * batch))
+                except Exception:
+                    keep = ROOT / "benchmarks" / "out" / f"throughput-failed-{n}m-{batch}"
+                    shutil.copytree(net.base_dir, keep, dirs_exist_ok=True,
+                                    ignore=lambda _d, names: [x for x in names if x.endswith(".json")])
+                    print(f"# the cell failed: the devnet's logs are kept in {keep}", flush=True)
+                    raise
                 r["busy_refusals"] = chain.busy_refusals - busy0
                 r["enclave"] = e = enclave_split(before, snapshot(net), r, net.quorum)
                 results.append(r)

@@ -15,18 +15,24 @@ from enclavenet.devnet import Devnet
 ETH = 10**18
 
 
+def fund(net: Devnet, to: str, value: int) -> None:
+    """Pay ``value`` wei on L1 from the devnet's first account to ``to`` (mined, succeeded)."""
+    assert net.w3 is not None
+    frm = net.accounts[0]
+    l1 = net.w3
+    tx = {"to": to, "value": value, "gas": 21_000, "chainId": l1.eth.chain_id,
+          "nonce": l1.eth.get_transaction_count(frm.address, "pending"),
+          "maxFeePerGas": 2 * l1.eth.get_block("latest")["baseFeePerGas"] + 10**9, "maxPriorityFeePerGas": 10**9}
+    assert l1.eth.wait_for_transaction_receipt(l1.eth.send_raw_transaction(frm.sign_transaction(tx).raw_transaction)).status
+
+
 def deposited_user(net: Devnet, amount: int = ETH // 100, *, l1_value: int = ETH // 10, node: int = 0,
                    timeout: float = 60.0) -> tuple[LocalAccount, Web3]:
     """A fresh account holding ``amount`` wei inside EnclaveNet (credited: the wait is included),
     and a Web3 on node ``node`` that seals its transactions."""
     assert net.w3 is not None
     user = Account.create()
-    tx = {"to": user.address, "value": l1_value, "gas": 21_000, "chainId": net.w3.eth.chain_id,
-          "nonce": net.w3.eth.get_transaction_count(net.accounts[0].address, "pending"),
-          "maxFeePerGas": 2 * net.w3.eth.get_block("latest")["baseFeePerGas"] + 10**9,
-          "maxPriorityFeePerGas": 10**9}
-    net.w3.eth.wait_for_transaction_receipt(net.w3.eth.send_raw_transaction(
-        net.accounts[0].sign_transaction(tx).raw_transaction))
+    fund(net, user.address, l1_value)
     deposit(net.w3, user, net.rollup.address, amount)
     w3 = wrap(Web3(Web3.HTTPProvider(net.rpc_urls[node], request_kwargs={"timeout": 10})), user, l1=net.w3)
     deadline = time.monotonic() + timeout

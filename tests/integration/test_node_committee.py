@@ -15,6 +15,7 @@ import pytest
 import requests
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from tests.integration._users import fund
 from web3 import Web3
 
 from enclavenet.client import check_receipt, deposit, submit_via_l1, wrap
@@ -60,16 +61,6 @@ def rpc(url: str, method: str, *params: object) -> object:
     out = requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}, timeout=10).json()
     assert "error" not in out, out
     return out["result"]
-
-
-def fund(net: Devnet, to: str, value: int) -> None:
-    assert net.w3 is not None
-    frm = net.accounts[0]
-    l1 = net.w3
-    tx = {"to": to, "value": value, "gas": 21_000, "chainId": l1.eth.chain_id,
-          "nonce": l1.eth.get_transaction_count(frm.address, "pending"),
-          "maxFeePerGas": 2 * l1.eth.get_block("latest")["baseFeePerGas"] + 10**9, "maxPriorityFeePerGas": 10**9}
-    assert l1.eth.wait_for_transaction_receipt(l1.eth.send_raw_transaction(frm.sign_transaction(tx).raw_transaction)).status
 
 
 def connect(net: Devnet, i: int, acct: LocalAccount | list[LocalAccount]) -> Web3:

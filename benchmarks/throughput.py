@@ -204,7 +204,7 @@ def plot_cpu(results: list[dict[str, Any]], plain: dict[str, Any] | None, path: 
         stacks.append([0, 0, 0, 0, 0, 1e6 * c.get("l1", 0.0) / plain["txs"], 1e6 * c.get("client", 0.0) / plain["txs"],
                        1e6 * c.get("other", 0.0) / plain["txs"]])
         labels.append("plain anvil")
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(labels) + 3), 4.5))
+    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(labels) + 5), 4.5))
     bottom = [0.0] * len(labels)
     for k, name in enumerate(parts):
         vals = [s[k] for s in stacks]
@@ -215,7 +215,7 @@ def plot_cpu(results: list[dict[str, Any]], plain: dict[str, Any] | None, path: 
                label="enclave floor (quorum x one execution)")
     ax.set_ylabel("CPU microseconds per transfer")
     ax.set_title("Where the CPU goes per confidential transfer (members/batch)")
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -227,12 +227,14 @@ def run_once(args: argparse.Namespace, members: list[int], batches: list[int], r
     """One full run: a fresh devnet per committee size, every batch size, then the plain peer."""
     results: list[dict[str, Any]] = []
     peer_senders: list[Any] = []
+    admission = {k: v for k, v in (("admission_queue_s", args.admission_queue_s),
+                                   ("admission_min_batches", args.admission_min_batches)) if v is not None}
     for n in members:
         t = time.monotonic()
         with Devnet(n=n, l1=args.l1, batch_size=max(batches), batch_interval=0.25, proposer_timeout=20.0,
                     persist="accept", progress=True, start_timeout=300,
                     node_options={"admin_rpc": True, "mempool_max_total": 400_000, "proposer_run": args.proposer_run,
-                                  "pipeline": args.pipeline},
+                                  "pipeline": args.pipeline, **admission},
                     log_level="WARNING") as net:
             print(f"# devnet of {n} up in {time.monotonic() - t:.1f}s (quorum {net.quorum}, >= {net.min_types} types)")
             chain = Chain(net)
@@ -333,6 +335,8 @@ def main() -> int:
     ap.add_argument("--proposer-run", type=int, default=4,
                     help="consecutive heights per proposer (node config proposer_run; 1 = round robin)")
     ap.add_argument("--pipeline", type=int, default=4, help="heights a proposer may run ahead of L1 (node config)")
+    ap.add_argument("--admission-queue-s", type=float, default=None, help="node config admission_queue_s (default: the node's)")
+    ap.add_argument("--admission-min-batches", type=int, default=None, help="node config admission_min_batches")
     args = ap.parse_args()
     members = [int(x) for x in (args.members or ("4" if args.quick else "4,7,10")).split(",")]
     batches = [int(x) for x in args.batches.split(",")]

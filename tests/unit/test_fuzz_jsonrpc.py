@@ -198,7 +198,7 @@ def _node_state(n: FuzzNode) -> tuple[Any, ...]:
             n.head_height, n.head_hash)
 
 
-@settings(max_examples=examples(300))
+@settings(max_examples=examples(200))
 @given(_bodies(NODE_METHODS))
 def test_random_bodies_into_the_node_rpc(body: bytes) -> None:
     n = node()
@@ -215,7 +215,7 @@ def test_random_bodies_into_the_node_rpc(body: bytes) -> None:
         assert world().fingerprint() == fp, "a refused request changed the enclave"
 
 
-@settings(max_examples=examples(200))
+@settings(max_examples=examples(150))
 @given(st.data())
 def test_random_bodies_into_the_gateway(data: st.DataObject) -> None:
     g = gateway()
@@ -231,7 +231,7 @@ def test_random_bodies_into_the_gateway(data: st.DataObject) -> None:
         assert json.dumps(g.core.sessions.describe(), sort_keys=True, default=str) == sessions
 
 
-@settings(max_examples=examples(150))
+@settings(max_examples=examples(100))
 @given(st.one_of(
     _bodies(["eth_subscribe", "eth_unsubscribe", "eth_chainId"]).map(lambda b: b.decode("utf-8", "replace")),
     st.fixed_dictionaries({"jsonrpc": st.just("2.0"), "id": st.integers(0, 9),

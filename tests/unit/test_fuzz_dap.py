@@ -131,7 +131,7 @@ def test_the_valid_uploads_are_stored() -> None:
         h.dirty = True
 
 
-@settings(max_examples=examples(150))
+@settings(max_examples=examples(100))
 @given(
     st.sampled_from(PATHS),
     st.one_of(st.binary(max_size=64), cbor_values.map(cbor2.dumps),
@@ -180,7 +180,7 @@ def _mutated_upload(draw: Any) -> tuple[str, bytes]:
     return path, cbor2.dumps(msg)
 
 
-@settings(max_examples=examples(250))
+@settings(max_examples=examples(150))
 @given(_mutated_upload())
 def test_mutated_valid_uploads(pb: tuple[str, bytes]) -> None:
     _check(*pb)

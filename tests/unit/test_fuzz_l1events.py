@@ -158,7 +158,7 @@ def _mutated_log(draw: Any) -> tuple[str, dict[str, Any], dict[str, Any] | None]
     return name, lg, tx
 
 
-@settings(max_examples=examples(300))
+@settings(max_examples=examples(200))
 @given(_mutated_log())
 def test_mutated_logs_are_taken_as_decoded_or_refused_cleanly(ntx: tuple[str, dict[str, Any], dict[str, Any] | None]) -> None:
     name, lg, tx = ntx
@@ -171,7 +171,7 @@ def test_mutated_logs_are_taken_as_decoded_or_refused_cleanly(ntx: tuple[str, di
         assert acc.header.hash() == acc.hash, "a header that does not hash to the accepted hash was taken"
 
 
-@settings(max_examples=examples(150))
+@settings(max_examples=examples(100))
 @given(
     st.lists(st.one_of(st.binary(min_size=32, max_size=32), st.binary(max_size=40), st.sampled_from(
         [bytes(HexBytes(VALID[n]["topics"][0])) for n in sorted(VALID)])).map(HexBytes), max_size=5),

@@ -171,7 +171,7 @@ def _auth(op: str, body: bytes, how: str) -> str | None:
     return harness().sign(op, body) if how == "signed" and op in AUTH_OPS else None
 
 
-@settings(max_examples=examples(150))
+@settings(max_examples=examples(100))
 @given(
     st.one_of(st.sampled_from(OPS), st.text(max_size=10)),
     st.one_of(st.binary(max_size=64), st.dictionaries(st.sampled_from(FIELDS), cbor_values, max_size=6).map(cbor2.dumps),
@@ -209,14 +209,14 @@ def _mutated_message(draw: Any) -> tuple[str, bytes]:
     return op, cbor2.dumps(msg)
 
 
-@settings(max_examples=examples(200))
+@settings(max_examples=examples(150))
 @given(_mutated_message())
 def test_mutated_valid_peer_messages(om: tuple[str, bytes]) -> None:
     op, body = om
     _check(op, body, _auth(op, body, "signed"))
 
 
-@settings(max_examples=examples(100))
+@settings(max_examples=examples(60))
 @given(
     st.sampled_from(sorted(AUTH_OPS)),
     st.one_of(
@@ -253,7 +253,7 @@ def _typed_fields() -> list[tuple[str, str]]:
     return sorted((op, k) for op, msg in h.valid.items() for k, v in msg.items() if isinstance(v, bytes | int | list))
 
 
-@settings(max_examples=examples(100))
+@settings(max_examples=examples(80))
 @given(
     st.sampled_from(_typed_fields()),
     st.sampled_from([2**64, 2**70, 10**8, -1, float("inf"), float("nan"), 1.5, "00" * 32, [], {}, None, True]),

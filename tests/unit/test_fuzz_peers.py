@@ -21,6 +21,7 @@ the wrong type (huge and negative integers, infinite floats, text, null...).
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
 import time
 from typing import Any
@@ -129,6 +130,12 @@ class Harness:
                 n.epoch, list(n.epochs_held), dict(n.quotes), dict(n.enc_pubs), len(n.mempool), dict(n.chain),
                 self.w.fingerprint())
 
+    def close(self) -> None:
+        """Stop the host's ecall thread (the enclave is the world's: it stays) and drop the data dir."""
+        if self.node.host is not None:  # EnclaveHost.close() would close the enclave too: stop its thread only
+            self.node.host._queue.put((-1, -1, None, None))
+        shutil.rmtree(self.node.cfg.data_dir, ignore_errors=True)
+
     def post(self, op: str, body: bytes, auth: str | None) -> tuple[int, Any]:
         resp = LOOP.run_until_complete(asyncio.wait_for(self.node._peer_http(_Request(op, body, auth)), 30))  # type: ignore[arg-type]
         raw = resp.body
@@ -143,6 +150,8 @@ def harness() -> Harness:
     global _harness
     w = world()
     if _harness is None or _harness.w is not w or _harness.stale:
+        if _harness is not None:
+            _harness.close()
         _harness = Harness(w)
     return _harness
 

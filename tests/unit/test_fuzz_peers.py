@@ -97,6 +97,9 @@ class Harness:
         n.l1.poll = no_poll  # type: ignore[method-assign]
         n.l1.block_time = l1_time  # type: ignore[method-assign]
         LOOP.run_until_complete(n.refresh_status())
+        # the node's steady state: its enclave told the committee L1 shows (its peer loop does this
+        # first; else the first request that calls update_committee would do it, a change of its own)
+        LOOP.run_until_complete(n.epochs.update_committee())
         self.valid = self._valid_messages()
 
     def _valid_messages(self) -> dict[str, dict[str, Any]]:

@@ -128,7 +128,12 @@ def record_from_wire(out: dict[str, Any]) -> BatchRecord:
     items = batch_data_items(batch_data)  # decoded and hashed once (the enclave's tree code)
     if data_commitment_of_items(items) != header.data_commitment:
         raise ValueError("batch data does not match the header's data commitment")
-    meta = cbor2.loads(items[0])
+    try:
+        meta = cbor2.loads(items[0])
+    except (cbor2.CBORError, ValueError, RecursionError):
+        raise ValueError("batch data meta is not CBOR") from None
+    if not isinstance(meta, dict):
+        raise ValueError("batch data meta is not a map")
     n_env = int(meta["n_envelopes"])
     if not 0 <= n_env < len(items):
         raise ValueError("batch data meta: n_envelopes out of range")

@@ -215,7 +215,8 @@ class Node(NodeCore):
                 raise Refused(f"unknown peer op {op[:32]!r}")
             out = await handler(msg)
             return web.Response(body=cbor2.dumps(out), content_type="application/cbor")
-        except (Refused, EnclaveError, ValueError, KeyError, TypeError, OverflowError) as exc:  # int(inf): OverflowError
+        # int(inf): OverflowError; cbor2's decode errors (CBORError) are no ValueErrors
+        except (Refused, EnclaveError, ValueError, KeyError, TypeError, OverflowError, cbor2.CBORError) as exc:
             text = str(exc) if not isinstance(exc, KeyError) else f"missing field {exc}"
             return web.Response(status=400, body=cbor2.dumps({"error": text[:2000]}), content_type="application/cbor")
         except Exception as exc:  # pragma: no cover - bug guard: keep serving

@@ -63,6 +63,8 @@ log = logging.getLogger("enclavenet.dap")
 CBOR = "application/cbor"
 DEFAULT_MAX_BODY = 128 * 1024 * 1024
 MAX_HEADERS_PER_QUERY = 1000
+#: heights are stored as 64-bit signed integers (SQLite INTEGER, PostgreSQL BIGINT)
+MAX_HEIGHT = 2**63 - 1
 
 
 class BadRequest(ValueError):
@@ -397,9 +399,12 @@ def _header(raw: Any) -> Header:
     if not isinstance(raw, bytes):
         raise BadRequest("header must be the 416-byte encoded header")
     try:
-        return Header.decode(raw)
+        header = Header.decode(raw)
     except ValueError as exc:
         raise BadRequest(f"header: {exc}") from None
+    if header.height > MAX_HEIGHT:  # else OverflowError in the store (SQLite) or a 503 (PostgreSQL)
+        raise BadRequest(f"header height {header.height} is beyond what a DAP stores (at most {MAX_HEIGHT})")
+    return header
 
 
 def _snapshot_fields(snap: Any) -> tuple[int, bytes]:
@@ -418,8 +423,10 @@ def _leaves(raw: Any, height: int, header_hash: bytes) -> list[SealedLeaf]:
     for item in raw:
         if not isinstance(item, list | tuple) or len(item) != 2 or not isinstance(item[1], bytes) or not item[1]:
             raise BadRequest("each leaf is [address (20 bytes or hex), sealed bytes]")
+        if not isinstance(item[0], str | bytes):  # bytes(an int) would allocate that many bytes
+            raise BadRequest("leaf address must be 20 bytes (or their hex)")
         try:
-            address = to_checksum(address_bytes(item[0]) if isinstance(item[0], str) else bytes(item[0]))
+            address = to_checksum(address_bytes(item[0]) if isinstance(item[0], str) else item[0])
         except (ValueError, TypeError):
             raise BadRequest("leaf address must be 20 bytes") from None
         out.append(SealedLeaf(address, height, header_hash, item[1]))

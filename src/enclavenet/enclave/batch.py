@@ -287,7 +287,10 @@ def data_commitment_of_items(items: list[bytes]) -> bytes:
 
 def batch_data_items(batch_data: bytes) -> list[bytes]:
     """Split stored batch data into its items (for DAPs and audits)."""
-    items = cbor2.loads(batch_data)
+    try:
+        items = cbor2.loads(batch_data)
+    except (cbor2.CBORError, ValueError, RecursionError) as exc:  # cbor2's decode errors are no ValueErrors
+        raise ValueError(f"batch data is not CBOR ({type(exc).__name__})") from None
     if not isinstance(items, list) or not all(isinstance(x, bytes) for x in items) or not items:
         raise ValueError("batch data must be a non-empty CBOR array of byte strings")
     return items

@@ -63,7 +63,10 @@ class RecordingServer(JsonRpcServer):
 
     async def handle_one(self, req: Any) -> dict[str, Any] | None:
         method = req.get("method") if isinstance(req, dict) else None
-        if isinstance(method, str) and method not in self._methods and req.get("jsonrpc") == "2.0":
+        id_ = req.get("id") if isinstance(req, dict) else None
+        valid_id = isinstance(id_, str | int | float | type(None)) and not isinstance(id_, bool)
+        valid = valid_id and isinstance(req.get("params", []) if isinstance(req, dict) else None, list)
+        if isinstance(method, str) and method not in self._methods and req.get("jsonrpc") == "2.0" and valid:
             self.calls[(method[:64], f"error {METHOD_NOT_FOUND}")] += 1
             if "id" not in req:
                 return None  # a notification gets no answer

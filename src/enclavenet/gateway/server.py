@@ -178,7 +178,7 @@ class Gateway:
     async def _ws_request(self, raw: str, notify: Any) -> str | None:
         try:
             req = json.loads(raw)
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # JSONDecodeError, or a number with too many digits
             return await self._bytes(raw)
         if isinstance(req, dict) and req.get("method") in ("eth_subscribe", "eth_unsubscribe"):
             id_ = req.get("id")
@@ -191,6 +191,8 @@ class Gateway:
                     criteria = params[1] if len(params) > 1 and isinstance(params[1], dict) else {}
                     result: Any = self.chain.subscribe(str(params[0]), criteria, notify)
                 else:
+                    if not isinstance(params, list):
+                        raise RpcError(-32602, "eth_unsubscribe takes [subscriptionId]")
                     result = self.chain.unsubscribe(params[0] if params else None)
             except RpcError as exc:
                 self.rpc.calls[(str(req["method"]), "ok")] -= 1

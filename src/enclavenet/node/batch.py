@@ -27,6 +27,16 @@ class Refused(Exception):
     """A peer request this node refuses; the message goes back to the peer."""
 
 
+def wire_bytes(v: Any, name: str) -> bytes:
+    """A byte string field of a peer message. ``bytes(v)`` would take a CBOR integer for a length
+    (``{"header": 2**33}``: 9 bytes on the wire, 8 GB allocated; 2**64: OverflowError)."""
+    if isinstance(v, bytes):
+        return v
+    if isinstance(v, bytearray | memoryview):
+        return bytes(v)
+    raise ValueError(f"{name} must be a byte string, not {type(v).__name__}")
+
+
 @dataclass
 class BatchRecord:
     """A proposed batch: enough to verify, apply or re-propose it, and its known signatures."""
@@ -112,20 +122,25 @@ def msg_to_wire(m: L1Message) -> list[Any]:
 def record_from_wire(out: dict[str, Any]) -> BatchRecord:
     """A batch record from its wire form (a proposal, an announce or a peer's ``batch`` answer),
     checked against its header (data commitment, height, prev_hash); ValueError if it does not fit."""
-    header_bytes = bytes(out["header"])
+    header_bytes = wire_bytes(out["header"], "header")
     header = Header.decode(header_bytes)
-    batch_data = bytes(out["batch_data"])
+    batch_data = wire_bytes(out["batch_data"], "batch_data")
     items = batch_data_items(batch_data)  # decoded and hashed once (the enclave's tree code)
     if data_commitment_of_items(items) != header.data_commitment:
         raise ValueError("batch data does not match the header's data commitment")
-    meta = cbor2.loads(items[0])
+    try:
+        meta = cbor2.loads(items[0])
+    except (cbor2.CBORError, ValueError, RecursionError):
+        raise ValueError("batch data meta is not CBOR") from None
+    if not isinstance(meta, dict):
+        raise ValueError("batch data meta is not a map")
     n_env = int(meta["n_envelopes"])
     if not 0 <= n_env < len(items):
         raise ValueError("batch data meta: n_envelopes out of range")
     envelopes = items[1 : 1 + n_env]
     inp = dict(out["input"])
     inp.pop("envelopes", None)
-    if int(inp["height"]) != header.height or bytes(inp["prev_hash"]) != header.prev_hash:
+    if int(inp["height"]) != header.height or wire_bytes(inp["prev_hash"], "input prev_hash") != header.prev_hash:
         raise ValueError("batch input does not match its header (height / prev_hash)")
     ws = [list(w) for w in out.get("withdrawals", [])]
     diff = out.get("diff")

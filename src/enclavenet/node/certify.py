@@ -24,6 +24,7 @@ from typing import Any
 
 from ..tee.boundary import EnclaveError
 from ..tee.platform import Quote
+from .batch import wire_bytes
 from .peers import PeerClient, PeerError
 
 log = logging.getLogger("enclavenet.node.certify")
@@ -123,7 +124,7 @@ class CommitteeSync:
 
     async def on_sign(self, msg: dict[str, Any]) -> dict[str, Any]:
         """Peer op ``committee_sign``: this node's enclave signs the proposed committee if L1 agrees."""
-        fields = {"members": [bytes(q) for q in msg["members"]], "quorum": int(msg["quorum"]),
+        fields = {"members": [wire_bytes(q, "member quote") for q in msg["members"]], "quorum": int(msg["quorum"]),
                   "min_types": int(msg["min_types"])}
         want = committee_id(fields)
         if self.cert is not None and committee_id(self.cert) == want:

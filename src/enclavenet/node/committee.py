@@ -29,6 +29,7 @@ from .batch import (
     Refused,
     msg_to_wire,
     record_from_wire,
+    wire_bytes,
 )
 from .core import NodeCore, Role, qc_complete
 from .epochs import Epochs
@@ -83,7 +84,7 @@ class Committee(Role):
     async def on_propose(self, msg: dict[str, Any], *, takeover: bool = False) -> dict[str, Any]:
         assert self.node.host is not None and self.node.watcher is not None
         proposer = to_checksum(msg["proposer"])
-        header_bytes = bytes(msg["header"])
+        header_bytes = wire_bytes(msg["header"], "header")
         header = Header.decode(header_bytes)
         h = header.height
         hh = header.hash()
@@ -107,7 +108,7 @@ class Committee(Role):
         elif round_ == 0 and not takeover and proposer != self.primary(h):
             raise Refused(f"{proposer} is not the proposer of height {h} in round 0")
         try:
-            signer = recover_address(header.signing_digest(self.cfg.l1_chain_id, self.cfg.rollup), bytes(msg["signature"]))
+            signer = recover_address(header.signing_digest(self.cfg.l1_chain_id, self.cfg.rollup), wire_bytes(msg["signature"], "signature"))
         except SignatureError as exc:
             raise Refused(f"proposal signature invalid: {exc}") from None
         if signer != proposer:
@@ -116,10 +117,10 @@ class Committee(Role):
         if withdrawals_hash([Withdrawal(to_checksum(w[0]), int(w[1])) for w in rec.withdrawals]) != header.withdrawals_hash:
             raise Refused("proposal withdrawals do not match the header's withdrawals_hash")
         rec.proposer = proposer
-        rec.sigs[proposer] = bytes(msg["signature"])
+        rec.sigs[proposer] = wire_bytes(msg["signature"], "signature")
         for item in msg.get("sigs", [])[:64]:
             with contextlib.suppress(TypeError, ValueError, IndexError):
-                self.node.add_sig(rec, to_checksum(item[0]), bytes(item[1]))
+                self.node.add_sig(rec, to_checksum(item[0]), wire_bytes(item[1], "signature"))
         # 2. the L1 messages must be the ones this node sees on L1; the epoch keys must be here
         await self._check_messages(rec)
         l1_time = await self.l1.block_time(int(rec.input["l1_block"]))

@@ -19,6 +19,7 @@ from ..crypto.header import Header
 from ..tee.boundary import EnclaveError
 from .batch import (
     Refused,
+    wire_bytes,
 )
 from .certify import CommitteeSync
 from .core import NodeCore, Role
@@ -146,7 +147,9 @@ class Epochs(Role):
         epoch = int(msg.get("epoch", self.node.epoch))
         if epoch not in self.node.epochs_held:
             raise Refused(f"this node's enclave does not hold epoch {epoch} (holds {self.node.epochs_held})")
-        quote = bytes(msg["quote"])
+        quote, enc_pub = msg["quote"], msg["enc_pub"]
+        if not isinstance(quote, bytes) or not isinstance(enc_pub, bytes):
+            raise Refused("an epoch bundle request is {quote: bytes, enc_pub: bytes, epoch?}")
         from ..tee.platform import Quote
 
         q = Quote.decode(quote)
@@ -155,11 +158,21 @@ class Epochs(Role):
             await self.poll_l1()
             if q.enclave not in self.node.members():
                 raise Refused(f"enclave {q.enclave} is not an active committee member on L1")
+        # a member that registered just now: its quote goes into the enclave's committee first
+        # (else the export refuses it). A quote the enclave refuses (forged, or not the one the
+        # committee holds) must not replace the one the node had: put that back.
+        prev, key = self.node.quotes.get(q.enclave), self.committee_key
         self.node.quotes[q.enclave] = quote
-        await self.update_committee()
-        out = await self.node.host.call(
-            "epoch_export", {"epoch": epoch, "member": quote, "member_enc_pub": bytes(msg["enc_pub"])}
-        )
+        try:
+            await self.update_committee()
+            out = await self.node.host.call("epoch_export", {"epoch": epoch, "member": quote, "member_enc_pub": enc_pub})
+        except BaseException:
+            if self.committee_key == key:
+                if prev is None:
+                    self.node.quotes.pop(q.enclave, None)
+                else:
+                    self.node.quotes[q.enclave] = prev
+            raise
         return {"bundle": out["bundle"], "epoch": epoch}
 
     async def prepare(self, h: int) -> bool:
@@ -216,7 +229,7 @@ class Epochs(Role):
         if epoch in self.node.epochs_held:
             return {"imported": False, "epoch": epoch}
         async with self.node.enclave_lock:
-            await self.node.host.call("epoch_import", {"bundle": bytes(msg["bundle"])})
+            await self.node.host.call("epoch_import", {"bundle": wire_bytes(msg["bundle"], "bundle")})
             await self.node.refresh_status()
         log.info("%s: imported epoch %d keys (pushed)", self.cfg.name, epoch)
         await self.node.persist()

@@ -160,6 +160,8 @@ class JsonRpcServer:
             req = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             return json.dumps(_error(None, PARSE_ERROR, f"parse error: body is not valid JSON ({exc.__class__.__name__})")).encode()
+        except ValueError:  # a number of more than sys.get_int_max_str_digits() digits (not a JSONDecodeError)
+            return json.dumps(_error(None, PARSE_ERROR, "parse error: a number in the body has too many digits")).encode()
         if isinstance(req, list):
             if not req:
                 return json.dumps(_error(None, INVALID_REQUEST, "invalid request: empty batch")).encode()

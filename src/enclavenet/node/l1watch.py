@@ -46,6 +46,12 @@ HEADER_FIELDS = (
 )
 
 
+class L1DataError(ValueError):
+    """An L1 log (or the ``submitHeader`` calldata behind one) that does not decode as the event
+    its topic names: what a broken or lying L1 RPC hands over (the Rollup emits none such). The
+    message names the event and the log; the watcher keeps nothing of it."""
+
+
 @dataclass
 class AcceptedHeader:
     header: Header
@@ -79,6 +85,13 @@ class WatchResult:
 
 def _b(v: Any) -> bytes:
     return bytes(HexBytes(v))
+
+
+def _show(lg: Any, key: str) -> str:
+    try:
+        return str(lg[key])[:24]
+    except Exception:
+        return "?"
 
 
 def decode_header(obj: Any) -> Header:
@@ -267,65 +280,83 @@ class L1Watcher:
         return gone
 
     def _handle(self, lg: Any, res: WatchResult) -> None:
-        topic = _b(lg["topics"][0]) if lg["topics"] else b""
+        """Take one log. Raises L1DataError (the watcher unchanged) when it does not decode as the
+        event its topic names; errors of the L1 RPC itself (``get_transaction``) pass through."""
+        try:
+            topics = lg["topics"]
+            topic = _b(topics[0]) if topics else b""
+        except Exception as exc:
+            raise L1DataError(f"an L1 log without readable topics ({type(exc).__name__})") from None
         entry = self._topics.get(topic)
         if entry is None:
             return
         contract, name = entry
-        ev = getattr(contract.events, name)().process_log(lg)
-        a = ev["args"]
+        where = f"{name} L1 log (block {_show(lg, 'blockNumber')}, index {_show(lg, 'logIndex')})"
+        try:
+            a = getattr(contract.events, name)().process_log(lg)["args"]
+            block = int(lg["blockNumber"]) if name in ("Frozen", "EnclaveRevoked", "TeeTypeRevoked",
+                                                       "MeasurementRevoked") else 0
+            if name == "L1Message":
+                msg = L1Message(
+                    index=int(a["index"]), kind=int(a["kind"]), sender=to_checksum(a["sender"]), value=int(a["value"]),
+                    l1_block=int(a["l1_block"]), payload=bytes(a["payload"]),
+                )
+            elif name == "HeaderAccepted":
+                h, hh = int(a["height"]), _b(a["header_hash"])
+            elif name == "EnclaveRegistered":
+                member = Member(to_checksum(a["enclave"]), int(a["tee_type"]), int(a["expiry"]))
+        except Exception as exc:  # web3 / eth-abi decoding errors have no common base
+            raise L1DataError(f"{where} does not decode: {type(exc).__name__}: {str(exc)[:200]}") from None
         if name == "L1Message":
-            idx = int(a["index"])
-            if idx not in self.messages:
+            if msg.index not in self.messages:
                 res.new_messages += 1
-            self.messages[idx] = L1Message(
-                index=idx, kind=int(a["kind"]), sender=to_checksum(a["sender"]), value=int(a["value"]),
-                l1_block=int(a["l1_block"]), payload=bytes(a["payload"]),
-            )
+            self.messages[msg.index] = msg
         elif name == "HeaderAccepted":
-            h = int(a["height"])
-            hh = _b(a["header_hash"])
             old = self.headers.get(h)
             if old is not None and old.hash == hh:
                 return
-            acc = self._decode_submission(lg, h, hh)
+            acc = self._decode_submission(lg, h, hh, where)
             if old is not None:
                 res.replaced_headers.append(h)
             self.headers[h] = acc
             res.new_headers.append(h)
         elif name == "Frozen":
             self.frozen = True
-            self.frozen_block = int(lg["blockNumber"])
+            self.frozen_block = block
         else:
             res.members_changed = True
             if name in ("EnclaveRevoked", "TeeTypeRevoked", "MeasurementRevoked"):
-                self._staged_revocations.append((int(lg["blockNumber"]), name))
+                self._staged_revocations.append((block, name))
             if name == "EnclaveRegistered":
-                addr = to_checksum(a["enclave"])
-                self.members[addr] = Member(addr, int(a["tee_type"]), int(a["expiry"]))
+                self.members[member.address] = member
 
-    def _decode_submission(self, lg: Any, height: int, header_hash: bytes) -> AcceptedHeader:
+    def _decode_submission(self, lg: Any, height: int, header_hash: bytes, where: str = "HeaderAccepted L1 log") -> AcceptedHeader:
         tx = self.w3.eth.get_transaction(lg["transactionHash"])
-        _, params = self.rollup.decode_function_input(tx["input"])
-        header = decode_header(params["header"])
+        try:
+            _, params = self.rollup.decode_function_input(tx["input"])
+            header = decode_header(params["header"])
+            sigs = []
+            for s in params["signatures"]:
+                r, vs = (s["r"], s["vs"]) if isinstance(s, dict) else (s[0], s[1])
+                sigs.append(expand_signature((_b(r), _b(vs))))
+            ws = []
+            for w in params["withdrawals"]:
+                rcpt, amt = (w["recipient"], w["amount"]) if isinstance(w, dict) else (w[0], w[1])
+                ws.append(Withdrawal(to_checksum(rcpt), int(amt)))
+            acc = AcceptedHeader(
+                header=header, hash=header_hash, signatures=sigs, withdrawals=ws,
+                l1_tx="0x" + _b(lg["transactionHash"]).hex(), l1_block_number=int(lg["blockNumber"]),
+                submitter=to_checksum(tx["from"]),
+            )
+        except Exception as exc:
+            raise L1DataError(f"{where}: its submitHeader transaction does not decode: {type(exc).__name__}: "
+                              f"{str(exc)[:200]}") from None
         if header.hash() != header_hash:
-            raise RuntimeError(
-                f"header at height {height}: calldata does not hash to the accepted header hash "
+            raise L1DataError(
+                f"{where}: header at height {height}: calldata does not hash to the accepted header hash "
                 "(submitted through another contract?)"
             )
-        sigs = []
-        for s in params["signatures"]:
-            r, vs = (s["r"], s["vs"]) if isinstance(s, dict) else (s[0], s[1])
-            sigs.append(expand_signature((_b(r), _b(vs))))
-        ws = []
-        for w in params["withdrawals"]:
-            rcpt, amt = (w["recipient"], w["amount"]) if isinstance(w, dict) else (w[0], w[1])
-            ws.append(Withdrawal(to_checksum(rcpt), int(amt)))
-        return AcceptedHeader(
-            header=header, hash=header_hash, signatures=sigs, withdrawals=ws,
-            l1_tx="0x" + _b(lg["transactionHash"]).hex(), l1_block_number=int(lg["blockNumber"]),
-            submitter=to_checksum(tx["from"]),
-        )
+        return acc
 
     def _refresh_members(self) -> None:
         self.quorum = int(self.registry.functions.quorum().call())

@@ -193,7 +193,10 @@ class Node(NodeCore):
             body = await request.read()
             if op in AUTH_OPS:
                 await peerauth.check_request(self, op, body, request.headers.get(PEER_AUTH_HEADER), self._poll_l1)
-            msg = cbor2.loads(body) if body else {}
+            try:
+                msg = cbor2.loads(body) if body else {}
+            except Exception as exc:  # cbor2's decode errors are not all ValueErrors (e.g. CBORDecodeEOF)
+                raise Refused(f"a peer request is a CBOR map: the body is not valid CBOR ({type(exc).__name__})") from None
             if not isinstance(msg, dict):
                 raise Refused("a peer request is a CBOR map")
             handler = {
@@ -212,7 +215,8 @@ class Node(NodeCore):
                 raise Refused(f"unknown peer op {op[:32]!r}")
             out = await handler(msg)
             return web.Response(body=cbor2.dumps(out), content_type="application/cbor")
-        except (Refused, EnclaveError, ValueError, KeyError, TypeError) as exc:
+        # int(inf): OverflowError; cbor2's decode errors (CBORError) are no ValueErrors
+        except (Refused, EnclaveError, ValueError, KeyError, TypeError, OverflowError, cbor2.CBORError) as exc:
             text = str(exc) if not isinstance(exc, KeyError) else f"missing field {exc}"
             return web.Response(status=400, body=cbor2.dumps({"error": text[:2000]}), content_type="application/cbor")
         except Exception as exc:  # pragma: no cover - bug guard: keep serving

@@ -40,6 +40,8 @@ async def check_request(
     try:
         signer, exp, sig_hex = value.split(":")
         expiry, sig = int(exp), bytes.fromhex(sig_hex)
+        if not 0 <= expiry < 2**64:  # the digest packs it in 8 bytes (struct.error otherwise: an internal error)
+            raise ValueError("expiry out of range")
         digest = peer_request_digest(node.cfg.l1_chain_id, node.cfg.rollup, node.address, op, keccak256(body), expiry)
         ok = to_checksum(recover_address(digest, sig)) == to_checksum(signer)
     except (ValueError, SignatureError):

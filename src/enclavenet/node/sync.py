@@ -24,6 +24,7 @@ from .batch import (
     record_from_wire,
     routing_hints,
     split_batch_data,
+    wire_bytes,
 )
 from .core import NodeCore, Role
 from .daps import record_inputs
@@ -309,7 +310,10 @@ class Sync(Role):
         """A QC'd batch this node's enclave is not asked to vote on: keep it (checked like a
         proposal, without re-execution) to apply its state diff when the header is on L1."""
         proposer = to_checksum(msg["proposer"])
-        header_bytes = bytes(msg["header"])
+        sigs = msg.get("sigs", [])
+        if not isinstance(sigs, list):  # checked before the record is kept (a refusal changes nothing)
+            raise Refused("announce: sigs must be a list of [signer, signature]")
+        header_bytes = wire_bytes(msg["header"], "header")
         header = Header.decode(header_bytes)
         hh = header.hash()
         if header.height <= self.node.finalized:
@@ -317,7 +321,7 @@ class Sync(Role):
         if proposer not in self.node.members():
             raise Refused(f"proposer {proposer} is not an active committee member")
         try:
-            signer = recover_address(header.signing_digest(self.cfg.l1_chain_id, self.cfg.rollup), bytes(msg["signature"]))
+            signer = recover_address(header.signing_digest(self.cfg.l1_chain_id, self.cfg.rollup), wire_bytes(msg["signature"], "signature"))
         except SignatureError as exc:
             raise Refused(f"announced header signature invalid: {exc}") from None
         if signer != proposer:
@@ -329,13 +333,13 @@ class Sync(Role):
             if withdrawals_hash(ws) != header.withdrawals_hash:
                 raise Refused("announced withdrawals do not match the header's withdrawals_hash")
             rec.proposer = proposer
-            rec.sigs[proposer] = bytes(msg["signature"])
+            rec.sigs[proposer] = wire_bytes(msg["signature"], "signature")
             self.node.records[hh] = rec
         elif not rec.diff and isinstance(msg.get("diff"), bytes):
             rec.diff = bytes(msg["diff"])
-        for item in msg.get("sigs", [])[:64]:
+        for item in sigs[:64]:
             with contextlib.suppress(TypeError, ValueError, IndexError):
-                self.node.add_sig(rec, to_checksum(item[0]), bytes(item[1]))
+                self.node.add_sig(rec, to_checksum(item[0]), wire_bytes(item[1], "signature"))
         self.node.mempool.mark_inflight(rec.rids(), header.height)
         return {"stored": True}
 

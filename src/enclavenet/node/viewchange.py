@@ -27,7 +27,7 @@ from ..crypto.header import Header
 from ..crypto.secp256k1 import SignatureError, recover_address
 from ..crypto.timeout import timeout_digest
 from ..tee.boundary import EnclaveError
-from .batch import BatchRecord, Refused, record_from_wire
+from .batch import BatchRecord, Refused, record_from_wire, wire_bytes
 from .peers import PeerError
 from .rounds import CommitteeRule, Rounds, TimeoutVote, check_timeout_vote
 
@@ -160,8 +160,9 @@ class ViewChange:
         rs = self.state()
         if rs is None or self.node.watcher is None:
             raise Refused("no committee yet")
-        vote = TimeoutVote(int(msg["height"]), int(msg["round"]), bytes(msg["parent"]), bytes(msg["locked"]),
-                           bytes(msg["signature"]), to_checksum(msg["signer"]))
+        vote = TimeoutVote(int(msg["height"]), int(msg["round"]), wire_bytes(msg["parent"], "parent"),
+                           wire_bytes(msg["locked"], "locked"), wire_bytes(msg["signature"], "signature"),
+                           to_checksum(msg["signer"]))
         why = check_timeout_vote(rs.rule, vote, self.node.cfg.l1_chain_id, self.node.cfg.rollup)
         if why is not None:
             raise Refused(f"timeout vote refused: {why}")
@@ -283,8 +284,8 @@ class ViewChange:
         for v in tc[:256]:
             try:
                 d = timeout_digest(self.node.cfg.l1_chain_id, self.node.cfg.rollup, header.height, r - 1,
-                                   header.prev_hash, bytes(v[0]))
-                signers.append(recover_address(d, bytes(v[1])))
+                                   header.prev_hash, wire_bytes(v[0], "locked"))
+                signers.append(recover_address(d, wire_bytes(v[1], "signature")))
             except (SignatureError, TypeError, ValueError, IndexError):
                 return "a timeout vote in the certificate is malformed"
         if not rs.rule.complete(signers):

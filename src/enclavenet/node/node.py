@@ -196,6 +196,10 @@ class Node(NodeCore):
             msg = cbor2.loads(body) if body else {}
             if not isinstance(msg, dict):
                 raise Refused("a peer request is a CBOR map")
+            if op == "txs":  # hints checked by a member's ingress, or here (node/ingress.py)
+                trusted = peerauth.txs_trusted(self, body, request.headers.get(PEER_AUTH_HEADER))
+                out = await self.ingress.on_txs(msg, trusted=trusted, remote=request.remote or "")
+                return web.Response(body=cbor2.dumps(out), content_type="application/cbor")
             handler = {
                 "identity": self.epochs.on_identity,
                 "epoch_bundle": self.epochs.on_epoch_bundle,

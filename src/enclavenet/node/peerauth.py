@@ -31,6 +31,36 @@ async def sign_request(node: NodeCore, p: PeerClient, op: str, data: bytes) -> s
     return f"{node.address}:{expiry}:{bytes(out['signature']).hex()}"
 
 
+async def sign_txs(node: NodeCore, data: bytes) -> str:
+    """The PEER_AUTH_HEADER value for a ``txs`` forward ``data`` to every member (addressed to
+    the zero address): one enclave signature per burst, whatever the committee's size."""
+    if node.host is None:
+        raise PeerError("cannot sign a txs forward: the enclave is not running")
+    expiry = int(time.time()) + PEER_AUTH_TTL
+    out = await node.host.call(
+        "peer_auth", {"op": "txs", "to": bytes(20), "body_hash": keccak256(data), "expiry": expiry}
+    )
+    return f"{node.address}:{expiry}:{bytes(out['signature']).hex()}"
+
+
+def txs_trusted(node: NodeCore, body: bytes, value: str | None) -> bool:
+    """Whether a ``txs`` forward is signed by an active member's enclave (``sign_txs``): then the
+    member's ingress checked its routing hints (node/hintauth.py) and we need not. Never raises,
+    never polls L1 (an unsigned or unknown forward is simply checked envelope by envelope)."""
+    if not value:
+        return False
+    try:
+        signer, exp, sig_hex = value.split(":")
+        expiry, sig = int(exp), bytes.fromhex(sig_hex)
+        now = time.time()
+        if not now <= expiry <= now + MAX_PEER_AUTH_AHEAD or to_checksum(signer) not in node.members():
+            return False
+        digest = peer_request_digest(node.cfg.l1_chain_id, node.cfg.rollup, ZERO_ADDRESS, "txs", keccak256(body), expiry)
+        return to_checksum(recover_address(digest, sig)) == to_checksum(signer)
+    except (ValueError, SignatureError):
+        return False
+
+
 async def check_request(
     node: NodeCore, op: str, body: bytes, value: str | None, poll_l1: Callable[[], Awaitable[None]]
 ) -> None:

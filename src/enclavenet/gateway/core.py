@@ -249,9 +249,8 @@ class GatewayCore:
             await asyncio.sleep(0.2)
 
     async def _seal(self, plaintext: bytes, hint: RoutingHint | None, refresh: bool = False) -> SealedRequest:
-        signer = self.hint_signer(hint)
-        epoch, pub = await self.epoch_key(refresh)
-        return seal(plaintext, pub, self.chain_id, epoch, hint, self._sessions.for_hint(hint, pub), signer)
+        epoch, pub = await self.epoch_key(refresh)  # first: a lying node's key is caught whoever sends
+        return seal(plaintext, pub, self.chain_id, epoch, hint, self._sessions.for_hint(hint, pub), self.hint_signer(hint))
 
     def hint_signer(self, hint: RoutingHint | None) -> HintSigner | None:
         """What authenticates a routing hint (envelope flag 4; nodes admit hinted envelopes only

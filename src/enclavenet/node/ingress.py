@@ -50,6 +50,7 @@ class Ingress(Role):
         super().__init__(node)
         self._buf: list[bytes] = []  # logged, to forward
         self._groups: dict[bytes, str] = {}  # envelope -> its fairness group, until forwarded
+        self.forwards = {"forwardsTrusted": 0, "forwardsChecked": 0}  # txs bursts signed by a member / not
         self._event = asyncio.Event()
         self.pending_log: GroupCommit[bytes] = GroupCommit(self.log_pending, on_written=self._forward)
 
@@ -66,6 +67,7 @@ class Ingress(Role):
         if not isinstance(groups, list) or len(groups) != len(envs):
             groups = None
         fallback = "" if trusted else "peer:" + self.node.fair_group(remote)
+        self.forwards["forwardsTrusted" if trusted else "forwardsChecked"] += 1
         for k, raw in enumerate(envs):
             if not isinstance(raw, bytes):
                 continue

@@ -239,6 +239,9 @@ class Node(NodeCore):
             "proposer": proposer,
             "members": members,
             "mempool": self.mempool.stats(),
+            # routing hints checked here (node/hintauth.py) and forwards believed / checked (ingress.py)
+            "hintAuth": {"checked": self.hint_verifier.checked, "refused": self.hint_verifier.refused,
+                         **self.ingress.forwards},
             "peers": [{"url": p.url, "address": p.address, "up": p.failures == 0 and p.address is not None} for p in self.peers],
             "l1Block": self.watcher.latest_block if self.watcher else None,
             "address": self.address,

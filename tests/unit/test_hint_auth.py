@@ -253,3 +253,42 @@ def test_a_full_queue_still_admits_a_client_below_its_fair_share() -> None:
         adm.check(25, mine=10, groups=2)
     with pytest.raises(RpcError, match="busy"):
         adm.check(40, mine=0, groups=1)  # twice the limit: busy for everyone
+
+
+def test_forwards_are_signed_by_a_key_the_members_enclave_delegated_and_believed_only_then(tmp_path: Path) -> None:
+    """node/peerauth.py TxsSigner: one peer_auth ecall per delegation (not per burst); a receiver
+    believes a burst signed under an active member's delegation, nothing else."""
+    from enclavenet.crypto.peer import peer_request_digest
+    from enclavenet.node.peerauth import TxsSigner, txs_trusted
+
+    member = SigningKey.generate()
+
+    class Host:
+        calls = 0
+
+        async def call(self, name: str, req: dict[str, Any]) -> dict[str, Any]:
+            assert name == "peer_auth"
+            Host.calls += 1
+            d = peer_request_digest(31337, ZERO, "0x" + bytes(req["to"]).hex(), req["op"], req["body_hash"], req["expiry"])
+            return {"signature": member.sign(d)}
+
+    class Member(Node):
+        def members(self) -> list[str]:
+            return [member.address]
+
+    async def go() -> None:
+        sender, receiver = Member(tmp_path / "a"), Member(tmp_path / "b")
+        sender.host, sender.address = Host(), member.address  # type: ignore[assignment]
+        signer = TxsSigner()
+        bodies = [b"burst %d" % i for i in range(5)]
+        headers = [await signer.header(sender, b) for b in bodies]
+        assert Host.calls == 1 and all(h is not None for h in headers)
+        assert all(txs_trusted(receiver, b, h) for b, h in zip(bodies, headers, strict=True))
+        assert not txs_trusted(receiver, b"another body", headers[0])  # the burst signature binds the body
+        stranger = Node(tmp_path / "c")  # members() is empty: not an active member
+        assert not txs_trusted(stranger, bodies[0], headers[0])
+        forged = ":".join([*headers[0].split(":")[:3], SigningKey.generate().address, headers[0].split(":")[4]])
+        assert not txs_trusted(receiver, bodies[0], forged)  # a host key the enclave did not delegate
+        assert not txs_trusted(receiver, bodies[0], None) and not txs_trusted(receiver, bodies[0], "junk")
+
+    asyncio.run(go())

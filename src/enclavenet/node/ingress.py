@@ -13,8 +13,9 @@ logged: this node acknowledged them to nobody (the peer that did has them on its
 
 Routing hints (node/hintauth.py) are checked once, where an envelope enters the committee: by
 the JSON-RPC method (api.py) and here for a ``txs`` forward that no active member signed. A
-burst is signed once by our enclave (``peer_auth``, addressed to no one in particular: every
-member gets the same bytes) and a member receiving it believes the ingress's check, and the
+burst is signed once, for every member, by a key our enclave delegated to this host for a few
+minutes (``peerauth.TxsSigner``: no ecall per burst), and a member receiving it believes the
+ingress's check, and the
 fairness groups that travel with the envelopes (node/mempool.py). Replaying a signed burst
 only offers the same, already checked envelopes again (duplicates are refused).
 """
@@ -35,7 +36,7 @@ from .core import NodeCore, Role
 from .groupcommit import GroupCommit
 from .hintauth import HintAuthError
 from .mempool import MempoolError
-from .peerauth import sign_txs
+from .peerauth import TxsSigner
 from .peers import PeerClient, PeerError
 
 log = logging.getLogger("enclavenet.node.ingress")
@@ -50,6 +51,7 @@ class Ingress(Role):
         super().__init__(node)
         self._buf: list[bytes] = []  # logged, to forward
         self._groups: dict[bytes, str] = {}  # envelope -> its fairness group, until forwarded
+        self._signer = TxsSigner()
         self.forwards = {"forwardsTrusted": 0, "forwardsChecked": 0}  # txs bursts signed by a member / not
         self._event = asyncio.Event()
         self.pending_log: GroupCommit[bytes] = GroupCommit(self.log_pending, on_written=self._forward)
@@ -129,8 +131,8 @@ class Ingress(Role):
             data = cbor2.dumps({"envelopes": buf, "groups": groups})
             auth = None
             if self.node.host is not None and self.node.peers:
-                try:  # once per burst, for every member (node/peerauth.py)
-                    auth = await sign_txs(self.node, data)
+                try:  # once per burst, for every member, without an ecall (node/peerauth.py)
+                    auth = await self._signer.header(self.node, data)
                 except (EnclaveError, PeerError, OSError) as exc:
                     log.debug("%s: forward not signed (%s): members check its hints", self.cfg.name, exc)
             for p in self.node.peers:  # one task per peer: a silent peer delays nobody

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -86,11 +85,17 @@ def serve(data_dir: str, mode: str) -> None:
 def envelopes(n: int, tag: int) -> list[str]:
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    from enclavenet.crypto.envelope import RoutingHint, seal
+    from enclavenet.crypto.envelope import HintSigner, RoutingHint, seal
+    from enclavenet.crypto.hashing import address_bytes
+    from enclavenet.crypto.secp256k1 import SigningKey
 
     pub = X25519PrivateKey.generate().public_key().public_bytes_raw()
-    return ["0x" + seal(b"bench %d" % i, pub, 1337, 0, RoutingHint(os.urandom(20), tag)).envelope.encode().hex()
-            for i in range(n)]
+    out = []
+    for i in range(n):  # a fresh sender each, signing its hint (nodes admit only authenticated hints)
+        k = SigningKey.generate()
+        out.append("0x" + seal(b"bench %d" % i, pub, 1337, 0, RoutingHint(address_bytes(k.address), tag),
+                               signer=HintSigner(k.secret)).envelope.encode().hex())
+    return out
 
 
 def pct(xs: list[float]) -> dict[str, float]:

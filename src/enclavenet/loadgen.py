@@ -18,7 +18,7 @@ import requests
 from eth_account import Account
 
 from .client.formats import sign_transaction
-from .crypto.envelope import RoutingHint, SessionKeys, seal
+from .crypto.envelope import HintSigner, RoutingHint, SessionKeys, seal
 from .crypto.hashing import address_bytes, keccak256
 from .devnet import Devnet
 
@@ -64,11 +64,16 @@ class Chain:
         self.chain_id = net.chain_id
         self.busy_refusals = 0
         self.sessions = SessionKeys(max_keys=1 << 20)  # what ConfidentialClient does per sender and epoch
+        self._signers: dict[bytes, HintSigner] = {}
 
     def envelope(self, key: bytes, sender: str, nonce: int, to: str | None, data: bytes, gas: int = 200_000) -> bytes:
         raw = sign_transaction(key, self.chain_id, nonce, to, data, 0, gas)
         hint = RoutingHint(address_bytes(sender), nonce)
-        return seal(raw, self.epoch_pub, self.chain_id, self.epoch, hint, self.sessions.for_hint(hint, self.epoch_pub)).envelope.encode()
+        signer = self._signers.get(key)
+        if signer is None:
+            signer = self._signers[key] = HintSigner(key)  # nodes admit only authenticated hints
+        return seal(raw, self.epoch_pub, self.chain_id, self.epoch, hint, self.sessions.for_hint(hint, self.epoch_pub),
+                    signer).envelope.encode()
 
     def prepare(self, envs: list[bytes], *, spread: bool = True) -> list[tuple[str, bytes, list[bytes]]]:
         """The JSON-RPC batches (``eth_sendRawTransaction`` x ``RPC_CHUNK``) that send ``envs``,

@@ -21,7 +21,9 @@ from eth_account import Account
 from web3 import Web3
 
 from enclavenet.client import check_receipt, wrap
-from enclavenet.crypto.envelope import RoutingHint, seal
+from enclavenet.crypto.envelope import HintSigner, RoutingHint, seal
+from enclavenet.crypto.hashing import address_bytes
+from enclavenet.crypto.secp256k1 import SigningKey
 from enclavenet.devnet import Devnet
 
 pytestmark = pytest.mark.integration
@@ -83,11 +85,16 @@ def test_each_kind_of_bad_input_gets_a_clear_error(net: Devnet) -> None:
     no_hint = seal(b"tx", pub, net.chain_id, epoch).envelope.encode()
     code, msg = err(call(url, "eth_sendRawTransaction", "0x" + no_hint.hex()))
     assert "routing hint" in msg
-    wrong_epoch = seal(b"tx", pub, net.chain_id, epoch + 5, RoutingHint(os.urandom(20), 0)).envelope.encode()
+    unsigned = seal(b"tx", pub, net.chain_id, epoch, RoutingHint(os.urandom(20), 0)).envelope.encode()
+    code, msg = err(call(url, "eth_sendRawTransaction", "0x" + unsigned.hex()))
+    assert code == -32007 and "routing hint not authenticated" in msg
+    key = SigningKey.generate()
+    hint, signer = RoutingHint(address_bytes(key.address), 0), HintSigner(key.secret)
+    wrong_epoch = seal(b"tx", pub, net.chain_id, epoch + 5, hint, signer=signer).envelope.encode()
     code, msg = err(call(url, "eth_sendRawTransaction", "0x" + wrong_epoch.hex()))
     assert code == -32003 and f"epoch {epoch + 5}" in msg
     # a well-formed envelope the node accepts once; the replay is refused
-    env = seal(b"garbage inside", pub, net.chain_id, epoch, RoutingHint(os.urandom(20), 0)).envelope.encode()
+    env = seal(b"garbage inside", pub, net.chain_id, epoch, hint, signer=signer).envelope.encode()
     rid = call(url, "eth_sendRawTransaction", "0x" + env.hex())["result"]
     code, msg = err(call(url, "eth_sendRawTransaction", "0x" + env.hex()))
     assert code == -32002 and "duplicate" in msg

@@ -19,8 +19,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from enclavenet.crypto.envelope import RoutingHint, seal
-from enclavenet.crypto.hashing import keccak256
+from enclavenet.crypto.envelope import HintSigner, RoutingHint, seal
+from enclavenet.crypto.hashing import address_bytes, keccak256
+from enclavenet.crypto.secp256k1 import SigningKey
 from enclavenet.node import store as store_mod
 from enclavenet.node.api import NOT_PERSISTED, install_rpc_methods
 from enclavenet.node.config import NodeConfig
@@ -33,8 +34,9 @@ EPOCH_PUB = X25519PrivateKey.generate().public_key().public_bytes_raw()
 
 
 def envelope(i: int) -> bytes:
-    sender = keccak256(i.to_bytes(8, "big"))[:20]
-    return seal(b"tx %d" % i, EPOCH_PUB, 1337, 0, RoutingHint(sender, 0)).envelope.encode()
+    key = SigningKey(keccak256(b"durable", i.to_bytes(8, "big")))  # a sender per envelope, signing its hint
+    hint = RoutingHint(address_bytes(key.address), 0)
+    return seal(b"tx %d" % i, EPOCH_PUB, 1337, 0, hint, signer=HintSigner(key.secret)).envelope.encode()
 
 
 def send(raw: bytes, id_: int = 1) -> dict[str, Any]:

@@ -56,6 +56,7 @@ class _Request:
     def __init__(self, op: str, body: bytes, auth: str | None) -> None:
         self.match_info = {"op": op}
         self.headers = {PEER_AUTH_HEADER: auth} if auth is not None else {}
+        self.remote = "127.0.0.1"  # the sending host (unsigned txs forwards are grouped by it)
         self._body = body
 
     async def read(self) -> bytes:

@@ -175,3 +175,29 @@ def test_code_probe_reverts_with_the_code_on_a_real_evm() -> None:
         srv._call("eth_call", [{"data": "0x" + code_probe(address).hex()}, "latest"])
     # eth-tester reports the revert data as the bytes' repr: it is the runtime code
     assert e.value.code == 3 and e.value.message == f"execution reverted: {bytes.fromhex('602a60005260206000f3')!r}"
+
+
+def test_a_wallet_authorised_session_authenticates_the_routing_hints_the_gateway_seals(running: Running) -> None:
+    """A wallet gives the gateway signed raw transactions, never a key: the hint of each is signed by
+    the account's viewing-session key, whose statement (the wallet's EIP-712 signature) travels in
+    the envelope (kind 1); a node verifies both (node/hintauth.py). No session: a clear refusal."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from enclavenet.crypto.envelope import HINT_AUTH_DELEGATE, Envelope, RoutingHint, seal
+    from enclavenet.crypto.hashing import address_bytes
+    from enclavenet.node.hintauth import HintVerifier
+
+    alice, bob = Account.create(), Account.create()
+    req = running.call("enclavenet_requestSession", alice.address)["result"]
+    sig = Account.sign_message(encode_typed_data(full_message=req["typedData"]), alice.key).signature
+    assert "result" in running.call("enclavenet_authorise", {"account": alice.address, "sessionKey": req["sessionKey"],
+                                                             "signature": "0x" + sig.hex()})
+    hint = RoutingHint(address_bytes(alice.address), 0)
+    signer = running.gw.core.hint_signer(hint)
+    assert signer is not None and signer.prefix[0] == HINT_AUTH_DELEGATE
+    pub = X25519PrivateKey.generate().public_key().public_bytes_raw()
+    raw = seal(b"alice's raw tx", pub, CHAIN, 0, hint, signer=signer).envelope.encode()
+    assert Envelope.decode(raw).hint == hint
+    assert HintVerifier(CHAIN, DOMAIN).check(raw) == address_bytes(alice.address)
+    with pytest.raises(RpcError, match="need a viewing session"):
+        running.gw.core.hint_signer(RoutingHint(address_bytes(bob.address), 0))

@@ -24,6 +24,7 @@ from web3 import Web3
 
 from ..crypto.envelope import (
     EnvelopeError,
+    HintSigner,
     RoutingHint,
     SealedRequest,
     SessionKeys,
@@ -185,6 +186,7 @@ class ConfidentialClient:
         self.busy_wait_s = BUSY_WAIT_S
         self.busy_retries = 0
         self._sessions = SessionKeys()  # one X25519 agreement per sender and epoch (crypto/envelope.py)
+        self._hint_signers: dict[bytes, HintSigner] = {}  # routing-hint authentication per account
         self.address: str = to_checksum(accounts[0].address)
         self.l1 = l1
         self.rollup = to_checksum(rollup) if rollup else None
@@ -343,7 +345,24 @@ class ConfidentialClient:
     def seal(self, make_request: MakeRequest, plaintext: bytes, hint: RoutingHint | None, *, refresh: bool = False) -> SealedRequest:
         ek = self.current_epoch_key(make_request, refresh=refresh)
         assert self.chain_id is not None
-        return seal(plaintext, ek.public, self.chain_id, ek.epoch, hint, self._sessions.for_hint(hint, ek.public))
+        return seal(plaintext, ek.public, self.chain_id, ek.epoch, hint, self._sessions.for_hint(hint, ek.public),
+                    self.hint_signer(hint))
+
+    def hint_signer(self, hint: RoutingHint | None) -> HintSigner | None:
+        """What authenticates ``hint`` (envelope flag 4): the hint sender's own key. Nodes admit a
+        hinted envelope only with it (docs/NODE.md "Routing-hint authentication")."""
+        if hint is None:
+            return None
+        s = self._hint_signers.get(hint.sender)
+        if s is None:
+            acct = self.accounts.get(to_checksum(hint.sender))
+            if acct is None:
+                raise EnclaveNetError(
+                    f"cannot authenticate a routing hint for {to_checksum(hint.sender)}: this client holds no key "
+                    f"for it (it signs only for {', '.join(self.accounts)}), and nodes admit an envelope that "
+                    "names its sender only with that sender's signature")
+            s = self._hint_signers[hint.sender] = HintSigner(bytes(acct.key))
+        return s
 
     def _send_sealed(
         self,

@@ -3,7 +3,28 @@
 Wire format (bytes)::
 
     version (1) | flags (1) | epoch (8, big-endian) | ephemeral X25519 public key (32) | nonce (12)
-    | [routing hint (28) if flags & 1] | AES-256-GCM ciphertext+tag
+    | [routing hint (28) if flags & 1] | [hint authentication if flags & 4] | AES-256-GCM ciphertext+tag
+
+Flag 4 (``FLAG_HINT_AUTH``, only with a hint) authenticates the routing hint by its sender's
+Ethereum key, so that a node can refuse, before anything is queued or counted, an envelope whose
+cleartext sender did not send it (spam under someone else's address; docs/SECURITY.md "Spam
+resistance at admission"). The authentication block is::
+
+    kind (1) | [delegation (20 + 8 + 65) if kind == 1] | signature (65, r || s || v, low s)
+
+* kind 0: ``signature`` is by the hint's sender itself;
+* kind 1: ``signature`` is by a delegate key the sender authorised with its viewing-session
+  statement (``delegation = session key address (20) || expiry (8) || EIP-712 signature (65)``
+  by the sender over ``ViewingSession(account = hint sender, sessionKey, expiry)``, the
+  statement the gateway already holds; enclave/views.py), so a gateway that holds no user key
+  can authenticate the hints of the raw transactions it seals.
+
+The signature is over ``keccak256("EnclaveNet.hint.v1" || chain_id (8) || every byte of the
+envelope but the 65 signature bytes)``: version, flags, epoch, ephemeral key, nonce, hint, kind,
+delegation and the whole ciphertext, so it cannot be moved to another envelope, epoch or chain.
+The node checks it (node/hintauth.py); the enclave does not need to (it refuses a hint that
+differs from the decrypted transaction's sender and nonce, which no signature could change).
+The flag is in the AAD; the block itself is not (the signature covers the ciphertext).
 
 Flag 2 (``FLAG_SESSION``) marks a **session envelope**: the sender reuses one X25519 key
 (``SessionKey``) for every envelope it seals to one epoch key, so the enclave does the agreement
@@ -52,7 +73,14 @@ HEADER_LEN = 1 + 1 + 8 + 32 + 12
 HINT_LEN = 20 + 8
 FLAG_HINT = 1
 FLAG_SESSION = 2  # the ephemeral key is a sender's per-epoch session key; the nonce is in the KDF info
-KNOWN_FLAGS = FLAG_HINT | FLAG_SESSION
+FLAG_HINT_AUTH = 4  # the routing hint is followed by its sender's authentication (signature)
+KNOWN_FLAGS = FLAG_HINT | FLAG_SESSION | FLAG_HINT_AUTH
+HINT_AUTH_SENDER = 0  # authentication kinds: signed by the sender
+HINT_AUTH_DELEGATE = 1  # signed by a session key the sender authorised (ViewingSession statement)
+HINT_SIG_LEN = 65
+DELEGATION_LEN = 20 + 8 + 65
+HINT_AUTH_LEN = {HINT_AUTH_SENDER: 1 + HINT_SIG_LEN, HINT_AUTH_DELEGATE: 1 + DELEGATION_LEN + HINT_SIG_LEN}
+HINT_AUTH_DOMAIN = b"EnclaveNet.hint.v1"
 MAX_SESSIONS = 1 << 16  # shared secrets an opener (one epoch key, inside the enclave) keeps
 TAG_LEN = 16
 MAX_ENVELOPE_BYTES = 128 * 1024  # refuse larger payloads before any crypto
@@ -87,10 +115,12 @@ class Envelope:
     ciphertext: bytes
     hint: RoutingHint | None = None
     session: bool = False
+    hint_auth: bytes | None = None  # the authentication block (kind | [delegation] | signature)
 
     @property
     def flags(self) -> int:
-        return (FLAG_HINT if self.hint is not None else 0) | (FLAG_SESSION if self.session else 0)
+        return ((FLAG_HINT if self.hint is not None else 0) | (FLAG_SESSION if self.session else 0)
+                | (FLAG_HINT_AUTH if self.hint_auth is not None else 0))
 
     def hint_bytes(self) -> bytes:
         return self.hint.encode() if self.hint is not None else b""
@@ -102,6 +132,7 @@ class Envelope:
             + self.eph_pub
             + self.nonce
             + self.hint_bytes()
+            + (self.hint_auth or b"")
             + self.ciphertext
         )
 
@@ -124,7 +155,41 @@ class Envelope:
                 raise EnvelopeError(f"envelope too short for its routing hint: {len(data)} bytes")
             hint = RoutingHint(body[:20], struct.unpack(">Q", body[20:28])[0])
             body = body[HINT_LEN:]
-        return cls(epoch, data[10:42], data[42:54], body, hint, bool(flags & FLAG_SESSION))
+        auth = None
+        if flags & FLAG_HINT_AUTH:
+            if hint is None:
+                raise EnvelopeError("envelope flag 4 (hint authentication) without a routing hint (flag 1)")
+            n = HINT_AUTH_LEN.get(body[0]) if body else None
+            if n is None:
+                raise EnvelopeError(f"unknown routing-hint authentication kind {body[0] if body else None}")
+            if len(body) < n + TAG_LEN:
+                raise EnvelopeError(f"envelope too short for its hint authentication: {len(data)} bytes")
+            auth, body = body[:n], body[n:]
+        return cls(epoch, data[10:42], data[42:54], body, hint, bool(flags & FLAG_SESSION), auth)
+
+
+_HINTED_MIN = HEADER_LEN + HINT_LEN + TAG_LEN
+_HINT_AUTH_AT = HEADER_LEN + HINT_LEN
+_HINTED_PLAIN = (FLAG_HINT, FLAG_HINT | FLAG_SESSION)
+_HINTED_AUTH = (FLAG_HINT | FLAG_HINT_AUTH, FLAG_HINT | FLAG_SESSION | FLAG_HINT_AUTH)
+
+
+def hinted_fields(raw: bytes) -> tuple[int, bytes, int] | None:
+    """(epoch, hint sender, hint nonce) read at their fixed offsets when ``Envelope.decode`` would
+    accept ``raw`` with a routing hint (the same checks, no copies of the ciphertext); None when
+    it would refuse it or it has no hint (take the full parse for the reason)."""
+    n = len(raw)
+    if n < _HINTED_MIN or n > MAX_ENVELOPE_BYTES or raw[0] != VERSION:
+        return None
+    f = raw[1]
+    if f not in _HINTED_PLAIN:
+        if f not in _HINTED_AUTH:
+            return None
+        a = HINT_AUTH_LEN.get(raw[_HINT_AUTH_AT])
+        if a is None or n < _HINTED_MIN + a:
+            return None
+    return (int.from_bytes(raw[2:10], "big"), raw[HEADER_LEN : HEADER_LEN + 20],
+            int.from_bytes(raw[HEADER_LEN + 20 : HEADER_LEN + 28], "big"))
 
 
 _SHA256 = hashes.SHA256()
@@ -225,6 +290,44 @@ class SessionKeys:
         return s
 
 
+class HintSigner:
+    """Authenticates the routing hints of one sender (flag 4, module docstring): with the sender's
+    own key (``HintSigner(secret)``, kind 0) or with a session key the sender authorised
+    (``HintSigner.delegated(...)``, kind 1). Holds a secret: no repr of it."""
+
+    __slots__ = ("_key", "prefix")
+
+    def __init__(self, secret: bytes, prefix: bytes = bytes([HINT_AUTH_SENDER])) -> None:
+        import coincurve  # local: only sealing clients sign
+
+        self._key = coincurve.PrivateKey(bytes(secret))
+        self.prefix = prefix
+
+    @classmethod
+    def delegated(cls, session_secret: bytes, session_key: bytes, expiry: int, statement_sig: bytes) -> HintSigner:
+        """Sign with ``session_secret``, whose address ``session_key`` (20 bytes) the sender authorised
+        until ``expiry`` (unix seconds) with the EIP-712 ViewingSession ``statement_sig``."""
+        if len(session_key) != 20 or len(statement_sig) != HINT_SIG_LEN:
+            raise EnvelopeError("a hint delegation is a 20-byte session key and a 65-byte statement signature")
+        return cls(session_secret, bytes([HINT_AUTH_DELEGATE]) + session_key + struct.pack(">Q", expiry) + statement_sig)
+
+    def __repr__(self) -> str:
+        return f"HintSigner(kind={self.prefix[0]})"
+
+    def sign(self, digest: bytes) -> bytes:
+        sig = self._key.sign_recoverable(digest, hasher=None)  # libsecp256k1: always low s
+        return sig[:64] + bytes([sig[64] + 27])
+
+
+def hint_auth_digest(chain_id: int, raw: bytes | memoryview, sig_at: int) -> bytes:
+    """What a hint signature signs: keccak256(domain || chain_id || raw without raw[sig_at:sig_at+65])."""
+    m = memoryview(raw)
+    h = _keccak256(HINT_AUTH_DOMAIN + struct.pack(">Q", chain_id))
+    h.update(m[:sig_at])
+    h.update(m[sig_at + HINT_SIG_LEN :])
+    return h.digest()
+
+
 def seal(
     plaintext: bytes,
     epoch_pub: bytes,
@@ -232,9 +335,13 @@ def seal(
     epoch: int,
     hint: RoutingHint | None = None,
     session: SessionKey | None = None,
+    signer: HintSigner | None = None,
 ) -> SealedRequest:
     """Encrypt ``plaintext`` (a signed transaction) to the committee's epoch key: under a fresh
-    ephemeral key, or under ``session`` (a session envelope; its epoch key must be ``epoch_pub``)."""
+    ephemeral key, or under ``session`` (a session envelope; its epoch key must be ``epoch_pub``).
+    ``signer`` authenticates the routing hint (flag 4): nodes admit hinted envelopes only with it."""
+    if signer is not None and hint is None:
+        raise EnvelopeError("only a routing hint can be authenticated: seal with a hint")
     nonce = os.urandom(12)
     if session is None:
         eph = X25519PrivateKey.generate()
@@ -246,9 +353,15 @@ def seal(
             raise EnvelopeError("the session key was made for another epoch key")
         eph_pub = session.public
         key, rkey = _kdf(session._shared, eph_pub, epoch_pub, chain_id, epoch, nonce)
-    env = Envelope(epoch, eph_pub, nonce, b"", hint, session is not None)
+    placeholder = None if signer is None else signer.prefix + bytes(HINT_SIG_LEN)
+    env = Envelope(epoch, eph_pub, nonce, b"", hint, session is not None, placeholder)
     ct = AESGCM(key).encrypt(nonce, plaintext, _aad(chain_id, epoch, eph_pub, env.flags, env.hint_bytes()))
-    return SealedRequest(Envelope(epoch, eph_pub, nonce, ct, hint, session is not None), rkey)
+    auth = None
+    if signer is not None:
+        unsigned = Envelope(epoch, eph_pub, nonce, ct, hint, session is not None, placeholder).encode()
+        sig_at = HEADER_LEN + HINT_LEN + len(signer.prefix)
+        auth = signer.prefix + signer.sign(hint_auth_digest(chain_id, unsigned, sig_at))
+    return SealedRequest(Envelope(epoch, eph_pub, nonce, ct, hint, session is not None, auth), rkey)
 
 
 @dataclass(frozen=True)

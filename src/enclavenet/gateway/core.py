@@ -38,6 +38,7 @@ from ..client.formats import (
 )
 from ..crypto.envelope import (
     EnvelopeError,
+    HintSigner,
     RoutingHint,
     SealedRequest,
     SessionKeys,
@@ -248,8 +249,30 @@ class GatewayCore:
             await asyncio.sleep(0.2)
 
     async def _seal(self, plaintext: bytes, hint: RoutingHint | None, refresh: bool = False) -> SealedRequest:
-        epoch, pub = await self.epoch_key(refresh)
-        return seal(plaintext, pub, self.chain_id, epoch, hint, self._sessions.for_hint(hint, pub))
+        epoch, pub = await self.epoch_key(refresh)  # first: a lying node's key is caught whoever sends
+        return seal(plaintext, pub, self.chain_id, epoch, hint, self._sessions.for_hint(hint, pub), self.hint_signer(hint))
+
+    def hint_signer(self, hint: RoutingHint | None) -> HintSigner | None:
+        """What authenticates a routing hint (envelope flag 4; nodes admit hinted envelopes only
+        with it): the sender's --account key, else its viewing-session key, which the sender's
+        ViewingSession statement authorises (carried in the envelope: kind 1). A wallet's raw
+        transaction of an account with neither is refused: the gateway holds nothing to sign with."""
+        if hint is None:
+            return None
+        sender = to_checksum(hint.sender)
+        secret = self.keys.get(sender)
+        if secret is not None:
+            return HintSigner(secret)
+        s = self.sessions.get(sender)
+        if s is not None:
+            st = s.statement
+            return HintSigner.delegated(s.secret, address_bytes(st.key), st.expiry, st.signature)
+        raise RpcError(
+            NOT_AUTHORISED,
+            f"transactions from {sender} need a viewing session on this gateway: nodes admit an envelope that "
+            "names its sender only when the sender (or a session key it authorised) signs it. Authorise one at "
+            "/authorise (MetaMask), with enclavenet_requestSession + enclavenet_authorise, or start the gateway "
+            "with --account KEY")
 
     # ------------------------------------------------------------------ transactions
     async def send_raw(self, raw: bytes) -> str:

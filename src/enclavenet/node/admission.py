@@ -11,6 +11,11 @@ accepted in the last ``WINDOW_S`` seconds at times when the queue still held at 
 (so an idle committee's low arrival rate is not mistaken for its capacity). Until it has been
 measured, and as a floor, ``min_batches`` full batches may queue.
 
+Fair share (issue 13 item 2): a full queue refuses only clients that hold at least their share
+of it. A client (fairness group, ``Node.fair_group``) holding fewer than ``limit / groups``
+queued transactions is still admitted, up to twice the limit in all, so one client's flood makes
+itself busy, not the others; the queue stays bounded (``2 * limit``) whatever the number of clients.
+
 The answer: JSON-RPC -32005 (EIP-1474 "limit exceeded", the code rate limits use too, so clients
 that back off on one back off on both), ``data = {"retryAfter": s, "reason": "busy", "queued": n}``
 and the same hint in the message.
@@ -66,13 +71,19 @@ class Admission:
         cap = self.capacity()
         return floor if cap is None else max(floor, round(cap * self.queue_s))
 
-    def check(self, queued: int) -> None:
-        """Raise the retryable busy error when ``queued`` transactions fill the queue."""
+    def check(self, queued: int, *, mine: int | None = None, groups: int = 0) -> None:
+        """Raise the retryable busy error when ``queued`` transactions fill the queue, unless the
+        client holds less than its fair share of it (``mine`` of the ``queued``, ``groups``
+        clients holding some; ``mine=None``: no fair share)."""
         if not self.enabled:
             return
         limit = self.limit()
         if queued < limit:
             return
+        if mine is not None and queued < 2 * limit:
+            share = limit // max(1, groups + (0 if mine else 1))
+            if mine < share:
+                return
         self.refused += 1
         cap = self.capacity() or self._batch_size() / max(self.queue_s, 0.1)
         wait = min(MAX_RETRY_S, max(MIN_RETRY_S, (queued - 0.75 * limit) / cap))

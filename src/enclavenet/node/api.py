@@ -6,6 +6,8 @@ Application error codes (the message always says what was wrong):
 * -32002 duplicate transaction (pending or already included: a replay)
 * -32003 wrong or unknown epoch (re-seal to ``enclavenet_epochKey``)
 * -32005 rate limited (per client IP or per sender; retryable: ``data.retryAfter`` seconds)
+* -32007 routing hint not authenticated by its sender (node/hintauth.py: unsigned, forged, or
+  signed over other bytes); nothing was queued or counted against the named sender
 * -32006 not persisted: the node could not write the transaction to its disk (not acknowledged;
   retry here or at another node)
 * -32010 the enclave refused the request (e.g. a view call that does not decrypt)
@@ -20,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ..crypto.envelope import Envelope, EnvelopeError
 from ..tee.boundary import EnclaveError
 from . import metrics as node_metrics
+from .hintauth import HintAuthError
 from .host import EnclaveBusy
 from .ingress import NotPersisted
 from .jsonrpc import CLIENT_IP, INVALID_PARAMS, Deferred, RpcError, hex_bytes, quantity
@@ -36,6 +38,7 @@ MEMPOOL_FULL = -32001
 DUPLICATE = -32002
 WRONG_EPOCH = -32003
 NOT_PERSISTED = -32006
+HINT_UNAUTHENTICATED = -32007
 ENCLAVE_REFUSED = -32010
 NOT_READY = -32050
 
@@ -83,21 +86,24 @@ def install_rpc_methods(
         if node.epoch is None:
             metrics.refused("not_ready")
             raise RpcError(NOT_READY, "the committee has no epoch key yet; retry in a moment")
-        tx_ip.take(CLIENT_IP.get(), "IP")
-        try:
-            node.admission.check(len(node.mempool))  # node/admission.py: a flood is told to come back
+        ip = CLIENT_IP.get()
+        tx_ip.take(ip, "IP")
+        group = node.fair_group(ip)
+        try:  # node/admission.py: a flood is told to come back, a client with a small share is not
+            node.admission.check(len(node.mempool), mine=node.mempool.group_count(group),
+                                 groups=node.mempool.group_total())
         except RpcError:
             metrics.refused("busy")
             raise
-        if tx_sender.enabled:
-            try:
-                hint = Envelope.decode(raw).hint
-            except EnvelopeError:
-                hint = None  # the mempool refuses it with the reason
-            if hint is not None:
-                tx_sender.take(hint.sender_hex, "sender")
+        try:  # before anything is counted against the hint's sender (node/hintauth.py)
+            sender = node.hint_verifier.check(raw)
+        except HintAuthError as exc:
+            metrics.refused("unauthenticated_hint")
+            raise RpcError(HINT_UNAUTHENTICATED, str(exc)) from None
+        if sender is not None:
+            tx_sender.take("0x" + sender.hex(), "sender")
         try:
-            logged = submit_envelope(raw, CLIENT_IP.get())
+            logged = submit_envelope(raw, ip)
         except MempoolFull as exc:
             metrics.refused("full")
             raise RpcError(MEMPOOL_FULL, str(exc)) from None

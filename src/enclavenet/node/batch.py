@@ -13,9 +13,7 @@ from typing import Any
 import cbor2
 import sha3
 
-from ..crypto.envelope import FLAG_HINT, FLAG_SESSION, HINT_LEN, MAX_ENVELOPE_BYTES, TAG_LEN
-from ..crypto.envelope import HEADER_LEN as ENVELOPE_HEADER_LEN
-from ..crypto.envelope import VERSION as ENVELOPE_VERSION
+from ..crypto.envelope import hinted_fields
 from ..crypto.hashing import keccak256
 from ..crypto.header import Header
 from ..crypto.merkle import merkle_root
@@ -103,11 +101,10 @@ def routing_hints(envelopes: list[bytes]) -> list[tuple[bytes, int]]:
     """(sender, nonce) of each envelope's routing hint: ``Envelope.decode(e).hint`` for the
     envelopes that decode (fixed offsets: version, flags, epoch, ephemeral key, nonce, hint)."""
     out = []
-    hint_at = ENVELOPE_HEADER_LEN
-    min_len = ENVELOPE_HEADER_LEN + HINT_LEN + TAG_LEN
     for e in envelopes:
-        if min_len <= len(e) <= MAX_ENVELOPE_BYTES and e[0] == ENVELOPE_VERSION and e[1] in (FLAG_HINT, FLAG_HINT | FLAG_SESSION):
-            out.append((e[hint_at : hint_at + 20], int.from_bytes(e[hint_at + 20 : hint_at + 28], "big")))
+        f = hinted_fields(e)
+        if f is not None:
+            out.append((f[1], f[2]))
     return out
 
 

@@ -7,7 +7,10 @@ what it signed, the batches it holds), of L1 (through the watcher) and of the co
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +22,13 @@ from ..chain.errors import ChainError
 from ..chain.sender import TxSender
 from ..crypto.messages import L1Message
 from ..crypto.secp256k1 import SignatureError, recover_address
+from ..enclave.views import ViewDomain
 from ..tee.boundary import EnclaveError
 from .admission import Admission
 from .batch import BatchRecord, record_from_wire
 from .config import NodeConfig
 from .daps import NodeDaps
+from .hintauth import HintVerifier
 from .host import EnclaveHost
 from .jsonrpc import JsonRpcServer
 from .l1watch import AcceptedHeader, L1Watcher
@@ -91,6 +96,10 @@ class NodeCore:
     the batches it holds). The roles (committee, sync, epochs, ingress, L1 link) read and
     update it; ``Node`` (node.py) composes them."""
 
+    def fair_group(self, ip: str) -> str:
+        """The fairness group of a JSON-RPC client: a keyed hash of its IP (peers learn no IP)."""
+        return hmac.new(self._group_key, ip.encode(), hashlib.sha256).hexdigest()[:16] if ip else ""
+
     def __init__(self, cfg: NodeConfig) -> None:
         self.cfg = cfg
         self.host: EnclaveHost | None = None
@@ -100,6 +109,10 @@ class NodeCore:
             max_total=cfg.mempool_max_total, max_per_sender=cfg.mempool_max_per_sender,
             max_per_origin=cfg.mempool_max_per_origin or None,
         )
+        # routing-hint authentication at admission (node/hintauth.py); fairness groups: the
+        # client (IP) behind each envelope, as a keyed hash that travels with forwarded envelopes
+        self.hint_verifier = HintVerifier(cfg.chain_id, ViewDomain(cfg.chain_id, cfg.l1_chain_id, cfg.rollup))
+        self._group_key = os.urandom(16)
         self.admission = Admission(queue_s=cfg.admission_queue_s, min_batches=cfg.admission_min_batches,
                                    batch_size=lambda: cfg.batch_size)  # node/admission.py
         self.rpc = JsonRpcServer(name=cfg.name, max_body=cfg.max_body)

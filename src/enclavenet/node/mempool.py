@@ -7,7 +7,12 @@ the enclave checks against the decrypted transaction.
 Rules:
 
 * Each sender's transactions leave in nonce order; across senders, in order of arrival of each
-  sender's oldest pending transaction (fair, FIFO-ish). Within a batch a sender's run stops at a
+  sender's oldest pending transaction (fair, FIFO-ish) **within a fairness group**, and the
+  groups take turns, one transaction each (round robin, groups in order of their oldest pending
+  transaction). A group is the client an envelope came from (``Node.fair_group``: a keyed hash
+  of the submitting IP, carried with forwarded envelopes), so a flood from one client under a
+  thousand fresh senders delays another client's transaction by at most one turn per batch
+  (issue 13 item 2; with one client, the order is the plain FIFO above). Within a batch a sender's run stops at a
   nonce gap; a gap that lasts longer than ``gap_timeout`` is let through (the enclave then refuses
   the transaction with a receipt that says why), so a lost transaction never blocks a sender.
 * Bounded per sender (``max_per_sender``), per client (``max_per_origin``: the client IP of a
@@ -21,9 +26,10 @@ Rules:
   header that includes them is accepted on L1 (:meth:`Mempool.on_accepted`). So pending
   transactions survive proposer changes.
 
-Known limit: the hint is bound to the ciphertext but not signed by the sender, so a spammer can
-put envelopes under someone else's address; they cost that address mempool room (bounded) and are
-refused by the enclave. The L1 inbox (``Rollup.submit``) stays available to every sender.
+The hint is authenticated by its sender's key (envelope flag 4) and the node that admits an
+envelope from a client checks that before calling :meth:`Mempool.add` (node/hintauth.py), so the
+per-sender bounds here are the sender's own: nobody can spend them under another address. The
+mempool itself does not check signatures (forwarded envelopes were checked by their ingress node).
 """
 
 from __future__ import annotations
@@ -37,17 +43,7 @@ from typing import Any
 
 import sha3
 
-from ..crypto.envelope import (
-    FLAG_HINT,
-    FLAG_SESSION,
-    HEADER_LEN,
-    HINT_LEN,
-    MAX_ENVELOPE_BYTES,
-    TAG_LEN,
-    VERSION,
-    Envelope,
-    EnvelopeError,
-)
+from ..crypto.envelope import Envelope, EnvelopeError, hinted_fields
 from ..crypto.hashing import keccak256
 
 
@@ -74,6 +70,7 @@ class Entry:
     arrived: float
     inflight: int = 0  # height of the proposal holding it, 0 when pending
     origin: str = ""  # the submitting client (IP), "" for forwarded / reloaded envelopes
+    group: str = ""  # fairness group (the client, keyed hash; forwarded with the envelope)
 
     @property
     def size(self) -> int:
@@ -102,17 +99,39 @@ def parse_envelope(raw: bytes, *, max_bytes: int | None = None) -> Envelope:
 
 
 _keccak = sha3.keccak_256
-_HINTED_MIN = HEADER_LEN + HINT_LEN + TAG_LEN
-_HINTED_FLAGS = (FLAG_HINT, FLAG_HINT | FLAG_SESSION)
-
-
 def _hinted_fields(raw: bytes, max_bytes: int) -> tuple[int, bytes, int] | None:
-    """(epoch, hint sender, hint nonce) read at their fixed offsets when ``Envelope.decode``
-    would accept ``raw`` with a routing hint (same checks); None: take the full parse."""
-    n = len(raw)
-    if n < _HINTED_MIN or n > max_bytes or n > MAX_ENVELOPE_BYTES or raw[0] != VERSION or raw[1] not in _HINTED_FLAGS:
-        return None
-    return int.from_bytes(raw[2:10], "big"), raw[HEADER_LEN : HEADER_LEN + 20], int.from_bytes(raw[HEADER_LEN + 20 : HEADER_LEN + 28], "big")
+    """(epoch, hint sender, hint nonce) at their fixed offsets when ``Envelope.decode`` would
+    accept ``raw`` with a routing hint (``crypto.envelope.hinted_fields``); None: the full parse."""
+    return None if len(raw) > max_bytes else hinted_fields(raw)
+
+
+class _Turn:
+    """One fairness group's place in a round-robin batch selection: its runs, and how far into the
+    first one it is."""
+
+    __slots__ = ("i", "runs")
+
+    def __init__(self, runs: deque[list[Entry]]) -> None:
+        self.runs = runs
+        self.i = 0
+
+    def give(self, out: list[Entry], total: int, max_bytes: int | None) -> int:
+        """Append this group's next entry to ``out`` (skipping a run that does not fit ``max_bytes``:
+        its later nonces wait); returns the new byte total."""
+        while self.runs:
+            run = self.runs[0]
+            e = run[self.i]
+            if max_bytes is not None and total + e.size > max_bytes:
+                self.runs.popleft()
+                self.i = 0
+                continue
+            out.append(e)
+            self.i += 1
+            if self.i == len(run):
+                self.runs.popleft()
+                self.i = 0
+            return total + e.size
+        return total
 
 
 class Mempool:
@@ -133,6 +152,7 @@ class Mempool:
         self.max_per_sender = max_per_sender
         self.max_per_origin = max_per_origin if max_per_origin is not None else max(1, max_total // 2)
         self._by_origin: dict[str, int] = {}  # client -> entries it submitted that are still here
+        self._by_group: dict[str, int] = {}  # fairness group -> its entries here (local and forwarded)
         self.max_bytes = max_bytes
         self.gap_timeout = gap_timeout
         self._clock = clock
@@ -176,6 +196,14 @@ class Mempool:
             "inclusion": self.latency(),  # the last minute's inclusion latency (explorer chart)
         }
 
+    def group_count(self, group: str) -> int:
+        """Entries of fairness group ``group`` here (pending or in flight)."""
+        return self._by_group.get(group, 0)
+
+    def group_total(self) -> int:
+        """How many fairness groups have entries here."""
+        return len(self._by_group)
+
     def get(self, rid: bytes) -> Entry | None:
         return self._by_id.get(rid)
 
@@ -183,12 +211,13 @@ class Mempool:
         return self._included.get(rid)
 
     # ------------------------------------------------------------------ admission
-    def add(self, raw: bytes, *, epochs: Iterable[int] | None = None, origin: str = "") -> Entry:
+    def add(self, raw: bytes, *, epochs: Iterable[int] | None = None, origin: str = "", group: str = "") -> Entry:
         """Admit an envelope; returns its entry. Raises MempoolError (or a subclass).
 
         ``epochs`` -- the key epochs the committee currently accepts; an envelope for another
         epoch is refused (it could not be decrypted). ``origin`` -- the submitting client (its
         IP), bounded by ``max_per_origin``; "" (forwarded by a peer, reloaded) is not counted.
+        ``group`` -- the fairness group batch selection takes turns between ("" is one group).
         """
         fast = _hinted_fields(raw, self.max_bytes)  # every node adds every transaction: the hot path
         if fast is None:
@@ -228,8 +257,9 @@ class Mempool:
                     f"{self.max_per_origin} per client); wait for inclusion and retry"
                 )
             self._by_origin[origin] = mine + 1
-        e = Entry(rid, raw, sender, nonce, epoch, next(self._seq), self._clock(), origin=origin)
+        e = Entry(rid, raw, sender, nonce, epoch, next(self._seq), self._clock(), origin=origin, group=group)
         self._by_id[rid] = e
+        self._by_group[group] = self._by_group.get(group, 0) + 1
         if bucket is None:
             bucket = self._by_sender[sender] = {}
         bucket[rid] = e
@@ -240,7 +270,8 @@ class Mempool:
         """Take up to ``limit`` pending entries for the proposal at ``height`` (marks them in flight).
 
         Per sender in nonce order (stopping at a nonce gap younger than ``gap_timeout``), senders
-        in order of their oldest pending entry.
+        in order of their oldest pending entry within each fairness group, the groups taking turns
+        (one entry each per round; groups in order of their oldest pending entry).
         """
         now = self._clock()
         runs: list[tuple[int, list[Entry]]] = []
@@ -265,18 +296,37 @@ class Mempool:
             if run:
                 runs.append((min(e.seq for e in pend), run))
         runs.sort(key=lambda r: r[0])
+        groups: dict[str, deque[list[Entry]]] = {}  # in order of each group's oldest run
+        for _, run in runs:
+            q = groups.get(run[0].group)
+            if q is None:
+                q = groups[run[0].group] = deque()
+            q.append(run)
         out: list[Entry] = []
         total = 0
-        for _, run in runs:
-            for e in run:
+        if len(groups) == 1:  # one client: plain FIFO across senders (the throughput case)
+            for run in next(iter(groups.values())):
+                for e in run:
+                    if len(out) >= limit:
+                        break
+                    if max_bytes is not None and total + e.size > max_bytes:
+                        break
+                    out.append(e)
+                    total += e.size
                 if len(out) >= limit:
                     break
-                if max_bytes is not None and total + e.size > max_bytes:
-                    break
-                out.append(e)
-                total += e.size
-            if len(out) >= limit:
-                break
+        else:
+            # round robin: each group gives its next entry (its runs in order, each run whole and in
+            # nonce order; a run cut by max_bytes is left there, its later nonces wait)
+            turns = [_Turn(q) for q in groups.values()]
+            while turns and len(out) < limit:
+                keep: list[_Turn] = []
+                for t in turns:
+                    if len(out) < limit:
+                        total = t.give(out, total, max_bytes)
+                    if t.runs:
+                        keep.append(t)
+                turns = keep
         for e in out:
             e.inflight = height
         return out
@@ -323,6 +373,11 @@ class Mempool:
             bucket.pop(rid, None)
             if not bucket:
                 del self._by_sender[e.sender]
+        g = self._by_group.get(e.group, 1) - 1
+        if g > 0:
+            self._by_group[e.group] = g
+        else:
+            self._by_group.pop(e.group, None)
         if e.origin:
             left = self._by_origin.get(e.origin, 1) - 1
             if left > 0:

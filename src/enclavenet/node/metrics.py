@@ -42,7 +42,8 @@ EVENT_COUNTERS: dict[str, tuple[str, str]] = {
     "applied_reexec": ("enclavenet_applied_reexec", "QC'd batches adopted by re-execution"),
 }
 
-REFUSAL_REASONS = ("full", "duplicate", "wrong_epoch", "malformed", "not_ready", "busy", "not_persisted")
+REFUSAL_REASONS = ("full", "duplicate", "wrong_epoch", "malformed", "not_ready", "busy", "not_persisted",
+                   "unauthenticated_hint")
 
 ECALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)

@@ -199,6 +199,10 @@ class Node(NodeCore):
                 raise Refused(f"a peer request is a CBOR map: the body is not valid CBOR ({type(exc).__name__})") from None
             if not isinstance(msg, dict):
                 raise Refused("a peer request is a CBOR map")
+            if op == "txs":  # hints checked by a member's ingress, or here (node/ingress.py)
+                trusted = peerauth.txs_trusted(self, body, request.headers.get(PEER_AUTH_HEADER))
+                out = await self.ingress.on_txs(msg, trusted=trusted, remote=request.remote or "")
+                return web.Response(body=cbor2.dumps(out), content_type="application/cbor")
             handler = {
                 "identity": self.epochs.on_identity,
                 "epoch_bundle": self.epochs.on_epoch_bundle,
@@ -239,6 +243,9 @@ class Node(NodeCore):
             "proposer": proposer,
             "members": members,
             "mempool": self.mempool.stats(),
+            # routing hints checked here (node/hintauth.py) and forwards believed / checked (ingress.py)
+            "hintAuth": {"checked": self.hint_verifier.checked, "refused": self.hint_verifier.refused,
+                         **self.ingress.forwards},
             "peers": [{"url": p.url, "address": p.address, "up": p.failures == 0 and p.address is not None} for p in self.peers],
             "l1Block": self.watcher.latest_block if self.watcher else None,
             "address": self.address,

@@ -15,7 +15,9 @@ or disk reads, and are served to committee members only. The sender's enclave si
 (``peer_auth`` ecall, ``crypto.peer.peer_request_digest``: receiver, op, body hash, expiry) and
 the signature travels in the :data:`PEER_AUTH_HEADER` HTTP header as ``signer:expiry:sig``; the
 receiver checks it recovers to an active member on L1, is for itself and has not expired.
-``committee_sign`` is one of them. ``identity`` stays open (discovery), ``txs`` too (what anyone may send to the public RPC), and
+``committee_sign`` is one of them. ``identity`` stays open (discovery), ``txs`` too (what anyone may send to the public RPC:
+a ``txs`` burst signed by a member is believed to have authenticated routing hints, an unsigned one is checked envelope
+by envelope, node/ingress.py), and
 ``propose`` carries the proposer enclave's signature on the header already.
 
 **Hostile host (fault injection).** Every outgoing message of a node passes its ``LinkFaults``
@@ -157,10 +159,13 @@ class PeerClient:
     async def call(self, op: str, body: dict[str, Any], *, timeout: float = 30.0) -> dict[str, Any]:
         return await self.call_raw(op, cbor2.dumps(body), timeout=timeout)
 
-    async def call_raw(self, op: str, data: bytes, *, timeout: float = 30.0) -> dict[str, Any]:
-        """``call`` with a body already CBOR-encoded (one encoding for many peers)."""
+    async def call_raw(self, op: str, data: bytes, *, timeout: float = 30.0, auth: str | None = None) -> dict[str, Any]:
+        """``call`` with a body already CBOR-encoded (one encoding for many peers); ``auth``: a
+        PEER_AUTH_HEADER value signed already (a ``txs`` burst, signed once for every peer)."""
         headers = {"Content-Type": "application/cbor"}
-        if op in AUTH_OPS and self.authenticate is not None:
+        if auth is not None:
+            headers[PEER_AUTH_HEADER] = auth
+        elif op in AUTH_OPS and self.authenticate is not None:
             headers[PEER_AUTH_HEADER] = await self.authenticate(self, op, data)
         f = self.faults
         if f is not None and f.applies(self.url, op):

@@ -67,7 +67,7 @@ from eth_account import Account  # noqa: E402
 
 from enclavenet.crypto.hashing import address_bytes  # noqa: E402
 from enclavenet.devnet import Devnet  # noqa: E402
-from enclavenet.loadgen import TRANSFER, Chain, run_cell, setup_token, wait_all  # noqa: E402
+from enclavenet.loadgen import TRANSFER, Chain, HeightWatch, run_cell, setup_token, wait_all  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from plain_anvil import run_plain  # noqa: E402
@@ -92,15 +92,18 @@ def run_paced(chain: Chain, token: str, senders: list[Any], nonces: dict[str, in
     rids: list[bytes] = []
     acks: list[float] = []
     prepared = [chain.prepare(wave) for wave in per_wave]
-    t0 = time.monotonic()
-    seen: dict[int, float] = {}
-    for k, wave in enumerate(prepared):
-        while time.monotonic() < t0 + k * interval:
-            time.sleep(0.005)
-        r, a = chain.send_prepared(wave)
-        rids += r
-        acks += a
-    seen = wait_all(chain, rids, timeout=120)
+    watch = HeightWatch(chain.net).start()  # headers accepted between waves get their own time
+    try:
+        t0 = time.monotonic()
+        for k, wave in enumerate(prepared):
+            while time.monotonic() < t0 + k * interval:
+                time.sleep(0.005)
+            r, a = chain.send_prepared(wave)
+            rids += r
+            acks += a
+        seen = wait_all(chain, rids, timeout=120, watch=watch)
+    finally:
+        watch.close()
     rcs = chain.receipts(rids)
     lat = sorted(max(0.0, seen[int(rc["height"], 16)] - ack) for rc, ack in zip(rcs, acks, strict=True) if rc)
     return {"rate": rate, "p50_s": statistics.median(lat), "p99_s": lat[min(len(lat) - 1, int(0.99 * len(lat)))]}

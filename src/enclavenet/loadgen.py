@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import statistics
+import threading
 import time
 from typing import Any
 
@@ -165,32 +166,76 @@ class L1Height:
         self._conn.close()
 
 
-def wait_all(chain: Chain, rids: list[bytes], timeout: float) -> dict[int, float]:
+class HeightWatch:
+    """The first time each Rollup height was seen, polled every 20 ms by a thread from
+    ``start()`` on: headers accepted while the client is still sending (busy answers stretch
+    sending over seconds) get the time they were accepted, not the time ``wait_all`` began."""
+
+    def __init__(self, net: Devnet) -> None:
+        self._height = L1Height(net)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.seen: dict[int, float] = {}
+        self.top = 0
+
+    def start(self) -> HeightWatch:
+        self.poll()
+        self._thread = threading.Thread(target=self._run, name="height-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def poll(self) -> int:
+        with self._lock:
+            h = self._height()
+            now = time.monotonic()
+            for x in range(self.top + 1, h + 1):
+                self.seen[x] = now
+            self.top = max(self.top, h)
+            return self.top
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            try:
+                self.poll()
+            except (OSError, http.client.HTTPException, ValueError, KeyError):
+                self._height.close()  # reconnects on the next request
+                self._stop.wait(0.1)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self._height.close()
+
+
+def wait_all(chain: Chain, rids: list[bytes], timeout: float, watch: HeightWatch | None = None) -> dict[int, float]:
     """Watch L1 until every transaction's header is accepted; return {height: time first seen}.
 
     The benchmark shares the machine with the committee, so it polls cheaply: the L1 height
     every 20 ms, and the status of the LAST few transactions sent (each sender's come in nonce
     order, senders by arrival, so they are included last) until they are in; only then every
     pending one, in one batched call, and again for any still missing."""
-    last_height = L1Height(chain.net)
+    own = watch is None
+    w = HeightWatch(chain.net) if watch is None else watch
     try:
-        return _wait_all(chain, rids, timeout, last_height)
+        return _wait_all(chain, rids, timeout, w, poll=own)
     finally:
-        last_height.close()
+        if own:
+            w.close()
 
 
-def _wait_all(chain: Chain, rids: list[bytes], timeout: float, last_height: L1Height) -> dict[int, float]:
-    seen: dict[int, float] = {}
+def _wait_all(chain: Chain, rids: list[bytes], timeout: float, watch: HeightWatch, *, poll: bool) -> dict[int, float]:
+    """``poll``: this loop polls the height itself (no watcher thread runs)."""
     deadline = time.monotonic() + timeout
     last_check = 0.0
     pending = list(rids)
     url = chain.net.rpc_urls[0]
     probe = 16
     while True:
-        h = last_height()
+        if poll:
+            watch.poll()
         now = time.monotonic()
-        for x in range(max(seen, default=0) + 1, h + 1):
-            seen[x] = now
         if now - last_check > 0.25:
             last_check = now
             tail = pending[-probe:]
@@ -204,11 +249,9 @@ def _wait_all(chain: Chain, rids: list[bytes], timeout: float, last_height: L1He
                              if x.get("result", {}).get("status") != "included"]
                 pending = left
                 if not pending:
-                    # the node may have seen the last header's L1 block after our height read above
-                    h, now = last_height(), time.monotonic()
-                    for x in range(max(seen, default=0) + 1, h + 1):
-                        seen[x] = now
-                    return seen
+                    watch.poll()  # the node may have seen the last header's L1 block before we did
+                    with watch._lock:
+                        return dict(watch.seen)
         if now > deadline:
             raise TimeoutError(f"{len(pending)} of {len(rids)} transactions not included after {timeout:.0f}s")
         time.sleep(0.02)
@@ -343,12 +386,16 @@ def run_cell(chain: Chain, token: str, senders: list[Any], nonces: dict[str, int
                                        gas=100_000))
     h0 = int(net.rollup.functions.lastHeight().call())
     batches = chain.prepare(envs)
-    meter = CpuMeter().start()
-    t0 = time.monotonic()
-    rids, acks = chain.send_prepared(batches)
-    t_sent = time.monotonic()
-    seen = wait_all(chain, rids, timeout=60 + total / 100)
-    cpu = meter.stop()
+    watch = HeightWatch(net).start()
+    try:
+        meter = CpuMeter().start()
+        t0 = time.monotonic()
+        rids, acks = chain.send_prepared(batches)
+        t_sent = time.monotonic()
+        seen = wait_all(chain, rids, timeout=60 + total / 100, watch=watch)
+        cpu = meter.stop()
+    finally:
+        watch.close()
     rcs = chain.receipts(rids)
     lat, heights = [], set()
     for rc, ack in zip(rcs, acks, strict=True):

@@ -85,7 +85,9 @@ class Admission:
             if mine < share:
                 return
         self.refused += 1
-        cap = self.capacity() or self._batch_size() / max(self.queue_s, 0.1)
+        # not measured yet: take the floor's queue as queue_s of work (one batch per queue_s made
+        # clients wait ~min_batches times too long, idling the committee after a first refusal)
+        cap = self.capacity() or limit / max(self.queue_s, 0.1)
         wait = min(MAX_RETRY_S, max(MIN_RETRY_S, (queued - 0.75 * limit) / cap))
         raise RpcError(
             RATE_LIMITED,

@@ -49,9 +49,17 @@ class Epochs(Role):
         key = (tuple(a for a in members if a in n.quotes), n.watcher.quorum, n.watcher.min_types)
         if key == self.committee_key or not quotes or not n.watcher.quorum:
             return
-        if (not self.committee_key and len(quotes) < len(members) and not all(p.address for p in n.peers)
-                and time.monotonic() - self._born < COMMITTEE_WAIT):
-            return
+        if not self.committee_key and time.monotonic() - self._born < COMMITTEE_WAIT:
+            if len(quotes) < len(members) and not all(p.address for p in n.peers):
+                return
+            # bootstrap (no header yet): wait until L1 lists the members epoch genesis waits for.
+            # Members whose first committees differ cannot certify each other's next one: a node
+            # that set its first committee while L1 showed 8 of 10 registrations could never add
+            # the other two (seen with 10 members: two nodes stuck at "not an allowed committee
+            # member" for good)
+            expected = self.cfg.expected_members or len(self.cfg.peers)
+            if n.watcher.height == 0 and len(members) < expected:
+                return
         if self.certify is None:
             self.certify = CommitteeSync(
                 self.cfg.name, n.host, lambda: n.peers, n.members,

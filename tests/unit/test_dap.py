@@ -294,6 +294,7 @@ def test_a_wrong_first_leaf_diff_upload_never_hides_the_honest_one(tmp_path: Pat
                 (h1.hash(), 0, [*honest1, [k[3], v[4]]]),
                 (h2.hash(), 0, [[k[0], v[2]], [k[2], v[4]]]),
                 (h2.hash(), 1, honest2),  # right diff, but this DAP has no tree at height 1 yet
+                (h1.hash(), 0, [*honest1, [k[3], b""]]),  # padding: removes a key that is not there
             ]:
                 st, out = await post("/v1/leafdiff", {"header_hash": hh, "base": base, "diff": diff})
                 assert st == 400, (base, out)
@@ -304,6 +305,9 @@ def test_a_wrong_first_leaf_diff_upload_never_hides_the_honest_one(tmp_path: Pat
             for hh, base, diff in [(h1.hash(), 0, honest1), (h2.hash(), 1, honest2), (h2.hash(), 1, honest2)]:
                 st, out = await post("/v1/leafdiff", {"header_hash": hh, "base": base, "diff": diff})
                 assert st == 200, out
+            st, out = await post("/v1/leafdiff", {"header_hash": h2.hash(), "base": 1,
+                                                  "diff": [*honest2[:2], [k[2], v[3]], [k[3], b""]]})
+            assert st == 200  # the link is stored: another upload for it is a no-op, unchecked, not stored
             assert svc.store.leaf_roots(2) == [fake2.balances_root, h2.balances_root]
 
             # the reader recovers both accepted trees from this one DAP
@@ -318,3 +322,25 @@ def test_a_wrong_first_leaf_diff_upload_never_hides_the_honest_one(tmp_path: Pat
                 assert await dap.leaf_set(2, os.urandom(32)) is None
 
     asyncio.run(go())
+
+
+def test_leaf_diff_links_per_tree_are_bounded_and_each_serves_the_tree(tmp_path: Path) -> None:
+    """The bound on stored leaf diffs: per (height, root) at most MAX_LEAF_DIFF_LINKS links from
+    bases above 0 plus one from base 0; a further one is a no-op. Every link was checked to give
+    its root (the service), so whichever are kept, the tree comes back."""
+    store = open_store(f"sqlite://{tmp_path}/l.db")
+    key = [os.urandom(32) for _ in range(12)]
+    trees = [{key[j]: bytes([h, j]) * 16 for j in range(h + 1)} for h in range(10)]  # trees[h]: h+1 leaves
+    root = [bytes([h]) * 32 for h in range(10)]  # stand-ins: the store keys by what it is told
+    for h in range(1, 9):
+        store.put_leaf_diff(h, h - 1, [(kk, vv) for kk, vv in trees[h].items() if trees[h - 1].get(kk) != vv],
+                            root=root[h], base_root=root[h - 1] if h > 1 else bytes(32))
+    top = 9
+    for base in range(1, 9):  # eight diffs into the tree at 9, from every base
+        store.put_leaf_diff(top, base, [(kk, vv) for kk, vv in trees[top].items() if trees[base].get(kk) != vv],
+                            root=root[top], base_root=root[base])
+    store.put_leaf_diff(top, 0, list(trees[top].items()), root=root[top])
+    assert sorted(store.leaf_links(top, root[top])) == [0, 1, 2, 3, 4]  # 4 from bases above 0, first come, + base 0
+    assert store.leaf_set(top, root[top]) == trees[top]
+    assert store.leaf_set(5, root[5]) == trees[5]
+    store.close()

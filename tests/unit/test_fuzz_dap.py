@@ -67,7 +67,7 @@ VALID: dict[str, dict[str, Any]] = {
                   "leaves": [["0x" + "a1" * 20, b"sealed leaf a1"], [bytes.fromhex("b2" * 20), b"sealed leaf b2"]]},
     "/v1/snapshot": {"header_hash": HH5, "epoch": 1, "blob": b"another sealed snapshot 5"},
     "/v1/leaves": {"header_hash": HH5, "leaves": [["0x" + "c3" * 20, b"sealed leaf c3"]]},
-    "/v1/leafdiff": {"header_hash": HH5, "base": 0, "diff": [[b"\x07" * 32, b"\x08" * 32], [b"\x09" * 32, b""]]},
+    "/v1/leafdiff": {"header_hash": HH5, "base": 0, "diff": [[b"\x07" * 32, b"\x08" * 32]]},
 }
 
 

@@ -59,7 +59,7 @@ from ..crypto.secp256k1 import SigningKey
 from ..crypto.smt import SparseMerkleTree
 from .metrics import CONTENT_TYPE as METRICS_TYPE
 from .metrics import DapMetrics
-from .store import SealedLeaf, Snapshot, Store, StoredBatch, StoreError, open_store
+from .store import SealedLeaf, Snapshot, Store, StoredBatch, StoreError, new_leaf_link, open_store
 
 log = logging.getLogger("enclavenet.dap")
 
@@ -296,8 +296,8 @@ class DapService:
         diff = _leaf_diff(body.get("diff"))
         root = stored.header.balances_root
         out = {"stored": len(diff), "height": stored.height, "base": base}
-        if await self._run(self.store.has_leaf_diff, stored.height, root, base):
-            return _cbor(out)  # this link is stored (checked then): the same tree again
+        if not new_leaf_link(await self._run(self.store.leaf_links, stored.height, root), base):
+            return _cbor(out)  # this link, or enough links to this tree, stored (checked then): a no-op
         base_root = await self._run(self._ancestor_root, stored.header, base)
         await self._run(self._check_leaf_diff, stored.height, root, base, base_root, diff)
         await self._run(lambda: self.store.put_leaf_diff(stored.height, base, diff, root=root, base_root=base_root))
@@ -325,11 +325,13 @@ class DapService:
         if leaves is None:
             raise BadRequest(f"no leaf set of the header's ancestor at height {base} here: "
                              "cannot check the diff (upload one from base 0)")
-        for k, v in diff:
+        for k, v in diff:  # a minimal diff (what the enclave exports): the rows stored are the bytes uploaded
+            if (leaves.get(k) == v) if v else (k not in leaves):
+                raise BadRequest("a diff entry changes nothing (the same leaf, or removes an absent key): not stored")
             if v:
                 leaves[k] = v
             else:
-                leaves.pop(k, None)
+                del leaves[k]
         tree = SparseMerkleTree()
         tree.update(dict(leaves))
         if tree.root != root:

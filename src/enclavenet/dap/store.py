@@ -44,6 +44,9 @@ from ..crypto.hashing import ZERO32, address_bytes, keccak256, to_checksum
 from ..crypto.header import Header
 
 MAX_SNAPSHOT_COPIES = 4  # distinct snapshot blobs kept per header (a later upload never replaces one)
+#: leaf-diff links kept per (height, tree root) from a base above 0 (one from base 0 comes on top):
+#: every stored link was checked to give its root, so any one of them serves the tree
+MAX_LEAF_DIFF_LINKS = 4
 
 
 class StoreError(RuntimeError):
@@ -122,7 +125,8 @@ class Store(ABC):
         """The balances tree's leaf hashes that changed from the tree ``base_root`` at header
         ``base`` to the tree ``root`` at header ``height`` (``base`` 0: from the empty tree, i.e.
         every leaf); a leaf of b"" removes the key. The caller checked that the fold gives
-        ``root`` (:meth:`DapService.h_put_leafdiff`); a second diff for the same link is a no-op."""
+        ``root`` (:meth:`DapService.h_put_leafdiff`); a second diff for the same link is a no-op,
+        and so is one from a base above 0 when MAX_LEAF_DIFF_LINKS such links lead to ``root``."""
         if not 0 <= base < height:
             raise StoreError(f"a leaf diff goes from a lower height to a higher one (got {base} -> {height})")
         if base == 0 and base_root != ZERO32:
@@ -131,9 +135,10 @@ class Store(ABC):
         with self._lock:
             self._write_diff((height, bytes(root), base, bytes(base_root)), rows)
 
-    def has_leaf_diff(self, height: int, root: bytes, base: int) -> bool:
-        return bool(self._query("SELECT 1 FROM leafdiff_links WHERE height = {p} AND root = {p} AND base = {p}",
-                                (height, root, base)))
+    def leaf_links(self, height: int, root: bytes) -> list[int]:
+        """The bases of the stored diffs leading to the tree ``root`` at ``height``."""
+        return [int(r[0]) for r in self._query("SELECT base FROM leafdiff_links WHERE height = {p} AND root = {p}",
+                                               (height, root))]
 
     def leaf_roots(self, height: int) -> list[bytes]:
         """The tree roots at ``height`` that have a stored diff, oldest first."""
@@ -267,6 +272,11 @@ class Store(ABC):
         self.close()
 
 
+def new_leaf_link(bases: list[int], base: int) -> bool:
+    """Whether a diff from ``base`` is stored next to the links from ``bases`` (same tree)."""
+    return base not in bases and (base == 0 or sum(1 for b in bases if b) < MAX_LEAF_DIFF_LINKS)
+
+
 def _batch(row: tuple[Any, ...]) -> StoredBatch:
     return StoredBatch(Header.decode(bytes(row[0])), bytes(row[1]))
 
@@ -346,8 +356,9 @@ class SQLiteStore(Store):
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                if not self._db.execute("SELECT 1 FROM leafdiff_links WHERE height = ? AND root = ? AND base = ?",
-                                        meta[:3]).fetchall():
+                bases = [b for (b,) in self._db.execute("SELECT base FROM leafdiff_links WHERE height = ? AND root = ?",
+                                                         meta[:2]).fetchall()]
+                if new_leaf_link(bases, meta[2]):
                     self._db.executemany("INSERT OR IGNORE INTO leafdiff_rows VALUES (?, ?, ?, ?, ?)", rows)
                     (seq,) = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM leafdiff_links").fetchone()
                     self._db.execute("INSERT INTO leafdiff_links VALUES (?, ?, ?, ?, ?)", (*meta, seq))
@@ -442,9 +453,12 @@ class PostgresStore(Store):
     def _write_diff(self, meta: tuple[int, bytes, int, bytes], rows: list[tuple[int, bytes, int, bytes, bytes]]) -> None:
         try:
             with self._db.cursor() as cur:
-                cur.execute("INSERT INTO leafdiff_links (height, root, base, base_root) VALUES (%s, %s, %s, %s) "
-                            "ON CONFLICT DO NOTHING", meta)
-                if cur.rowcount:
+                cur.execute("SELECT pg_advisory_xact_lock(7367)")  # the count below, then the insert
+                cur.execute("SELECT base FROM leafdiff_links WHERE height = %s AND root = %s", meta[:2])
+                bases = [int(r[0]) for r in cur.fetchall()]
+                if new_leaf_link(bases, meta[2]):
+                    cur.execute("INSERT INTO leafdiff_links (height, root, base, base_root) VALUES (%s, %s, %s, %s) "
+                                "ON CONFLICT DO NOTHING", meta)
                     cur.executemany("INSERT INTO leafdiff_rows VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING", rows)
             self._db.commit()
         except self._psycopg.Error as exc:
@@ -494,6 +508,8 @@ def open_store(spec: str) -> Store:
 
 
 __all__ = [
+    "MAX_LEAF_DIFF_LINKS",
+    "MAX_SNAPSHOT_COPIES",
     "HeaderRef",
     "PostgresStore",
     "SQLiteStore",

@@ -23,6 +23,7 @@ from enclavenet.crypto.dap import dap_receipt_digest, data_commitment, piece_pat
 from enclavenet.crypto.escape import EscapeLeaf, open_escape_leaf, seal_escape_leaf
 from enclavenet.crypto.header import EMPTY_WITHDRAWALS_HASH, Header
 from enclavenet.crypto.secp256k1 import SigningKey, recover_address
+from enclavenet.crypto.smt import SparseMerkleTree
 from enclavenet.dap.client import DapError, DapPool, DataUnavailable, run
 from enclavenet.dap.l1 import deploy_dap_manager, receipts_arg, register_dap
 from enclavenet.dap.pgserver import TempPostgres
@@ -220,6 +221,60 @@ def test_snapshots_and_escape_leaves_sealed_to_their_users(daps: Daps) -> None:
                 await pool.leaf(SigningKey.generate().address)
             with pytest.raises(DapError, match="POST /v1/batch first"):
                 await c.put_snapshot(os.urandom(32), 0, b"x")
+
+    run(go())
+
+
+def tree_batch(height: int, leaves: dict[bytes, bytes], prev: bytes) -> tuple[Header, bytes]:
+    """A header whose balances_root is the tree of ``leaves``."""
+    tree = SparseMerkleTree()
+    tree.update(dict(leaves))
+    items = [cbor2.dumps({"v": 1, "height": height}), os.urandom(64)]
+    h = Header(height, prev, 0, os.urandom(32), height, 0, os.urandom(32), os.urandom(32), os.urandom(32),
+               os.urandom(32), tree.root, EMPTY_WITHDRAWALS_HASH, data_commitment(items))
+    return h, cbor2.dumps(items)
+
+
+def test_a_wrong_first_leaf_diff_is_refused_and_the_honest_one_served(daps: Daps) -> None:
+    """Issue 13: a wrong leaf diff uploaded first (anyone may upload) used to hold the only place
+    for that (height, base) at the DAP. Now the DAP refuses a diff unless, folded onto the tree it
+    holds for the header's ancestor, it gives the header's balances_root, and keys diffs by that
+    root: the honest diffs, uploaded after, are served, and the user recovers from this one DAP."""
+    daps.start(1)
+    keys = [os.urandom(32) for _ in range(40)]
+    t1 = {key: os.urandom(32) for key in keys[:30]}
+    t2 = {**{key: os.urandom(32) for key in keys[:5]}, **{key: t1[key] for key in keys[10:30]},
+          **{key: os.urandom(32) for key in keys[30:]}}  # 5 changed, 5 removed, 10 added
+    h1, d1 = tree_batch(1, t1, bytes(32))
+    h2, d2 = tree_batch(2, t2, h1.hash())
+    fake_tree = {keys[0]: os.urandom(32)}
+    fake, fd = tree_batch(2, fake_tree, h1.hash())  # the attacker's own header at height 2
+    diff2 = [(key, t2.get(key, b"")) for key in keys if t1.get(key) != t2.get(key)]
+
+    async def go() -> None:
+        async with daps.pool() as pool:
+            c = pool.clients[0]
+            for h, d in ((h1, d1), (h2, d2), (fake, fd)):
+                await c.store(h, d)
+            wrong1 = [*list(t1.items())[1:], (keys[0], os.urandom(32))]
+            with pytest.raises(DapError, match="does not give the header's balances_root"):
+                await c.put_leaf_diff(h1.hash(), 0, wrong1)
+            with pytest.raises(DapError, match="no leaf set of the header's ancestor at height 1"):
+                await c.put_leaf_diff(h2.hash(), 1, diff2)
+            with pytest.raises(DapError, match="does not give the header's balances_root"):
+                await c.put_leaf_diff(h2.hash(), 0, list(t1.items()))
+            await c.put_leaf_diff(fake.hash(), 0, list(fake_tree.items()))  # consistent with its own header
+            # the honest uploads come second
+            await c.put_leaf_diff(h1.hash(), 0, list(t1.items()))
+            await c.put_leaf_diff(h2.hash(), 1, diff2)
+            await c.put_leaf_diff(h2.hash(), 1, diff2)  # again: a no-op
+            for h, want in ((h1, t1), (h2, t2)):
+                got = await c.leaf_set(h.height, h.balances_root)
+                assert got == want
+                tree = SparseMerkleTree()
+                tree.update(dict(got or {}))
+                assert tree.root == h.balances_root
+            assert await c.leaf_set(2, os.urandom(32)) is None
 
     run(go())
 

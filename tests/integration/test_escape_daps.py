@@ -103,7 +103,7 @@ def test_users_escape_with_data_from_the_daps_alone(tmp_path: Path) -> None:
         # DAP 0's leaf hashes are corrupted: its tree misses the accepted root; DAP 1 is used
         db = sqlite3.connect(net.dap_procs[0].store.removeprefix("sqlite://"))
         with db:
-            n_rows = db.execute("UPDATE leafdiffs SET leaf = ? WHERE key = ? AND length(leaf) = 32",
+            n_rows = db.execute("UPDATE leafdiff_rows SET leaf = ? WHERE key = ? AND length(leaf) = 32",
                                 (b"\x42" * 32, smt_key(alice.address))).rowcount
         assert n_rows >= 1
         db.close()

@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import cbor2
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -25,7 +26,8 @@ from enclavenet.crypto.hashing import keccak256
 from enclavenet.crypto.header import EMPTY_WITHDRAWALS_HASH, Header
 from enclavenet.crypto.merkle import merkle_root
 from enclavenet.crypto.secp256k1 import SigningKey, recover_address
-from enclavenet.dap.client import DapError, verify_batch
+from enclavenet.crypto.smt import SparseMerkleTree
+from enclavenet.dap.client import DapClient, DapError, verify_batch
 from enclavenet.dap.service import (
     BadRequest,
     DapConfig,
@@ -246,4 +248,99 @@ def test_a_later_snapshot_upload_never_replaces_a_stored_one(tmp_path: Path) -> 
     assert store.snapshot(h.hash()).blob == b"good"  # type: ignore[union-attr]
     assert [s.blob for s in store.snapshot_copies(h.hash())] == [b"good", b"junk"]
     assert store.latest_snapshot(copy=1).blob == b"junk"  # type: ignore[union-attr]
+    store.close()
+
+
+def _tree_batch(height: int, leaves: dict[bytes, bytes], prev: bytes) -> tuple[Header, bytes]:
+    """A header whose balances_root is the tree of ``leaves`` (and batch data matching it)."""
+    tree = SparseMerkleTree()
+    tree.update(dict(leaves))
+    items = [cbor2.dumps({"v": 1, "height": height}), os.urandom(40)]
+    h = Header(height, prev, 0, os.urandom(32), height, 0, os.urandom(32), os.urandom(32), os.urandom(32),
+               os.urandom(32), tree.root, EMPTY_WITHDRAWALS_HASH, data_commitment(items))
+    return h, cbor2.dumps(items)
+
+
+def test_a_wrong_first_leaf_diff_upload_never_hides_the_honest_one(tmp_path: Path) -> None:
+    """Issue 13 (DAP first-upload-wins for leaf diffs): a leaf diff used to be stored once per
+    (height, base), first come; anyone can POST /v1/leafdiff, so a wrong first upload took the
+    place of the honest one and the user's root check then needed another DAP. Now the DAP folds
+    every diff onto the tree it holds for the header's ancestor at ``base`` and refuses it unless
+    it gives the header's balances_root; diffs are keyed by that root, so a diff for a fake header
+    at the same height is stored apart and the reader asks for the accepted header's root."""
+    svc = _service(tmp_path, SigningKey.generate())
+    k = [os.urandom(32) for _ in range(4)]
+    v = [os.urandom(32) for _ in range(6)]
+    t1 = {k[0]: v[0], k[1]: v[1]}
+    t2 = {k[0]: v[2], k[2]: v[3]}  # k0 changed, k1 removed, k2 added
+    h1, d1 = _tree_batch(1, t1, bytes(32))
+    h2, d2 = _tree_batch(2, t2, h1.hash())
+    fake2, fd2 = _tree_batch(2, {k[3]: v[5]}, h1.hash())  # the attacker's own header at height 2
+    honest1 = [[a, b] for a, b in t1.items()]
+    honest2 = [[k[0], v[2]], [k[1], b""], [k[2], v[3]]]
+
+    async def go() -> None:
+        async with TestClient(TestServer(svc.app)) as c:
+            async def post(path: str, body: Any) -> tuple[int, Any]:
+                r = await c.post(path, data=cbor2.dumps(body))
+                return r.status, (cbor2.loads(await r.read()) if r.status == 200 else await r.json())
+
+            for h, d in ((h1, d1), (h2, d2), (fake2, fd2)):
+                assert (await post("/v1/batch", {"header": h.encode(), "batch_data": d}))[0] == 200
+            # the attacker uploads first: wrong leaves, a missing one, an extra one, a wrong base
+            for hh, base, diff in [
+                (h1.hash(), 0, [[k[0], v[4]], [k[1], v[1]]]),
+                (h1.hash(), 0, [[k[0], v[0]]]),
+                (h1.hash(), 0, [*honest1, [k[3], v[4]]]),
+                (h2.hash(), 0, [[k[0], v[2]], [k[2], v[4]]]),
+                (h2.hash(), 1, honest2),  # right diff, but this DAP has no tree at height 1 yet
+                (h1.hash(), 0, [*honest1, [k[3], b""]]),  # padding: removes a key that is not there
+            ]:
+                st, out = await post("/v1/leafdiff", {"header_hash": hh, "base": base, "diff": diff})
+                assert st == 400, (base, out)
+            # ... and a consistent diff for its own header at height 2: stored, under its own root
+            assert (await post("/v1/leafdiff", {"header_hash": fake2.hash(), "base": 0,
+                                                "diff": [[k[3], v[5]]]}))[0] == 200
+            # the honest uploads, afterwards, are stored
+            for hh, base, diff in [(h1.hash(), 0, honest1), (h2.hash(), 1, honest2), (h2.hash(), 1, honest2)]:
+                st, out = await post("/v1/leafdiff", {"header_hash": hh, "base": base, "diff": diff})
+                assert st == 200, out
+            st, out = await post("/v1/leafdiff", {"header_hash": h2.hash(), "base": 1,
+                                                  "diff": [*honest2[:2], [k[2], v[3]], [k[3], b""]]})
+            assert st == 200  # the link is stored: another upload for it is a no-op, unchecked, not stored
+            assert svc.store.leaf_roots(2) == [fake2.balances_root, h2.balances_root]
+
+            # the reader recovers both accepted trees from this one DAP
+            async with aiohttp.ClientSession() as session:
+                dap = DapClient(str(c.make_url("")), session)
+                for h, want in ((h1, t1), (h2, t2)):
+                    got = await dap.leaf_set(h.height, h.balances_root)
+                    assert got == want
+                    tree = SparseMerkleTree()
+                    tree.update(dict(got))
+                    assert tree.root == h.balances_root
+                assert await dap.leaf_set(2, os.urandom(32)) is None
+
+    asyncio.run(go())
+
+
+def test_leaf_diff_links_per_tree_are_bounded_and_each_serves_the_tree(tmp_path: Path) -> None:
+    """The bound on stored leaf diffs: per (height, root) at most MAX_LEAF_DIFF_LINKS links from
+    bases above 0 plus one from base 0; a further one is a no-op. Every link was checked to give
+    its root (the service), so whichever are kept, the tree comes back."""
+    store = open_store(f"sqlite://{tmp_path}/l.db")
+    key = [os.urandom(32) for _ in range(12)]
+    trees = [{key[j]: bytes([h, j]) * 16 for j in range(h + 1)} for h in range(10)]  # trees[h]: h+1 leaves
+    root = [bytes([h]) * 32 for h in range(10)]  # stand-ins: the store keys by what it is told
+    for h in range(1, 9):
+        store.put_leaf_diff(h, h - 1, [(kk, vv) for kk, vv in trees[h].items() if trees[h - 1].get(kk) != vv],
+                            root=root[h], base_root=root[h - 1] if h > 1 else bytes(32))
+    top = 9
+    for base in range(1, 9):  # eight diffs into the tree at 9, from every base
+        store.put_leaf_diff(top, base, [(kk, vv) for kk, vv in trees[top].items() if trees[base].get(kk) != vv],
+                            root=root[top], base_root=root[base])
+    store.put_leaf_diff(top, 0, list(trees[top].items()), root=root[top])
+    assert sorted(store.leaf_links(top, root[top])) == [0, 1, 2, 3, 4]  # 4 from bases above 0, first come, + base 0
+    assert store.leaf_set(top, root[top]) == trees[top]
+    assert store.leaf_set(5, root[5]) == trees[5]
     store.close()

@@ -70,7 +70,7 @@ def test_exported_diffs_fold_into_the_balances_tree_and_sealed_records_give_each
     out = net.members[0].call("escape_export", height=1, public_keys=[_pub(alice)])
     assert out["base"] == 0 and len(out["diff"]) == 3 and out["balances_root"] == h1.balances_root
     assert sorted(bytes(a) for a, _ in out["sealed"]) == sorted(bytes.fromhex(x.address[2:]) for x in (alice, bob))
-    store.put_leaf_diff(1, out["base"], [(k, v) for k, v in out["diff"]])
+    store.put_leaf_diff(1, out["base"], [(k, v) for k, v in out["diff"]], root=h1.balances_root)
     sealed = {bytes(a): s for a, s in out["sealed"]}
     # the diff is leaf hashes only: no balance in clear
     assert all((ETH + i).to_bytes(32, "big") not in b"".join(k + v for k, v in out["diff"]) for i in range(3))
@@ -85,7 +85,8 @@ def test_exported_diffs_fold_into_the_balances_tree_and_sealed_records_give_each
     assert {bytes(k) for k, _ in out2["diff"]} == {smt_key(a.address) for a in (alice, bob, carol, dave)}
     # alice's (changed) and bob's (re-salted) records are sealed again; dave's key is unknown
     assert sorted(bytes(a) for a, _ in out2["sealed"]) == sorted(bytes.fromhex(x.address[2:]) for x in (alice, bob))
-    store.put_leaf_diff(2, out2["base"], [(k, v) for k, v in out2["diff"]])
+    store.put_leaf_diff(2, out2["base"], [(k, v) for k, v in out2["diff"]], root=h2.balances_root,
+                        base_root=h1.balances_root)
     sealed.update({bytes(a): s for a, s in out2["sealed"]})
 
     # member 1 never exported: its first export is every leaf (base 0); the fold agrees either way
@@ -131,9 +132,10 @@ def test_dap_service_stores_leaf_diffs_serves_the_fold_and_refuses_bad_ones() ->
 
     svc = DapService(DapConfig(store=":memory:", key=SigningKey.generate(), l1_chain_id=31337, rollup="0x" + "ab" * 20))
     items = [cbor2.dumps({"v": 1, "height": 2}), b"x"]
-    h = Header(2, os.urandom(32), 0, os.urandom(32), 2, 0, *(os.urandom(32) for _ in range(5)),
-               EMPTY_WITHDRAWALS_HASH, data_commitment(items))
     k1, k2, l1, l2 = (os.urandom(32) for _ in range(4))
+    root2, root3 = _rebuild({k1: l1, k2: l2}).root, _rebuild({k2: l1}).root
+    h = Header(2, os.urandom(32), 0, os.urandom(32), 2, 0, *(os.urandom(32) for _ in range(4)), root2,
+               EMPTY_WITHDRAWALS_HASH, data_commitment(items))
 
     async def go() -> None:
         async with TestClient(TestServer(svc.app)) as c:
@@ -149,6 +151,9 @@ def test_dap_service_stores_leaf_diffs_serves_the_fold_and_refuses_bad_ones() ->
                 ({"header_hash": hh, "base": 2, "diff": []}, "base must be an integer height below"),
                 ({"header_hash": hh, "base": 0, "diff": [[b"k", l1]]}, "32-byte smt key"),
                 ({"header_hash": hh, "base": 0, "diff": "x"}, "diff must be a list"),
+                ({"header_hash": hh, "base": 0, "diff": [[k1, l1], [k1, l2]]}, "each smt key at most once"),
+                ({"header_hash": hh, "base": 0, "diff": [[k1, l1]]}, "does not give the header's balances_root"),
+                ({"header_hash": hh, "base": 1, "diff": [[k1, l1], [k2, l2]]}, "ancestor at height 1 is not stored"),
             ]:
                 st, out = await post(body)
                 assert st == 400 and msg in out["error"], (msg, out)
@@ -156,8 +161,10 @@ def test_dap_service_stores_leaf_diffs_serves_the_fold_and_refuses_bad_ones() ->
             assert r.status == 404 and "no chain of leaf diffs" in (await r.json())["error"]
             st, _ = await post({"header_hash": hh, "base": 0, "diff": [[k1, l1], [k2, l2]]})
             assert st == 200
-            svc.store.put_leaf_diff(3, 2, [(k1, b""), (k2, l1)])  # a later header removes k1
+            svc.store.put_leaf_diff(3, 2, [(k1, b""), (k2, l1)], root=root3, base_root=root2)  # a later header removes k1
             assert cbor2.loads(await (await c.get("/v1/leafset/2")).read()) == sorted([[k1, l1], [k2, l2]])
+            assert cbor2.loads(await (await c.get(f"/v1/leafset/2?root={root2.hex()}")).read()) == sorted([[k1, l1], [k2, l2]])
             assert cbor2.loads(await (await c.get("/v1/leafset/3")).read()) == [[k2, l1]]
+            assert (await c.get(f"/v1/leafset/3?root={root2.hex()}")).status == 404
 
     asyncio.run(go())

@@ -30,14 +30,24 @@ from enclavenet.crypto.dap import dap_receipt_digest, data_commitment
 from enclavenet.crypto.hashing import keccak256
 from enclavenet.crypto.header import Header
 from enclavenet.crypto.secp256k1 import SigningKey, recover_address
+from enclavenet.crypto.smt import SparseMerkleTree
 from enclavenet.dap.service import DapConfig, DapService
 from enclavenet.dap.store import SQLiteStore
 
 LOOP = asyncio.new_event_loop()
 KEY = SigningKey(bytes.fromhex("d4" * 32))
 ROLLUP = "0x" + "5e" * 20
-TABLES = ["batches", "snapshot_copies", "leaves", "leafdiff_meta", "leafdiffs"]
+TABLES = ["batches", "snapshot_copies", "leaves", "leafdiff_links", "leafdiff_rows"]
 PATHS = ["/v1/batch", "/v1/snapshot", "/v1/leaves", "/v1/leafdiff"]
+
+
+def _balances_root() -> bytes:
+    t = SparseMerkleTree()
+    t.update({b"\x07" * 32: b"\x08" * 32})
+    return t.root
+
+
+BALANCES_ROOT = _balances_root()  # what VALID's leaf diff gives (the DAP checks it)
 
 
 def batch(height: int, n: int = 3) -> tuple[bytes, bytes]:
@@ -45,7 +55,7 @@ def batch(height: int, n: int = 3) -> tuple[bytes, bytes]:
     items = [cbor2.dumps({"n_envelopes": n - 1, "n_entries": 0, "h": height})] + [keccak256(bytes([height, i])) for i in range(n - 1)]
     data = cbor2.dumps(items)
     h = Header(height, keccak256(b"prev%d" % height), 0, b"\x01" * 32, 2, 0, bytes(32), bytes(32), bytes(32),
-               bytes(32), bytes(32), bytes(32), data_commitment(items))
+               bytes(32), BALANCES_ROOT, bytes(32), data_commitment(items))
     return h.encode(), data
 
 
@@ -57,7 +67,7 @@ VALID: dict[str, dict[str, Any]] = {
                   "leaves": [["0x" + "a1" * 20, b"sealed leaf a1"], [bytes.fromhex("b2" * 20), b"sealed leaf b2"]]},
     "/v1/snapshot": {"header_hash": HH5, "epoch": 1, "blob": b"another sealed snapshot 5"},
     "/v1/leaves": {"header_hash": HH5, "leaves": [["0x" + "c3" * 20, b"sealed leaf c3"]]},
-    "/v1/leafdiff": {"header_hash": HH5, "base": 0, "diff": [[b"\x07" * 32, b"\x08" * 32], [b"\x09" * 32, b""]]},
+    "/v1/leafdiff": {"header_hash": HH5, "base": 0, "diff": [[b"\x07" * 32, b"\x08" * 32]]},
 }
 
 

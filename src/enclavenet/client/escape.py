@@ -259,7 +259,7 @@ def fetch_escape_from_daps(
                         sealed.append((lf.height, lf.sealed))
                     if tree is not None:
                         continue
-                    leaves = await c.leaf_set(header.height)
+                    leaves = await c.leaf_set(header.height, header.balances_root)
                 except DapError as exc:
                     problems.append(f"{c.url}: {exc}")
                     continue

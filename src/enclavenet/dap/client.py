@@ -154,9 +154,12 @@ class DapClient:
         await self._request("POST", "/v1/leafdiff", {"header_hash": header_hash, "base": base,
                                                      "diff": [[k, v] for k, v in diff]})
 
-    async def leaf_set(self, height: int) -> dict[bytes, bytes] | None:
-        """The balances tree's leaf hashes at ``height`` (unchecked: rebuild and compare the root)."""
-        res = await self._request("GET", f"/v1/leafset/{height}", allow_404=True)
+    async def leaf_set(self, height: int, root: bytes | None = None) -> dict[bytes, bytes] | None:
+        """The balances tree's leaf hashes at ``height``: the tree whose root is ``root`` (the
+        accepted header's ``balances_root``; several trees may be stored for one height). Unchecked:
+        rebuild and compare the root."""
+        params = {"root": root.hex()} if root is not None else None
+        res = await self._request("GET", f"/v1/leafset/{height}", params=params, allow_404=True)
         if res is None:
             return None
         try:

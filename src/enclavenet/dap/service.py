@@ -8,14 +8,16 @@ with a 4xx/5xx status (docs/DAP.md has the full API):
                        -> {data_commitment, header_hash, signer, receipt}   once durably stored
     POST /v1/snapshot  {header_hash, epoch, blob}          (a header already stored here)
     POST /v1/leaves    {header_hash, leaves: [[address, sealed]]}
-    POST /v1/leafdiff  {header_hash, base, diff: [[smt key, leaf hash or b""]]}  (header stored here)
+    POST /v1/leafdiff  {header_hash, base, diff: [[smt key, leaf hash or b""]]}  (header stored here;
+                       stored only if, folded onto the base ancestor's tree, it gives balances_root)
     GET  /v1/batch/{data_commitment hex}    -> {header, batch_data}
     GET  /v1/header/{header_hash hex}       -> {header, batch_data}
     GET  /v1/headers?from=&to=              -> [[height, header_hash, data_commitment]] (<= 1000)
     GET  /v1/snapshot?max_height=&copy=     -> {height, header_hash, epoch, blob}  (copy k of that header's
                                                up to 4 blobs: uploads never replace one another)
     GET  /v1/leaf/{address}?max_height=     -> {height, header_hash, sealed}
-    GET  /v1/leafset/{height}               -> [[smt key, leaf hash]] (fold of stored diffs; 404: gap)
+    GET  /v1/leafset/{height}?root=         -> [[smt key, leaf hash]] (fold of stored diffs to the tree
+                                               ``root``, default the oldest at that height; 404: gap)
     GET  /v1/piece/{data_commitment}/{path} -> {index, item, siblings}
     GET  /v1/receipt/{data_commitment}      -> {signer, receipt}
     GET  /v1/status                         -> {address, backend, batches, min_height, max_height, ...}
@@ -51,18 +53,21 @@ from ..crypto.dap import (
     piece_index,
     piece_proof,
 )
-from ..crypto.hashing import address_bytes, to_checksum
+from ..crypto.hashing import ZERO32, address_bytes, to_checksum
 from ..crypto.header import Header
 from ..crypto.secp256k1 import SigningKey
+from ..crypto.smt import SparseMerkleTree
 from .metrics import CONTENT_TYPE as METRICS_TYPE
 from .metrics import DapMetrics
-from .store import SealedLeaf, Snapshot, Store, StoredBatch, StoreError, open_store
+from .store import SealedLeaf, Snapshot, Store, StoredBatch, StoreError, new_leaf_link, open_store
 
 log = logging.getLogger("enclavenet.dap")
 
 CBOR = "application/cbor"
 DEFAULT_MAX_BODY = 128 * 1024 * 1024
 MAX_HEADERS_PER_QUERY = 1000
+#: the most heights a leaf diff from a base above 0 spans (the DAP walks the header's ancestors)
+MAX_DIFF_SPAN = 4096
 #: heights are stored as 64-bit signed integers (SQLite INTEGER, PostgreSQL BIGINT)
 MAX_HEIGHT = 2**63 - 1
 
@@ -278,24 +283,71 @@ class DapService:
 
     async def h_put_leafdiff(self, request: web.Request) -> web.Response:
         """Escape data (docs/DAP.md): the balances tree's salted leaf hashes changed from header
-        ``base`` to this header (base 0: every leaf). Public-safe: a leaf hash hides its balance."""
+        ``base`` to this header (base 0: every leaf). Public-safe: a leaf hash hides its balance.
+
+        Checked before it is stored: folded onto the tree this DAP holds for the header's ancestor
+        at ``base``, it must give the header's ``balances_root``. A wrong diff is refused, so a
+        first upload can never hold the place of the right one (docs/SECURITY.md, L5)."""
         body = await self._body(request)
         stored = await self._stored_header(body)
         base = body.get("base")
         if not isinstance(base, int) or not 0 <= base < stored.height:
             raise BadRequest(f"base must be an integer height below the header's {stored.height}")
         diff = _leaf_diff(body.get("diff"))
-        await self._run(self.store.put_leaf_diff, stored.height, base, diff)
-        return _cbor({"stored": len(diff), "height": stored.height, "base": base})
+        root = stored.header.balances_root
+        out = {"stored": len(diff), "height": stored.height, "base": base}
+        if not new_leaf_link(await self._run(self.store.leaf_links, stored.height, root), base):
+            return _cbor(out)  # this link, or enough links to this tree, stored (checked then): a no-op
+        base_root = await self._run(self._ancestor_root, stored.header, base)
+        await self._run(self._check_leaf_diff, stored.height, root, base, base_root, diff)
+        await self._run(lambda: self.store.put_leaf_diff(stored.height, base, diff, root=root, base_root=base_root))
+        return _cbor(out)
+
+    def _ancestor_root(self, header: Header, base: int) -> bytes:
+        """The balances root of ``header``'s ancestor at height ``base`` (the empty tree at 0),
+        following ``prev_hash`` through the headers stored here (at most MAX_DIFF_SPAN)."""
+        if base == 0:
+            return ZERO32
+        if header.height - base > MAX_DIFF_SPAN:
+            raise BadRequest(f"a leaf diff spans at most {MAX_DIFF_SPAN} heights (base 0, every leaf, always goes)")
+        h = header
+        while h.height > base:
+            prev = self.store.batch_by_hash(h.prev_hash)
+            if prev is None or prev.height != h.height - 1:
+                raise BadRequest(f"the header's ancestor at height {h.height - 1} is not stored here: "
+                                 f"cannot check a diff from height {base} (upload one from base 0)")
+            h = prev.header
+        return h.balances_root
+
+    def _check_leaf_diff(self, height: int, root: bytes, base: int, base_root: bytes,
+                         diff: list[tuple[bytes, bytes]]) -> None:
+        leaves = {} if base == 0 else self.store.leaf_set(base, base_root)
+        if leaves is None:
+            raise BadRequest(f"no leaf set of the header's ancestor at height {base} here: "
+                             "cannot check the diff (upload one from base 0)")
+        for k, v in diff:  # a minimal diff (what the enclave exports): the rows stored are the bytes uploaded
+            if (leaves.get(k) == v) if v else (k not in leaves):
+                raise BadRequest("a diff entry changes nothing (the same leaf, or removes an absent key): not stored")
+            if v:
+                leaves[k] = v
+            else:
+                del leaves[k]
+        tree = SparseMerkleTree()
+        tree.update(dict(leaves))
+        if tree.root != root:
+            raise BadRequest(f"the leaf diff {base} -> {height} does not give the header's balances_root: not stored")
 
     async def h_leafset(self, request: web.Request) -> web.Response:
         try:
             height = int(request.match_info["height"], 0)
         except ValueError:
             raise BadRequest("height must be an integer") from None
-        leaves: dict[bytes, bytes] | None = await self._run(self.store.leaf_set, height)
+        root = request.query.get("root")
+        want = None if root is None else _hex32(root, "root")
+        leaves: dict[bytes, bytes] | None = await self._run(self.store.leaf_set, height, want)
         if leaves is None:
-            return _error(404, f"no chain of leaf diffs up to height {height} here")
+            return _error(404, f"no chain of leaf diffs up to height {height} here"
+                          + ("" if root is None else " for that root"))
         return _cbor([[k, v] for k, v in sorted(leaves.items())])
 
     # -- reads -----------------------------------------------------------------------------
@@ -437,10 +489,14 @@ def _leaf_diff(raw: Any) -> list[tuple[bytes, bytes]]:
     if not isinstance(raw, list):
         raise BadRequest("diff must be a list of [smt key, leaf hash or empty]")
     out = []
+    keys: set[bytes] = set()
     for item in raw:
         if (not isinstance(item, list | tuple) or len(item) != 2 or not isinstance(item[0], bytes)
                 or len(item[0]) != 32 or not isinstance(item[1], bytes) or len(item[1]) not in (0, 32)):
             raise BadRequest("each diff entry is [32-byte smt key, 32-byte leaf hash or b\"\"]")
+        if item[0] in keys:  # else the stored rows and the checked fold could differ
+            raise BadRequest("a diff names each smt key at most once")
+        keys.add(item[0])
         out.append((item[0], item[1]))
     return out
 

@@ -14,9 +14,14 @@ Five tables, the same on both backends:
                                                                 come, never replaced
     leaves    (address, header_hash, height, sealed)  PK (address, header_hash)
                                                              -- escape leaves, each sealed to its user
-    leafdiffs (height, base, key, leaf)  PK (height, base, key) -- the balances tree's salted leaf
-    leafdiff_meta (height, base)         PK (height, base)        hashes changed from header ``base``
-                                                             to ``height`` (leaf b"" = removed)
+    leafdiff_links (height, root, base, base_root)  PK (height, root, base)
+    leafdiff_rows  (height, root, base, key, leaf)  PK (height, root, base, key)
+                                                             -- the balances tree's salted leaf hashes
+                                                                changed from the tree ``base_root`` at
+                                                                ``base`` to the tree ``root`` at ``height``
+                                                                (leaf b"" = removed); the service stores
+                                                                one only once it checked that it gives
+                                                                ``root`` (docs/SECURITY.md)
 
 ``put`` returns only once the transaction is committed (SQLite: WAL with ``synchronous=FULL``;
 PostgreSQL: a plain COMMIT, which waits for the WAL flush): a receipt is signed after that.
@@ -35,10 +40,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..crypto.hashing import address_bytes, keccak256, to_checksum
+from ..crypto.hashing import ZERO32, address_bytes, keccak256, to_checksum
 from ..crypto.header import Header
 
 MAX_SNAPSHOT_COPIES = 4  # distinct snapshot blobs kept per header (a later upload never replaces one)
+#: leaf-diff links kept per (height, tree root) from a base above 0 (one from base 0 comes on top):
+#: every stored link was checked to give its root, so any one of them serves the tree
+MAX_LEAF_DIFF_LINKS = 4
 
 
 class StoreError(RuntimeError):
@@ -112,45 +120,70 @@ class Store(ABC):
         with self._lock:
             self._put(None, None, list(leaves))
 
-    def put_leaf_diff(self, height: int, base: int, diff: Sequence[tuple[bytes, bytes]]) -> None:
-        """The balances tree's leaf hashes that changed from header ``base`` to header ``height``
-        (``base`` 0: from the empty tree, i.e. every leaf); a leaf of b"" removes the key."""
+    def put_leaf_diff(self, height: int, base: int, diff: Sequence[tuple[bytes, bytes]], *,
+                      root: bytes, base_root: bytes = ZERO32) -> None:
+        """The balances tree's leaf hashes that changed from the tree ``base_root`` at header
+        ``base`` to the tree ``root`` at header ``height`` (``base`` 0: from the empty tree, i.e.
+        every leaf); a leaf of b"" removes the key. The caller checked that the fold gives
+        ``root`` (:meth:`DapService.h_put_leafdiff`); a second diff for the same link is a no-op,
+        and so is one from a base above 0 when MAX_LEAF_DIFF_LINKS such links lead to ``root``."""
         if not 0 <= base < height:
             raise StoreError(f"a leaf diff goes from a lower height to a higher one (got {base} -> {height})")
-        rows = [(height, base, bytes(k), bytes(v)) for k, v in diff]
+        if base == 0 and base_root != ZERO32:
+            raise StoreError("a leaf diff from height 0 starts from the empty tree")
+        rows = [(height, bytes(root), base, bytes(k), bytes(v)) for k, v in diff]
         with self._lock:
-            self._write_diff((height, base), rows)
+            self._write_diff((height, bytes(root), base, bytes(base_root)), rows)
 
-    def leaf_set(self, height: int) -> dict[bytes, bytes] | None:
-        """Every non-empty leaf hash of the balances tree at ``height`` (key -> leaf hash): the
-        fold of a chain of stored diffs from the empty tree up to ``height``; None without one."""
-        metas = self._query("SELECT height, base FROM leafdiff_meta WHERE height <= {p}", (height,))
-        bases: dict[int, list[int]] = {}
-        for h, b in metas:
-            bases.setdefault(int(h), []).append(int(b))
-        # shortest chain height -> ... -> 0 (breadth-first over the stored diffs)
-        prev: dict[int, int] = {}
-        frontier, seen = [height], {height}
-        while frontier and 0 not in seen:
+    def leaf_links(self, height: int, root: bytes) -> list[int]:
+        """The bases of the stored diffs leading to the tree ``root`` at ``height``."""
+        return [int(r[0]) for r in self._query("SELECT base FROM leafdiff_links WHERE height = {p} AND root = {p}",
+                                               (height, root))]
+
+    def leaf_roots(self, height: int) -> list[bytes]:
+        """The tree roots at ``height`` that have a stored diff, oldest first."""
+        rows = self._query("SELECT root, MIN(seq) AS s FROM leafdiff_links WHERE height = {p} GROUP BY root "
+                           "ORDER BY s", (height,))
+        return [bytes(r[0]) for r in rows]
+
+    def leaf_set(self, height: int, root: bytes | None = None) -> dict[bytes, bytes] | None:
+        """Every non-empty leaf hash of the balances tree ``root`` at ``height`` (key -> leaf
+        hash): the fold of the shortest chain of stored diffs from the empty tree up to it; None
+        without one. ``root`` None: the oldest root stored at ``height``."""
+        if root is None:
+            roots = self.leaf_roots(height)
+            if not roots:
+                return None
+            root = roots[0]
+        links = self._query("SELECT height, root, base, base_root FROM leafdiff_links WHERE height <= {p}", (height,))
+        bases: dict[tuple[int, bytes], list[tuple[int, bytes]]] = {}
+        for h, r, b, br in links:
+            bases.setdefault((int(h), bytes(r)), []).append((int(b), bytes(br)))
+        # shortest chain (height, root) -> ... -> (0, empty tree), breadth-first over the stored links
+        start, empty = (height, bytes(root)), (0, ZERO32)
+        prev: dict[tuple[int, bytes], tuple[int, bytes]] = {}
+        frontier, seen = [start], {start}
+        while frontier and empty not in seen:
             nxt = []
-            for h in frontier:
-                for b in sorted(bases.get(h, [])):
+            for node in frontier:
+                for b in sorted(bases.get(node, [])):
                     if b not in seen:
                         seen.add(b)
-                        prev[b] = h
+                        prev[b] = node
                         nxt.append(b)
             frontier = nxt
-        if 0 not in seen:
+        if empty not in seen:
             return None
-        chain: list[tuple[int, int]] = []  # (height, base), oldest first
-        b = 0
-        while b != height:
-            h = prev[b]
-            chain.append((h, b))
-            b = h
+        chain: list[tuple[int, bytes, int]] = []  # (height, root, base), oldest first
+        node = empty
+        while node != start:
+            up = prev[node]
+            chain.append((up[0], up[1], node[0]))
+            node = up
         leaves: dict[bytes, bytes] = {}
-        for h, b in chain:
-            for k, v in self._query("SELECT key, leaf FROM leafdiffs WHERE height = {p} AND base = {p}", (h, b)):
+        for h, r, b in chain:
+            for k, v in self._query("SELECT key, leaf FROM leafdiff_rows WHERE height = {p} AND root = {p} "
+                                    "AND base = {p}", (h, r, b)):
                 if v:
                     leaves[bytes(k)] = bytes(v)
                 else:
@@ -224,7 +257,7 @@ class Store(ABC):
     def _put(self, batch: StoredBatch | None, snapshot: Snapshot | None, leaves: list[SealedLeaf]) -> None: ...
 
     @abstractmethod
-    def _write_diff(self, meta: tuple[int, int], rows: list[tuple[int, int, bytes, bytes]]) -> None: ...
+    def _write_diff(self, meta: tuple[int, bytes, int, bytes], rows: list[tuple[int, bytes, int, bytes, bytes]]) -> None: ...
 
     @abstractmethod
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]: ...
@@ -237,6 +270,11 @@ class Store(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def new_leaf_link(bases: list[int], base: int) -> bool:
+    """Whether a diff from ``base`` is stored next to the links from ``bases`` (same tree)."""
+    return base not in bases and (base == 0 or sum(1 for b in bases if b) < MAX_LEAF_DIFF_LINKS)
 
 
 def _batch(row: tuple[Any, ...]) -> StoredBatch:
@@ -269,10 +307,12 @@ CREATE TABLE IF NOT EXISTS leaves (
     address BLOB NOT NULL, header_hash BLOB NOT NULL, height INTEGER NOT NULL, sealed BLOB NOT NULL,
     PRIMARY KEY (address, header_hash));
 CREATE INDEX IF NOT EXISTS leaves_address_height ON leaves (address, height);
-CREATE TABLE IF NOT EXISTS leafdiff_meta (height INTEGER NOT NULL, base INTEGER NOT NULL, PRIMARY KEY (height, base));
-CREATE TABLE IF NOT EXISTS leafdiffs (
-    height INTEGER NOT NULL, base INTEGER NOT NULL, key BLOB NOT NULL, leaf BLOB NOT NULL,
-    PRIMARY KEY (height, base, key));
+CREATE TABLE IF NOT EXISTS leafdiff_links (
+    height INTEGER NOT NULL, root BLOB NOT NULL, base INTEGER NOT NULL, base_root BLOB NOT NULL,
+    seq INTEGER NOT NULL, PRIMARY KEY (height, root, base));
+CREATE TABLE IF NOT EXISTS leafdiff_rows (
+    height INTEGER NOT NULL, root BLOB NOT NULL, base INTEGER NOT NULL, key BLOB NOT NULL, leaf BLOB NOT NULL,
+    PRIMARY KEY (height, root, base, key));
 """
 
 
@@ -312,13 +352,16 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite write failed: {exc}") from None
 
-    def _write_diff(self, meta: tuple[int, int], rows: list[tuple[int, int, bytes, bytes]]) -> None:
+    def _write_diff(self, meta: tuple[int, bytes, int, bytes], rows: list[tuple[int, bytes, int, bytes, bytes]]) -> None:
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                if not self._db.execute("SELECT 1 FROM leafdiff_meta WHERE height = ? AND base = ?", meta).fetchall():
-                    self._db.executemany("INSERT OR REPLACE INTO leafdiffs VALUES (?, ?, ?, ?)", rows)
-                    self._db.execute("INSERT INTO leafdiff_meta VALUES (?, ?)", meta)
+                bases = [b for (b,) in self._db.execute("SELECT base FROM leafdiff_links WHERE height = ? AND root = ?",
+                                                         meta[:2]).fetchall()]
+                if new_leaf_link(bases, meta[2]):
+                    self._db.executemany("INSERT OR IGNORE INTO leafdiff_rows VALUES (?, ?, ?, ?, ?)", rows)
+                    (seq,) = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM leafdiff_links").fetchone()
+                    self._db.execute("INSERT INTO leafdiff_links VALUES (?, ?, ?, ?, ?)", (*meta, seq))
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
@@ -353,10 +396,12 @@ _PG_SCHEMA = [
         address BYTEA NOT NULL, header_hash BYTEA NOT NULL, height BIGINT NOT NULL, sealed BYTEA NOT NULL,
         PRIMARY KEY (address, header_hash))""",
     "CREATE INDEX IF NOT EXISTS leaves_address_height ON leaves (address, height)",
-    "CREATE TABLE IF NOT EXISTS leafdiff_meta (height BIGINT NOT NULL, base BIGINT NOT NULL, PRIMARY KEY (height, base))",
-    """CREATE TABLE IF NOT EXISTS leafdiffs (
-        height BIGINT NOT NULL, base BIGINT NOT NULL, key BYTEA NOT NULL, leaf BYTEA NOT NULL,
-        PRIMARY KEY (height, base, key))""",
+    """CREATE TABLE IF NOT EXISTS leafdiff_links (
+        height BIGINT NOT NULL, root BYTEA NOT NULL, base BIGINT NOT NULL, base_root BYTEA NOT NULL,
+        seq BIGSERIAL, PRIMARY KEY (height, root, base))""",
+    """CREATE TABLE IF NOT EXISTS leafdiff_rows (
+        height BIGINT NOT NULL, root BYTEA NOT NULL, base BIGINT NOT NULL, key BYTEA NOT NULL, leaf BYTEA NOT NULL,
+        PRIMARY KEY (height, root, base, key))""",
     # the data is encrypted: TOAST compression would only burn CPU
     "ALTER TABLE batches ALTER COLUMN data SET STORAGE EXTERNAL",
     "ALTER TABLE snapshot_copies ALTER COLUMN blob SET STORAGE EXTERNAL",
@@ -405,12 +450,16 @@ class PostgresStore(Store):
             self._db.rollback()
             raise StoreError(f"PostgreSQL write failed: {_pg_reason(exc)}") from None
 
-    def _write_diff(self, meta: tuple[int, int], rows: list[tuple[int, int, bytes, bytes]]) -> None:
+    def _write_diff(self, meta: tuple[int, bytes, int, bytes], rows: list[tuple[int, bytes, int, bytes, bytes]]) -> None:
         try:
             with self._db.cursor() as cur:
-                cur.execute("INSERT INTO leafdiff_meta VALUES (%s, %s) ON CONFLICT DO NOTHING", meta)
-                if cur.rowcount:
-                    cur.executemany("INSERT INTO leafdiffs VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING", rows)
+                cur.execute("SELECT pg_advisory_xact_lock(7367)")  # the count below, then the insert
+                cur.execute("SELECT base FROM leafdiff_links WHERE height = %s AND root = %s", meta[:2])
+                bases = [int(r[0]) for r in cur.fetchall()]
+                if new_leaf_link(bases, meta[2]):
+                    cur.execute("INSERT INTO leafdiff_links (height, root, base, base_root) VALUES (%s, %s, %s, %s) "
+                                "ON CONFLICT DO NOTHING", meta)
+                    cur.executemany("INSERT INTO leafdiff_rows VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING", rows)
             self._db.commit()
         except self._psycopg.Error as exc:
             self._db.rollback()
@@ -459,6 +508,8 @@ def open_store(spec: str) -> Store:
 
 
 __all__ = [
+    "MAX_LEAF_DIFF_LINKS",
+    "MAX_SNAPSHOT_COPIES",
     "HeaderRef",
     "PostgresStore",
     "SQLiteStore",

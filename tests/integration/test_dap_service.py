@@ -16,6 +16,7 @@ import cbor2
 import psycopg
 import pytest
 from eth_account import Account
+from tests.unit._dap_batches import tree_batch
 
 from enclavenet.chain import RpcL1
 from enclavenet.contracts import deploy_contracts
@@ -223,16 +224,6 @@ def test_snapshots_and_escape_leaves_sealed_to_their_users(daps: Daps) -> None:
                 await c.put_snapshot(os.urandom(32), 0, b"x")
 
     run(go())
-
-
-def tree_batch(height: int, leaves: dict[bytes, bytes], prev: bytes) -> tuple[Header, bytes]:
-    """A header whose balances_root is the tree of ``leaves``."""
-    tree = SparseMerkleTree()
-    tree.update(dict(leaves))
-    items = [cbor2.dumps({"v": 1, "height": height}), os.urandom(64)]
-    h = Header(height, prev, 0, os.urandom(32), height, 0, os.urandom(32), os.urandom(32), os.urandom(32),
-               os.urandom(32), tree.root, EMPTY_WITHDRAWALS_HASH, data_commitment(items))
-    return h, cbor2.dumps(items)
 
 
 def test_a_wrong_first_leaf_diff_is_refused_and_the_honest_one_served(daps: Daps) -> None:

@@ -13,6 +13,7 @@ import aiohttp
 import cbor2
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from tests.unit._dap_batches import tree_batch
 
 from enclavenet.crypto.dap import (
     dap_receipt_digest,
@@ -251,16 +252,6 @@ def test_a_later_snapshot_upload_never_replaces_a_stored_one(tmp_path: Path) -> 
     store.close()
 
 
-def _tree_batch(height: int, leaves: dict[bytes, bytes], prev: bytes) -> tuple[Header, bytes]:
-    """A header whose balances_root is the tree of ``leaves`` (and batch data matching it)."""
-    tree = SparseMerkleTree()
-    tree.update(dict(leaves))
-    items = [cbor2.dumps({"v": 1, "height": height}), os.urandom(40)]
-    h = Header(height, prev, 0, os.urandom(32), height, 0, os.urandom(32), os.urandom(32), os.urandom(32),
-               os.urandom(32), tree.root, EMPTY_WITHDRAWALS_HASH, data_commitment(items))
-    return h, cbor2.dumps(items)
-
-
 def test_a_wrong_first_leaf_diff_upload_never_hides_the_honest_one(tmp_path: Path) -> None:
     """Issue 13 (DAP first-upload-wins for leaf diffs): a leaf diff used to be stored once per
     (height, base), first come; anyone can POST /v1/leafdiff, so a wrong first upload took the
@@ -273,9 +264,9 @@ def test_a_wrong_first_leaf_diff_upload_never_hides_the_honest_one(tmp_path: Pat
     v = [os.urandom(32) for _ in range(6)]
     t1 = {k[0]: v[0], k[1]: v[1]}
     t2 = {k[0]: v[2], k[2]: v[3]}  # k0 changed, k1 removed, k2 added
-    h1, d1 = _tree_batch(1, t1, bytes(32))
-    h2, d2 = _tree_batch(2, t2, h1.hash())
-    fake2, fd2 = _tree_batch(2, {k[3]: v[5]}, h1.hash())  # the attacker's own header at height 2
+    h1, d1 = tree_batch(1, t1, bytes(32))
+    h2, d2 = tree_batch(2, t2, h1.hash())
+    fake2, fd2 = tree_batch(2, {k[3]: v[5]}, h1.hash())  # the attacker's own header at height 2
     honest1 = [[a, b] for a, b in t1.items()]
     honest2 = [[k[0], v[2]], [k[1], b""], [k[2], v[3]]]
 

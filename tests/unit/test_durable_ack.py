@@ -10,23 +10,21 @@ import errno
 import json
 import os
 import threading
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from tests.unit._rpc_node import RpcNode as Node
+from tests.unit._rpc_node import serving
 
 from enclavenet.crypto.envelope import HintSigner, RoutingHint, seal
 from enclavenet.crypto.hashing import address_bytes, keccak256
 from enclavenet.crypto.secp256k1 import SigningKey
 from enclavenet.node import store as store_mod
-from enclavenet.node.api import NOT_PERSISTED, install_rpc_methods
-from enclavenet.node.config import NodeConfig
-from enclavenet.node.core import NodeCore
-from enclavenet.node.ingress import Ingress
+from enclavenet.node.api import NOT_PERSISTED
 from enclavenet.node.store import PENDING, NodeStore
 
 ZERO = "0x" + "00" * 20
@@ -41,23 +39,6 @@ def envelope(i: int) -> bytes:
 
 def send(raw: bytes, id_: int = 1) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": id_, "method": "eth_sendRawTransaction", "params": ["0x" + raw.hex()]}
-
-
-class Node(NodeCore):
-    def __init__(self, data_dir: Path) -> None:
-        super().__init__(NodeConfig(name="n0", data_dir=str(data_dir), l1_rpc="http://127.0.0.1:9", rollup=ZERO, registry=ZERO,
-                                    l1_chain_id=31337, chain_id=1337, platform={"tee": "sgx"}, enclave={}))
-        self.ingress = Ingress(self)
-        self.epoch, self.epochs_held = 0, [0]
-        self.store.ensure()
-        install_rpc_methods(self, submit_envelope=self.ingress.submit_envelope, node_status=dict)
-
-
-@asynccontextmanager
-async def serving(data_dir: Path) -> AsyncIterator[tuple[Node, TestClient[Any, Any]]]:
-    node = Node(data_dir)
-    async with TestClient(TestServer(node.rpc.app())) as client:
-        yield node, client
 
 
 async def post(client: TestClient[Any, Any], body: Any) -> Any:

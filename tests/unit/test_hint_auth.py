@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from tests.unit._rpc_node import RpcNode
+from tests.unit._rpc_node import serving as rpc_serving
 
 from enclavenet.crypto.envelope import (
     FLAG_HINT_AUTH,
@@ -32,11 +33,8 @@ from enclavenet.crypto.hashing import address_bytes
 from enclavenet.crypto.secp256k1 import SigningKey
 from enclavenet.enclave.views import ViewDomain, session_digest
 from enclavenet.node.admission import Admission
-from enclavenet.node.api import HINT_UNAUTHENTICATED, install_rpc_methods
-from enclavenet.node.config import NodeConfig
-from enclavenet.node.core import NodeCore
+from enclavenet.node.api import HINT_UNAUTHENTICATED
 from enclavenet.node.hintauth import HintAuthError, HintVerifier
-from enclavenet.node.ingress import Ingress
 from enclavenet.node.jsonrpc import RpcError
 from enclavenet.node.mempool import Mempool
 
@@ -158,22 +156,13 @@ def test_a_session_key_the_sender_authorised_may_sign_its_hints() -> None:
 
 
 # ---------------------------------------------------------------------------- the JSON-RPC method
-class Node(NodeCore):
+class Node(RpcNode):
     def __init__(self, data_dir: Path) -> None:
-        super().__init__(NodeConfig(name="n0", data_dir=str(data_dir), l1_rpc="http://127.0.0.1:9", rollup=ZERO,
-                                    registry=ZERO, l1_chain_id=31337, chain_id=CHAIN, platform={"tee": "sgx"},
-                                    enclave={}, rate_tx_per_sender=1.0))
-        self.ingress = Ingress(self)
-        self.epoch, self.epochs_held = 0, [0]
-        self.store.ensure()
-        install_rpc_methods(self, submit_envelope=self.ingress.submit_envelope, node_status=dict)
+        super().__init__(data_dir, rate_tx_per_sender=1.0)
 
 
-@asynccontextmanager
-async def serving(data_dir: Path) -> AsyncIterator[tuple[Node, TestClient[Any, Any]]]:
-    node = Node(data_dir)
-    async with TestClient(TestServer(node.rpc.app())) as client:
-        yield node, client
+def serving(data_dir: Path) -> AbstractAsyncContextManager[tuple[RpcNode, TestClient[Any, Any]]]:
+    return rpc_serving(data_dir, rate_tx_per_sender=1.0)
 
 
 async def send(client: TestClient[Any, Any], raw: bytes) -> Any:

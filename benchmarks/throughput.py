@@ -142,7 +142,7 @@ def enclave_split(before: list[dict[str, Any]], after: list[dict[str, Any]], r: 
     measured = 1e6 * r["cpu"]["cpu_by_role"].get("enclave", 0.0) / txs
     execs = calls.get("execute_batch", 0)
     # one execution of every accepted batch: mean execute_batch CPU per call x headers
-    one = (by_ecall["execute_batch"] * txs / execs * r["headers"] / txs) if execs else 0.0
+    one = by_ecall["execute_batch"] * r["headers"] / execs if execs else 0.0
     headers = max(1, r["headers"])
     return {
         "enclave_us_per_tx": round(measured, 1),

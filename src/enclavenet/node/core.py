@@ -96,10 +96,6 @@ class NodeCore:
     the batches it holds). The roles (committee, sync, epochs, ingress, L1 link) read and
     update it; ``Node`` (node.py) composes them."""
 
-    def fair_group(self, ip: str) -> str:
-        """The fairness group of a JSON-RPC client: a keyed hash of its IP (peers learn no IP)."""
-        return hmac.new(self._group_key, ip.encode(), hashlib.sha256).hexdigest()[:16] if ip else ""
-
     def __init__(self, cfg: NodeConfig) -> None:
         self.cfg = cfg
         self.host: EnclaveHost | None = None
@@ -166,6 +162,10 @@ class NodeCore:
         self.final_headers: dict[int, AcceptedHeader] = {}  # QC'd headers this enclave finalised
         self.enc_pubs: dict[str, bytes] = {}  # member address -> attested X25519 key (from identity)
         self.daps = NodeDaps(self)  # data availability providers (node/daps.py); off without dap_manager
+
+    def fair_group(self, ip: str) -> str:
+        """The fairness group of a JSON-RPC client: a keyed hash of its IP (peers learn no IP)."""
+        return hmac.new(self._group_key, ip.encode(), hashlib.sha256).hexdigest()[:16] if ip else ""
 
     @property
     def url(self) -> str:

@@ -192,8 +192,8 @@ def test_routing_hint_is_bound_to_the_envelope() -> None:
     stripped = Envelope(env.epoch, env.eph_pub, env.nonce, env.ciphertext, None)
     with pytest.raises(EnvelopeError, match="bad tag"):
         open_envelope(Envelope.decode(stripped.encode()), epoch_key, 1)
-    with pytest.raises(EnvelopeError, match="flags"):  # 8 is no flag (4 is hint authentication)
-        Envelope.decode(wire[:1] + b"\x08" + wire[2:])
+    with pytest.raises(EnvelopeError, match="flags"):  # 16 is no flag (8 is padding, 4 hint authentication)
+        Envelope.decode(wire[:1] + b"\x10" + wire[2:])
 
 
 def test_envelope_opener_equals_open_envelope() -> None:

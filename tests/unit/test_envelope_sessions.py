@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from enclavenet.crypto import envelope as envmod
 from enclavenet.crypto.envelope import (
     FLAG_HINT,
+    FLAG_PADDED,
     FLAG_SESSION,
     Envelope,
     EnvelopeError,
@@ -35,7 +36,7 @@ def test_session_envelopes_open_like_one_time_ones_with_a_key_per_message() -> N
     a = seal(b"first tx", pub, 77, 3, HINT, session)
     b = seal(b"second tx", pub, 77, 3, HINT, session)
     wa, wb = a.envelope.encode(), b.envelope.encode()
-    assert wa[1] == wb[1] == FLAG_HINT | FLAG_SESSION
+    assert wa[1] == wb[1] == FLAG_HINT | FLAG_SESSION | FLAG_PADDED
     assert a.envelope.eph_pub == b.envelope.eph_pub == session.public  # linkable only like the hint is
     assert a.receipt_key != b.receipt_key  # the nonce is in the KDF: no key is used twice
     opener = EnvelopeOpener(priv, 77, 3)

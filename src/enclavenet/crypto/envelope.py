@@ -5,6 +5,12 @@ Wire format (bytes)::
     version (1) | flags (1) | epoch (8, big-endian) | ephemeral X25519 public key (32) | nonce (12)
     | [routing hint (28) if flags & 1] | [hint authentication if flags & 4] | AES-256-GCM ciphertext+tag
 
+Flag 8 (``FLAG_PADDED``, set by every client of this package) pads the AEAD plaintext to a size
+bucket: ``len (4) || transaction || zeros``, 256 * 2**k bytes up to 16 KiB, then multiples of
+16 KiB (``envelope_bucket``); the enclave refuses a bad length or non-zero padding. The length
+of an envelope then shows only its bucket: a transfer, an approve or a small contract call look
+the same (docs/CONFIDENTIALITY.md).
+
 Flag 4 (``FLAG_HINT_AUTH``, only with a hint) authenticates the routing hint by its sender's
 Ethereum key, so that a node can refuse, before anything is queued or counted, an envelope whose
 cleartext sender did not send it (spam under someone else's address; docs/SECURITY.md "Spam
@@ -74,7 +80,8 @@ HINT_LEN = 20 + 8
 FLAG_HINT = 1
 FLAG_SESSION = 2  # the ephemeral key is a sender's per-epoch session key; the nonce is in the KDF info
 FLAG_HINT_AUTH = 4  # the routing hint is followed by its sender's authentication (signature)
-KNOWN_FLAGS = FLAG_HINT | FLAG_SESSION | FLAG_HINT_AUTH
+FLAG_PADDED = 8  # the plaintext is len (4) || plaintext || zeros up to a size bucket (envelope_bucket)
+KNOWN_FLAGS = FLAG_HINT | FLAG_SESSION | FLAG_HINT_AUTH | FLAG_PADDED
 HINT_AUTH_SENDER = 0  # authentication kinds: signed by the sender
 HINT_AUTH_DELEGATE = 1  # signed by a session key the sender authorised (ViewingSession statement)
 HINT_SIG_LEN = 65
@@ -84,6 +91,12 @@ HINT_AUTH_DOMAIN = b"EnclaveNet.hint.v1"
 MAX_SESSIONS = 1 << 16  # shared secrets an opener (one epoch key, inside the enclave) keeps
 TAG_LEN = 16
 MAX_ENVELOPE_BYTES = 128 * 1024  # refuse larger payloads before any crypto
+# Padded envelopes (flag 8): the AEAD plaintext is ``len (4) || plaintext || zeros`` of
+# ENVELOPE_BUCKET_MIN * 2**k bytes up to ENVELOPE_BUCKET_STEP, then multiples of it, capped so the
+# envelope stays within MAX_ENVELOPE_BYTES: an ERC20 transfer, an approve and a swap of a few
+# words all seal to the same length, so the length no longer tells a transfer from a deployment.
+ENVELOPE_BUCKET_MIN = 256
+ENVELOPE_BUCKET_STEP = 16 * 1024
 
 
 class EnvelopeError(ValueError):
@@ -116,11 +129,12 @@ class Envelope:
     hint: RoutingHint | None = None
     session: bool = False
     hint_auth: bytes | None = None  # the authentication block (kind | [delegation] | signature)
+    padded: bool = False  # flag 8: the plaintext carries a length prefix and zero padding
 
     @property
     def flags(self) -> int:
         return ((FLAG_HINT if self.hint is not None else 0) | (FLAG_SESSION if self.session else 0)
-                | (FLAG_HINT_AUTH if self.hint_auth is not None else 0))
+                | (FLAG_HINT_AUTH if self.hint_auth is not None else 0) | (FLAG_PADDED if self.padded else 0))
 
     def hint_bytes(self) -> bytes:
         return self.hint.encode() if self.hint is not None else b""
@@ -165,13 +179,37 @@ class Envelope:
             if len(body) < n + TAG_LEN:
                 raise EnvelopeError(f"envelope too short for its hint authentication: {len(data)} bytes")
             auth, body = body[:n], body[n:]
-        return cls(epoch, data[10:42], data[42:54], body, hint, bool(flags & FLAG_SESSION), auth)
+        return cls(epoch, data[10:42], data[42:54], body, hint, bool(flags & FLAG_SESSION), auth,
+                   bool(flags & FLAG_PADDED))
 
 
 _HINTED_MIN = HEADER_LEN + HINT_LEN + TAG_LEN
 _HINT_AUTH_AT = HEADER_LEN + HINT_LEN
 _HINTED_PLAIN = (FLAG_HINT, FLAG_HINT | FLAG_SESSION)
 _HINTED_AUTH = (FLAG_HINT | FLAG_HINT_AUTH, FLAG_HINT | FLAG_SESSION | FLAG_HINT_AUTH)
+
+
+def envelope_bucket(plaintext_len: int, cap: int = MAX_ENVELOPE_BYTES) -> int:
+    """The padded AEAD plaintext length (length prefix included) for ``plaintext_len`` bytes:
+    ``ENVELOPE_BUCKET_MIN * 2**k`` up to ``ENVELOPE_BUCKET_STEP``, then multiples of it; never
+    above ``cap`` unless the plaintext itself is (such an envelope is refused when decoded)."""
+    need = plaintext_len + 4
+    size = ENVELOPE_BUCKET_MIN
+    while size < need and size < ENVELOPE_BUCKET_STEP:
+        size <<= 1
+    if size < need:
+        size = -(-need // ENVELOPE_BUCKET_STEP) * ENVELOPE_BUCKET_STEP
+    return max(need, min(size, cap))
+
+
+def _unpad(pt: bytes) -> bytes:
+    """The plaintext of a padded envelope (flag 8); refuses a bad length or non-zero padding."""
+    if len(pt) < 4:
+        raise EnvelopeError("padded envelope plaintext is shorter than its length prefix")
+    n = int.from_bytes(pt[:4], "big")
+    if n > len(pt) - 4 or pt.count(0, 4 + n) != len(pt) - 4 - n:
+        raise EnvelopeError("padded envelope has a bad length prefix or non-zero padding")
+    return pt[4 : 4 + n]
 
 
 def hinted_fields(raw: bytes) -> tuple[int, bytes, int] | None:
@@ -181,7 +219,7 @@ def hinted_fields(raw: bytes) -> tuple[int, bytes, int] | None:
     n = len(raw)
     if n < _HINTED_MIN or n > MAX_ENVELOPE_BYTES or raw[0] != VERSION:
         return None
-    f = raw[1]
+    f = raw[1] & ~FLAG_PADDED
     if f not in _HINTED_PLAIN:
         if f not in _HINTED_AUTH:
             return None
@@ -336,10 +374,12 @@ def seal(
     hint: RoutingHint | None = None,
     session: SessionKey | None = None,
     signer: HintSigner | None = None,
+    pad: bool = True,
 ) -> SealedRequest:
     """Encrypt ``plaintext`` (a signed transaction) to the committee's epoch key: under a fresh
     ephemeral key, or under ``session`` (a session envelope; its epoch key must be ``epoch_pub``).
-    ``signer`` authenticates the routing hint (flag 4): nodes admit hinted envelopes only with it."""
+    ``signer`` authenticates the routing hint (flag 4): nodes admit hinted envelopes only with it.
+    ``pad`` (default) pads the plaintext to its size bucket (flag 8, ``envelope_bucket``)."""
     if signer is not None and hint is None:
         raise EnvelopeError("only a routing hint can be authenticated: seal with a hint")
     nonce = os.urandom(12)
@@ -354,14 +394,18 @@ def seal(
         eph_pub = session.public
         key, rkey = _kdf(session._shared, eph_pub, epoch_pub, chain_id, epoch, nonce)
     placeholder = None if signer is None else signer.prefix + bytes(HINT_SIG_LEN)
-    env = Envelope(epoch, eph_pub, nonce, b"", hint, session is not None, placeholder)
+    env = Envelope(epoch, eph_pub, nonce, b"", hint, session is not None, placeholder, pad)
+    if pad:
+        room = MAX_ENVELOPE_BYTES - HEADER_LEN - len(env.hint_bytes()) - len(placeholder or b"") - TAG_LEN
+        size = envelope_bucket(len(plaintext), room)
+        plaintext = len(plaintext).to_bytes(4, "big") + plaintext + bytes(size - 4 - len(plaintext))
     ct = AESGCM(key).encrypt(nonce, plaintext, _aad(chain_id, epoch, eph_pub, env.flags, env.hint_bytes()))
     auth = None
     if signer is not None:
-        unsigned = Envelope(epoch, eph_pub, nonce, ct, hint, session is not None, placeholder).encode()
+        unsigned = Envelope(epoch, eph_pub, nonce, ct, hint, session is not None, placeholder, pad).encode()
         sig_at = HEADER_LEN + HINT_LEN + len(signer.prefix)
         auth = signer.prefix + signer.sign(hint_auth_digest(chain_id, unsigned, sig_at))
-    return SealedRequest(Envelope(epoch, eph_pub, nonce, ct, hint, session is not None, auth), rkey)
+    return SealedRequest(Envelope(epoch, eph_pub, nonce, ct, hint, session is not None, auth, pad), rkey)
 
 
 @dataclass(frozen=True)
@@ -390,7 +434,7 @@ def open_envelope(env: Envelope, epoch_priv: X25519PrivateKey, chain_id: int) ->
         raise EnvelopeError(
             "envelope does not decrypt: bad tag (wrong epoch key, chain id or tampered ciphertext)"
         ) from exc
-    return OpenedEnvelope(pt, rkey)
+    return OpenedEnvelope(_unpad(pt) if env.padded else pt, rkey)
 
 
 class EnvelopeOpener:
@@ -456,6 +500,8 @@ class EnvelopeOpener:
             raise EnvelopeError(
                 "envelope does not decrypt: bad tag (wrong epoch key, chain id or tampered ciphertext)"
             ) from exc
+        if env.padded:
+            pt = _unpad(pt)
         if session and not cached:
             if len(self._sessions) >= MAX_SESSIONS:
                 del self._sessions[next(iter(self._sessions))]

@@ -19,6 +19,7 @@ EXAMPLES: tuple[str, ...] = (
     "auction",
     "kmeans",
     "counter",
+    "vote",
 )
 
 

@@ -189,6 +189,20 @@ def test_counter_calls_the_next_counter() -> None:
     assert r["bump_zero"] == "bump by at least 1"
 
 
+def test_vote_tally_is_public_and_ballots_are_not() -> None:
+    r = on_l1("vote")
+    closed = "the tally is public once the vote is closed"
+    assert r["before_close"] == {"tally": closed, "turnout": "the turnout is public once the vote is closed",
+                                 "no such option": "no such option"}
+    assert r["refused"] == {"second ballot": "already voted", "not a voter": "not on the electorate",
+                            "bob reads carol's ballot": "a ballot is readable by its voter only",
+                            "close by bob": "only the chair closes the vote"}
+    assert r["own_ballots"] == {"bob": 0, "carol": 2}
+    assert r["tally"] == [1, 0, 2] and r["turnout"] == 3  # chair 2, bob 0, carol 2
+    assert r["late_ballot"] == "the vote is closed"
+    assert r["carol_after_close"] == "a ballot is readable by its voter only"  # closing reveals no ballot
+
+
 # --- the same scripts in pyrevm -----------------------------------------------------------------
 
 

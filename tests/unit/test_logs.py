@@ -12,12 +12,12 @@ import cbor2
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_typed_data
+from tests.unit.test_program import CFG, CHAIN, L1_CHAIN, Net, dep, receipt_of
 
 from enclavenet.crypto.envelope import SealedRequest, open_receipt, seal
 from enclavenet.crypto.hashing import address_bytes, keccak256, to_checksum
 from enclavenet.enclave.errors import EnclaveRefusal
 from enclavenet.enclave.executor import Log
-from enclavenet.enclave.harness import batch_request
 from enclavenet.enclave.logs import (
     LOG_QUERY_ADDRESS,
     MAX_QUERY_HEIGHTS,
@@ -31,8 +31,6 @@ from enclavenet.enclave.logs import (
     topic_addresses,
 )
 from enclavenet.enclave.views import ViewDomain, typed_data
-
-from tests.unit.test_program import CFG, CHAIN, L1_CHAIN, Net, dep, receipt_of
 
 TRANSFER = keccak256(b"Transfer(address,address,uint256)")
 ANNOUNCE = keccak256(b"Announce(uint256)")
@@ -149,16 +147,15 @@ def transferred() -> tuple[Net, Any, Any, Any, str, list[bytes]]:
     code, sels = token_code()
     deploy = net.env(alice, None, data=code, gas=2_000_000)
     m = net.members[0]
-    req1, out1 = net.run(m, 1, bytes(32), l1_block=3, messages=[dep(0, alice.address, 10**18, 2)],
+    _, out1 = net.run(m, 1, bytes(32), l1_block=3, messages=[dep(0, alice.address, 10**18, 2)],
                          envelopes=[deploy.envelope.encode()])
     token = to_checksum(receipt_of(out1, deploy).contract_address or b"")
     call = sels["transfer"] + word(bob.address) + (5).to_bytes(32, "big")
     tx = net.env(alice, token, data=call, gas=200_000)
-    req2, out2 = net.run(m, 2, out1["header_hash"], l1_block=3, envelopes=[tx.envelope.encode()])
+    _, out2 = net.run(m, 2, out1["header_hash"], l1_block=3, envelopes=[tx.envelope.encode()])
     assert receipt_of(out2, tx).success
-    for blob, out in ((out1["logs"], out1), (out2["logs"], out2)):
-        epoch, height, hh = blob_prefix(blob)
-        assert (epoch, hh) == (0, out["header_hash"])
+    for h, out in ((1, out1), (2, out2)):
+        assert blob_prefix(out["logs"]) == (0, h, out["header_hash"])
     return net, alice, bob, carol, token, [out1["logs"], out2["logs"]]
 
 
@@ -191,7 +188,7 @@ def test_receiver_and_sender_see_the_transfer_a_third_party_only_the_public_even
 
 
 def test_bad_signature_wrong_target_and_tampered_blob_are_refused(transferred: Any) -> None:
-    net, alice, bob, carol, _, blobs = transferred
+    net, _, bob, carol, _, blobs = transferred
     res = _ask(net, _query(net, bob, 1, 2, signer=carol), blobs)  # carol signs "from: bob"
     assert not res["ok"] and "not by 'from'" in res["error"] and res["logs"] == []
     res = _ask(net, _query(net, bob, 1, 2, to=b"\x00" * 19 + b"\x01"), blobs)

@@ -241,8 +241,8 @@ def encode_log_filter(lo: int, hi: int, addresses: Iterable[bytes] = (), topics:
 
 
 __all__ = [
-    "LOG_QUERY_ADDRESS",
     "LOGS_SUBKEY",
+    "LOG_QUERY_ADDRESS",
     "MAX_QUERY_HEIGHTS",
     "MAX_QUERY_RESULTS",
     "PUBLIC_EVENTS_SELECTOR",

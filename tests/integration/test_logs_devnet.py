@@ -149,3 +149,33 @@ def test_bad_signature_garbage_and_bad_ranges_are_refused(
     # the node keeps serving
     assert int(_rpc(url, "eth_blockNumber")["result"], 16) >= h
     assert client.get_logs(mk, max(1, h - 5), h, address=transfer["token"]) == []
+
+
+def test_log_filters_push_the_incoming_transfer(
+    net: Devnet, users: list[LocalAccount], gateways: list[Gateway], transfer: dict[str, Any]
+) -> None:
+    """eth_newFilter / eth_getFilterChanges on B's gateway: a later transfer A -> B arrives though
+    B's gateway never saw the transaction; C's filter stays empty."""
+    import time
+
+    a, b, _ = users
+    crit = {"address": transfer["token"], "topics": [TRANSFER]}
+    deadline = time.monotonic() + 30  # both followers past the earlier transfer (a filter gets what comes after)
+    while min(gateways[i].chain._emitted for i in (1, 2)) < transfer["height"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    fb = _rpc(gateways[1].url, "eth_newFilter", crit)["result"]
+    fc = _rpc(gateways[2].url, "eth_newFilter", crit)["result"]
+    w3 = Web3(Web3.HTTPProvider(gateways[0].url, request_kwargs={"timeout": 60}))
+    token = w3.eth.contract(address=transfer["token"], abi=artifact("token_solidity", "PrivateToken").abi)
+    send(w3, token.functions.transfer(b.address, 777), a.address)
+    got: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 30
+    while not got and time.monotonic() < deadline:
+        got += _rpc(gateways[1].url, "eth_getFilterChanges", fb)["result"]
+        time.sleep(0.3)
+    assert [int(x["data"], 16) for x in got] == [777]
+    assert got[0]["topics"][2].lower() == _word(b.address)
+    time.sleep(1.5)  # C's follower has polled the same heights by now
+    assert _rpc(gateways[2].url, "eth_getFilterChanges", fc)["result"] == []
+    assert _rpc(gateways[1].url, "eth_getFilterChanges", fb)["result"] == []  # pushed once

@@ -44,6 +44,12 @@ HOLD_AFTER_NONE_S = 1.0
 MAX_FILTERS = 1000
 MAX_DISPATCHED = 100_000  # log keys remembered so a log is pushed to subscriptions once
 METHOD_NOT_FOUND = -32601
+#: the least time between two enclave log queries of the follower: each signed query takes one of
+#: the account's live-view slots in the enclave (256, each held for the query's 30 s expiry)
+LOG_POLL_S = 1.0
+#: how long the follower re-asks a height the node had no log index for yet (it stores a height's
+#: index when it sees the header accepted, which may be after the gateway saw the height)
+MISSING_RETRY_S = 10.0
 FILTER_TTL_S = 300.0
 
 Notify = Callable[[str, Any], Awaitable[None]]
@@ -82,6 +88,8 @@ class Chain:
         self._emitted = 0  # the last height announced to subscriptions and block filters
         self._log_height = 0  # the last height whose enclave logs were pushed to subscriptions and filters
         self._dispatched: dict[tuple[int, str, int], None] = {}  # insertion-ordered, bounded
+        self._log_polled = 0.0  # monotonic time of the follower's last enclave log query
+        self._missing_since: dict[int, float] = {}  # heights the node had no log index for, first seen
 
     # ------------------------------------------------------------------ blocks
     async def block_number(self) -> int:
@@ -232,25 +240,29 @@ class Chain:
             if n is None:
                 return own
             lo = hi = n
-        enc = await self.enclave_logs(criteria, lo, hi)
+        enc, _ = await self.enclave_logs(criteria, lo, hi)
         if block_hash is not None:
             enc = [lg for lg in enc if lg["blockHash"].lower() == str(block_hash).lower()]
         return merge_logs(enc, own)
 
-    async def enclave_logs(self, criteria: dict[str, Any], lo: int, hi: int) -> list[dict[str, Any]]:
+    async def enclave_logs(self, criteria: dict[str, Any], lo: int, hi: int) -> tuple[list[dict[str, Any]], list[int]]:
         """What the enclave's log index answers each session account for heights lo..hi (asked in
-        ranges of at most ``MAX_QUERY_HEIGHTS``); [] from a node without ``enclavenet_getLogs``."""
+        ranges of at most ``MAX_QUERY_HEIGHTS``), and the heights the node had no index for;
+        nothing from a node without ``enclavenet_getLogs``."""
         lo = max(lo, 1)
         out: list[dict[str, Any]] = []
+        missing: set[int] = set()
         for account in self.core.log_accounts():
             for a in range(lo, hi + 1, MAX_QUERY_HEIGHTS):
                 try:
-                    out += await self.core.enclave_logs(account, a, min(hi, a + MAX_QUERY_HEIGHTS - 1), criteria)
+                    logs, miss = await self.core.enclave_logs(account, a, min(hi, a + MAX_QUERY_HEIGHTS - 1), criteria)
                 except RpcError as exc:
                     if exc.code == METHOD_NOT_FOUND:
-                        return []
+                        return [], []
                     raise
-        return merge_logs(out)
+                out += logs
+                missing.update(miss)
+        return merge_logs(out), sorted(missing)
 
     # ------------------------------------------------------------------ filters (HTTP polling)
     async def new_filter(self, kind: str, criteria: dict[str, Any] | None = None) -> str:
@@ -339,13 +351,32 @@ class Chain:
         if self._log_height == 0:
             self._log_height = shown  # push what comes after the gateway started
         fresh: list[dict[str, Any]] = []
-        if wanted and shown > self._log_height:
+        now = time.monotonic()
+        if not wanted:
+            self._log_height = max(self._log_height, shown)
+        elif shown > self._log_height and now - self._log_polled >= LOG_POLL_S:
             # others' logs this gateway's accounts may read (an incoming Transfer): the enclave's index
+            self._log_polled = now
             lo = max(self._log_height + 1, shown - MAX_QUERY_HEIGHTS + 1)
-            fresh = await self.enclave_logs({}, lo, shown)
-        self._log_height = max(self._log_height, shown)
+            try:
+                fresh, missing = await self.enclave_logs({}, lo, shown)
+                self._log_height = self._next_log_height(missing, shown, now)
+            except RpcError as exc:  # asked again next time; own receipts' logs still go out now
+                log.info("head follower: enclave log query for heights %d..%d failed: %s", lo, shown, exc.message)
         for lg in merge_logs(fresh, [lg for rc in new_receipts for lg in rc["logs"]]):
             await self._dispatch(lg)
+
+    def _next_log_height(self, missing: list[int], shown: int, now: float) -> int:
+        """Where the follower's next enclave log query starts after this one: before the first
+        height the node had no index for yet, unless it has been missing for ``MISSING_RETRY_S``
+        (a batch adopted without its index: given up on). Logs already pushed are not pushed again."""
+        for h in [h for h in self._missing_since if h not in missing]:
+            del self._missing_since[h]
+        for h in missing:
+            first = self._missing_since.setdefault(h, now)
+            if now - first < MISSING_RETRY_S:
+                return h - 1
+        return shown
 
     async def _dispatch(self, lg: dict[str, Any]) -> None:
         """Push one log to the matching subscriptions and log filters, once."""

@@ -407,10 +407,13 @@ class GatewayCore:
             f"--account KEY. The enclave answers views only to their signer.",
         )
 
-    async def enclave_logs(self, account: str, lo: int, hi: int, criteria: dict[str, Any]) -> list[dict[str, Any]]:
+    async def enclave_logs(
+        self, account: str, lo: int, hi: int, criteria: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], list[int]]:
         """The logs in heights ``lo..hi`` matching ``criteria`` (address, topics) that ``account``
         may read, by a log query its viewing session signs (``enclavenet_getLogs``): its own,
-        those naming it in an indexed topic, and public events (docs/GATEWAY.md "Logs")."""
+        those naming it in an indexed topic, and public events (docs/GATEWAY.md "Logs"); and the
+        heights the node had no log index for (yet)."""
         frm, secret, session = self._signer_for(account)
         addrs = criteria.get("address")
         addresses = [addrs] if isinstance(addrs, str) else list(addrs or [])
@@ -440,7 +443,7 @@ class GatewayCore:
             raise RpcError(-32000, f"enclavenet_getLogs: the sealed result does not open ({exc})") from None
         if not out.ok:
             raise RpcError(-32000, f"the enclave refused the log query: {out.error}")
-        return out.logs
+        return out.logs, out.missing
 
     def log_accounts(self) -> list[str]:
         """The accounts whose readable logs eth_getLogs serves: those with a viewing session here."""

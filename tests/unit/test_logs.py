@@ -200,3 +200,41 @@ def test_bad_signature_wrong_target_and_tampered_blob_are_refused(transferred: A
     bad[-1] ^= 1
     res = _ask(net, _query(net, bob, 1, 2), [blobs[0], bytes(bad)])
     assert not res["ok"] and "does not decrypt" in res["error"]
+
+
+def test_node_log_index_keeps_only_matching_blobs_within_bounds(transferred: Any) -> None:
+    from enclavenet.node.logindex import LogIndex, LogQueryTooLarge
+
+    _, _, _, _, _, blobs = transferred
+    idx = LogIndex()
+    hashes = [blob_prefix(b)[2] for b in blobs]
+    assert not idx.add(1, hashes[1], blobs[0])  # the blob names another header
+    assert not idx.add(2, hashes[1], b"garbage" * 20)
+    assert idx.add(1, hashes[0], blobs[0]) and idx.add(2, hashes[1], blobs[1])
+    assert not idx.add(2, hashes[1], blobs[1])  # the first blob for a height wins
+    again = LogIndex()
+    again.add_frame(LogIndex.frame(2, hashes[1], blobs[1]))  # logs.log replay
+    again.add_frame({"v": 1, "height": "x"})
+    assert again.blobs(1, 5) == [blobs[1]]
+    assert idx.blobs(1, 2) == blobs and idx.blobs(3, 9) == []
+    with pytest.raises(LogQueryTooLarge, match="below fromBlock"):
+        idx.blobs(2, 1)
+    with pytest.raises(LogQueryTooLarge, match="smaller ranges"):
+        idx.blobs(1, MAX_QUERY_HEIGHTS + 1)
+
+
+def test_gateway_union_is_deduplicated_and_ordered() -> None:
+    from enclavenet.client.formats import merge_logs
+
+    def lg(block: int, tx: str, tx_index: int, log_index: int, tx_log: int | None = None, src: str = "") -> dict[str, Any]:
+        out = {"blockNumber": hex(block), "transactionHash": tx, "transactionIndex": hex(tx_index),
+               "logIndex": hex(log_index), "src": src}
+        if tx_log is not None:
+            out["transactionLogIndex"] = hex(tx_log)
+        return out
+
+    enclave = [lg(5, "0xBB", 2, 3, 0, "enc"), lg(5, "0xBB", 2, 4, 1, "enc"), lg(3, "0xcc", 0, 0, 0, "enc")]
+    own = [lg(5, "0xbb", 2, 0, src="own"), lg(5, "0xbb", 2, 1, src="own"), lg(4, "0xdd", 1, 0, src="own")]
+    out = merge_logs(enclave, own)
+    assert [(int(x["blockNumber"], 16), x["src"]) for x in out] == [(3, "enc"), (4, "own"), (5, "enc"), (5, "enc")]
+    assert [x["logIndex"] for x in out[2:]] == ["0x3", "0x4"]  # the enclave's block-wide indexes win

@@ -76,6 +76,7 @@ class World:
             "peer_auth": {"op": "txs", "to": b.address, "body_hash": keccak256(b"x"), "expiry": 2**40},
             "view_call": {"envelope": view_env},
             "estimate_gas": {"envelope": view_env},
+            "logs": {"envelope": view_env, "blobs": [o1["logs"], o2["logs"]]},
             "escape_leaf": {"address": ALICE.address, "expiry": 2**40, "signature": bytes(65)},
             "escape_export": {"height": 1},
             "timeout": {"height": 2, "round": 0},

@@ -30,13 +30,13 @@ METHODS = sorted([
     "identity", "committee", "committee_sign", "epoch_genesis", "epoch_rotate", "epoch_export",
     "epoch_import", "epoch_erase", "epochs", "execute_batch", "verify_batch", "accept_header",
     "rollback", "timeout", "apply_batch", "view_call", "estimate_gas", "snapshot", "restore",
-    "status", "stats", "escape_leaf", "escape_export", "peer_auth",
+    "status", "stats", "escape_leaf", "escape_export", "peer_auth", "logs",
 ])
 FIELDS = [
     "height", "prev_hash", "epoch", "l1_block", "timestamp", "messages", "envelopes", "header",
     "signatures", "blob", "bundle", "envelope", "members", "quorum", "min_types", "member",
     "member_enc_pub", "keep_from", "reset", "round", "tc", "diff", "batch_data", "with_diff",
-    "version", "op", "to", "body_hash", "expiry", "address", "signature", "full", "replace",
+    "version", "op", "to", "body_hash", "expiry", "address", "signature", "full", "replace", "blobs",
 ]
 
 
@@ -80,7 +80,7 @@ def test_random_bytes_into_every_ecall(method: str, payload: bytes) -> None:
 _VALID_METHODS = [  # the ecalls of World.valid that take fields
     "verify_batch", "execute_batch", "apply_batch", "accept_header", "restore", "epoch_export",
     "epoch_import", "committee_sign", "peer_auth", "view_call", "estimate_gas", "escape_leaf",
-    "escape_export", "timeout", "rollback",
+    "escape_export", "timeout", "rollback", "logs",
 ]
 
 

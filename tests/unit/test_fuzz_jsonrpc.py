@@ -91,7 +91,7 @@ NODE_METHODS = sorted([
     "eth_chainId", "net_version", "eth_blockNumber", "eth_gasPrice", "eth_maxPriorityFeePerGas",
     "eth_sendRawTransaction", "eth_getTransactionReceipt", "enclavenet_call", "enclavenet_estimateGas",
     "enclavenet_epochKey", "enclavenet_status", "enclavenet_contracts", "enclavenet_txStatus",
-    "enclavenet_getHeader", "enclavenet_escapeLeaf", "enclavenet_adminSetBatch",
+    "enclavenet_getHeader", "enclavenet_escapeLeaf", "enclavenet_adminSetBatch", "enclavenet_getLogs",
 ])
 
 

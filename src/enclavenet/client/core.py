@@ -48,9 +48,12 @@ from .formats import (
     ERROR_ENTRY_PREFIX,
     MAX_VIEW_GAS,
     DecryptedReceipt,
+    LogResult,
     ViewResult,
+    build_log_query,
     build_view_request,
     create_address,
+    decode_log_result,
     decode_receipt,
     decode_view_result,
     error_entry_reason,
@@ -668,6 +671,66 @@ class ConfidentialClient:
         if not result.ok and raise_on_revert:
             raise TransactionReverted(result.revert_reason, data="0x" + result.return_data.hex())
         return result
+
+    def get_logs(
+        self,
+        make_request: MakeRequest,
+        from_block: int | str = "latest",
+        to_block: int | str = "latest",
+        *,
+        address: str | list[str] | None = None,
+        topics: list[Any] | None = None,
+        sender: str | None = None,
+        full: bool = False,
+    ) -> list[dict[str, Any]] | LogResult:
+        """``enclavenet_getLogs``: the logs in heights ``from_block..to_block`` matching ``address``
+        / ``topics`` (eth_getLogs semantics) that ``sender`` (default: the first account) may read:
+        those of its own transactions, those naming it in an indexed topic (an incoming Transfer),
+        and events their contract declares public (docs/CLIENT.md "Logs"). The query is signed
+        (the enclave checks who asks) and the answer sealed to this client. Raises EnclaveNetError
+        with the enclave's reason when it refuses. ``full``: the whole LogResult (with the heights
+        the node had no log index for, ``missing``, and those sealed under an erased epoch key)."""
+        account = self.signer(sender)
+        self.ensure_chain_id(make_request)
+        domain = self.view_domain(make_request)
+
+        def height(tag: int | str) -> int:
+            if isinstance(tag, int):
+                return tag
+            if tag in ("latest", "pending", "safe", "finalized"):
+                return _hex_int(self.rpc(make_request, "eth_blockNumber", []))
+            if tag == "earliest":
+                return 0
+            return _hex_int(tag)
+
+        lo, hi = max(1, height(from_block)), height(to_block)
+        addrs = [address] if isinstance(address, str) else list(address or [])
+        ek = self.current_epoch_key(make_request)
+
+        def ask(epoch: int) -> tuple[Any, SealedRequest]:
+            pt = build_log_query(bytes(account.key), account.address, domain, epoch, lo, hi, addrs, topics)
+            sealed = self.seal(make_request, pt, None, refresh=epoch != ek.epoch)
+            return self.rpc(make_request, "enclavenet_getLogs", ["0x" + sealed.envelope.encode().hex(), hex(lo), hex(hi)]), sealed
+
+        try:
+            res, sealed = ask(ek.epoch)
+        except EpochChanged:
+            self.epoch_retries += 1
+            ek = self.current_epoch_key(make_request, refresh=True)
+            res, sealed = ask(ek.epoch)
+        if not isinstance(res, dict) or "encryptedResult" not in res:
+            raise NodeUnavailable("enclavenet_getLogs returned no encryptedResult")
+        try:
+            result = decode_log_result(open_receipt(sealed.receipt_key, _hex_bytes(res["encryptedResult"])))
+        except EnvelopeError as exc:
+            raise ReceiptUnreadable(f"enclavenet_getLogs: {exc}") from None
+        except (ValueError, TypeError) as exc:
+            raise ReceiptUnreadable(f"enclavenet_getLogs: the result decrypted but is malformed: {exc}") from None
+        if not result.ok:
+            raise EnclaveNetError(f"the enclave refused the log query: {result.error}")
+        for lg in result.logs:  # this client names transactions by their receipt id (as its receipts do)
+            lg["transactionHash"] = lg["receiptId"]
+        return result if full else result.logs
 
     def balance(self, make_request: MakeRequest, address: str | None = None) -> int:
         """The native balance of ``address`` (default: the first account), by a signed creation view."""

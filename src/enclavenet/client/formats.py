@@ -379,3 +379,93 @@ def _as_bytes(v: Any) -> bytes:
 
 def _addr(v: Any) -> bytes:
     return address_bytes(v if isinstance(v, str) else _as_bytes(v))
+
+
+# --------------------------------------------------------------------------- log queries (enclave/logs.py)
+
+
+def build_log_query(
+    secret: bytes,
+    sender: str,
+    domain: ViewDomain,
+    epoch: int,
+    lo: int,
+    hi: int,
+    addresses: list[str] | None = None,
+    topics: list[Any] | None = None,
+    *,
+    ttl: int = VIEW_TTL,
+    session: ViewingSession | None = None,
+) -> bytes:
+    """The plaintext of a signed log query: a ``ViewCall`` to ``LOG_QUERY_ADDRESS`` whose data is
+    the CBOR filter (heights ``lo..hi``; ``addresses`` any of; ``topics`` per position None, a
+    32-byte hex topic or a list of them). Signed by ``sender`` (or its viewing session's key)."""
+    from ..enclave.logs import LOG_QUERY_ADDRESS, encode_log_filter
+
+    def t(v: Any) -> bytes:
+        b = bytes.fromhex(v[2:]) if isinstance(v, str) and v[:2] in ("0x", "0X") else v
+        if not isinstance(b, bytes) or len(b) != 32:
+            raise ValueError(f"a topic must be 32 bytes (0x + 64 hex digits), got {v!r}")
+        return b
+
+    tl: list[Any] = []
+    for pos in topics or []:
+        tl.append(None if pos is None else [t(pos)] if isinstance(pos, str | bytes) else [t(x) for x in pos])
+    data = encode_log_filter(lo, hi, [address_bytes(a) for a in addresses or []], tl)
+    return build_view_request(secret, sender, domain, epoch, to_checksum(LOG_QUERY_ADDRESS), data, 0, MIN_GAS,
+                              ttl=ttl, session=session)
+
+
+@dataclass(frozen=True)
+class LogResult:
+    """The decrypted answer of ``enclavenet_getLogs``: the visible matching logs (Ethereum JSON
+    form), heights the node gave no log index for (``missing``) and heights whose index is sealed
+    under an erased epoch key (``unavailable``)."""
+
+    ok: bool
+    logs: list[dict[str, Any]]
+    missing: list[int]
+    unavailable: list[int]
+    error: str
+
+
+def decode_log_result(plaintext: bytes) -> LogResult:
+    m = _cbor_map(plaintext, "log query result")
+    logs = []
+    for v in m.get("logs", []) or []:
+        height, hh, tx_index, log_index, tx_log_index, addr, topics, data, tx_hash, rid = v
+        logs.append({
+            "address": to_checksum(bytes(addr)),
+            "topics": ["0x" + bytes(x).hex() for x in topics],
+            "data": "0x" + bytes(data).hex(),
+            "blockNumber": hex(int(height)),
+            "blockHash": "0x" + bytes(hh).hex(),
+            "transactionHash": "0x" + bytes(tx_hash).hex(),
+            "transactionIndex": hex(int(tx_index)),
+            "logIndex": hex(int(log_index)),
+            "removed": False,
+            # EnclaveNet extras: the log's index in its own receipt, and the receipt id (envelope hash)
+            "transactionLogIndex": hex(int(tx_log_index)),
+            "receiptId": "0x" + bytes(rid).hex(),
+            "ethTransactionHash": "0x" + bytes(tx_hash).hex(),
+        })
+    return LogResult(bool(m.get("ok", False)), logs, [int(x) for x in m.get("missing", []) or []],
+                     [int(x) for x in m.get("unavailable", []) or []], str(m.get("error", "") or ""))
+
+
+def log_key(lg: dict[str, Any]) -> tuple[int, str, int]:
+    """What identifies a log across sources: (block, transaction hash, index in its receipt)."""
+    idx = lg.get("transactionLogIndex", lg.get("logIndex", "0x0"))
+    return int(str(lg["blockNumber"]), 16), str(lg["transactionHash"]).lower(), int(str(idx), 16)
+
+
+def merge_logs(*sources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The union of log lists, de-duplicated by ``log_key`` (the first source to carry a log wins:
+    pass the enclave's, with block-wide log indexes, first), in (block, tx index, log index) order."""
+    seen: dict[tuple[int, str, int], dict[str, Any]] = {}
+    for src in sources:
+        for lg in src:
+            seen.setdefault(log_key(lg), lg)
+    return sorted(seen.values(), key=lambda lg: (int(str(lg["blockNumber"]), 16),
+                                                 int(str(lg.get("transactionIndex") or "0x0"), 16),
+                                                 int(str(lg["logIndex"]), 16)))

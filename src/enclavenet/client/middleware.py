@@ -13,6 +13,8 @@ It sits innermost in the middleware onion, next to the provider, so web3.py's ow
 ``eth_getTransactionCount``    a wrapped account's nonce (read privately once, then tracked)
 ``eth_getBalance``             a native balance, by a signed creation view (BALANCE opcode)
 ``eth_accounts``               the wrapped accounts' addresses
+``eth_getLogs``                the logs the first account may read, by a signed log query
+                               (``enclavenet_getLogs``; docs/CLIENT.md "Logs")
 ``eth_getBlockByNumber``       ``latest`` / ``pending``: a synthetic block (no fees) when the
                                node has no such method
 =============================  ==================================================================
@@ -82,6 +84,12 @@ class EnclaveNetMiddleware(Web3Middleware):
             return self._response(hex(c.balance(make_request, to_checksum(str(params[0])))))
         if method == "eth_accounts":
             return self._response(list(c.accounts))
+        if method == "eth_getLogs":
+            f = dict(params[0]) if params else {}
+            if f.get("blockHash"):
+                raise EnclaveNetError("eth_getLogs by blockHash is not supported here: give fromBlock / toBlock")
+            return self._response(c.get_logs(make_request, f.get("fromBlock", "latest"), f.get("toBlock", "latest"),
+                                             address=f.get("address"), topics=f.get("topics")))
         if method == "eth_getBlockByNumber" and params and params[0] in ("latest", "pending"):
             return self._latest_block(make_request, method, params)
         return None
@@ -160,7 +168,7 @@ class EnclaveNetMiddleware(Web3Middleware):
     def _intercepts(method: str, params: Any) -> bool:
         return method in {
             "eth_sendTransaction", "eth_sendRawTransaction", "eth_getTransactionReceipt", "eth_call",
-            "eth_estimateGas", "eth_getTransactionCount", "eth_getBalance", "eth_accounts",
+            "eth_estimateGas", "eth_getTransactionCount", "eth_getBalance", "eth_accounts", "eth_getLogs",
         } or (method == "eth_getBlockByNumber" and bool(params) and params[0] in ("latest", "pending"))
 
     # -- async: not supported (web3's AsyncWeb3 would need an async client) -- #

@@ -78,6 +78,20 @@ from .errors import EnclaveRefusal
 from .executor import BlockInfo, Executor, Receipt
 from .guard import MAX_ROUND
 from .keys import EnclaveIdentity, EpochKeyError, EpochKeyManager
+from .logs import (
+    LOG_QUERY_ADDRESS,
+    LOGS_SUBKEY,
+    MAX_QUERY_RESULTS,
+    PUBLIC_EVENTS_GAS,
+    PUBLIC_EVENTS_SELECTOR,
+    blob_prefix,
+    decode_public_events,
+    index_batch_logs,
+    may_read,
+    open_log_blob,
+    parse_log_filter,
+    seal_log_blob,
+)
 from .tx import InboxCall, SignedTx, TxError, decode_item
 from .views import ViewDomain, ViewReplayGuard, ViewRequest, parse_view_request
 
@@ -168,6 +182,8 @@ class _Executed:
     receipts: dict[bytes, bytes]
     batch_data: bytes
     undo: _Undo
+    # (entry index, receipt id, tx hash, sender, logs) of each executed item with logs (logs.py)
+    with_logs: list[tuple[int, bytes, bytes, bytes, tuple[Any, ...]]] = field(default_factory=list)
 
 
 @dataclass
@@ -231,6 +247,7 @@ class EnclaveProgram:
             "apply_batch": self._apply_batch,
             "view_call": self._view_call,
             "estimate_gas": self._estimate_gas,
+            "logs": self._logs_call,
             "snapshot": self._snapshot,
             "restore": self._restore,
             "status": self._status,
@@ -703,12 +720,18 @@ class EnclaveProgram:
         undo = _Undo(head, pre_state, pre_root, header.hash())
         self._undo[inp.height] = undo
         self._head = ChainHead(inp.height, undo.header_hash, inp.l1_block, msg_count, msg_acc, inp.timestamp)
+        with_logs = [
+            (k, keccak256(raws[k]), r.tx_hash, r.sender, r.logs)
+            for k, r in enumerate(results)
+            if not isinstance(r, bytes) and r.logs
+        ]
         return _Executed(
             header,
             [[w.recipient, w.amount] for w in commit.withdrawals],
             receipts,
             c.batch_data,
             undo,
+            with_logs,
         )
 
     def _undo_last(self) -> None:
@@ -765,7 +788,73 @@ class EnclaveProgram:
         }
         if r.has("with_diff") and r.raw("with_diff") is True:
             out["diff"] = self._seal_diff(done.header)
+        out["logs"] = self._seal_logs(done)
         return out
+
+    # ------------------------------------------------------------------ the log index (logs.py)
+    def _public_events(self, contract: bytes) -> frozenset[bytes]:
+        """The event signatures ``contract`` declares public (``publicEvents()``, post-batch state)."""
+        try:
+            res = self._ex.call(_ZERO_ADDR, contract, PUBLIC_EVENTS_SELECTOR, 0, PUBLIC_EVENTS_GAS)
+        except EnclaveRefusal:
+            return frozenset()
+        return decode_public_events(res.output) if res.success else frozenset()
+
+    def _seal_logs(self, done: _Executed) -> bytes:
+        """The batch's logs and who may read each, sealed under the batch epoch's state subkey
+        and bound to the header (the node stores it per height; ``logs`` opens it)."""
+        t0 = time.perf_counter()
+        h = done.header
+        try:
+            logs = index_batch_logs(done.with_logs, self._public_events)
+            blob = seal_log_blob(self._epochs.state_subkey(h.epoch, LOGS_SUBKEY), h.epoch, h.height, h.hash(), logs)
+        except Exception:  # the header is signed already: no index for this height (queries say "missing")
+            blob = b""
+        self.stats.add("logs_seal", time.perf_counter() - t0)
+        return blob
+
+    def _logs_call(self, payload: bytes) -> dict[str, Any]:
+        """An authenticated log query: a signed view request to ``LOG_QUERY_ADDRESS`` whose data
+        is the filter; ``blobs`` the node's sealed log index of the heights asked. Answers, sealed
+        to the requester, the matching logs the signer may read (logs.py, the rule)."""
+        r = Request.parse(payload, "logs")
+        env, pt, rkey = self._open_request(payload, "logs")
+        blobs = r.items("blobs", 4096, default=[])
+        try:
+            req = self._admit_view(pt, env.epoch)
+            if req.to != to_checksum(LOG_QUERY_ADDRESS):
+                raise EnclaveRefusal(
+                    f"logs: the request is a view call to {req.to}, not a log query (to {to_checksum(LOG_QUERY_ADDRESS)})"
+                )
+            flt = parse_log_filter(req.data)
+            caller = address_bytes(req.sender)
+            found: list[list[Any]] = []
+            searched: dict[int, bytes] = {}
+            unavailable: set[int] = set()
+            for b in blobs:
+                blob = as_bytes(b, "blobs", "logs")
+                epoch, height, hh = blob_prefix(blob)
+                if not flt.lo <= height <= flt.hi or height in searched:
+                    continue
+                if not self._epochs.has_epoch(epoch):
+                    unavailable.add(height)
+                    continue
+                unavailable.discard(height)
+                searched[height] = hh
+                for lg in open_log_blob(self._epochs.state_subkey(epoch, LOGS_SUBKEY), blob):
+                    if flt.matches(lg) and may_read(caller, lg.readers, lg.public):
+                        if len(found) >= MAX_QUERY_RESULTS:
+                            raise EnclaveRefusal(
+                                f"logs: more than {MAX_QUERY_RESULTS} logs match; ask a smaller range or a narrower filter"
+                            )
+                        found.append([height, hh, lg.tx_index, lg.log_index, lg.tx_log_index, lg.address,
+                                      list(lg.topics), lg.data, lg.tx_hash, lg.receipt_id])
+            missing = [h for h in range(flt.lo, flt.hi + 1) if h not in searched and h not in unavailable]
+            out: dict[str, Any] = {"ok": True, "logs": found, "missing": missing, "unavailable": sorted(unavailable),
+                                   "error": ""}
+        except EnclaveRefusal as exc:
+            out = {"ok": False, "logs": [], "missing": [], "unavailable": [], "error": str(exc)}
+        return {"result": seal_result(rkey, encode(out))}
 
     def _proposed_header(self, r: Request) -> Header:
         try:

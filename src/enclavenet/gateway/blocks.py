@@ -6,6 +6,11 @@ header's roots, ``timestamp`` = the timestamp of the L1 block the header consume
 gateway has ``--l1-rpc``; otherwise when the gateway first saw the header), ``gasLimit`` 30M,
 ``baseFeePerGas`` 0 (gas is free inside EnclaveNet). ``transactions`` lists only this gateway's
 own transactions in that block (the node cannot tell whose the others are; nobody can).
+
+Logs (``eth_getLogs``, log filters, ``eth_subscribe('logs')``) are the union of this gateway's own
+transactions' receipt logs and what the enclave's log index answers a signed log query of each
+session account (``enclavenet_getLogs``: logs naming the account in an indexed topic, public
+events; enclave/logs.py), de-duplicated, in (block, transaction index, log index) order.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..client.formats import log_key, merge_logs
 from ..crypto.hashing import keccak256, to_checksum
 from ..crypto.header import Header
+from ..enclave.logs import MAX_QUERY_HEIGHTS
 from ..node.jsonrpc import INVALID_PARAMS, RpcError
 from .core import GatewayCore, _hexint
 
@@ -35,6 +42,14 @@ MAX_LOG_RANGE = 100_000
 #: that holds the transaction (see reported_block_number)
 HOLD_AFTER_NONE_S = 1.0
 MAX_FILTERS = 1000
+MAX_DISPATCHED = 100_000  # log keys remembered so a log is pushed to subscriptions once
+METHOD_NOT_FOUND = -32601
+#: the least time between two enclave log queries of the follower: each signed query takes one of
+#: the account's live-view slots in the enclave (256, each held for the query's 30 s expiry)
+LOG_POLL_S = 1.0
+#: how long the follower re-asks a height the node had no log index for yet (it stores a height's
+#: index when it sees the header accepted, which may be after the gateway saw the height)
+MISSING_RETRY_S = 10.0
 FILTER_TTL_S = 300.0
 
 Notify = Callable[[str, Any], Awaitable[None]]
@@ -71,6 +86,10 @@ class Chain:
         self._ids = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
         self._emitted = 0  # the last height announced to subscriptions and block filters
+        self._log_height = 0  # the last height whose enclave logs were pushed to subscriptions and filters
+        self._dispatched: dict[tuple[int, str, int], None] = {}  # insertion-ordered, bounded
+        self._log_polled = 0.0  # monotonic time of the follower's last enclave log query
+        self._missing_since: dict[int, float] = {}  # heights the node had no log index for, first seen
 
     # ------------------------------------------------------------------ blocks
     async def block_number(self) -> int:
@@ -214,7 +233,36 @@ class Chain:
         hi = await self.resolve(criteria.get("toBlock", "latest"))
         if hi - lo > MAX_LOG_RANGE:
             raise RpcError(-32000, f"eth_getLogs range of {hi - lo} blocks is over {MAX_LOG_RANGE}: ask in smaller ranges")
-        return self.logs(criteria, lo, hi)
+        own = self.logs(criteria, lo, hi)
+        block_hash = criteria.get("blockHash")
+        if block_hash is not None:
+            n = self._by_hash.get(str(block_hash).lower())
+            if n is None:
+                return own
+            lo = hi = n
+        enc, _ = await self.enclave_logs(criteria, lo, hi)
+        if block_hash is not None:
+            enc = [lg for lg in enc if lg["blockHash"].lower() == str(block_hash).lower()]
+        return merge_logs(enc, own)
+
+    async def enclave_logs(self, criteria: dict[str, Any], lo: int, hi: int) -> tuple[list[dict[str, Any]], list[int]]:
+        """What the enclave's log index answers each session account for heights lo..hi (asked in
+        ranges of at most ``MAX_QUERY_HEIGHTS``), and the heights the node had no index for;
+        nothing from a node without ``enclavenet_getLogs``."""
+        lo = max(lo, 1)
+        out: list[dict[str, Any]] = []
+        missing: set[int] = set()
+        for account in self.core.log_accounts():
+            for a in range(lo, hi + 1, MAX_QUERY_HEIGHTS):
+                try:
+                    logs, miss = await self.core.enclave_logs(account, a, min(hi, a + MAX_QUERY_HEIGHTS - 1), criteria)
+                except RpcError as exc:
+                    if exc.code == METHOD_NOT_FOUND:
+                        return [], []
+                    raise
+                out += logs
+                missing.update(miss)
+        return merge_logs(out), sorted(missing)
 
     # ------------------------------------------------------------------ filters (HTTP polling)
     async def new_filter(self, kind: str, criteria: dict[str, Any] | None = None) -> str:
@@ -299,14 +347,51 @@ class Chain:
             for f in self._filters.values():
                 if f.kind == "block":
                     f.queue.append(blk["hash"])
-        for rc in new_receipts:
-            for lg in rc["logs"]:
-                for sid, sub in list(self._subs.items()):
-                    if sub.kind == "logs" and _log_matches(sub.criteria, lg):
-                        await self._send(sid, sub, lg)
-                for f in self._filters.values():
-                    if f.kind == "logs" and _log_matches(f.criteria, lg):
-                        f.queue.append(lg)
+        wanted = any(s.kind == "logs" for s in self._subs.values()) or any(f.kind == "logs" for f in self._filters.values())
+        if self._log_height == 0:
+            self._log_height = shown  # push what comes after the gateway started
+        fresh: list[dict[str, Any]] = []
+        now = time.monotonic()
+        if not wanted:
+            self._log_height = max(self._log_height, shown)
+        elif shown > self._log_height and now - self._log_polled >= LOG_POLL_S:
+            # others' logs this gateway's accounts may read (an incoming Transfer): the enclave's index
+            self._log_polled = now
+            lo = max(self._log_height + 1, shown - MAX_QUERY_HEIGHTS + 1)
+            try:
+                fresh, missing = await self.enclave_logs({}, lo, shown)
+                self._log_height = self._next_log_height(missing, shown, now)
+            except RpcError as exc:  # asked again next time; own receipts' logs still go out now
+                log.info("head follower: enclave log query for heights %d..%d failed: %s", lo, shown, exc.message)
+        for lg in merge_logs(fresh, [lg for rc in new_receipts for lg in rc["logs"]]):
+            await self._dispatch(lg)
+
+    def _next_log_height(self, missing: list[int], shown: int, now: float) -> int:
+        """Where the follower's next enclave log query starts after this one: before the first
+        height the node had no index for yet, unless it has been missing for ``MISSING_RETRY_S``
+        (a batch adopted without its index: given up on). Logs already pushed are not pushed again."""
+        for h in [h for h in self._missing_since if h not in missing]:
+            del self._missing_since[h]
+        for h in missing:
+            first = self._missing_since.setdefault(h, now)
+            if now - first < MISSING_RETRY_S:
+                return h - 1
+        return shown
+
+    async def _dispatch(self, lg: dict[str, Any]) -> None:
+        """Push one log to the matching subscriptions and log filters, once."""
+        key = log_key(lg)
+        if key in self._dispatched:
+            return
+        self._dispatched[key] = None
+        if len(self._dispatched) > MAX_DISPATCHED:
+            del self._dispatched[next(iter(self._dispatched))]
+        for sid, sub in list(self._subs.items()):
+            if sub.kind == "logs" and _log_matches(sub.criteria, lg):
+                await self._send(sid, sub, lg)
+        for f in self._filters.values():
+            if f.kind == "logs" and _log_matches(f.criteria, lg):
+                f.queue.append(lg)
 
     async def _send(self, sid: str, sub: Subscription, result: Any) -> None:
         try:

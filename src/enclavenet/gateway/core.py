@@ -29,8 +29,10 @@ from ..client.formats import (
     MAX_VIEW_GAS,
     DecryptedReceipt,
     ViewResult,
+    build_log_query,
     build_view_request,
     create_address,
+    decode_log_result,
     decode_receipt,
     decode_view_result,
     inspect_raw_transaction,
@@ -61,6 +63,7 @@ TX_REFUSED = -32003  # "transaction rejected" (EIP-1474): the enclave refused it
 MAX_KEPT = 200_000
 EPOCH_KEY_WAIT_S = 10.0
 VIEW_TTL = 30  # seconds a view request the gateway signs stays valid
+MAX_LOG_ACCOUNTS = 8  # session accounts one eth_getLogs asks the enclave for
 
 ZERO_ADDRESS = "0x" + "00" * 20
 _EPOCH_KEY_SELECTOR = keccak256(b"epochKey(uint256)")[:4]
@@ -356,6 +359,10 @@ class GatewayCore:
             return await self.receipt(eth_hash)
         rc = _Client.receipt_json(s.eth_hash, node, dr, s.sent)
         rc["receiptId"] = s.receipt_id
+        if node.get("receiptIndex") is not None:  # the entry's position in its batch, as the enclave's log index
+            rc["transactionIndex"] = node["receiptIndex"]
+            for lg in rc["logs"]:
+                lg["transactionIndex"] = node["receiptIndex"]
         rc["revertReason"] = dr.revert_reason if dr.status == 0 else None
         s.receipt = rc
         return rc
@@ -399,6 +406,48 @@ class GatewayCore:
             "with enclavenet_requestSession + enclavenet_authorise (a script), or start the gateway with "
             f"--account KEY. The enclave answers views only to their signer.",
         )
+
+    async def enclave_logs(
+        self, account: str, lo: int, hi: int, criteria: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], list[int]]:
+        """The logs in heights ``lo..hi`` matching ``criteria`` (address, topics) that ``account``
+        may read, by a log query its viewing session signs (``enclavenet_getLogs``): its own,
+        those naming it in an indexed topic, and public events (docs/GATEWAY.md "Logs"); and the
+        heights the node had no log index for (yet)."""
+        frm, secret, session = self._signer_for(account)
+        addrs = criteria.get("address")
+        addresses = [addrs] if isinstance(addrs, str) else list(addrs or [])
+        topics = list(criteria.get("topics") or [])
+        epoch, _ = await self.epoch_key()
+        assert self.domain is not None
+        for attempt in (0, 1):
+            try:
+                pt = build_log_query(secret, frm, self.domain, epoch, lo, hi, addresses, topics, ttl=VIEW_TTL,
+                                     session=session)
+            except ValueError as exc:
+                raise RpcError(INVALID_PARAMS, f"eth_getLogs: {exc}") from None
+            sealed = await self._seal(pt, None, refresh=attempt == 1)
+            try:
+                res = await self.node.call("enclavenet_getLogs", ["0x" + sealed.envelope.encode().hex(), hex(lo), hex(hi)])
+                break
+            except RpcError as exc:
+                if exc.code != WRONG_EPOCH or attempt == 1:
+                    raise RpcError(exc.code, exc.message) from None
+                self.epoch_retries += 1
+                epoch, _ = await self.epoch_key(refresh=True)
+        if not isinstance(res, dict) or "encryptedResult" not in res:
+            raise RpcError(NODE_DOWN, "enclavenet_getLogs returned no encryptedResult")
+        try:
+            out = decode_log_result(open_receipt(sealed.receipt_key, _hexbytes(res["encryptedResult"], "result")))
+        except (EnvelopeError, ValueError, TypeError) as exc:
+            raise RpcError(-32000, f"enclavenet_getLogs: the sealed result does not open ({exc})") from None
+        if not out.ok:
+            raise RpcError(-32000, f"the enclave refused the log query: {out.error}")
+        return out.logs, out.missing
+
+    def log_accounts(self) -> list[str]:
+        """The accounts whose readable logs eth_getLogs serves: those with a viewing session here."""
+        return self.sessions.accounts()[:MAX_LOG_ACCOUNTS]
 
     async def view(self, sender: str | None, to: str | None, data: bytes, *, value: int = 0,
                    gas: int | None = None, estimate: bool = False, key: bytes | None = None) -> ViewResult:

@@ -28,6 +28,7 @@ from .hintauth import HintAuthError
 from .host import EnclaveBusy
 from .ingress import NotPersisted
 from .jsonrpc import CLIENT_IP, INVALID_PARAMS, Deferred, RpcError, hex_bytes, quantity
+from .logindex import LogQueryTooLarge
 from .mempool import DuplicateTransaction, MempoolError, MempoolFull
 from .ratelimit import RATE_LIMITED, RateLimiter
 
@@ -159,6 +160,33 @@ def install_rpc_methods(
     async def call(data: Any, *_: Any) -> dict[str, Any]:
         return await view("view_call", data)
 
+    async def get_logs(data: Any = None, from_block: Any = None, to_block: Any = None) -> dict[str, Any]:
+        """``enclavenet_getLogs(envelope, fromBlock, toBlock)``: a signed log query (enclave/logs.py)
+        sealed in ``envelope``; the range is given in the clear too, so this node can pick the
+        stored log blobs to hand the enclave (it learns the range, as any eth_getLogs node does,
+        never the filter or the answer). The answer is sealed to the requester."""
+        raw = hex_bytes(data, "request envelope", max_len=MAX_ENVELOPE)
+        if from_block is None or to_block is None:
+            raise RpcError(INVALID_PARAMS, "enclavenet_getLogs takes [envelope, fromBlock, toBlock] (heights, hex)")
+        lo = quantity(from_block, "fromBlock")
+        hi = quantity(to_block, "toBlock")
+        try:
+            blobs = node.log_index.blobs(lo, hi)
+        except LogQueryTooLarge as exc:
+            raise RpcError(INVALID_PARAMS, f"enclavenet_getLogs: {exc}") from None
+        if node.host is None or node.epoch is None:
+            raise RpcError(NOT_READY, "the enclave has no epoch key yet; retry in a moment")
+        view_ip.take(CLIENT_IP.get(), "IP")
+        try:
+            out = await node.host.call("logs", {"envelope": raw, "blobs": blobs})
+        except EnclaveBusy as exc:
+            raise RpcError(RATE_LIMITED, str(exc), {"retryAfter": 0.5}) from None
+        except EnclaveError as exc:
+            msg = str(exc)
+            code = WRONG_EPOCH if "unknown or erased" in msg else ENCLAVE_REFUSED
+            raise RpcError(code, f"enclave refused the log query: {msg}") from None
+        return {"encryptedResult": "0x" + bytes(out["result"]).hex(), "fromBlock": hex(lo), "toBlock": hex(hi)}
+
     async def estimate(data: Any, *_: Any) -> dict[str, Any]:
         return await view("estimate_gas", data)
 
@@ -243,6 +271,7 @@ def install_rpc_methods(
     rpc.method("eth_getTransactionReceipt", get_receipt)
     rpc.method("enclavenet_call", call)
     rpc.method("enclavenet_estimateGas", estimate)
+    rpc.method("enclavenet_getLogs", get_logs)
     rpc.method("enclavenet_epochKey", epoch_key)
     rpc.method("enclavenet_status", status)
     rpc.method("enclavenet_contracts", contracts)

@@ -54,6 +54,7 @@ class BatchRecord:
     submitted_at: float = 0.0
     collecting: bool = False
     diff: bytes = field(default=b"", repr=False)  # the proposer enclave's sealed state diff (apply_batch)
+    logs: bytes = field(default=b"", repr=False)  # the proposer enclave's sealed log index (node/logindex.py)
     rid_cache: list[bytes] | None = field(default=None, repr=False)
     round: int = 0  # the round it is proposed in (node/viewchange.py)
     tc: list[list[bytes]] | None = field(default=None, repr=False)  # the TC that opened that round
@@ -68,6 +69,7 @@ class BatchRecord:
             "withdrawals": self.withdrawals,
             "sigs": [[a, s] for a, s in self.sigs.items()],
             "diff": self.diff,
+            "logs": self.logs,
         }
         if self.round:
             out["round"], out["tc"] = self.round, self.tc
@@ -75,7 +77,7 @@ class BatchRecord:
 
     def to_wire(self) -> dict[str, Any]:
         return {"input": self.input, "header": self.header_bytes, "batch_data": self.batch_data,
-                "withdrawals": self.withdrawals, "diff": self.diff}
+                "withdrawals": self.withdrawals, "diff": self.diff, "logs": self.logs}
 
     def rids(self) -> list[bytes]:
         if self.rid_cache is None or len(self.rid_cache) != len(self.envelopes):
@@ -141,7 +143,9 @@ def record_from_wire(out: dict[str, Any]) -> BatchRecord:
         raise ValueError("batch input does not match its header (height / prev_hash)")
     ws = [list(w) for w in out.get("withdrawals", [])]
     diff = out.get("diff")
+    logs = out.get("logs")
     return BatchRecord(
         height=header.height, input=inp, envelopes=envelopes, header=header, header_bytes=header_bytes,
         hash=header.hash(), batch_data=batch_data, withdrawals=ws, diff=diff if isinstance(diff, bytes) else b"",
+        logs=logs if isinstance(logs, bytes) else b"",
     )

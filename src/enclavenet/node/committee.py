@@ -308,7 +308,7 @@ class Committee(Role):
                 height=h, input=inp, envelopes=envelopes, header=header, header_bytes=header_bytes,
                 hash=bytes(out["header_hash"]), batch_data=bytes(out["batch_data"]),
                 withdrawals=[list(w) for w in out.get("withdrawals", [])], proposer=self.node.address,
-                diff=bytes(out.get("diff") or b""), round=round_, tc=tc,
+                diff=bytes(out.get("diff") or b""), logs=bytes(out.get("logs") or b""), round=round_, tc=tc,
             )
             sig = bytes(out["signature"])
             rec.sigs[self.node.address] = sig

@@ -32,6 +32,7 @@ from .hintauth import HintVerifier
 from .host import EnclaveHost
 from .jsonrpc import JsonRpcServer
 from .l1watch import AcceptedHeader, L1Watcher
+from .logindex import LogIndex
 from .mempool import Mempool
 from .metrics import NodeMetrics
 from .peers import LinkFaults, PeerClient
@@ -138,6 +139,7 @@ class NodeCore:
         self.records: dict[bytes, BatchRecord] = {}
         self.accepted_records: dict[int, BatchRecord] = {}
         self.receipts = ReceiptIndex()  # node/receipts.py
+        self.log_index = LogIndex()  # node/logindex.py: the enclave's sealed log blobs per height
         self.l1_height = 0
         self.due_since = time.monotonic()
         self.work_since: float | None = None

@@ -44,7 +44,7 @@ REPLAYABLE = ("execute_batch", "verify_batch", "apply_batch", "accept_header", "
 # ecall -- what a member needs to vote, sign, accept and keep its keys (its own sealed snapshot
 # before a signature leaves, too), and any ecall added later -- takes the consensus lane; a
 # caller serving a peer's request passes ``lane=LOW`` (a peer's snapshot request)
-LOW_LANE = frozenset({"view_call", "estimate_gas", "escape_leaf", "escape_export", "stats"})
+LOW_LANE = frozenset({"view_call", "estimate_gas", "logs", "escape_leaf", "escape_export", "stats"})
 HIGH, LOW = 0, 1
 
 

@@ -266,6 +266,8 @@ class Node(NodeCore):
         for frame in loaded:
             self.receipts.add_frame(frame)
         log.info("%s: %d receipts reloaded from %s", self.cfg.name, len(self.receipts), self.store.dir)
+        for frame in self.store.load_logs() or []:
+            self.log_index.add_frame(frame)
 
     def _fault_status(self) -> dict[str, Any]:
         w = self.watcher

@@ -8,6 +8,7 @@
   file, fsync, rename, fsync of the directory), so a crash at any point keeps every entry.
 * ``receipts.log``: accepted headers' encrypted receipts, so a receipt stays servable after a
   restart.
+* ``logs.log``: accepted headers' sealed log index (the enclave's per-batch blobs, node/logindex.py).
 * ``signed/``: every batch this enclave signed (the record, the proposer's and this enclave's
   signatures), one file each, written before the signature leaves the host and deleted
   ``KEEP_FINAL`` heights after it is final (so peers restarted with this node can still fetch the
@@ -36,6 +37,7 @@ SIGNED = "signed"
 KEEP_FINAL = 32  # final heights whose signed batch stays on disk (catch-up of peers restarted too)
 PENDING = "pending.log"
 RECEIPTS = "receipts.log"
+LOGS = "logs.log"
 
 
 def frame(obj: Any) -> bytes:
@@ -178,6 +180,19 @@ class NodeStore:
             append_frame(self.dir / RECEIPTS, frame)
         except OSError as exc:
             log.warning("%s: receipts not persisted: %s", self.name, exc)
+
+    def append_logs(self, frame: dict[str, Any]) -> None:
+        """One accepted height's sealed log index (``LogIndex.frame``)."""
+        try:
+            append_frame(self.dir / LOGS, frame)
+        except OSError as exc:
+            log.warning("%s: log index not persisted: %s", self.name, exc)
+
+    def load_logs(self) -> list[Any] | None:
+        path = self.dir / LOGS
+        if not path.exists():
+            return None
+        return [part for part in read_frames(path) if isinstance(part, dict)]
 
     def load_receipts(self) -> list[Any] | None:
         """The frames of ``receipts.log`` in order (``ReceiptIndex.add_frame`` replays them)."""

@@ -29,6 +29,7 @@ from .batch import (
 from .core import NodeCore, Role
 from .daps import record_inputs
 from .l1watch import AcceptedHeader
+from .logindex import LogIndex
 from .peers import PeerError
 from .receipts import ReceiptIndex
 from .store import KEEP_FINAL
@@ -255,6 +256,9 @@ class Sync(Role):
         # kept as they are; the JSON-RPC form and Merkle proof (issue 14 M6) are built when asked
         if self.node.receipts.add(base, ids, entries):
             self.node.store.append_receipts(ReceiptIndex.frame(base, ids, entries))
+        # the enclave's sealed log index of this height (enclavenet_getLogs); the node cannot read it
+        if rec.logs and self.node.log_index.add(acc.header.height, acc.hash, rec.logs):
+            self.node.store.append_logs(LogIndex.frame(acc.header.height, acc.hash, rec.logs))
 
     async def on_batch(self, msg: dict[str, Any]) -> dict[str, Any]:
         h = int(msg["height"])
@@ -335,8 +339,11 @@ class Sync(Role):
             rec.proposer = proposer
             rec.sigs[proposer] = wire_bytes(msg["signature"], "signature")
             self.node.records[hh] = rec
-        elif not rec.diff and isinstance(msg.get("diff"), bytes):
-            rec.diff = bytes(msg["diff"])
+        else:
+            if not rec.diff and isinstance(msg.get("diff"), bytes):
+                rec.diff = bytes(msg["diff"])
+            if not rec.logs and isinstance(msg.get("logs"), bytes):
+                rec.logs = bytes(msg["logs"])
         for item in sigs[:64]:
             with contextlib.suppress(TypeError, ValueError, IndexError):
                 self.node.add_sig(rec, to_checksum(item[0]), wire_bytes(item[1], "signature"))

@@ -180,6 +180,17 @@ class Demo:
               f"event Transfer(sender={_short(a.sender, 4)}, receiver={_short(a.receiver, 4)}, value={a.value})")
         print(f"  bob's balance (his own signed view): "
               f"{c.functions.balanceOf(bob).call({'from': bob})}")
+        # the receiver reads the incoming Transfer too (its address is an indexed topic); a third
+        # party asking the same gets nothing (docs/CLIENT.md "Logs: who may read an event")
+        carol, height, mk = self.users[2].address, int(rc["blockNumber"]), self.w3.manager.provider.make_request
+
+        def seen(who: str) -> list[Any]:
+            res = self.w3.enclavenet.get_logs(mk, height, height, address=c.address, sender=who, full=True)
+            return [] if res.missing else list(res.logs)
+
+        _wait(lambda: bool(seen(bob)), "bob's log query to find the Transfer", timeout=30)
+        print(f"  bob's signed log query (enclavenet_getLogs, what eth_getLogs serves): {len(seen(bob))} Transfer to him; "
+              f"carol asking the same: {len(seen(carol))} logs")
         print("an L1 observer / a node operator:")
         print(f"  the transaction hash they see is the envelope's: {_short(h, 12)}")
         print(f"  the token address {_short(c.address, 6)}, transfer() selector 0xa9059cbb, bob's address and "

@@ -56,8 +56,8 @@ from .errors import EnclaveRefusal
 
 LOGS_MAGIC = b"ENLG\x01"
 LOGS_SUBKEY = "batch-logs-v1"
-#: view requests to this reserved address are log queries (0x...57d2, next to 57d0 withdraw, 57d1 key policy)
-LOG_QUERY_ADDRESS = bytes.fromhex("00000000000000000000000000000000000057d2")
+#: view requests to this reserved address are log queries (0x...57d4; 57d0 withdraw, 57d1 key policy, 57d2 the platform contract, 57d3 its system caller)
+LOG_QUERY_ADDRESS = bytes.fromhex("00000000000000000000000000000000000057d4")
 PUBLIC_EVENTS_SELECTOR = keccak256(b"publicEvents()")[:4]
 PUBLIC_EVENTS_GAS = 100_000
 MAX_PUBLIC_EVENTS = 64  # event signatures one contract may declare public

@@ -101,6 +101,7 @@ from .tx import InboxCall, SignedTx, TxError, decode_item
 from .views import ViewDomain, ViewReplayGuard, ViewRequest, parse_view_request
 
 MAX_ESCAPE_PUBKEYS = 1 << 20  # public keys escape_export seals to (a local cache, oldest dropped)
+MAX_QC_SEEN = 4096  # header hashes whose QC a log query checked, kept in memory
 MAX_UNFINALISED = 32  # heights executed beyond the finalised one (each keeps its pre-batch state)
 SNAPSHOT_MAGIC = b"ENSS\x01"  # shared snapshot: sealed under the epoch state key
 SNAPSHOT_SUBKEY = "snapshot-v1"
@@ -226,6 +227,9 @@ class EnclaveProgram:
         self._head = ChainHead()
         self._finalized: tuple[int, bytes] = (0, ZERO32)
         self._undo: dict[int, _Undo] = {}
+        # header hashes whose QC a log query checked (memory only, oldest dropped): a query over
+        # the same heights again does not recover every signature again
+        self._qc_seen: dict[bytes, None] = {}
         self._state_cache: tuple[int, bytes, bytes] | None = None  # (height, state bytes, root)
         self._batch_epoch = 0
         self._anchored_epoch = -1  # the epoch of the newest header accepted with a QC (-1: none)
@@ -878,11 +882,14 @@ class EnclaveProgram:
         # the header itself: accepted -- the finalised one this enclave knows (its QC was checked
         # by accept_header / apply_batch), else a QC by this enclave's committee. Not a tentative
         # header of its own (head, undo): those may lose their height to another proposal.
-        if hh != self._finalized[1]:
+        if hh != self._finalized[1] and hh not in self._qc_seen:
             try:
                 self._committee.check_qc(hh, q.items("signatures", 256), self.cfg.l1_chain_id, self.cfg.rollup)
             except EnclaveRefusal:
                 return height, hh, None
+            self._qc_seen[hh] = None
+            if len(self._qc_seen) > MAX_QC_SEEN:
+                del self._qc_seen[next(iter(self._qc_seen))]
         if not self._epochs.has_epoch(epoch):
             return height, hh, b""  # marker: unavailable (erased epoch)
         plain = open_log_blob_plain(self._epochs.state_subkey(epoch, LOGS_SUBKEY), blob)

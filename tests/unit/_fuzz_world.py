@@ -39,6 +39,15 @@ def _tx(acct: Any, nonce: int, to: str, value: int, epoch_pub: bytes) -> bytes:
     return seal(raw, epoch_pub, CHAIN, 0, RoutingHint(address_bytes(acct.address), nonce)).envelope.encode()
 
 
+def _log_item(out: dict[str, Any], sigs: list[bytes]) -> dict[str, Any]:
+    """One height of a ``logs`` request as the node builds it (node/logindex.py)."""
+    from enclavenet.enclave.batch import batch_data_items
+    from enclavenet.node.logindex import meta_proof
+
+    meta, proof = meta_proof(batch_data_items(out["batch_data"]))
+    return {"blob": out["logs"], "header": out["header"], "signatures": sigs, "meta": meta, "proof": proof}
+
+
 class World:
     def __init__(self) -> None:
         self.members = [Member(InProcessEnclave(v.new_platform(), DEFAULT_PROGRAM, CFG)) for v in VENDORS]
@@ -76,7 +85,7 @@ class World:
             "peer_auth": {"op": "txs", "to": b.address, "body_hash": keccak256(b"x"), "expiry": 2**40},
             "view_call": {"envelope": view_env},
             "estimate_gas": {"envelope": view_env},
-            "logs": {"envelope": view_env, "blobs": [o1["logs"], o2["logs"]]},
+            "logs": {"envelope": view_env, "blobs": [_log_item(o1, s1), _log_item(o2, s2)]},
             "escape_leaf": {"address": ALICE.address, "expiry": 2**40, "signature": bytes(65)},
             "escape_export": {"height": 1},
             "timeout": {"height": 2, "round": 0},

@@ -10,7 +10,14 @@ Batch data (what the DAPs store, committed by ``Header.data_commitment``) is a C
 byte strings ``[meta, envelope_1 .. envelope_n, entry_1 .. entry_m]``:
 
 * ``meta`` = canonical CBOR map ``{v: 1, height, prev_hash, epoch, l1_block, timestamp,
-  msg_start, msg_count, msg_acc, n_envelopes, n_entries}``;
+  msg_start, msg_count, msg_acc, n_envelopes, n_entries, logs_hash}``; ``logs_hash`` (32 bytes)
+  commits the batch's log index (enclave/logs.py ``logs_commitment``: keccak256 of a domain, the
+  epoch's ``LOGS_COMMIT_SUBKEY`` and the index plaintext; present for every batch, an empty
+  index included; ``ZERO32`` when the enclave could not build the index, so the height has none).
+  Every voter computes it by re-execution, so ``data_commitment`` -- and the QC -- cover the
+  index; the ``logs`` ecall opens only a blob whose plaintext gives the ``logs_hash`` of a meta
+  proven (leaf 0) against a QC'd header. Meta without the key (batch data of an earlier version)
+  still decodes: its height has no provable index (log queries report it ``missing``);
 * ``envelope_i`` = the fast-path envelopes as received, in execution order;
 * ``entry_j`` = one receipt entry per executed item, in execution order (L1 payloads first,
   then envelopes): the sealed receipt (``crypto.envelope.seal_receipt``, padded to a size
@@ -215,23 +222,26 @@ def commit_batch_data(
     msg_acc: bytes,
     envelope_ids: list[bytes],
     entries: list[bytes],
+    logs_hash: bytes | None = None,
 ) -> BatchCommitments:
-    """tx root, receipts root, the batch data bytes and its data commitment."""
-    meta = encode(
-        {
-            "v": BATCH_DATA_VERSION,
-            "height": inp.height,
-            "prev_hash": inp.prev_hash,
-            "epoch": inp.epoch,
-            "l1_block": inp.l1_block,
-            "timestamp": inp.timestamp,
-            "msg_start": msg_start,
-            "msg_count": msg_count,
-            "msg_acc": msg_acc,
-            "n_envelopes": len(inp.envelopes),
-            "n_entries": len(entries),
-        }
-    )
+    """tx root, receipts root, the batch data bytes and its data commitment (``logs_hash``: the
+    log index commitment of the meta, left out when None)."""
+    fields: dict[str, Any] = {
+        "v": BATCH_DATA_VERSION,
+        "height": inp.height,
+        "prev_hash": inp.prev_hash,
+        "epoch": inp.epoch,
+        "l1_block": inp.l1_block,
+        "timestamp": inp.timestamp,
+        "msg_start": msg_start,
+        "msg_count": msg_count,
+        "msg_acc": msg_acc,
+        "n_envelopes": len(inp.envelopes),
+        "n_entries": len(entries),
+    }
+    if logs_hash is not None:
+        fields["logs_hash"] = logs_hash
+    meta = encode(fields)
     k = sha3.keccak_256
     entry_hashes = [k(e).digest() for e in entries]
     # crypto.merkle's leaf hashes, computed once and shared by the three trees

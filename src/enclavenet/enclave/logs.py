@@ -25,6 +25,14 @@ height and epoch (AAD, all in the clear prefix). Only committee enclaves holding
 keys open it. The node stores one blob per accepted height and hands the blobs of a queried range
 to the ``logs`` ecall.
 
+**The commitment.** The index is built inside the batch run, by the proposer and by every voter,
+and the batch data meta carries ``logs_hash = logs_commitment(K, plaintext)`` (K: the epoch's
+``LOGS_COMMIT_SUBKEY``), so the header's ``data_commitment`` -- which every QC signer recomputes
+-- covers it. The ``logs`` ecall opens a blob only with the header (QC'd), the meta and the
+meta's Merkle proof, and only uses it when its plaintext gives that ``logs_hash``: a broken
+proposer enclave holding the epoch key cannot have a fabricated index served (other heights are
+reported ``missing``).
+
 **Forward secrecy.** A blob is sealed under its epoch's key: when the enclave erases that epoch
 (the grace window after a rotation), the blobs of that epoch cannot be opened any more. The query
 then reports those heights as ``unavailable``; senders still read their own logs from their
@@ -56,6 +64,9 @@ from .errors import EnclaveRefusal
 
 LOGS_MAGIC = b"ENLG\x01"
 LOGS_SUBKEY = "batch-logs-v1"
+#: the key of the index commitment ``logs_hash`` in the batch data meta (``logs_commitment``)
+LOGS_COMMIT_SUBKEY = "batch-logs-commit-v1"
+LOGS_COMMIT_DOMAIN = b"EnclaveNet.LogIndexCommitment.v1"
 #: view requests to this reserved address are log queries (0x...57d4; 57d0 withdraw, 57d1 key policy, 57d2 the platform contract, 57d3 its system caller)
 LOG_QUERY_ADDRESS = bytes.fromhex("00000000000000000000000000000000000057d4")
 PUBLIC_EVENTS_SELECTOR = keccak256(b"publicEvents()")[:4]
@@ -151,10 +162,24 @@ def index_batch_logs(
     return out
 
 
-def seal_log_blob(key: bytes, epoch: int, height: int, header_hash: bytes, logs: list[IndexedLog]) -> bytes:
+def log_index_plaintext(logs: list[IndexedLog]) -> bytes:
+    """The canonical CBOR of a batch's log index (what a blob seals and ``logs_hash`` commits)."""
+    return encode({"v": 1, "logs": [lg.to_cbor() for lg in logs]})
+
+
+def logs_commitment(commit_key: bytes, plain: bytes) -> bytes:
+    """``logs_hash`` of the batch data meta: keccak256(domain || the epoch's ``LOGS_COMMIT_SUBKEY``
+    || the index plaintext). Keyed so that the public batch data reveals nothing about the index
+    (no guess of "this index" can be checked against it); every committee enclave of the epoch
+    computes it, so the voters recompute it by re-execution like any other header input."""
+    return keccak256(LOGS_COMMIT_DOMAIN + commit_key + plain)
+
+
+def seal_log_blob(key: bytes, epoch: int, height: int, header_hash: bytes, logs: list[IndexedLog] | bytes) -> bytes:
+    """Seal the index (``logs``, or its plaintext ``log_index_plaintext(logs)``)."""
     prefix = LOGS_MAGIC + _PREFIX.pack(epoch, height, header_hash)
     nonce = os.urandom(12)
-    plain = encode({"v": 1, "logs": [lg.to_cbor() for lg in logs]})
+    plain = logs if isinstance(logs, bytes) else log_index_plaintext(logs)
     return prefix + nonce + AESGCM(key).encrypt(nonce, plain, prefix)
 
 
@@ -166,16 +191,24 @@ def blob_prefix(blob: bytes) -> tuple[int, int, bytes]:
     return epoch, height, hh
 
 
-def open_log_blob(key: bytes, blob: bytes) -> list[IndexedLog]:
+def open_log_blob_plain(key: bytes, blob: bytes) -> bytes:
+    """The index plaintext of a sealed blob (AEAD checked, prefix as AAD)."""
     prefix, nonce, ct = blob[:PREFIX_LEN], blob[PREFIX_LEN : PREFIX_LEN + 12], blob[PREFIX_LEN + 12 :]
     try:
-        plain = AESGCM(key).decrypt(nonce, ct, prefix)
+        return AESGCM(key).decrypt(nonce, ct, prefix)
     except InvalidTag:
         raise EnclaveRefusal(
             "logs: a log blob does not decrypt under its epoch's key (tampered, or not from this committee)"
         ) from None
+
+
+def decode_log_index(plain: bytes) -> list[IndexedLog]:
     m = cbor2.loads(plain)
     return [IndexedLog.from_cbor(v) for v in m["logs"]]
+
+
+def open_log_blob(key: bytes, blob: bytes) -> list[IndexedLog]:
+    return decode_log_index(open_log_blob_plain(key, blob))
 
 
 @dataclass(frozen=True)
@@ -241,6 +274,7 @@ def encode_log_filter(lo: int, hi: int, addresses: Iterable[bytes] = (), topics:
 
 
 __all__ = [
+    "LOGS_COMMIT_SUBKEY",
     "LOGS_SUBKEY",
     "LOG_QUERY_ADDRESS",
     "MAX_QUERY_HEIGHTS",
@@ -249,11 +283,15 @@ __all__ = [
     "IndexedLog",
     "LogFilter",
     "blob_prefix",
+    "decode_log_index",
     "decode_public_events",
     "encode_log_filter",
     "index_batch_logs",
+    "log_index_plaintext",
+    "logs_commitment",
     "may_read",
     "open_log_blob",
+    "open_log_blob_plain",
     "parse_log_filter",
     "readers_of",
     "seal_log_blob",

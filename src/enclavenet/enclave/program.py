@@ -47,6 +47,7 @@ from ..crypto.escape import (
 )
 from ..crypto.hashing import ZERO32, address_bytes, keccak256, to_checksum
 from ..crypto.header import Header
+from ..crypto.merkle import merkle_verify_at
 from ..crypto.messages import KIND_CHALLENGE, KIND_USER, accumulate
 from ..crypto.peer import peer_request_digest
 from ..crypto.quote import TEE_NAMES, TEE_TYPES, enc_key_hash
@@ -80,15 +81,19 @@ from .guard import MAX_ROUND
 from .keys import EnclaveIdentity, EpochKeyError, EpochKeyManager
 from .logs import (
     LOG_QUERY_ADDRESS,
+    LOGS_COMMIT_SUBKEY,
     LOGS_SUBKEY,
     MAX_QUERY_RESULTS,
     PUBLIC_EVENTS_GAS,
     PUBLIC_EVENTS_SELECTOR,
     blob_prefix,
+    decode_log_index,
     decode_public_events,
     index_batch_logs,
+    log_index_plaintext,
+    logs_commitment,
     may_read,
-    open_log_blob,
+    open_log_blob_plain,
     parse_log_filter,
     seal_log_blob,
 )
@@ -96,6 +101,7 @@ from .tx import InboxCall, SignedTx, TxError, decode_item
 from .views import ViewDomain, ViewReplayGuard, ViewRequest, parse_view_request
 
 MAX_ESCAPE_PUBKEYS = 1 << 20  # public keys escape_export seals to (a local cache, oldest dropped)
+MAX_QC_SEEN = 4096  # header hashes whose QC a log query checked, kept in memory
 MAX_UNFINALISED = 32  # heights executed beyond the finalised one (each keeps its pre-batch state)
 SNAPSHOT_MAGIC = b"ENSS\x01"  # shared snapshot: sealed under the epoch state key
 SNAPSHOT_SUBKEY = "snapshot-v1"
@@ -184,6 +190,8 @@ class _Executed:
     undo: _Undo
     # (entry index, receipt id, tx hash, sender, logs) of each executed item with logs (logs.py)
     with_logs: list[tuple[int, bytes, bytes, bytes, tuple[Any, ...]]] = field(default_factory=list)
+    # the batch's log index plaintext (logs.py), committed by the meta's logs_hash; None: no index
+    logs_plain: bytes | None = None
 
 
 @dataclass
@@ -219,6 +227,9 @@ class EnclaveProgram:
         self._head = ChainHead()
         self._finalized: tuple[int, bytes] = (0, ZERO32)
         self._undo: dict[int, _Undo] = {}
+        # header hashes whose QC a log query checked (memory only, oldest dropped): a query over
+        # the same heights again does not recover every signature again
+        self._qc_seen: dict[bytes, None] = {}
         self._state_cache: tuple[int, bytes, bytes] | None = None  # (height, state bytes, root)
         self._batch_epoch = 0
         self._anchored_epoch = -1  # the epoch of the newest header accepted with a QC (-1: none)
@@ -681,6 +692,21 @@ class EnclaveProgram:
                 ex.abort_batch()
             raise
         self._tacc = [t_opened - t_start, t_decoded - t_opened, t_executed - t_decoded, t0 - t_executed]
+        # the log index, built here (post-batch state) by proposer and voters alike: the meta's
+        # logs_hash commits it, so the header's data_commitment and the QC cover it
+        t_logs = time.perf_counter()
+        with_logs = [
+            (k, keccak256(raws[k]), r.tx_hash, r.sender, r.logs)
+            for k, r in enumerate(results)
+            if not isinstance(r, bytes) and r.logs
+        ]
+        logs_plain: bytes | None
+        try:
+            logs_plain = log_index_plaintext(index_batch_logs(with_logs, self._public_events))
+            logs_hash = logs_commitment(self._epochs.state_subkey(inp.epoch, LOGS_COMMIT_SUBKEY), logs_plain)
+        except Exception:  # no index for this height (queries say "missing"); the same on every voter
+            logs_plain, logs_hash = None, ZERO32
+        self.stats.add("logs_index", time.perf_counter() - t_logs)
         receipts: dict[bytes, bytes] = {}
         ids: list[bytes] = []
         n_msg = len(raws) - len(inp.envelopes)
@@ -695,7 +721,7 @@ class EnclaveProgram:
                 receipts[rid] = entry
         msg_count = head.msg_count + len(inp.messages)
         msg_acc = accumulate(head.msg_acc, inp.messages)
-        c = commit_batch_data(inp, head.msg_count, msg_count, msg_acc, ids, entries)
+        c = commit_batch_data(inp, head.msg_count, msg_count, msg_acc, ids, entries, logs_hash)
         header = Header(
             height=inp.height,
             prev_hash=inp.prev_hash,
@@ -720,11 +746,6 @@ class EnclaveProgram:
         undo = _Undo(head, pre_state, pre_root, header.hash())
         self._undo[inp.height] = undo
         self._head = ChainHead(inp.height, undo.header_hash, inp.l1_block, msg_count, msg_acc, inp.timestamp)
-        with_logs = [
-            (k, keccak256(raws[k]), r.tx_hash, r.sender, r.logs)
-            for k, r in enumerate(results)
-            if not isinstance(r, bytes) and r.logs
-        ]
         return _Executed(
             header,
             [[w.recipient, w.amount] for w in commit.withdrawals],
@@ -732,6 +753,7 @@ class EnclaveProgram:
             c.batch_data,
             undo,
             with_logs,
+            logs_plain,
         )
 
     def _undo_last(self) -> None:
@@ -801,22 +823,86 @@ class EnclaveProgram:
         return decode_public_events(res.output) if res.success else frozenset()
 
     def _seal_logs(self, done: _Executed) -> bytes:
-        """The batch's logs and who may read each, sealed under the batch epoch's state subkey
-        and bound to the header (the node stores it per height; ``logs`` opens it)."""
+        """The batch's log index (built by ``_run_batch``, committed by the meta's ``logs_hash``),
+        sealed under the batch epoch's state subkey and bound to the header (the node stores it
+        per height; ``logs`` opens it)."""
         t0 = time.perf_counter()
         h = done.header
+        if done.logs_plain is None:
+            return b""
         try:
-            logs = index_batch_logs(done.with_logs, self._public_events)
-            blob = seal_log_blob(self._epochs.state_subkey(h.epoch, LOGS_SUBKEY), h.epoch, h.height, h.hash(), logs)
+            blob = seal_log_blob(self._epochs.state_subkey(h.epoch, LOGS_SUBKEY), h.epoch, h.height, h.hash(),
+                                 done.logs_plain)
         except Exception:  # the header is signed already: no index for this height (queries say "missing")
             blob = b""
         self.stats.add("logs_seal", time.perf_counter() - t0)
         return blob
 
+    def _proven_log_index(self, item: Any, flt_lo: int, flt_hi: int) -> tuple[int, bytes, bytes | None]:
+        """One height of a log query: ``item`` = {blob, header, signatures, meta, proof} (the
+        node's stored blob, the accepted header, its QC, the batch data meta and the meta's
+        Merkle proof, leaf 0, against ``header.data_commitment``). Returns (height, header hash,
+        the index plaintext or None when the blob cannot be trusted -- reported ``missing``);
+        EnclaveRefusal only when the item is not one at all. The plaintext is used only when its
+        ``logs_commitment`` is the meta's ``logs_hash``: the QC signers re-executed the batch and
+        so computed that hash themselves; a blob sealed by one enclave alone (a broken one holding
+        the epoch key) does not match."""
+        what = "logs: blobs[]"
+        if not isinstance(item, dict):
+            raise EnclaveRefusal(
+                f"{what} must be maps {{blob, header, signatures, meta, proof}} (a bare blob proves nothing)"
+            )
+        q = Request(item, what)
+        blob = q.blob("blob")
+        epoch, height, hh = blob_prefix(blob)
+        if not flt_lo <= height <= flt_hi:
+            return height, hh, None
+        try:
+            header = Header.decode(q.blob("header", 416))
+        except ValueError as exc:
+            raise EnclaveRefusal(f"{what}: malformed header: {exc}") from None
+        if (header.hash(), header.height, header.epoch) != (hh, height, epoch):
+            return height, hh, None
+        meta_raw = q.blob("meta", max_len=4096)
+        proof = q.items("proof", 64)
+        if not all(isinstance(x, bytes) and len(x) == 32 for x in proof):
+            raise EnclaveRefusal(f"{what}: proof must be 32-byte siblings")
+        try:
+            meta = cbor2.loads(meta_raw)
+        except Exception:
+            return height, hh, None
+        if not isinstance(meta, dict):
+            return height, hh, None
+        n_env, n_ent, committed = meta.get("n_envelopes"), meta.get("n_entries"), meta.get("logs_hash")
+        if not (isinstance(n_env, int) and isinstance(n_ent, int) and n_env >= 0 and n_ent >= 0
+                and isinstance(committed, bytes) and len(committed) == 32 and committed != ZERO32):
+            return height, hh, None  # older batch data (no logs_hash) or a height without an index
+        if not merkle_verify_at(header.data_commitment, keccak256(meta_raw), 0, 1 + n_env + n_ent, list(proof)):
+            return height, hh, None
+        # the header itself: accepted -- the finalised one this enclave knows (its QC was checked
+        # by accept_header / apply_batch), else a QC by this enclave's committee. Not a tentative
+        # header of its own (head, undo): those may lose their height to another proposal.
+        if hh != self._finalized[1] and hh not in self._qc_seen:
+            try:
+                self._committee.check_qc(hh, q.items("signatures", 256), self.cfg.l1_chain_id, self.cfg.rollup)
+            except EnclaveRefusal:
+                return height, hh, None
+            self._qc_seen[hh] = None
+            if len(self._qc_seen) > MAX_QC_SEEN:
+                del self._qc_seen[next(iter(self._qc_seen))]
+        if not self._epochs.has_epoch(epoch):
+            return height, hh, b""  # marker: unavailable (erased epoch)
+        plain = open_log_blob_plain(self._epochs.state_subkey(epoch, LOGS_SUBKEY), blob)
+        if logs_commitment(self._epochs.state_subkey(epoch, LOGS_COMMIT_SUBKEY), plain) != committed:
+            return height, hh, None  # sealed by one enclave, not what the QC signers computed
+        return height, hh, plain
+
     def _logs_call(self, payload: bytes) -> dict[str, Any]:
         """An authenticated log query: a signed view request to ``LOG_QUERY_ADDRESS`` whose data
-        is the filter; ``blobs`` the node's sealed log index of the heights asked. Answers, sealed
-        to the requester, the matching logs the signer may read (logs.py, the rule)."""
+        is the filter; ``blobs`` the node's sealed log index of the heights asked, each with the
+        proof that it is the index a QC committed (``_proven_log_index``). Answers, sealed to the
+        requester, the matching logs the signer may read (logs.py, the rule); a height without a
+        blob that proves out is listed as ``missing``."""
         r = Request.parse(payload, "logs")
         env, pt, rkey = self._open_request(payload, "logs")
         blobs = r.items("blobs", 4096, default=[])
@@ -831,17 +917,16 @@ class EnclaveProgram:
             found: list[list[Any]] = []
             searched: dict[int, bytes] = {}
             unavailable: set[int] = set()
-            for b in blobs:
-                blob = as_bytes(b, "blobs", "logs")
-                epoch, height, hh = blob_prefix(blob)
-                if not flt.lo <= height <= flt.hi or height in searched:
+            for item in blobs:
+                height, hh, plain = self._proven_log_index(item, flt.lo, flt.hi)
+                if not flt.lo <= height <= flt.hi or height in searched or plain is None:
                     continue
-                if not self._epochs.has_epoch(epoch):
+                if plain == b"":
                     unavailable.add(height)
                     continue
                 unavailable.discard(height)
                 searched[height] = hh
-                for lg in open_log_blob(self._epochs.state_subkey(epoch, LOGS_SUBKEY), blob):
+                for lg in decode_log_index(plain):
                     if flt.matches(lg) and may_read(caller, lg.readers, lg.public):
                         if len(found) >= MAX_QUERY_RESULTS:
                             raise EnclaveRefusal(

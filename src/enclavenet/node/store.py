@@ -8,7 +8,8 @@
   file, fsync, rename, fsync of the directory), so a crash at any point keeps every entry.
 * ``receipts.log``: accepted headers' encrypted receipts, so a receipt stays servable after a
   restart.
-* ``logs.log``: accepted headers' sealed log index (the enclave's per-batch blobs, node/logindex.py).
+* ``logs.log``: accepted headers' sealed log index (the enclave's per-batch blobs, with the header,
+  its QC and the batch meta's Merkle proof the enclave checks them against, node/logindex.py).
 * ``signed/``: every batch this enclave signed (the record, the proposer's and this enclave's
   signatures), one file each, written before the signature leaves the host and deleted
   ``KEEP_FINAL`` heights after it is final (so peers restarted with this node can still fetch the

@@ -17,6 +17,7 @@ from typing import Any
 from ..crypto.hashing import keccak256, to_checksum
 from ..crypto.header import Header, Withdrawal, withdrawals_hash
 from ..crypto.secp256k1 import SignatureError, recover_address
+from ..enclave.batch import batch_data_items
 from ..tee.boundary import EnclaveError
 from .batch import (
     BatchRecord,
@@ -29,7 +30,7 @@ from .batch import (
 from .core import NodeCore, Role
 from .daps import record_inputs
 from .l1watch import AcceptedHeader
-from .logindex import LogIndex
+from .logindex import LogIndex, meta_proof
 from .peers import PeerError
 from .receipts import ReceiptIndex
 from .store import KEEP_FINAL
@@ -257,8 +258,14 @@ class Sync(Role):
         if self.node.receipts.add(base, ids, entries):
             self.node.store.append_receipts(ReceiptIndex.frame(base, ids, entries))
         # the enclave's sealed log index of this height (enclavenet_getLogs); the node cannot read it
-        if rec.logs and self.node.log_index.add(acc.header.height, acc.hash, rec.logs):
-            self.node.store.append_logs(LogIndex.frame(acc.header.height, acc.hash, rec.logs))
+        # with the header, its QC and the meta's proof: the enclave trusts only a blob matching the
+        # meta's logs_hash of a QC'd header (node/logindex.py)
+        if rec.logs:
+            meta_item, proof = meta_proof(batch_data_items(rec.batch_data))
+            hdr, sigs = acc.header.encode(), list(acc.signatures)
+            if self.node.log_index.add(acc.header.height, acc.hash, rec.logs, hdr, sigs, meta_item, proof):
+                self.node.store.append_logs(
+                    LogIndex.frame(acc.header.height, acc.hash, rec.logs, hdr, sigs, meta_item, proof))
 
     async def on_batch(self, msg: dict[str, Any]) -> dict[str, Any]:
         h = int(msg["height"])

@@ -65,6 +65,7 @@ from .platform import (
     check_answer_size,
     compute_answer,
     parse_miss,
+    seed_hasher,
     tx_seed,
     view_seed,
 )
@@ -79,6 +80,7 @@ WITHDRAW_ADDRESS = bytes.fromhex("00000000000000000000000000000000000057d0")
 # gets a revert, so only a top-level transaction (intercepted below) can withdraw.
 WITHDRAW_CODE = bytes.fromhex("60006000fd")
 _ZERO_ADDRESS = b"\x00" * 20
+_PLATFORM_HEX = "0x" + PLATFORM_ADDRESS.hex()
 COINBASE = "0x" + "00" * 20  # stays loaded in pyrevm's journal for good (see credit)
 # Receipt bounds: a sealed receipt is one item of the batch data, and every item must fit the
 # 128 KiB that DapManager.answerData accepts, or a DAP could be slashed for data it holds.
@@ -391,6 +393,7 @@ class _Batch:
     platform_secret: bytes = ZERO32  # this batch's platform secret (platform.py; never in the EVM)
     platform_keys: set[bytes] = field(default_factory=set)  # answers stored in PLATFORM this batch
     platform_answers: int = 0
+    seed_hasher: Any = None  # keccak already fed with tx_seed's prefix (platform.py)
 
 
 def intrinsic_gas(data: bytes, create: bool) -> int:
@@ -608,7 +611,12 @@ class Executor:
         self._block = block
         self.last_diff = None
         self._evm.set_block_env(self._block_env(block))
-        self._batch = _Batch(block, self._evm.snapshot(), platform_secret=self._platform_secret_fn())
+        secret = self._platform_secret_fn()
+        self._batch = _Batch(block, self._evm.snapshot(), platform_secret=secret, seed_hasher=seed_hasher(secret))
+        # PLATFORM is warm for the whole batch: a miss run and its re-run see the same gas at
+        # every platform call (else the first call of a batch would be cold, then warm, and
+        # miss twice), and no transaction learns from its gas whether an earlier one used it.
+        self._evm.get_balance(_PLATFORM_HEX)
 
     def _require_batch(self) -> _Batch:
         if self._batch is None:
@@ -833,7 +841,7 @@ class Executor:
             return
         addr = address_bytes(address)
         h = _hex(addr)
-        if not b.journal_used and addr != _ZERO_ADDRESS:
+        if not b.journal_used and addr != _ZERO_ADDRESS and addr != PLATFORM_ADDRESS:
             bal = b.direct.get(addr)
             if bal is None:
                 bal = self.state.balance(addr)
@@ -901,7 +909,7 @@ class Executor:
             blk = b.block
             evm.set_block_env(BlockEnv(
                 number=blk.number, coinbase=COINBASE, timestamp=blk.timestamp, difficulty=0,
-                prevrandao=tx_seed(b.platform_secret, b.tx_count, item.hash), basefee=0,
+                prevrandao=tx_seed(b.platform_secret, b.tx_count, item.hash, b.seed_hasher), basefee=0,
                 gas_limit=BLOCK_GAS_LIMIT,
             ))
             receipt = self._run(b, item, caller, nonce)
@@ -1087,6 +1095,7 @@ class Executor:
             prevrandao=view_seed(secret, request), basefee=0, gas_limit=BLOCK_GAS_LIMIT,
         ))
         cp = evm.snapshot()
+        evm.get_balance(_PLATFORM_HEX)  # warm, as in a batch
         keys: set[bytes] = set(self._batch.platform_keys) if self._batch is not None else set()
         try:
             rounds = 0

@@ -15,6 +15,9 @@ library EnclaveNet {
     uint8 internal constant SECP256K1 = 0;
     uint8 internal constant X25519 = 1;
 
+    /// First 4 bytes of PLATFORM's revert data on a cache miss.
+    bytes4 internal constant PLATFORM_MAGIC = 0xe9c1a7f0;
+
     uint8 private constant FN_RANDOM_BYTES = 1;
     uint8 private constant FN_GENERATE_KEY_PAIR = 2;
     uint8 private constant FN_SIGN = 3;
@@ -29,6 +32,16 @@ library EnclaveNet {
         if (!ok) {
             assembly ("memory-safe") {
                 revert(add(ret, 32), mload(ret))
+            }
+        }
+    }
+
+    /// @notice For contracts that catch failures of their own sub-calls: re-revert with
+    /// `revertData` if it is a platform miss, so the miss still reaches the top level.
+    function bubbleMiss(bytes memory revertData) internal pure {
+        if (revertData.length >= 4 && bytes4(revertData) == PLATFORM_MAGIC) {
+            assembly ("memory-safe") {
+                revert(add(revertData, 32), mload(revertData))
             }
         }
     }

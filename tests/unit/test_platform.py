@@ -9,7 +9,6 @@ from typing import Any
 
 import cbor2
 import coincurve
-import pytest
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_account import Account
@@ -176,11 +175,24 @@ def test_platform_code_is_small_and_answers_only_the_system_caller() -> None:
     from enclavenet.enclave.platform import PLATFORM_CODE
 
     assert len(PLATFORM_CODE) < 256
-    c, user, _ = deployed()
+    c, _, _ = deployed()
     assert c.ex.code_at(PLATFORM_ADDRESS) == PLATFORM_CODE
-    # a user calling PLATFORM with a "store" layout just gets a miss for its own caller
+    # a query: the executor answers it (a miss, then a re-run) -- for this caller only
     res = c.ex.call(c.addr, PLATFORM_ADDRESS, bytes([FN_TX_GAS_LIMIT]), gas=100_000)
     assert res.success and abi_decode(["uint256"], res.output)[0] == 100_000
+    # a user sending PLATFORM the "store answer" layout does not store anything: only
+    # SYSTEM_CALLER's calls store; anyone else's is a query (fn 7: the tx gas limit)
+    key = b"\x07" + bytes(31)
+    c.begin()
+    r = c.tx(PLATFORM_ADDRESS, key + (33).to_bytes(32, "big") + b"\x01" * 32, gas=200_000)
+    assert r.success and abi_decode(["uint256"], r.output)[0] == 200_000
+    assert c.ex._evm.storage("0x" + PLATFORM_ADDRESS.hex(), int.from_bytes(key, "big")) == 0
+    # value sent to PLATFORM bounces (it would be lost)
+    c.ex.credit(c.addr, 10**18)
+    rv = c.ex.execute(decode_tx(sign_tx(c.sk, CHAIN, c.nonce, PLATFORM_ADDRESS, bytes([FN_TX_GAS_LIMIT]), 5, 100_000), CHAIN))
+    c.nonce += 1
+    c.ex.end_batch()
+    assert rv.status == 0 and c.ex.balance(PLATFORM_ADDRESS) == 0
 
 
 def test_every_function_and_determinism_across_executors() -> None:
@@ -311,3 +323,28 @@ def test_answers_are_pure_functions_of_the_material() -> None:
     bad = compute_answer(mat[:-1] + b"\x63", b"a" * 32, 9)
     assert bad.failed and b"unknown function" in bad.data
     assert PLATFORM_MAGIC == bytes.fromhex("e9c1a7f0")
+
+
+def test_members_of_different_tee_types_agree_on_a_platform_batch() -> None:
+    from tests.unit.test_program import Net, dep, receipt_of
+
+    net = Net()  # sgx, sev-snp, tdx members
+    alice = Account.create()
+    deploy = net.env(alice, None, data=artifacts()["PlatformUser"].bytecode, gas=3_000_000)
+    req, out = net.run(net.members[0], 1, bytes(32), l1_block=3,
+                       messages=[dep(0, alice.address, 10**18, 2)], envelopes=[deploy.envelope.encode()])
+    user = receipt_of(out, deploy).contract_address
+    assert user is not None
+    for m in net.members[1:]:
+        m.call("verify_batch", header=out["header"], **req)
+    draw = net.env(alice, to_checksum(user), data=sel("draw(uint256)") + abi_encode(["uint256"], [2]), gas=1_000_000)
+    signs = net.env(alice, to_checksum(user), data=sel("keygenSign(bytes32)") + keccak256(b"m"), gas=1_000_000)
+    req2, out2 = net.run(net.members[0], 2, out["header_hash"], l1_block=3,
+                         envelopes=[draw.envelope.encode(), signs.envelope.encode()])
+    rd, rs = receipt_of(out2, draw), receipt_of(out2, signs)
+    assert rd.success and rs.success
+    addr, recovered, _, _ = abi_decode(["address", "address", "bytes", "bytes"], rs.output)
+    assert addr == recovered
+    for m in net.members[1:]:  # re-executed on other TEE types: the identical header
+        v = m.call("verify_batch", header=out2["header"], **req2)
+        assert v["header_hash"] == out2["header_hash"]

@@ -348,3 +348,35 @@ def test_members_of_different_tee_types_agree_on_a_platform_batch() -> None:
     for m in net.members[1:]:  # re-executed on other TEE types: the identical header
         v = m.call("verify_batch", header=out2["header"], **req2)
         assert v["header_hash"] == out2["header_hash"]
+
+
+def test_vyper_module() -> None:
+    from pathlib import Path
+
+    import vyper
+    from vyper.compiler.input_bundle import FilesystemInputBundle
+
+    src = """
+# pragma version ^0.4.0
+import enclavenet_platform as platform
+last: public(bytes32)
+
+@external
+def draw() -> (bytes32, uint256, Bytes[65]):
+    self.last = platform.random_bytes32(b"vy")
+    return self.last, platform.tx_gas_limit(), platform.sign_digest(keccak256(b"k"), keccak256(b"d"))
+"""
+    lib_dir = Path(str(files("enclavenet.contracts").joinpath("lib")))
+    out = vyper.compile_code(src, contract_path="V.vy", input_bundle=FilesystemInputBundle([lib_dir]),
+                             output_formats=["bytecode"])
+    c = Chain()
+    c.begin()
+    d = c.tx(None, bytes.fromhex(out["bytecode"][2:]))
+    assert d.success and d.contract_address
+    r = c.tx(d.contract_address, sel("draw()"), gas=600_000)
+    c.ex.end_batch()
+    assert r.success, r.error
+    rnd, limit, sig = abi_decode(["bytes32", "uint256", "bytes"], r.output)
+    assert rnd != bytes(32) and limit == 600_000 and c.ex.storage_at(d.contract_address, 0) == int.from_bytes(rnd, "big")
+    key_addr = keccak256(coincurve.PublicKey.from_secret(keccak256(b"k")).format(False)[1:])[12:]
+    assert Account._recover_hash(keccak256(b"d"), signature=sig) == to_checksum(key_addr)

@@ -380,3 +380,12 @@ def draw() -> (bytes32, uint256, Bytes[65]):
     assert rnd != bytes(32) and limit == 600_000 and c.ex.storage_at(d.contract_address, 0) == int.from_bytes(rnd, "big")
     key_addr = keccak256(coincurve.PublicKey.from_secret(keccak256(b"k")).format(False)[1:])[12:]
     assert Account._recover_hash(keccak256(b"d"), signature=sig) == to_checksum(key_addr)
+
+
+def test_example_lottery_and_l1_wallet() -> None:
+    from examples.platform.run import L1_CHAIN, run
+
+    r = run()
+    assert r["winner"] in r["players"]
+    assert r["recovered_sender"] == r["wallet_l1_address"]  # eth_account recovers the EIP-155 tx
+    assert r["eip155_v"] in (L1_CHAIN * 2 + 35, L1_CHAIN * 2 + 36)

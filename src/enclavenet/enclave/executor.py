@@ -65,7 +65,6 @@ from .platform import (
     check_answer_size,
     compute_answer,
     parse_miss,
-    seed_hasher,
     tx_seed,
     view_seed,
 )
@@ -393,7 +392,6 @@ class _Batch:
     platform_secret: bytes = ZERO32  # this batch's platform secret (platform.py; never in the EVM)
     platform_keys: set[bytes] = field(default_factory=set)  # answers stored in PLATFORM this batch
     platform_answers: int = 0
-    seed_hasher: Any = None  # keccak already fed with tx_seed's prefix (platform.py)
 
 
 def intrinsic_gas(data: bytes, create: bool) -> int:
@@ -612,7 +610,7 @@ class Executor:
         self.last_diff = None
         self._evm.set_block_env(self._block_env(block))
         secret = self._platform_secret_fn()
-        self._batch = _Batch(block, self._evm.snapshot(), platform_secret=secret, seed_hasher=seed_hasher(secret))
+        self._batch = _Batch(block, self._evm.snapshot(), platform_secret=secret)
         # PLATFORM is warm for the whole batch: a miss run and its re-run see the same gas at
         # every platform call (else the first call of a batch would be cold, then warm, and
         # miss twice), and no transaction learns from its gas whether an earlier one used it.
@@ -907,10 +905,10 @@ class Executor:
             receipt = self._set_key_policy(b, item, base)
         else:
             blk = b.block
+            # per-tx PREVRANDAO (platform.py); positional BlockEnv: half the cost of keywords
             evm.set_block_env(BlockEnv(
-                number=blk.number, coinbase=COINBASE, timestamp=blk.timestamp, difficulty=0,
-                prevrandao=tx_seed(b.platform_secret, b.tx_count, item.hash, b.seed_hasher), basefee=0,
-                gas_limit=BLOCK_GAS_LIMIT,
+                blk.number, COINBASE, blk.timestamp, 0, tx_seed(b.platform_secret, b.tx_count, item.hash),
+                0, BLOCK_GAS_LIMIT,
             ))
             receipt = self._run(b, item, caller, nonce)
             if to is not None and (to in self.state.contract_keys or to in b.key_policies):

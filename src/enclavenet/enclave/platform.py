@@ -26,7 +26,6 @@ with it on every hit.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import coincurve
 import sha3
@@ -162,17 +161,10 @@ PLATFORM_CODE = _assemble(_PLATFORM_ASM)
 
 
 # --- seeds -----------------------------------------------------------------------------------------
-def seed_hasher(secret: bytes) -> Any:
-    """keccak fed with tx_seed's prefix, once per batch (tx_seed then costs one copy)."""
-    return sha3.keccak_256(_PREVRANDAO_INFO + secret)
-
-
-def tx_seed(secret: bytes, index: int, tx_hash: bytes, hasher: Any = None) -> bytes:
+def tx_seed(secret: bytes, index: int, tx_hash: bytes) -> bytes:
     """PREVRANDAO of the ``index``-th item of a batch (``secret``: the batch's platform secret):
-    keccak(info || secret || index(8) || tx hash); ``hasher``: ``seed_hasher(secret)``."""
-    h = (hasher or seed_hasher(secret)).copy()
-    h.update(index.to_bytes(8, "big") + tx_hash)
-    return h.digest()
+    keccak(info || secret || index(8) || tx hash)."""
+    return _keccak(_PREVRANDAO_INFO + secret + index.to_bytes(8, "big") + tx_hash)
 
 
 def view_seed(secret: bytes, request: bytes) -> bytes:

@@ -274,12 +274,11 @@ class EnclaveProgram:
         keccak of the batch epoch's platform subkey and the header context (previous header
         hash, height). Every member derives the same; no contract ever sees it."""
         hd = self._head
-        return keccak256(
-            b"EnclaveNet.Platform.BatchSecret.v1"
-            + self._epochs.state_subkey(self._batch_epoch, PLATFORM_SUBKEY)
-            + hd.hash
-            + (hd.height + 1).to_bytes(8, "big")
-        )
+        try:
+            subkey = self._epochs.state_subkey(self._batch_epoch, PLATFORM_SUBKEY)
+        except EpochKeyError:  # a view after the head's epoch was erased here: refuse it
+            raise EnclaveRefusal(f"the platform secret of epoch {self._batch_epoch} is erased here") from None
+        return keccak256(b"EnclaveNet.Platform.BatchSecret.v1" + subkey + hd.hash + (hd.height + 1).to_bytes(8, "big"))
 
     def _salt_secret(self) -> bytes:
         return self._epochs.state_subkey(self._batch_epoch, SALT_SUBKEY)

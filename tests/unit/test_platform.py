@@ -22,6 +22,7 @@ from enclavenet.enclave.platform import (
     PLATFORM_ADDRESS,
     PLATFORM_MAGIC,
     compute_answer,
+    tx_seed,
 )
 from enclavenet.enclave.tx import decode_tx, sign_tx
 
@@ -242,13 +243,17 @@ def test_decrypt_of_tampered_ciphertext_is_a_clean_revert() -> None:
 def test_per_tx_prevrandao_differs_and_views_get_their_own() -> None:
     c, user, _ = deployed()
     c.begin()
-    s1 = abi_decode(["uint256", "uint256", "bytes32"], c.tx(user, sel("gasInfo()")).output)[2]
-    s2 = abi_decode(["uint256", "uint256", "bytes32"], c.tx(user, sel("gasInfo()")).output)[2]
+    r1, r2 = c.tx(user, sel("gasInfo()")), c.tx(user, sel("gasInfo()"))
+    s1 = abi_decode(["uint256", "uint256", "bytes32"], r1.output)[2]
+    s2 = abi_decode(["uint256", "uint256", "bytes32"], r2.output)[2]
     v = c.ex.call(c.addr, user, sel("gasInfo()"), gas=400_000)
     c.ex.end_batch()
     assert v.success
     lim, _, s3 = abi_decode(["uint256", "uint256", "bytes32"], v.output)
     assert len({s1, s2, s3}) == 3 and lim == 400_000
+    # the documented formula: keccak(info || batch secret || index in batch || tx hash)
+    secret = c.ex._platform_secret_fn()
+    assert s1 == tx_seed(secret, 0, r1.tx_hash) and s2 == tx_seed(secret, 1, r2.tx_hash)
     # a view is deterministic in its request, and changes nothing
     v2 = c.ex.call(c.addr, user, sel("gasInfo()"), gas=400_000)
     root = c.ex.state_root

@@ -62,10 +62,10 @@ from .platform import (
     PLATFORM_ADDRESS,
     PLATFORM_CODE,
     SYSTEM_CALLER,
+    TX_SEED_INFO,
     check_answer_size,
     compute_answer,
     parse_miss,
-    tx_seed,
     view_seed,
 )
 from .state import KECCAK_EMPTY, MAX_QUEUED_WITHDRAWALS, AccountChange, UndoRecord, WorldState
@@ -118,9 +118,11 @@ def _hex(address: bytes) -> str:
 
 @dataclass(frozen=True)
 class BlockInfo:
-    """The block environment of a batch: NUMBER, TIMESTAMP and PREVRANDAO as contracts see them.
+    """The block environment of a batch: NUMBER and TIMESTAMP as contracts see them.
 
     COINBASE is the zero address, BASEFEE and GASPRICE are 0, GASLIMIT is ``BLOCK_GAS_LIMIT``.
+    PREVRANDAO is a private per-transaction seed (platform.py, ``tx_seed``); ``prevrandao``
+    here only feeds the executor's default (test) platform secret.
     """
 
     number: int
@@ -392,6 +394,7 @@ class _Batch:
     platform_secret: bytes = ZERO32  # this batch's platform secret (platform.py; never in the EVM)
     platform_keys: set[bytes] = field(default_factory=set)  # answers stored in PLATFORM this batch
     platform_answers: int = 0
+    seed_prefix: bytes = b""  # platform.TX_SEED_INFO || platform_secret
 
 
 def intrinsic_gas(data: bytes, create: bool) -> int:
@@ -610,7 +613,7 @@ class Executor:
         self.last_diff = None
         self._evm.set_block_env(self._block_env(block))
         secret = self._platform_secret_fn()
-        self._batch = _Batch(block, self._evm.snapshot(), platform_secret=secret)
+        self._batch = _Batch(block, self._evm.snapshot(), platform_secret=secret, seed_prefix=TX_SEED_INFO + secret)
         # PLATFORM is warm for the whole batch: a miss run and its re-run see the same gas at
         # every platform call (else the first call of a batch would be cold, then warm, and
         # miss twice), and no transaction learns from its gas whether an earlier one used it.
@@ -905,9 +908,10 @@ class Executor:
             receipt = self._set_key_policy(b, item, base)
         else:
             blk = b.block
-            # per-tx PREVRANDAO (platform.py); positional BlockEnv: half the cost of keywords
+            # per-tx PREVRANDAO = platform.tx_seed(secret, index, tx hash), inlined (the fast
+            # path: ~1 µs per tx with the BlockEnv; positional BlockEnv is half the keyword cost)
             evm.set_block_env(BlockEnv(
-                blk.number, COINBASE, blk.timestamp, 0, tx_seed(b.platform_secret, b.tx_count, item.hash),
+                blk.number, COINBASE, blk.timestamp, 0, _keccak(b.seed_prefix + b.tx_count.to_bytes(8, "big") + item.hash),
                 0, BLOCK_GAS_LIMIT,
             ))
             receipt = self._run(b, item, caller, nonce)

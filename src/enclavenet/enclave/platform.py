@@ -66,7 +66,7 @@ ALG_SECP256K1 = 0
 ALG_X25519 = 1
 
 _RANDOM_INFO = b"EnclaveNet.Platform.Random.v1"
-_PREVRANDAO_INFO = b"EnclaveNet.Platform.TxSeed.v1"
+TX_SEED_INFO = b"EnclaveNet.Platform.TxSeed.v1"
 _VIEW_INFO = b"EnclaveNet.Platform.ViewSeed.v1"
 _KEYGEN_INFO = b"EnclaveNet.Platform.KeyGen.v1"
 _SYMKEY_INFO = b"EnclaveNet.Platform.SymmetricKey.v1"
@@ -164,7 +164,7 @@ PLATFORM_CODE = _assemble(_PLATFORM_ASM)
 def tx_seed(secret: bytes, index: int, tx_hash: bytes) -> bytes:
     """PREVRANDAO of the ``index``-th item of a batch (``secret``: the batch's platform secret):
     keccak(info || secret || index(8) || tx hash)."""
-    return _keccak(_PREVRANDAO_INFO + secret + index.to_bytes(8, "big") + tx_hash)
+    return _keccak(TX_SEED_INFO + secret + index.to_bytes(8, "big") + tx_hash)
 
 
 def view_seed(secret: bytes, request: bytes) -> bytes:

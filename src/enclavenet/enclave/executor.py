@@ -57,6 +57,17 @@ from .contract_keys import (
 )
 from .diff import BatchDiff
 from .errors import EnclaveRefusal
+from .platform import (
+    MAX_PLATFORM_ROUNDS,
+    PLATFORM_ADDRESS,
+    PLATFORM_CODE,
+    SYSTEM_CALLER,
+    TX_SEED_INFO,
+    check_answer_size,
+    compute_answer,
+    parse_miss,
+    view_seed,
+)
 from .state import KECCAK_EMPTY, MAX_QUEUED_WITHDRAWALS, AccountChange, UndoRecord, WorldState
 from .tx import MAX_TX_GAS, InboxCall, SignedTx, TxError
 
@@ -68,6 +79,7 @@ WITHDRAW_ADDRESS = bytes.fromhex("00000000000000000000000000000000000057d0")
 # gets a revert, so only a top-level transaction (intercepted below) can withdraw.
 WITHDRAW_CODE = bytes.fromhex("60006000fd")
 _ZERO_ADDRESS = b"\x00" * 20
+_PLATFORM_HEX = "0x" + PLATFORM_ADDRESS.hex()
 COINBASE = "0x" + "00" * 20  # stays loaded in pyrevm's journal for good (see credit)
 # Receipt bounds: a sealed receipt is one item of the batch data, and every item must fit the
 # 128 KiB that DapManager.answerData accepts, or a DAP could be slashed for data it holds.
@@ -106,9 +118,11 @@ def _hex(address: bytes) -> str:
 
 @dataclass(frozen=True)
 class BlockInfo:
-    """The block environment of a batch: NUMBER, TIMESTAMP and PREVRANDAO as contracts see them.
+    """The block environment of a batch: NUMBER and TIMESTAMP as contracts see them.
 
     COINBASE is the zero address, BASEFEE and GASPRICE are 0, GASLIMIT is ``BLOCK_GAS_LIMIT``.
+    PREVRANDAO is a private per-transaction seed (platform.py, ``tx_seed``); ``prevrandao``
+    here only feeds the executor's default (test) platform secret.
     """
 
     number: int
@@ -377,6 +391,10 @@ class _Batch:
     direct: dict[bytes, int] = field(default_factory=dict)  # credits written straight to the db
     key_policies: dict[bytes, PolicyCall] = field(default_factory=dict)  # set this batch (last wins)
     key_counts: dict[bytes, int] = field(default_factory=dict)  # executions of keyed contracts
+    platform_secret: bytes = ZERO32  # this batch's platform secret (platform.py; never in the EVM)
+    platform_keys: set[bytes] = field(default_factory=set)  # answers stored in PLATFORM this batch
+    platform_answers: int = 0
+    seed_prefix: bytes = b""  # platform.TX_SEED_INFO || platform_secret
 
 
 def intrinsic_gas(data: bytes, create: bool) -> int:
@@ -460,6 +478,7 @@ class Executor:
         max_undo: int = 64,
         max_queued_withdrawals: int = MAX_QUEUED_WITHDRAWALS,
         contract_key_fn: KeyDraw | None = None,
+        platform_secret_fn: Callable[[], bytes] | None = None,
     ) -> None:
         version = importlib.metadata.version("pyrevm")
         if version != PYREVM_VERSION:
@@ -477,16 +496,28 @@ class Executor:
         self._contract_key_fn: KeyDraw = contract_key_fn or (
             lambda a, r: derive_contract_key(ZERO32, self._block.number.to_bytes(8, "big"), a, r)
         )
+        # the batch's platform secret (platform calls, per-tx PREVRANDAO); default (tests): a
+        # function of the block only, NOT secret -- the program passes an epoch-keyed one
+        self._platform_secret_fn: Callable[[], bytes] = platform_secret_fn or (
+            lambda: _keccak(b"EnclaveNet.Platform.TestSecret" + self._block.prevrandao
+                            + self._block.number.to_bytes(8, "big"))
+        )
         self._batch: _Batch | None = None
         self._block = BlockInfo(0, 0)
         self.last_diff: BatchDiff | None = None  # the net changes of the last end_batch (diff.py)
         self._version = 0  # block number of the last committed batch
         self.state = WorldState()
         self._evm = self._new_evm()
-        # Genesis: the withdrawal address holds code that reverts every call to it.
-        wcode_hash = _keccak(WITHDRAW_CODE)
+        # Genesis: the withdrawal address holds code that reverts every call to it; PLATFORM
+        # holds the platform calls' answer cache (platform.py; its storage is never committed).
         self._commit_changes(
-            {WITHDRAW_ADDRESS: AccountChange(1, 0, wcode_hash, WITHDRAW_CODE)}, {}, set(), 0
+            {
+                WITHDRAW_ADDRESS: AccountChange(1, 0, _keccak(WITHDRAW_CODE), WITHDRAW_CODE),
+                PLATFORM_ADDRESS: AccountChange(1, 0, _keccak(PLATFORM_CODE), PLATFORM_CODE),
+            },
+            {},
+            set(),
+            0,
         )
 
     # --- EVM plumbing ------------------------------------------------------------------------
@@ -581,7 +612,12 @@ class Executor:
         self._block = block
         self.last_diff = None
         self._evm.set_block_env(self._block_env(block))
-        self._batch = _Batch(block, self._evm.snapshot())
+        secret = self._platform_secret_fn()
+        self._batch = _Batch(block, self._evm.snapshot(), platform_secret=secret, seed_prefix=TX_SEED_INFO + secret)
+        # PLATFORM is warm for the whole batch: a miss run and its re-run see the same gas at
+        # every platform call (else the first call of a batch would be cold, then warm, and
+        # miss twice), and no transaction learns from its gas whether an earlier one used it.
+        self._evm.get_balance(_PLATFORM_HEX)
 
     def _require_batch(self) -> _Batch:
         if self._batch is None:
@@ -636,7 +672,8 @@ class Executor:
             if "SelfDestructed" in status:
                 wiped.add(addr)
                 code_hash, nonce = KECCAK_EMPTY, 0
-            elif s_close > s_open + len(_STORAGE_OPEN):
+            elif s_close > s_open + len(_STORAGE_OPEN) and addr != PLATFORM_ADDRESS:
+                # (PLATFORM's storage is this batch's answer cache: never committed)
                 changed = _changed_slots(piece[s_open + len(_STORAGE_OPEN) : s_close])
                 if changed:
                     storage[addr] = changed
@@ -805,7 +842,7 @@ class Executor:
             return
         addr = address_bytes(address)
         h = _hex(addr)
-        if not b.journal_used and addr != _ZERO_ADDRESS:
+        if not b.journal_used and addr != _ZERO_ADDRESS and addr != PLATFORM_ADDRESS:
             bal = b.direct.get(addr)
             if bal is None:
                 bal = self.state.balance(addr)
@@ -837,6 +874,8 @@ class Executor:
             raise TxError(f"wrong chain id {item.chain_id}: EnclaveNet's chain id is {self.chain_id}")
         sender = item.sender
         create = item.to is None
+        if sender == SYSTEM_CALLER:
+            raise TxError("the platform's system caller cannot send transactions")
         if item.gas > self.tx_gas_limit:
             raise TxError(f"gas limit {item.gas} exceeds the per-transaction limit {self.tx_gas_limit}")
         base = intrinsic_gas(item.data, create)
@@ -868,7 +907,14 @@ class Executor:
         elif to == KEY_POLICY_ADDRESS:
             receipt = self._set_key_policy(b, item, base)
         else:
-            receipt = self._run(item, caller, nonce)
+            blk = b.block
+            # per-tx PREVRANDAO = platform.tx_seed(secret, index, tx hash), inlined (the fast
+            # path: ~1 µs per tx with the BlockEnv; positional BlockEnv is half the keyword cost)
+            evm.set_block_env(BlockEnv(
+                blk.number, COINBASE, blk.timestamp, 0, _keccak(b.seed_prefix + b.tx_count.to_bytes(8, "big") + item.hash),
+                0, BLOCK_GAS_LIMIT,
+            ))
+            receipt = self._run(b, item, caller, nonce)
             if to is not None and (to in self.state.contract_keys or to in b.key_policies):
                 b.key_counts[to] = b.key_counts.get(to, 0) + 1
         if nonce >= 0:
@@ -948,7 +994,51 @@ class Executor:
         """The committed key chain of a contract with a key policy (None without one)."""
         return self.state.contract_keys.get(address_bytes(address))
 
-    def _run(self, item: SignedTx | InboxCall, caller: str, nonce: int) -> Receipt:
+    def _store_answer(self, material: bytes, secret: bytes, gas_limit: int, keys: set[bytes]) -> bool:
+        """Compute a missed platform answer and store it in PLATFORM (journaled, so the batch's
+        or view's checkpoint drops it). False if that answer was already stored: PLATFORM would
+        have found it, so the revert data was not PLATFORM's (forged); do not loop on it."""
+        key = _keccak(material)
+        if key in keys:
+            return False
+        keys.add(key)
+        answer = check_answer_size(compute_answer(material, secret, gas_limit))
+        try:
+            self._evm.message_call(
+                _hex(SYSTEM_CALLER), _hex(PLATFORM_ADDRESS), answer.store_calldata(key), 0, BLOCK_GAS_LIMIT
+            )
+        except RuntimeError as exc:  # an executor bug, not a user's doing
+            raise RuntimeError(f"storing a platform answer failed: {exc}") from None
+        return True
+
+    def _run(self, b: _Batch, item: SignedTx | InboxCall, caller: str, nonce: int) -> Receipt:
+        """Run one transaction; on a PLATFORM miss (top-level revert with PLATFORM_MAGIC),
+        store the answer and run it again, at most MAX_PLATFORM_ROUNDS times.
+
+        No sub-checkpoint: a top-level revert leaves nothing behind in pyrevm but the loaded
+        caller and callee (warm for the transaction anyway, EIP-2929), message_call does not bump
+        the nonce, and a creation's nonce is set again below (docs/ENCLAVE_EVM.md)."""
+        rounds = 0
+        while True:
+            r = self._run_once(item, caller, nonce)
+            if r.status or r.error is None or not r.error.startswith("execution reverted"):
+                return r
+            material = parse_miss(r.output)
+            if material is None:
+                return r
+            if rounds == MAX_PLATFORM_ROUNDS or not self._store_answer(
+                material, b.platform_secret, item.gas, b.platform_keys
+            ):
+                why = (
+                    f"too many platform calls: a transaction gets at most {MAX_PLATFORM_ROUNDS} platform answers"
+                    if rounds == MAX_PLATFORM_ROUNDS
+                    else "platform call failed: the revert data names an answer already given (forged platform revert?)"
+                )
+                return Receipt(0, r.gas_used, b"", (), why, None, item.hash, item.sender)
+            rounds += 1
+            b.platform_answers += 1
+
+    def _run_once(self, item: SignedTx | InboxCall, caller: str, nonce: int) -> Receipt:
         evm = self._evm
         contract: bytes | None = None
         output = b""
@@ -995,33 +1085,57 @@ class Executor:
         if gas > self.tx_gas_limit:
             raise EnclaveRefusal(f"gas {gas} exceeds the per-transaction limit {self.tx_gas_limit}")
         evm = self._evm
-        caller = _hex(address_bytes(sender))
+        sender_b = address_bytes(sender)
+        caller = _hex(sender_b)
+        to_b = None if to is None else address_bytes(to)
+        # PREVRANDAO of a view: derived from the request (never equal to a transaction's)
+        secret = self._batch.platform_secret if self._batch is not None else self._platform_secret_fn()
+        request = sender_b + (to_b or b"") + value.to_bytes(32, "big") + gas.to_bytes(8, "big") + data
+        blk = self._block
+        evm.set_block_env(BlockEnv(
+            number=blk.number, coinbase=COINBASE, timestamp=blk.timestamp, difficulty=0,
+            prevrandao=view_seed(secret, request), basefee=0, gas_limit=BLOCK_GAS_LIMIT,
+        ))
         cp = evm.snapshot()
+        evm.get_balance(_PLATFORM_HEX)  # warm, as in a batch
+        keys: set[bytes] = set(self._batch.platform_keys) if self._batch is not None else set()
         try:
-            contract = None
-            output = b""
-            try:
-                if to is None:
-                    contract = bytes.fromhex(evm.deploy(caller, data, value=value, gas=gas)[2:])
-                else:
-                    output = evm.message_call(caller, _hex(address_bytes(to)), data, value=value, gas=gas)
-                err = None
-            except RuntimeError as exc:
-                err = str(exc)
-            res = evm.result
-            if res is None:
-                return CallResult(False, b"", 0, f"call refused by the EVM: {err}")
-            if err is None:
-                return CallResult(True, output, res.gas_used, None, contract, _logs(res))
-            if res.is_halt:
-                reason = res.reason
-                msg = "out of gas" if reason.startswith("OutOfGas") else f"execution halted: {reason}"
-                return CallResult(False, b"", res.gas_used, msg)
-            m = _REVERT_RE.search(err)
-            out = bytes.fromhex(m.group(1))[:MAX_RECEIPT_OUTPUT] if m else b""
-            return CallResult(False, out, res.gas_used, revert_reason(out))
+            rounds = 0
+            while True:
+                r = self._call_once(caller, to_b, data, value, gas)
+                material = None if r.success else parse_miss(r.output)
+                if material is None:
+                    return r
+                if rounds == MAX_PLATFORM_ROUNDS or not self._store_answer(material, secret, gas, keys):
+                    return CallResult(False, b"", r.gas_used, "too many platform calls (or a forged platform revert)")
+                rounds += 1
         finally:
             evm.revert(cp)
+
+    def _call_once(self, caller: str, to: bytes | None, data: bytes, value: int, gas: int) -> CallResult:
+        evm = self._evm
+        contract = None
+        output = b""
+        try:
+            if to is None:
+                contract = bytes.fromhex(evm.deploy(caller, data, value=value, gas=gas)[2:])
+            else:
+                output = evm.message_call(caller, _hex(to), data, value=value, gas=gas)
+            err = None
+        except RuntimeError as exc:
+            err = str(exc)
+        res = evm.result
+        if res is None:
+            return CallResult(False, b"", 0, f"call refused by the EVM: {err}")
+        if err is None:
+            return CallResult(True, output, res.gas_used, None, contract, _logs(res))
+        if res.is_halt:
+            reason = res.reason
+            msg = "out of gas" if reason.startswith("OutOfGas") else f"execution halted: {reason}"
+            return CallResult(False, b"", res.gas_used, msg)
+        m = _REVERT_RE.search(err)
+        out = bytes.fromhex(m.group(1))[:MAX_RECEIPT_OUTPUT] if m else b""
+        return CallResult(False, out, res.gas_used, revert_reason(out))
 
     def estimate_gas(
         self, sender: str | bytes, to: str | bytes | None, data: bytes = b"", value: int = 0,

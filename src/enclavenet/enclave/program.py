@@ -107,6 +107,7 @@ SNAPSHOT_MAGIC = b"ENSS\x01"  # shared snapshot: sealed under the epoch state ke
 SNAPSHOT_SUBKEY = "snapshot-v1"
 SALT_SUBKEY = "escape-leaf-salt"
 CONTRACT_KEY_SUBKEY = "contract-key-v1"
+PLATFORM_SUBKEY = "platform-v1"  # platform calls' secret (random bytes, per-tx PREVRANDAO)
 DIFF_MAGIC = b"ENSD\x01"  # a batch's state diff: sealed under the epoch state key (apply_batch)
 DIFF_SUBKEY = "batch-diff-v1"
 LOCAL_LABEL = b"EnclaveNet.program.local.v1"
@@ -286,6 +287,7 @@ class EnclaveProgram:
             tx_gas_limit=self.cfg.tx_gas_limit,
             max_undo=0,
             contract_key_fn=self._draw_contract_key,
+            platform_secret_fn=self._platform_secret,
         )
 
     def _draw_contract_key(self, address: bytes, rotation: int) -> bytes:
@@ -294,6 +296,17 @@ class EnclaveProgram:
         hd = self._head  # the head the batch extends (moved only after end_batch)
         context = hd.hash + (hd.height + 1).to_bytes(8, "big")
         return derive_contract_key(self._epochs.state_subkey(self._batch_epoch, CONTRACT_KEY_SUBKEY), context, address, rotation)
+
+    def _platform_secret(self) -> bytes:
+        """The platform secret of the batch extending the head (executor.py, platform.py):
+        keccak of the batch epoch's platform subkey and the header context (previous header
+        hash, height). Every member derives the same; no contract ever sees it."""
+        hd = self._head
+        try:
+            subkey = self._epochs.state_subkey(self._batch_epoch, PLATFORM_SUBKEY)
+        except EpochKeyError:  # a view after the head's epoch was erased here: refuse it
+            raise EnclaveRefusal(f"the platform secret of epoch {self._batch_epoch} is erased here") from None
+        return keccak256(b"EnclaveNet.Platform.BatchSecret.v1" + subkey + hd.hash + (hd.height + 1).to_bytes(8, "big"))
 
     def _salt_secret(self) -> bytes:
         return self._epochs.state_subkey(self._batch_epoch, SALT_SUBKEY)

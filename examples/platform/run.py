@@ -10,12 +10,15 @@ python -m examples.platform.run
 
 The contracts use the platform library (``enclavenet/contracts/lib/EnclaveNet.sol``), so they
 run only on EnclaveNet's enclave EVM (PLATFORM is not on the L1 test chain); this example drives
-an ``Executor`` in-process, as the enclave program does. Not part of ``make demo``.
+an ``Executor`` in-process, as the enclave program does (``run()``), or a live devnet through
+any confidential ``Web3`` (``run_live(w3, accounts, l1, fund_l1)``: what ``make demo`` shows,
+down to the wallet's L1 transaction being mined on the L1).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from importlib.resources import files
 from typing import Any
 
@@ -25,7 +28,7 @@ from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_account import Account
 
-from enclavenet.compiler import compile_solidity
+from enclavenet.compiler import Artifact, compile_solidity
 from enclavenet.crypto.hashing import keccak256, to_checksum
 from enclavenet.enclave.executor import BlockInfo, Executor, Receipt
 from enclavenet.enclave.tx import decode_tx, sign_tx
@@ -107,6 +110,68 @@ def source() -> str:
     return files("enclavenet.contracts").joinpath("lib/EnclaveNet.sol").read_text() + CONTRACTS
 
 
+_ARTIFACTS: dict[str, Artifact] = {}
+SIGN_L1 = "signL1Transfer(uint256,uint256,uint256,address,uint256,bytes,uint256)"
+
+
+def artifacts() -> dict[str, Artifact]:
+    """Lottery and Wallet compiled with the platform library (solc-js, once per process)."""
+    if not _ARTIFACTS:
+        _ARTIFACTS.update({n: compile_solidity(source(), n, filename="Platform.sol") for n in ("Lottery", "Wallet")})
+    return _ARTIFACTS
+
+
+
+
+def run_live(w3: Any, accounts: list[str], l1: Any = None,
+             fund_l1: Callable[[str, int], None] | None = None) -> dict[str, Any]:
+    """The same two apps on a live EnclaveNet through a confidential ``w3`` (``client.wrap``):
+    four players and a draw; a wallet whose key was generated inside the enclaves signs an L1
+    transfer. With ``l1`` and ``fund_l1(address, wei)`` the wallet's L1 address is funded and
+    the signed transaction is sent to the L1 and mined there."""
+    from examples.common import send
+
+    arts = artifacts()
+    alice, bob = accounts[0], accounts[1]
+    lottery = arts["Lottery"].deploy(w3, sender=alice)
+    for a in accounts[:4]:
+        send(w3, lottery.functions.enter(), a)
+    send(w3, lottery.functions.draw(), alice)
+    winner = lottery.functions.winner().call({"from": alice})
+    wallet = arts["Wallet"].deploy(w3, sender=alice)
+    l1_address = wallet.functions.l1Address().call({"from": alice})
+    chain_id = l1.eth.chain_id if l1 is not None else L1_CHAIN
+    gas_price = 2 * l1.eth.gas_price if l1 is not None else 10**9
+    value = 10**16
+    nonce = l1.eth.get_transaction_count(l1_address) if l1 is not None else 0
+    raw = bytes(wallet.functions.signL1Transfer(nonce, gas_price, 21_000, bob, value, b"", chain_id)
+                .call({"from": alice}))
+    out: dict[str, Any] = {
+        "players": list(accounts[:4]),
+        "winner": winner,
+        "wallet_l1_address": l1_address,
+        "recovered_sender": Account.recover_transaction(raw),
+        "not_owner": _refused(lambda: wallet.functions.signL1Transfer(
+            nonce, gas_price, 21_000, bob, value, b"", chain_id).call({"from": bob})),
+    }
+    if l1 is not None and fund_l1 is not None:
+        fund_l1(l1_address, value + 21_000 * gas_price)
+        before = l1.eth.get_balance(bob)
+        rc = l1.eth.wait_for_transaction_receipt(l1.eth.send_raw_transaction(raw), timeout=60)
+        out["l1_status"] = int(rc["status"])
+        out["l1_sender"] = l1.eth.get_transaction(rc["transactionHash"])["from"]
+        out["l1_received"] = l1.eth.get_balance(bob) - before
+    return out
+
+
+def _refused(call: Callable[[], Any]) -> str | None:
+    try:
+        call()
+    except Exception as exc:  # the contract's revert, as the client raises it
+        return str(exc.args[0] if exc.args else exc).removeprefix("execution reverted: ")
+    return None
+
+
 def _sel(sig: str) -> bytes:
     return keccak256(sig.encode())[:4]
 
@@ -119,7 +184,7 @@ class _User:
 
 
 def run() -> dict[str, Any]:
-    arts = {n: compile_solidity(source(), n, filename="Platform.sol") for n in ("Lottery", "Wallet")}
+    arts = artifacts()
     ex = Executor(CHAIN)
     users = [_User(n) for n in ("alice", "bob", "carol", "dave")]
     height = 0
@@ -149,7 +214,7 @@ def run() -> dict[str, Any]:
           "data": b"", "chainId": L1_CHAIN}
     args = abi_encode(["uint256", "uint256", "uint256", "address", "uint256", "bytes", "uint256"],
                       [tx["nonce"], tx["gasPrice"], tx["gas"], tx["to"], tx["value"], tx["data"], tx["chainId"]])
-    res = ex.call(alice.address, wallet, _sel("signL1Transfer(uint256,uint256,uint256,address,uint256,bytes,uint256)") + args)
+    res = ex.call(alice.address, wallet, _sel(SIGN_L1) + args)
     assert res.success, res.error
     raw = abi_decode(["bytes"], res.output)[0]
     fields = rlp.decode(raw)

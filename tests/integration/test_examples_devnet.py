@@ -77,3 +77,23 @@ def test_example_on_devnet_equals_plain_l1(name: str, wrapped: Web3) -> None:
     c = client_of(wrapped)
     assert c.epoch_key is not None and c.epoch_key.checked_on_l1  # sealed only to L1's epoch key
     assert set(c.nonce_source.values()) <= {"enclave"}  # nonces read privately, never guessed
+
+
+def test_platform_example_on_devnet(net: Devnet, wrapped: Web3) -> None:
+    """Issue 11: private randomness and a contract-held key on a live committee of four TEE types.
+
+    The lottery's draw and the wallet's key generation run PLATFORM calls (re-run on a miss) in
+    the proposer and again in every voter: a header holding them is accepted on L1 only with a QC
+    of >= 3 TEE types, so reaching it shows the members agreed bit for bit. The wallet's signed
+    L1 transaction is then mined on the devnet's L1, sent from the key only the enclaves held."""
+    from examples.platform.run import run_live
+
+    assert net.w3 is not None
+    users = [u.address for u in _users()]
+    faucet = net.accounts[0]
+    r = run_live(wrapped, users, net.w3, lambda a, wei: pay(net.w3, faucet, a, wei))
+    assert r["winner"] in users[:4]
+    assert r["recovered_sender"] == r["wallet_l1_address"] == r["l1_sender"]
+    assert r["wallet_l1_address"] not in users  # a fresh key, generated inside the enclaves
+    assert r["l1_status"] == 1 and r["l1_received"] == 10**16
+    assert r["not_owner"] == "not the owner"

@@ -394,3 +394,22 @@ def test_example_lottery_and_l1_wallet() -> None:
     assert r["winner"] in r["players"]
     assert r["recovered_sender"] == r["wallet_l1_address"]  # eth_account recovers the EIP-155 tx
     assert r["eip155_v"] in (L1_CHAIN * 2 + 35, L1_CHAIN * 2 + 36)
+
+
+def test_gas_estimate_of_a_creation_that_uses_platform_calls() -> None:
+    """What a wallet asks first (eth_estimateGas of the deployment): a constructor drawing random
+    bytes and generating a key. Each re-run after a miss must create at the same address, else
+    every run misses anew (the devnet found it: 'too many platform calls')."""
+    from examples.platform.run import artifacts
+
+    ex = Executor(CHAIN)
+    deployer = Account.create().address
+    code = artifacts()["Wallet"].bytecode
+    gas = ex.estimate_gas(deployer, None, code)
+    ex.begin_batch(BlockInfo(1, 1_700_000_001))
+    key = bytes(Account.create().key)
+    sender = Account.from_key(key).address
+    r = ex.execute(decode_tx(sign_tx(key, CHAIN, 0, None, code, 0, gas), CHAIN))
+    ex.end_batch()
+    assert r.success, r.error  # the estimate suffices for the real creation
+    assert ex.call(sender, None, code).success and ex.next_nonce(sender) == 1

@@ -1099,9 +1099,16 @@ class Executor:
         cp = evm.snapshot()
         evm.get_balance(_PLATFORM_HEX)  # warm, as in a batch
         keys: set[bytes] = set(self._batch.platform_keys) if self._batch is not None else set()
+        # a creation's address comes from the sender's nonce, which each deploy bumps: every
+        # re-run after a miss must create at the same address, as a transaction's does (_run_once)
+        nonce0 = evm.basic(caller).nonce if to_b is None else None
         try:
             rounds = 0
             while True:
+                if nonce0 is not None:
+                    info = evm.basic(caller)
+                    if info.nonce != nonce0:
+                        evm.insert_account_info(caller, _account_info(info.balance, nonce0))
                 r = self._call_once(caller, to_b, data, value, gas)
                 material = None if r.success else parse_miss(r.output)
                 if material is None:

@@ -6,7 +6,8 @@
 2. A deposit on L1 is credited inside EnclaveNet; a confidential withdrawal is paid on L1 when the
    header holding it is accepted with a quorum certificate (QC) -- whose signers the demo shows.
 3. The examples run confidentially through ``enclavenet.client.wrap`` and are compared with the
-   same scripts executed plainly on an L1 EVM.
+   same scripts executed plainly on an L1 EVM; then the platform calls: a lottery drawn with
+   private randomness and a contract wallet whose enclave-held key signs an L1 transaction.
 4. One token transfer seen side by side: what its sender reads, and what an L1 observer reads;
    then one transfer by foundry's ``cast``, unmodified, through the gateway (docs/GATEWAY.md).
 5. A short load: throughput, latency and L1 gas per transaction; then the gas of every L1
@@ -161,6 +162,24 @@ class Demo:
             if got != expected:
                 raise RuntimeError(f"example {name}: confidential results differ from plain execution")
 
+    # ------------------------------------------------------------------ 3b
+    def platform(self) -> None:
+        """Platform calls (docs/ENCLAVE_EVM.md): private randomness and a contract-held key."""
+        from examples.platform.run import run_live
+
+        _rule("3b. Platform calls: private randomness, a contract-held key signing an L1 transaction")
+        faucet = self.net.accounts[0]
+        r = run_live(self.w3, [u.address for u in self.users], self.l1, lambda a, wei: pay(self.l1, faucet, a, wei))
+        print(f"lottery: 4 players entered; draw() picked {_short(r['winner'], 4)} with EnclaveNet.randomBytes "
+              "(seeded inside the enclaves: no host can predict or re-roll it)")
+        print(f"wallet: its secp256k1 key was generated inside the enclaves; its L1 address {r['wallet_l1_address']}")
+        print(f"  signL1Transfer(...) returned a raw EIP-155 transaction signed by that key; eth_account recovers "
+              f"{_short(r['recovered_sender'], 4)}; bob asking gets: {r['not_owner']!r}")
+        print(f"  sent to L1: status {r.get('l1_status')}, from {_short(str(r.get('l1_sender')), 4)}, "
+              f"bob received {r.get('l1_received', 0) / ETHER:g} ETH on L1")
+        if r["recovered_sender"] != r["wallet_l1_address"] or r.get("l1_status") != 1:
+            raise RuntimeError("platform example: the wallet's L1 transaction did not verify or was not mined")
+
     # ------------------------------------------------------------------ 4
     def observer(self) -> None:
 
@@ -283,6 +302,7 @@ def run_demo(n: int = 4, l1: str = "embedded") -> int:
         d.committee()
         d.deposit_and_withdraw()
         d.examples()
+        d.platform()
         d.observer()
         d.cast_through_gateway()
         d.load()

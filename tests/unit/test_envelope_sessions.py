@@ -54,7 +54,7 @@ def test_session_envelopes_open_like_one_time_ones_with_a_key_per_message() -> N
     with pytest.raises(EnvelopeError, match="another epoch key"):
         seal(b"x", _epoch()[1], 77, 3, HINT, session)
     with pytest.raises(EnvelopeError, match="unknown envelope flags"):
-        Envelope.decode(wa[:1] + bytes([8 | FLAG_HINT]) + wa[2:])  # 4 is hint authentication
+        Envelope.decode(wa[:1] + bytes([16 | FLAG_HINT]) + wa[2:])  # 4 is hint authentication, 8 padding
 
 
 def test_the_opener_agrees_once_per_session_and_caches_only_what_decrypted(monkeypatch: pytest.MonkeyPatch) -> None:

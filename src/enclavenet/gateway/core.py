@@ -418,25 +418,14 @@ class GatewayCore:
         addrs = criteria.get("address")
         addresses = [addrs] if isinstance(addrs, str) else list(addrs or [])
         topics = list(criteria.get("topics") or [])
-        epoch, _ = await self.epoch_key()
-        assert self.domain is not None
-        for attempt in (0, 1):
+        def build(epoch: int, domain: ViewDomain) -> bytes:
             try:
-                pt = build_log_query(secret, frm, self.domain, epoch, lo, hi, addresses, topics, ttl=VIEW_TTL,
-                                     session=session)
+                return build_log_query(secret, frm, domain, epoch, lo, hi, addresses, topics, ttl=VIEW_TTL,
+                                       session=session)
             except ValueError as exc:
                 raise RpcError(INVALID_PARAMS, f"eth_getLogs: {exc}") from None
-            sealed = await self._seal(pt, None, refresh=attempt == 1)
-            try:
-                res = await self.node.call("enclavenet_getLogs", ["0x" + sealed.envelope.encode().hex(), hex(lo), hex(hi)])
-                break
-            except RpcError as exc:
-                if exc.code != WRONG_EPOCH or attempt == 1:
-                    raise RpcError(exc.code, exc.message) from None
-                self.epoch_retries += 1
-                epoch, _ = await self.epoch_key(refresh=True)
-        if not isinstance(res, dict) or "encryptedResult" not in res:
-            raise RpcError(NODE_DOWN, "enclavenet_getLogs returned no encryptedResult")
+
+        sealed, res = await self._sealed_request("enclavenet_getLogs", build, [hex(lo), hex(hi)])
         try:
             out = decode_log_result(open_receipt(sealed.receipt_key, _hexbytes(res["encryptedResult"], "result")))
         except (EnvelopeError, ValueError, TypeError) as exc:
@@ -449,20 +438,17 @@ class GatewayCore:
         """The accounts whose readable logs eth_getLogs serves: those with a viewing session here."""
         return self.sessions.accounts()[:MAX_LOG_ACCOUNTS]
 
-    async def view(self, sender: str | None, to: str | None, data: bytes, *, value: int = 0,
-                   gas: int | None = None, estimate: bool = False, key: bytes | None = None) -> ViewResult:
-        frm, secret, session = (sender, key, None) if key is not None and sender else self._signer_for(sender)
-        method = "enclavenet_estimateGas" if estimate else "enclavenet_call"
+    async def _sealed_request(self, method: str, build: Any, extra: list[Any]) -> tuple[Any, dict[str, Any]]:
+        """Seal ``build(epoch, domain)`` (a signed request) to the epoch key and send it as
+        ``method(envelope, *extra)``; once more, re-sealed, if the node says the epoch moved on.
+        A fresh nonce each time, a short expiry: the enclave answers each signed request once and
+        keeps at most 256 live ones per account, so they must expire soon."""
         epoch, _ = await self.epoch_key()
         assert self.domain is not None
         for attempt in (0, 1):
-            # a fresh nonce each time, a short expiry: the enclave answers each signed request once and
-            # keeps at most 256 live ones per account, so they must expire soon
-            pt = build_view_request(secret, frm, self.domain, epoch, to, data, value, gas or MAX_VIEW_GAS,
-                                    ttl=VIEW_TTL, session=session)
-            sealed = await self._seal(pt, None, refresh=attempt == 1)
+            sealed = await self._seal(build(epoch, self.domain), None, refresh=attempt == 1)
             try:
-                res = await self.node.call(method, ["0x" + sealed.envelope.encode().hex()])
+                res = await self.node.call(method, ["0x" + sealed.envelope.encode().hex(), *extra])
                 break
             except RpcError as exc:
                 if exc.code != WRONG_EPOCH or attempt == 1:
@@ -471,6 +457,14 @@ class GatewayCore:
                 epoch, _ = await self.epoch_key(refresh=True)
         if not isinstance(res, dict) or "encryptedResult" not in res:
             raise RpcError(NODE_DOWN, f"{method} returned no encryptedResult")
+        return sealed, res
+
+    async def view(self, sender: str | None, to: str | None, data: bytes, *, value: int = 0,
+                   gas: int | None = None, estimate: bool = False, key: bytes | None = None) -> ViewResult:
+        frm, secret, session = (sender, key, None) if key is not None and sender else self._signer_for(sender)
+        method = "enclavenet_estimateGas" if estimate else "enclavenet_call"
+        sealed, res = await self._sealed_request(method, lambda epoch, domain: build_view_request(
+            secret, frm, domain, epoch, to, data, value, gas or MAX_VIEW_GAS, ttl=VIEW_TTL, session=session), [])
         try:
             return decode_view_result(open_receipt(sealed.receipt_key, _hexbytes(res["encryptedResult"], "result")))
         except (EnvelopeError, ValueError) as exc:

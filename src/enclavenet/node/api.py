@@ -142,20 +142,24 @@ def install_rpc_methods(
             return {"status": "inflight" if e.inflight else "pending", "height": hex(e.inflight) if e.inflight else None}
         return {"status": "unknown"}
 
-    async def view(method: str, data: Any) -> dict[str, Any]:
-        raw = hex_bytes(data, "request envelope", max_len=MAX_ENVELOPE)
+    async def sealed_ecall(method: str, request: dict[str, Any], what: str) -> dict[str, Any]:
+        """A view-lane ecall answering a sealed, signed request (views, estimates, log queries)."""
         if node.host is None or node.epoch is None:
             raise RpcError(NOT_READY, "the enclave has no epoch key yet; retry in a moment")
         view_ip.take(CLIENT_IP.get(), "IP")
         try:
-            out = await node.host.call(method, {"envelope": raw})
+            out = await node.host.call(method, request)
         except EnclaveBusy as exc:
             raise RpcError(RATE_LIMITED, str(exc), {"retryAfter": 0.5}) from None
         except EnclaveError as exc:
             msg = str(exc)
             code = WRONG_EPOCH if "unknown or erased" in msg else ENCLAVE_REFUSED
-            raise RpcError(code, f"enclave refused the request: {msg}") from None
+            raise RpcError(code, f"enclave refused the {what}: {msg}") from None
         return {"encryptedResult": "0x" + bytes(out["result"]).hex()}
+
+    async def view(method: str, data: Any) -> dict[str, Any]:
+        raw = hex_bytes(data, "request envelope", max_len=MAX_ENVELOPE)
+        return await sealed_ecall(method, {"envelope": raw}, "request")
 
     async def call(data: Any, *_: Any) -> dict[str, Any]:
         return await view("view_call", data)
@@ -174,18 +178,8 @@ def install_rpc_methods(
             blobs = node.log_index.blobs(lo, hi)
         except LogQueryTooLarge as exc:
             raise RpcError(INVALID_PARAMS, f"enclavenet_getLogs: {exc}") from None
-        if node.host is None or node.epoch is None:
-            raise RpcError(NOT_READY, "the enclave has no epoch key yet; retry in a moment")
-        view_ip.take(CLIENT_IP.get(), "IP")
-        try:
-            out = await node.host.call("logs", {"envelope": raw, "blobs": blobs})
-        except EnclaveBusy as exc:
-            raise RpcError(RATE_LIMITED, str(exc), {"retryAfter": 0.5}) from None
-        except EnclaveError as exc:
-            msg = str(exc)
-            code = WRONG_EPOCH if "unknown or erased" in msg else ENCLAVE_REFUSED
-            raise RpcError(code, f"enclave refused the log query: {msg}") from None
-        return {"encryptedResult": "0x" + bytes(out["result"]).hex(), "fromBlock": hex(lo), "toBlock": hex(hi)}
+        out = await sealed_ecall("logs", {"envelope": raw, "blobs": blobs}, "log query")
+        return {**out, "fromBlock": hex(lo), "toBlock": hex(hi)}
 
     async def estimate(data: Any, *_: Any) -> dict[str, Any]:
         return await view("estimate_gas", data)

@@ -641,7 +641,7 @@ class ConfidentialClient:
         is False).
         """
         account = self.signer(sender)
-        ek = self.current_epoch_key(make_request)
+        self.current_epoch_key(make_request)
         self.ensure_chain_id(make_request)
         method = "enclavenet_estimateGas" if estimate else "enclavenet_call"
 
@@ -652,16 +652,7 @@ class ConfidentialClient:
                 bytes(account.key), account.address, domain, epoch, to, data, value, gas or MAX_VIEW_GAS
             )
 
-        sealed = self.seal(make_request, build(ek.epoch), None)
-        try:
-            res = self.rpc(make_request, method, ["0x" + sealed.envelope.encode().hex()])
-        except EpochChanged:
-            self.epoch_retries += 1
-            ek = self.current_epoch_key(make_request, refresh=True)
-            sealed = self.seal(make_request, build(ek.epoch), None)
-            res = self.rpc(make_request, method, ["0x" + sealed.envelope.encode().hex()])
-        if not isinstance(res, dict) or "encryptedResult" not in res:
-            raise NodeUnavailable(f"{method} returned no encryptedResult")
+        sealed, res = self._sealed_request(make_request, method, build, [])
         try:
             result = decode_view_result(open_receipt(sealed.receipt_key, _hex_bytes(res["encryptedResult"])))
         except EnvelopeError as exc:
@@ -671,6 +662,24 @@ class ConfidentialClient:
         if not result.ok and raise_on_revert:
             raise TransactionReverted(result.revert_reason, data="0x" + result.return_data.hex())
         return result
+
+    def _sealed_request(
+        self, make_request: MakeRequest, method: str, build: Callable[[int], bytes], extra: list[Any]
+    ) -> tuple[SealedRequest, dict[str, Any]]:
+        """Seal ``build(epoch)`` (a signed request) to the current epoch key and send it as
+        ``method(envelope, *extra)``; once more, re-sealed, if the node says the epoch moved on."""
+        ek = self.current_epoch_key(make_request)
+        sealed = self.seal(make_request, build(ek.epoch), None)
+        try:
+            res = self.rpc(make_request, method, ["0x" + sealed.envelope.encode().hex(), *extra])
+        except EpochChanged:
+            self.epoch_retries += 1
+            ek = self.current_epoch_key(make_request, refresh=True)
+            sealed = self.seal(make_request, build(ek.epoch), None)
+            res = self.rpc(make_request, method, ["0x" + sealed.envelope.encode().hex(), *extra])
+        if not isinstance(res, dict) or "encryptedResult" not in res:
+            raise NodeUnavailable(f"{method} returned no encryptedResult")
+        return sealed, res
 
     def get_logs(
         self,
@@ -705,21 +714,11 @@ class ConfidentialClient:
 
         lo, hi = max(1, height(from_block)), height(to_block)
         addrs = [address] if isinstance(address, str) else list(address or [])
-        ek = self.current_epoch_key(make_request)
-
-        def ask(epoch: int) -> tuple[Any, SealedRequest]:
-            pt = build_log_query(bytes(account.key), account.address, domain, epoch, lo, hi, addrs, topics)
-            sealed = self.seal(make_request, pt, None, refresh=epoch != ek.epoch)
-            return self.rpc(make_request, "enclavenet_getLogs", ["0x" + sealed.envelope.encode().hex(), hex(lo), hex(hi)]), sealed
-
-        try:
-            res, sealed = ask(ek.epoch)
-        except EpochChanged:
-            self.epoch_retries += 1
-            ek = self.current_epoch_key(make_request, refresh=True)
-            res, sealed = ask(ek.epoch)
-        if not isinstance(res, dict) or "encryptedResult" not in res:
-            raise NodeUnavailable("enclavenet_getLogs returned no encryptedResult")
+        sealed, res = self._sealed_request(
+            make_request, "enclavenet_getLogs",
+            lambda epoch: build_log_query(bytes(account.key), account.address, domain, epoch, lo, hi, addrs, topics),
+            [hex(lo), hex(hi)],
+        )
         try:
             result = decode_log_result(open_receipt(sealed.receipt_key, _hex_bytes(res["encryptedResult"])))
         except EnvelopeError as exc:

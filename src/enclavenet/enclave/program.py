@@ -189,8 +189,6 @@ class _Executed:
     receipts: dict[bytes, bytes]
     batch_data: bytes
     undo: _Undo
-    # (entry index, receipt id, tx hash, sender, logs) of each executed item with logs (logs.py)
-    with_logs: list[tuple[int, bytes, bytes, bytes, tuple[Any, ...]]] = field(default_factory=list)
     # the batch's log index plaintext (logs.py), committed by the meta's logs_hash; None: no index
     logs_plain: bytes | None = None
 
@@ -708,8 +706,9 @@ class EnclaveProgram:
         # the log index, built here (post-batch state) by proposer and voters alike: the meta's
         # logs_hash commits it, so the header's data_commitment and the QC cover it
         t_logs = time.perf_counter()
+        rids = [keccak256(raw) for raw in raws]  # receipt ids, once: the log index and the entries
         with_logs = [
-            (k, keccak256(raws[k]), r.tx_hash, r.sender, r.logs)
+            (k, rids[k], r.tx_hash, r.sender, r.logs)
             for k, r in enumerate(results)
             if not isinstance(r, bytes) and r.logs
         ]
@@ -723,8 +722,7 @@ class EnclaveProgram:
         receipts: dict[bytes, bytes] = {}
         ids: list[bytes] = []
         n_msg = len(raws) - len(inp.envelopes)
-        for k, (raw, entry) in enumerate(zip(raws, entries, strict=True)):
-            rid = keccak256(raw)
+        for k, (rid, entry) in enumerate(zip(rids, entries, strict=True)):
             if k >= n_msg:
                 ids.append(rid)
             # first inclusion wins, except over an error entry (a copied inbox call refused before
@@ -765,7 +763,6 @@ class EnclaveProgram:
             receipts,
             c.batch_data,
             undo,
-            with_logs,
             logs_plain,
         )
 

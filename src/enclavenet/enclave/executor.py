@@ -393,7 +393,6 @@ class _Batch:
     key_counts: dict[bytes, int] = field(default_factory=dict)  # executions of keyed contracts
     platform_secret: bytes = ZERO32  # this batch's platform secret (platform.py; never in the EVM)
     platform_keys: set[bytes] = field(default_factory=set)  # answers stored in PLATFORM this batch
-    platform_answers: int = 0
     seed_prefix: bytes = b""  # platform.TX_SEED_INFO || platform_secret
 
 
@@ -1036,7 +1035,13 @@ class Executor:
                 )
                 return Receipt(0, r.gas_used, b"", (), why, None, item.hash, item.sender)
             rounds += 1
-            b.platform_answers += 1
+
+    def _pin_nonce(self, caller: str, nonce: int) -> None:
+        """Set ``caller``'s nonce in pyrevm to ``nonce`` before a creation: pyrevm derives the new
+        address from its own nonce, which an earlier (missed, re-run) deploy already bumped."""
+        info = self._evm.basic(caller)
+        if info.nonce != nonce:
+            self._evm.insert_account_info(caller, _account_info(info.balance, nonce))
 
     def _run_once(self, item: SignedTx | InboxCall, caller: str, nonce: int) -> Receipt:
         evm = self._evm
@@ -1044,9 +1049,7 @@ class Executor:
         output = b""
         try:
             if item.to is None:
-                info = evm.basic(caller)
-                if info.nonce != nonce:  # pyrevm derives the address from its own nonce
-                    evm.insert_account_info(caller, _account_info(info.balance, nonce))
+                self._pin_nonce(caller, nonce)
                 contract = bytes.fromhex(evm.deploy(caller, item.data, value=item.value, gas=item.gas)[2:])
             else:
                 output = evm.message_call(caller, "0x" + item.to.hex(), item.data, item.value, item.gas)
@@ -1106,9 +1109,7 @@ class Executor:
             rounds = 0
             while True:
                 if nonce0 is not None:
-                    info = evm.basic(caller)
-                    if info.nonce != nonce0:
-                        evm.insert_account_info(caller, _account_info(info.balance, nonce0))
+                    self._pin_nonce(caller, nonce0)
                 r = self._call_once(caller, to_b, data, value, gas)
                 material = None if r.success else parse_miss(r.output)
                 if material is None:

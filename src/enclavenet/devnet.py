@@ -314,6 +314,7 @@ class Devnet:
         self.gateway_url = ""
         self._gateway_proc: _Proc | None = None
         self.dap_manager: Any = None
+        self.bridge: Any = None  # the L1 Bridge contract (web3), once deployed
         self.dap_procs: list[Any] = []
         self._postgres: Any = None
         # the explorer (enclavenet explorer, its own process) once the nodes are healthy
@@ -426,9 +427,13 @@ class Devnet:
         seed = os.urandom(16)
         self.vendors = {t: SimulatedVendor.from_seed(t, seed) for t in sorted(set(self.tee_types))}
         roots = {TEE_TYPES[t]: v.root_address for t, v in self.vendors.items()}
-        dep = deploy_contracts(sender, self.owner.address, self.quorum, self.min_types, platform_roots=roots)
+        dep = deploy_contracts(sender, self.owner.address, self.quorum, self.min_types, platform_roots=roots,
+                               bridge=True)
         self.deployment = dep
         self.rollup = self.w3.eth.contract(address=dep.rollup.address, abi=dep.rollup.abi)
+        assert dep.bridge is not None
+        # the L1 Bridge (docs/BRIDGE.md): ERC20s and messages; its address is in the measured config
+        self.bridge = self.w3.eth.contract(address=dep.bridge.address, abi=dep.bridge.abi)
         self.registry = self.w3.eth.contract(address=dep.registry.address, abi=dep.registry.abi)
         self.deploy_block = int(dep.block_number)
         l1_chain_id = int(self.w3.eth.chain_id)
@@ -439,6 +444,7 @@ class Devnet:
             "chain_id": self.chain_id,
             "l1_chain_id": l1_chain_id,
             "rollup": dep.rollup.address,
+            "bridge": dep.bridge.address,
             "platform_roots": {str(k): v for k, v in roots.items()},
             "measurements": [],
             "epoch_grace": 1,
@@ -553,6 +559,7 @@ class Devnet:
                 l1_key="0x" + bytes(self._operator_accounts[i].key).hex(),
                 rollup=self.deployment.rollup.address,
                 registry=self.deployment.registry.address,
+                bridge=self.bridge.address,
                 l1_chain_id=self.l1_chain_id,
                 chain_id=self.chain_id,
                 platform=platform.boot_spec(),
@@ -862,6 +869,7 @@ class Devnet:
             "minTypes": self.min_types,
             "dir": str(self.base_dir),
             "dapManager": self.dap_manager.address if self.dap_manager is not None else None,
+            "bridge": self.bridge.address if self.bridge is not None else None,
             "daps": [{"url": d.url, "address": d.address} for d in self.dap_procs],
             "dapThreshold": self.dap_threshold if self.n_daps else 0,
             "gateway": self.gateway_url or None,

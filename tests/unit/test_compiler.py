@@ -164,7 +164,7 @@ def test_target_is_shanghai_no_cancun_opcodes() -> None:
 def test_committed_artifacts_match_a_fresh_build() -> None:
     sources = build.sources()
     assert {p.suffix for p in sources} == {".vy", ".sol"}
-    assert len(sources) == 7
+    assert len(sources) == 8
     stale = build.build(check=True)
     assert stale == [], f"rebuild with `python -m examples.build`: {stale}"
 

@@ -21,6 +21,10 @@ ARTIFACTS = HERE / "artifacts"
 # the deployable contracts; registry.vy, state.vy and dap.vy are modules compiled into the Rollup
 CONTRACTS = ("Rollup", "DapManager")
 MODULES = {"Rollup": ("registry", "state", "dap"), "DapManager": ()}
+# EnclaveNet genesis contracts (the bridge's token implementation and factory, contracts/l2/):
+# compiled for the enclave EVM's Cancun, into artifacts/l2/ (enclave/bridge.py loads them)
+L2_CONTRACTS = ("BridgedToken", "TokenFactory")
+L2_EVM_VERSION = "cancun"
 VYPER_VERSION = "0.4.3"
 EVM_VERSION = "prague"
 OPTIMIZE = "gas"
@@ -28,7 +32,8 @@ VENOM = False
 
 
 def compile_contract(name: str) -> dict[str, Any]:
-    """Compile ``<name>.vy`` and return its artifact (ABI, bytecode, runtime bytecode)."""
+    """Compile ``<name>.vy`` (or ``l2/<name>.vy``) and return its artifact (ABI, bytecode,
+    runtime bytecode)."""
     import vyper
     from vyper.compiler.input_bundle import FilesystemInputBundle
     from vyper.compiler.settings import OptimizationLevel, Settings
@@ -37,24 +42,27 @@ def compile_contract(name: str) -> dict[str, Any]:
         raise RuntimeError(
             f"the artifacts are built with Vyper {VYPER_VERSION}, this is {vyper.__version__}"
         )
-    path = HERE / f"{name}.vy"
+    l2 = name in L2_CONTRACTS
+    base = HERE / "l2" if l2 else HERE
+    path = base / f"{name}.vy"
     source = path.read_text()
-    sources = {p: (HERE / f"{p}.vy").read_text() for p in (name, *MODULES[name])}
+    sources = {p: (base / f"{p}.vy").read_text() for p in (name, *MODULES.get(name, ()))}
+    evm_version = L2_EVM_VERSION if l2 else EVM_VERSION
     settings = Settings(
-        evm_version=EVM_VERSION,
+        evm_version=evm_version,
         optimize=OptimizationLevel.from_string(OPTIMIZE),
         experimental_codegen=VENOM,
     )
     out = vyper.compile_code(
         source,
         contract_path=path.name,
-        input_bundle=FilesystemInputBundle([HERE]),
+        input_bundle=FilesystemInputBundle([base]),
         output_formats=["abi", "bytecode", "bytecode_runtime", "method_identifiers"],
         settings=settings,
     )
     return {
         "contractName": name,
-        "compiler": {"name": "vyper", "version": VYPER_VERSION, "evmVersion": EVM_VERSION,
+        "compiler": {"name": "vyper", "version": VYPER_VERSION, "evmVersion": evm_version,
                      "optimize": OPTIMIZE, "experimentalCodegen": VENOM},
         "sourceSha256": {
             f"{p}.vy": hashlib.sha256(text.encode()).hexdigest() for p, text in sources.items()
@@ -74,10 +82,10 @@ def render(artifact: dict[str, Any]) -> str:
 def build(check: bool = False) -> list[str]:
     """(Re)write every artifact; with ``check``, write nothing and return the stale ones."""
     stale = []
-    ARTIFACTS.mkdir(exist_ok=True)
-    for name in CONTRACTS:
+    (ARTIFACTS / "l2").mkdir(parents=True, exist_ok=True)
+    for name in (*CONTRACTS, *L2_CONTRACTS):
         text = render(compile_contract(name))
-        target = ARTIFACTS / f"{name}.json"
+        target = ARTIFACTS / ("l2" if name in L2_CONTRACTS else "") / f"{name}.json"
         if target.exists() and target.read_text() == text:
             continue
         stale.append(name)

@@ -7,7 +7,7 @@ accepted: L1 and the voters check that a header consumes whole blocks), and a ti
 before the head's nor after ``MAX_TIMESTAMP``.
 
 Batch data (what the DAPs store, committed by ``Header.data_commitment``) is a CBOR array of
-byte strings ``[meta, envelope_1 .. envelope_n, entry_1 .. entry_m]``:
+byte strings ``[meta, envelope_1 .. envelope_n, entry_1 .. entry_m, message_1 .. message_k]``:
 
 * ``meta`` = canonical CBOR map ``{v: 1, height, prev_hash, epoch, l1_block, timestamp,
   msg_start, msg_count, msg_acc, n_envelopes, n_entries, logs_hash}``; ``logs_hash`` (32 bytes)
@@ -21,8 +21,12 @@ byte strings ``[meta, envelope_1 .. envelope_n, entry_1 .. entry_m]``:
 * ``envelope_i`` = the fast-path envelopes as received, in execution order;
 * ``entry_j`` = one receipt entry per executed item, in execution order (L1 payloads first,
   then envelopes): the sealed receipt (``crypto.envelope.seal_receipt``, padded to a size
-  bucket) when the item decrypted, else ``b"EnclaveNet.error:" + code``: one of
-  ``ERROR_CODES`` (no reason text: batch data is public to DAPs and L1 observers).
+  bucket) when the item decrypted, ``b"EnclaveNet.bridge:v1"`` for a command of the L1 Bridge
+  (enclave/bridge.py), else ``b"EnclaveNet.error:" + code``: one of ``ERROR_CODES`` (no reason
+  text: batch data is public to DAPs and L1 observers).
+* ``message_k`` (only when the batch sent any) = the L2 -> L1 messages (crypto/bridge.py items),
+  counted by the meta's ``n_messages`` and committed by its ``l2_to_l1_messages_root``, which
+  the L1 Bridge reads from the meta's last bytes.
 
 Every item is at most ``MAX_BATCH_ITEM`` = 128 KiB, what ``DapManager.answerData`` accepts (so
 a DAP can always answer a request for any piece it signed): envelopes above it are refused
@@ -42,6 +46,7 @@ from typing import Any
 import cbor2
 import sha3
 
+from ..crypto.bridge import META_COUNT_KEY, META_ROOT_KEY, messages_root, root_of_meta
 from ..crypto.dap import MAX_PIECE_BYTES
 from ..crypto.envelope import MAX_ENVELOPE_BYTES
 from ..crypto.hashing import ZERO32, keccak256
@@ -64,6 +69,7 @@ ERROR_CODES = {
     "decrypt": "the envelope does not decrypt (wrong epoch key, chain id or tampered ciphertext)",
     "inbox_sender": "an inbox call submitted on L1 by another account than the one its envelope is sealed "
     "for (its routing hint); it runs only when that account submits it",
+    "bridge": "a command from the L1 Bridge that does not parse (crypto/bridge.py formats)",
 }
 MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z: the EVM timestamp never goes past it
 BATCH_DATA_VERSION = 1
@@ -223,9 +229,11 @@ def commit_batch_data(
     envelope_ids: list[bytes],
     entries: list[bytes],
     logs_hash: bytes | None = None,
+    messages: list[bytes] | None = None,
 ) -> BatchCommitments:
     """tx root, receipts root, the batch data bytes and its data commitment (``logs_hash``: the
-    log index commitment of the meta, left out when None)."""
+    log index commitment of the meta, left out when None; ``messages``: the L2 -> L1 message
+    items, crypto/bridge.py)."""
     fields: dict[str, Any] = {
         "v": BATCH_DATA_VERSION,
         "height": inp.height,
@@ -241,7 +249,12 @@ def commit_batch_data(
     }
     if logs_hash is not None:
         fields["logs_hash"] = logs_hash
+    messages = messages or []
+    if messages:
+        fields[META_COUNT_KEY] = len(messages)
+        fields[META_ROOT_KEY] = messages_root(messages)
     meta = encode(fields)
+    assert not messages or root_of_meta(meta) == fields[META_ROOT_KEY]
     k = sha3.keccak_256
     entry_hashes = [k(e).digest() for e in entries]
     # crypto.merkle's leaf hashes, computed once and shared by the three trees
@@ -249,8 +262,9 @@ def commit_batch_data(
     entry_nodes = [k(b"\x00" + x).digest() for x in entry_hashes]
     tx_root = _root_of_leaf_nodes(id_nodes)
     receipts_root = _root_of_leaf_nodes(entry_nodes)
-    data_commitment = _root_of_leaf_nodes([k(b"\x00" + keccak256(meta)).digest(), *id_nodes, *entry_nodes])
-    batch_data = cbor2.dumps([meta, *inp.envelopes, *entries])
+    msg_nodes = [k(b"\x00" + k(x).digest()).digest() for x in messages]
+    data_commitment = _root_of_leaf_nodes([k(b"\x00" + keccak256(meta)).digest(), *id_nodes, *entry_nodes, *msg_nodes])
+    batch_data = cbor2.dumps([meta, *inp.envelopes, *entries, *messages])
     return BatchCommitments(tx_root, receipts_root, data_commitment, batch_data)
 
 
@@ -280,12 +294,18 @@ def batch_data_roots(items: list[bytes]) -> tuple[bytes, bytes, bytes, dict[str,
     r = Request(meta, "batch data meta")
     n_env = r.integer("n_envelopes", hi=MAX_BATCH_ENVELOPES)
     n_ent = r.integer("n_entries", hi=MAX_BATCH_ENVELOPES + MAX_BATCH_MESSAGES)
-    if len(items) != 1 + n_env + n_ent:
-        raise EnclaveRefusal(f"batch data has {len(items)} items, its meta says 1 + {n_env} + {n_ent}")
+    n_out = r.integer(META_COUNT_KEY, hi=1 << 32, default=0)
+    if len(items) != 1 + n_env + n_ent + n_out:
+        raise EnclaveRefusal(
+            f"batch data has {len(items)} items, its meta says 1 + {n_env} + {n_ent} + {n_out} messages"
+        )
     k = sha3.keccak_256
     id_nodes = [k(b"\x00" + k(e).digest()).digest() for e in items[1 : 1 + n_env]]
-    entry_nodes = [k(b"\x00" + k(e).digest()).digest() for e in items[1 + n_env :]]
-    data_commitment = _root_of_leaf_nodes([k(b"\x00" + keccak256(items[0])).digest(), *id_nodes, *entry_nodes])
+    entry_nodes = [k(b"\x00" + k(e).digest()).digest() for e in items[1 + n_env : 1 + n_env + n_ent]]
+    msg_nodes = [k(b"\x00" + k(e).digest()).digest() for e in items[1 + n_env + n_ent :]]
+    data_commitment = _root_of_leaf_nodes(
+        [k(b"\x00" + keccak256(items[0])).digest(), *id_nodes, *entry_nodes, *msg_nodes]
+    )
     return _root_of_leaf_nodes(id_nodes), _root_of_leaf_nodes(entry_nodes), data_commitment, meta
 
 

@@ -43,10 +43,13 @@ import sha3
 from eth_abi import decode as abi_decode
 from pyrevm import EVM, AccountInfo, BlockEnv, CfgEnv, Env
 
+from ..crypto.bridge import BRIDGE_CALLER
 from ..crypto.envelope import MAX_RECEIPT_PLAINTEXT
 from ..crypto.hashing import ZERO32, address_bytes, to_checksum
 from ..crypto.header import EMPTY_WITHDRAWALS_HASH, Withdrawal, withdrawals_hash
 from ..crypto.smt import smt_key, smt_leaf
+from .bridge import genesis_code as bridge_genesis_code
+from .bridge import outbox_message
 from .contract_keys import (
     KEY_POLICY_ADDRESS,
     ContractKeyChain,
@@ -363,6 +366,8 @@ class BatchCommit:
     accounts_touched: int
     slots_touched: int
     queued_withdrawals: int = 0
+    # L2 -> L1 messages of the batch's successful transactions, in order: (sender, target, data)
+    messages: tuple[tuple[bytes, bytes, bytes], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -394,6 +399,7 @@ class _Batch:
     platform_secret: bytes = ZERO32  # this batch's platform secret (platform.py; never in the EVM)
     platform_keys: set[bytes] = field(default_factory=set)  # answers stored in PLATFORM this batch
     seed_prefix: bytes = b""  # platform.TX_SEED_INFO || platform_secret
+    messages: list[tuple[bytes, bytes, bytes]] = field(default_factory=list)  # the outbox (bridge.py)
 
 
 def intrinsic_gas(data: bytes, create: bool) -> int:
@@ -508,12 +514,16 @@ class Executor:
         self.state = WorldState()
         self._evm = self._new_evm()
         # Genesis: the withdrawal address holds code that reverts every call to it; PLATFORM
-        # holds the platform calls' answer cache (platform.py; its storage is never committed).
+        # holds the platform calls' answer cache (platform.py; its storage is never committed);
+        # the bridge's outbox, token implementation and factory (bridge.py).
+        genesis = {
+            WITHDRAW_ADDRESS: AccountChange(1, 0, _keccak(WITHDRAW_CODE), WITHDRAW_CODE),
+            PLATFORM_ADDRESS: AccountChange(1, 0, _keccak(PLATFORM_CODE), PLATFORM_CODE),
+        }
+        for addr, code in bridge_genesis_code().items():
+            genesis[addr] = AccountChange(1, 0, _keccak(code), code)
         self._commit_changes(
-            {
-                WITHDRAW_ADDRESS: AccountChange(1, 0, _keccak(WITHDRAW_CODE), WITHDRAW_CODE),
-                PLATFORM_ADDRESS: AccountChange(1, 0, _keccak(PLATFORM_CODE), PLATFORM_CODE),
-            },
+            genesis,
             {},
             set(),
             0,
@@ -736,6 +746,7 @@ class Executor:
             accounts_touched=len(accounts),
             slots_touched=sum(len(s) for s in storage.values()),
             queued_withdrawals=len(queue),
+            messages=tuple(b.messages),
         )
 
     @property
@@ -859,8 +870,11 @@ class Executor:
             raise EnclaveRefusal("deposit would overflow the account balance")
         self._evm.set_balance(h, bal)
 
-    def execute(self, item: SignedTx | InboxCall) -> Receipt:
+    def execute(self, item: SignedTx | InboxCall, bridge_command: bool = False) -> Receipt:
         """Execute one decoded item in the open batch and return its receipt.
+
+        ``bridge_command``: the item is an L1 Bridge command (bridge.py ``command_call``), the
+        only way a call from the bridge system caller runs.
 
         Raises ``TxError`` (and changes nothing) when the item cannot be included: wrong chain,
         nonce already used or a gap, gas limit above the per-tx limit or below intrinsic gas,
@@ -873,8 +887,8 @@ class Executor:
             raise TxError(f"wrong chain id {item.chain_id}: EnclaveNet's chain id is {self.chain_id}")
         sender = item.sender
         create = item.to is None
-        if sender == SYSTEM_CALLER:
-            raise TxError("the platform's system caller cannot send transactions")
+        if (sender == SYSTEM_CALLER or sender == BRIDGE_CALLER) and not bridge_command:
+            raise TxError("a system caller cannot send transactions")
         if item.gas > self.tx_gas_limit:
             raise TxError(f"gas limit {item.gas} exceeds the per-transaction limit {self.tx_gas_limit}")
         base = intrinsic_gas(item.data, create)
@@ -918,6 +932,11 @@ class Executor:
                 b.key_counts[to] = b.key_counts.get(to, 0) + 1
         if nonce >= 0:
             b.nonces[sender] = nonce + 1
+        if receipt.logs and receipt.status:
+            for lg in receipt.logs:
+                m = outbox_message(lg.address, lg.topics, lg.data)
+                if m is not None:
+                    b.messages.append(m)
         b.gas_used += receipt.gas_used
         b.tx_count += 1
         return bound_receipt(receipt)

@@ -27,6 +27,15 @@ import cbor2
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ..crypto.bridge import (
+    META_COUNT_KEY,
+    BridgeFormatError,
+    Erc20Deposit,
+    L1Call,
+    L2ToL1Message,
+    is_command,
+    parse_command,
+)
 from ..crypto.envelope import (
     Envelope,
     EnvelopeError,
@@ -65,6 +74,7 @@ from .batch import (
     commit_batch_data,
     error_entry,
 )
+from .bridge import BRIDGE_ENTRY, command_call
 from .codec import U64_MAX, Request, as_address, as_bytes, decode_map, encode
 from .committee import (
     Committee,
@@ -136,6 +146,9 @@ class ProgramConfig:
     # the most gas a view call or a gas estimate may burn (issue 14 M4: unmetered 30M-gas views
     # held the enclave's one ecall thread); a request asking more is capped, as geth's RPC gas cap
     view_gas_limit: int = 10_000_000
+    # the L1 Bridge (contracts/Bridge.vy): only inbox messages it submitted are bridge commands
+    # (crypto/bridge.py); None = no bridge
+    bridge: bytes | None = None
 
     @classmethod
     def from_mapping(cls, m: Mapping[str, Any]) -> ProgramConfig:
@@ -165,6 +178,7 @@ class ProgramConfig:
             min_types=r.integer("min_types", lo=1, hi=255),
             stats=r.has("stats") and r.raw("stats") is True,
             view_gas_limit=r.integer("view_gas_limit", lo=21_000, hi=30_000_000, default=10_000_000),
+            bridge=address_bytes(r.address("bridge")) if r.has("bridge") else None,
         )
 
     @property
@@ -665,7 +679,21 @@ class EnclaveProgram:
         senders: list[str | None] = [
             (m.sender if m.kind == KIND_USER else None) for m in inp.messages if m.payload
         ] + [None] * len(inp.envelopes)
+        bridge = self.cfg.bridge
+        cmds: dict[int, Erc20Deposit | L1Call | None] = {}  # raws index -> bridge command (None: bad)
+        if bridge is not None:
+            j = 0
+            for m in inp.messages:
+                if m.payload:
+                    if m.kind == KIND_USER and is_command(m.payload) and address_bytes(m.sender) == bridge:
+                        try:
+                            cmds[j] = parse_command(m.payload)
+                        except BridgeFormatError:
+                            cmds[j] = None
+                    j += 1
         opened = self._open_items(raws, keys, inp.epoch)
+        for j in cmds:  # a command is not an envelope: its entry is constant (bridge.py)
+            opened[j] = BRIDGE_ENTRY if cmds[j] is not None else error_entry("bridge")
         t_opened = time.perf_counter()
         decoded = self._decode_items(opened, senders)
         t_decoded = time.perf_counter()
@@ -679,7 +707,12 @@ class EnclaveProgram:
                     ex.credit(m.sender, m.value)
                 included = ex.batch_tx_count if m.kind == KIND_CHALLENGE else 0
                 if m.payload:
-                    results.append(run(opened[i], decoded[i]))
+                    cmd = cmds.get(i)
+                    if cmd is not None:
+                        assert bridge is not None
+                        results.append(self._bridge_command(cmd, bridge, raws[i]))
+                    else:
+                        results.append(run(opened[i], decoded[i]))
                     i += 1
                 if m.kind == KIND_CHALLENGE and m.value:
                     # the bond: back to the challenger when the challenged transaction was
@@ -693,8 +726,9 @@ class EnclaveProgram:
             for o, r in zip(opened, results, strict=True):
                 if isinstance(r, bytes):
                     entries.append(r)
+                elif isinstance(o, bytes):  # a bridge command: its receipt feeds the log index only
+                    entries.append(o)
                 else:
-                    assert not isinstance(o, bytes)
                     entries.append(seal_receipt(o[1].receipt_key, r.encode()))
             t0 = time.perf_counter()
             commit = ex.end_batch()
@@ -732,7 +766,11 @@ class EnclaveProgram:
                 receipts[rid] = entry
         msg_count = head.msg_count + len(inp.messages)
         msg_acc = accumulate(head.msg_acc, inp.messages)
-        c = commit_batch_data(inp, head.msg_count, msg_count, msg_acc, ids, entries, logs_hash)
+        out_items = [
+            L2ToL1Message(inp.height, k, sender, target, data).encode()
+            for k, (sender, target, data) in enumerate(commit.messages)
+        ]
+        c = commit_batch_data(inp, head.msg_count, msg_count, msg_acc, ids, entries, logs_hash, out_items)
         header = Header(
             height=inp.height,
             prev_hash=inp.prev_hash,
@@ -765,6 +803,14 @@ class EnclaveProgram:
             undo,
             logs_plain,
         )
+
+    def _bridge_command(self, cmd: Erc20Deposit | L1Call, bridge: bytes, payload: bytes) -> Receipt:
+        """Run an L1 Bridge command in the open batch (a refusal is a failed receipt)."""
+        item = command_call(cmd, bridge, keccak256(payload), self.cfg.chain_id, self.cfg.tx_gas_limit)
+        try:
+            return self._ex.execute(item, bridge_command=True)
+        except TxError as exc:
+            return Receipt(0, 0, b"", (), f"refused: {exc}", None, item.hash, item.sender)
 
     def _undo_last(self) -> None:
         """Put back the state before the head's batch (a refused vote, a failed check)."""
@@ -887,7 +933,10 @@ class EnclaveProgram:
         if not (isinstance(n_env, int) and isinstance(n_ent, int) and n_env >= 0 and n_ent >= 0
                 and isinstance(committed, bytes) and len(committed) == 32 and committed != ZERO32):
             return height, hh, None  # older batch data (no logs_hash) or a height without an index
-        if not merkle_verify_at(header.data_commitment, keccak256(meta_raw), 0, 1 + n_env + n_ent, list(proof)):
+        n_out = meta.get(META_COUNT_KEY, 0)
+        if not isinstance(n_out, int) or n_out < 0:
+            return height, hh, None
+        if not merkle_verify_at(header.data_commitment, keccak256(meta_raw), 0, 1 + n_env + n_ent + n_out, list(proof)):
             return height, hh, None
         # the header itself: accepted -- the finalised one this enclave knows (its QC was checked
         # by accept_header / apply_batch), else a QC by this enclave's committee. Not a tentative

@@ -13,6 +13,7 @@ from typing import Any
 import cbor2
 import sha3
 
+from ..crypto.bridge import META_COUNT_KEY
 from ..crypto.envelope import hinted_fields
 from ..crypto.hashing import keccak256
 from ..crypto.header import Header
@@ -88,15 +89,21 @@ class BatchRecord:
 
 def split_batch_data(batch_data: bytes) -> tuple[dict[str, Any], list[bytes], list[bytes]]:
     """(meta, envelopes, entries) of stored batch data (enclave/batch.py format)."""
-    items = batch_data_items(batch_data)
+    meta, envelopes, entries, _ = split_batch_items(batch_data_items(batch_data))
+    return meta, envelopes, entries
+
+
+def split_batch_items(items: list[bytes]) -> tuple[dict[str, Any], list[bytes], list[bytes], list[bytes]]:
+    """(meta, envelopes, entries, L2 -> L1 message items) of batch data split into its items."""
     meta = cbor2.loads(items[0])
     if not isinstance(meta, dict):
         raise ValueError("batch data meta is not a map")
     n_env = int(meta["n_envelopes"])
     n_ent = int(meta["n_entries"])
-    if len(items) != 1 + n_env + n_ent:
-        raise ValueError(f"batch data has {len(items)} items, meta says 1 + {n_env} + {n_ent}")
-    return meta, items[1 : 1 + n_env], items[1 + n_env :]
+    n_out = int(meta.get(META_COUNT_KEY, 0))
+    if min(n_env, n_ent, n_out) < 0 or len(items) != 1 + n_env + n_ent + n_out:
+        raise ValueError(f"batch data has {len(items)} items, meta says 1 + {n_env} + {n_ent} + {n_out}")
+    return meta, items[1 : 1 + n_env], items[1 + n_env : 1 + n_env + n_ent], items[1 + n_env + n_ent :]
 
 
 def routing_hints(envelopes: list[bytes]) -> list[tuple[bytes, int]]:

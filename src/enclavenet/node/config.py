@@ -91,6 +91,9 @@ class NodeConfig:
     dap_manager: str = ""
     dap_snapshot_every: int = 16
     dap_timeout: float = 10.0
+    # the L1 Bridge (docs/BRIDGE.md): this node relays the L2 -> L1 messages of the headers it
+    # gets accepted; "" = no bridge
+    bridge: str = ""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -216,6 +219,8 @@ def check_values(cfg: NodeConfig) -> None:
     for name in ("rollup", "registry"):
         if not _is_address(getattr(cfg, name)):
             raise ConfigError(f"node config field {name!r} must be a 0x-prefixed 20-byte hex address, got {getattr(cfg, name)!r}")
+    if cfg.bridge and not _is_address(cfg.bridge):
+        raise ConfigError(f"node config field 'bridge' must be empty or a 20-byte hex address, got {cfg.bridge!r}")
     if cfg.dap_manager and not _is_address(cfg.dap_manager):
         raise ConfigError(f"node config field 'dap_manager' must be empty or a 20-byte hex address, got {cfg.dap_manager!r}")
     if cfg.l1_key and not re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", cfg.l1_key):

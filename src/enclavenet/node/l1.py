@@ -3,7 +3,8 @@
 The loop polls the watcher (a full poll only when L1's tip moved, when behind, or every
 second: node/l1probe.py) and hands accepted headers to sync and committee changes to epochs.
 Submission sends a QC'd header (with DAP receipts when required); a header that vanished from
-L1 (a lost transaction, a reorg) is submitted again with its QC.
+L1 (a lost transaction, a reorg) is submitted again with its QC; once accepted, its L2 -> L1
+messages are relayed to the Bridge (node/relayer.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .core import NodeCore, Role
 from .epochs import Epochs
 from .l1probe import L1Probe
 from .l1watch import L1Watcher
+from .relayer import Relayer
 from .sync import Sync
 
 log = logging.getLogger("enclavenet.node.l1")
@@ -44,6 +46,9 @@ class L1Link(Role):
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="l1-watch")
         self.tx_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="l1-send")
         self._reanchoring = False
+        # L2 -> L1 messages of the headers this node gets accepted (node/relayer.py); its L1
+        # transactions go through the same sender thread (one nonce sequence)
+        self.relayer = Relayer(node, self.tx_pool)
 
     async def block_time(self, block: int) -> int:
         """The L1 timestamp of ``block`` (cached by the watcher; else read on the L1 thread): the
@@ -191,6 +196,7 @@ class L1Link(Role):
             self.node.last_gas = int(receipt["gasUsed"])
             if self.node.metrics:
                 self.node.metrics.submitted(self.node.last_gas)
+            self.relayer.accepted(rec.height, rec.batch_data)
         except TxReverted as exc:
             if self.node.metrics:
                 self.node.metrics.submit_failed("reverted")

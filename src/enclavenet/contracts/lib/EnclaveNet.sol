@@ -128,4 +128,22 @@ library EnclaveNet {
             }
         }
     }
+    /// The outbox (docs/BRIDGE.md): a call with `target (20 bytes) || data` sends an L2 -> L1
+    /// message, relayed to `target` on L1 by the Bridge once the header carrying this batch is
+    /// accepted; `Bridge.xDomainMessageSender()` is this contract during that call.
+    address internal constant OUTBOX = 0x00000000000000000000000000000000000057d5;
+
+    /// @notice Send `data` (<= 4096 bytes) to the L1 contract `target`. The message exists only if
+    /// the transaction succeeds; it is public once relayed (it is an L1 call).
+    function sendToL1(address target, bytes memory data) internal {
+        (bool ok,) = OUTBOX.call(abi.encodePacked(target, data));
+        require(ok, "EnclaveNet: outbox refused the message (data above 4096 bytes?)");
+    }
+
+    /// @notice The EnclaveNet address an L1 account's Bridge.sendMessage calls come from.
+    function l1Alias(address l1Sender) internal pure returns (address) {
+        unchecked {
+            return address(uint160(l1Sender) + uint160(0x1111000000000000000000000000000000001111));
+        }
+    }
 }

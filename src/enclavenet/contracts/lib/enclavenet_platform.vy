@@ -48,3 +48,12 @@ def sign_digest(secret_key: bytes32, digest: bytes32) -> Bytes[65]:
         concat(b"\x03", abi_encode(SECP256K1, slice(concat(secret_key, b""), 0, 32), digest))
     )
     return slice(out, 64, 65)
+
+
+OUTBOX: constant(address) = 0x00000000000000000000000000000000000057d5
+
+
+@internal
+def send_to_l1(target: address, data: Bytes[4096]):
+    """Send an L2 -> L1 message to `target` (docs/BRIDGE.md); relayed once the header is accepted."""
+    raw_call(OUTBOX, concat(convert(target, bytes20), data))

@@ -19,8 +19,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ARTIFACTS = HERE / "artifacts"
 # the deployable contracts; registry.vy, state.vy and dap.vy are modules compiled into the Rollup
-CONTRACTS = ("Rollup", "DapManager")
-MODULES = {"Rollup": ("registry", "state", "dap"), "DapManager": ()}
+CONTRACTS = ("Rollup", "DapManager", "Bridge")
+MODULES = {"Rollup": ("registry", "state", "dap"), "DapManager": (), "Bridge": ()}
 VYPER_VERSION = "0.4.3"
 EVM_VERSION = "prague"
 OPTIMIZE = "gas"

@@ -372,6 +372,13 @@ def test_generic_message_calls_the_target_through_the_executor(env: Env) -> None
     with pytest.raises(TxReverted, match="Bridge: message already relayed"):
         env.relay(args)
     assert target.functions.calls().call() == 1
+    # later in the relay's own transaction the sender is gone again
+    probe = env.deploy("RelayProbe")
+    h2, data2 = env.accept([(l2_sender, target.address, bytes.fromhex(call[2:]))])
+    calldata = env.bridge.functions.relayMessage(*relay_args([h2], data2, 0).args())._encode_transaction_data()
+    env.relayer.transact(probe.functions.relayAndRead(env.bridge.address, bytes.fromhex(calldata[2:])))
+    assert probe.functions.relays().call() == 1 and target.functions.calls().call() == 2
+    assert probe.functions.after().call() == to_checksum(b"\x00" * 20)
 
 
 def test_a_message_cannot_spend_the_locked_tokens(env: Env) -> None:

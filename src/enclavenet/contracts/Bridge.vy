@@ -115,8 +115,9 @@ locked: public(HashMap[address, uint256])
 relayed: public(HashMap[bytes32, bool])
 # header hashes once the Rollup's last (anchor()): a relay's header chain may end at one
 anchored: public(HashMap[bytes32, bool])
-# the L2 sender of the generic message being relayed (empty outside a relay)
-xDomainMessageSender: public(address)
+# the L2 sender of the generic message being relayed (empty outside a relay; transient
+# storage: 100 gas a write, and it cannot outlive the transaction)
+xDomainMessageSender: public(transient(address))
 
 
 @deploy

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from web3 import Web3
 from web3.contract import Contract
 from web3.logs import DISCARD
 
@@ -61,7 +62,7 @@ class Env:
 
     def deploy(self, name: str, *args: Any) -> Contract:
         abi, bytecode = _compiled(name)
-        return self.l1.w3.eth.contract(address=self.owner.deploy(abi, bytecode, *args), abi=abi)
+        return self.l1.w3.eth.contract(address=Web3.to_checksum_address(self.owner.deploy(abi, bytecode, *args)), abi=abi)
 
     def token(self, decimals: int = 6, fee_bps: int = 0, *, fund: int = 10**9) -> Contract:
         t = self.deploy("TestToken", decimals, fee_bps)
@@ -327,8 +328,7 @@ def test_an_older_header_is_relayed_through_its_successors_or_an_anchor(env: Env
     with pytest.raises(TxReverted, match="Bridge: the last header is neither the Rollup's last nor anchored"):
         env.relay(relay_args([a, b], data_a, 1))  # b is accepted, but no longer the last
     with pytest.raises(TxReverted, match="Bridge: the headers do not chain"):
-        env.relay(relay_args([a, b, c], data_a, 1).args()[:0] + (
-            [a.as_tuple(), c.as_tuple()], *relay_args([a], data_a, 1).args()[1:]))
+        env.relay(([a.as_tuple(), c.as_tuple()], *relay_args([a], data_a, 1).args()[1:]))
     env.relay(relay_args([a, b, c], data_a, 1))
     assert token.functions.balanceOf(recipient).call() == 100
     # anchor c; two headers later, [c's batch ... c] is enough and so is [a, b, c]

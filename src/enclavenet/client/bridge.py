@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import cbor2
@@ -100,7 +101,7 @@ def relay_args(headers: Sequence[Header], batch_data: bytes, index: int) -> Rela
     header must be the Rollup's ``lastHeaderHash`` or anchored (the Bridge checks)."""
     if not headers:
         raise RelayError("need at least the message's header")
-    for prev, nxt in zip(headers, headers[1:], strict=False):
+    for prev, nxt in pairwise(headers):
         if nxt.prev_hash != prev.hash():
             raise RelayError(f"header {nxt.height} does not follow header {prev.height}")
     b = batch_messages(batch_data)

@@ -171,6 +171,28 @@ def test_deposit_of_a_token_returning_nothing_without_decimals(env: Env) -> None
         env.deposit(token, 1)
 
 
+def test_deposit_decimals_above_255_read_as_18(env: Env) -> None:
+    for decimals, seen in ((255, 255), (256, 18), (2**200, 18), (0, 0)):
+        (msg,) = env.l1_messages(env.deposit(env.token(decimals=decimals), 7))
+        assert parse_command(bytes(msg.payload)).decimals == seen  # type: ignore[union-attr]
+
+
+def test_deploy_and_attach_with_the_bridge(env: Env) -> None:
+    from enclavenet.contracts.deploy import DeployError, attach, deploy_bridge
+
+    w3 = env.l1.w3
+    dep = attach(w3, env.rollup.address, 0, bridge=env.bridge.address)
+    assert dep.bridge_address == env.bridge.address and dep.as_dict()["bridge"] == env.bridge.address
+    assert "bridge" not in attach(w3, env.rollup.address).as_dict()
+    assert env.bridge.functions.ROLLUP().call() == env.rollup.address
+    other = deploy_contracts(env.owner, env.owner.address, 1, 1)
+    stray = deploy_bridge(env.owner, other.rollup_address)
+    with pytest.raises(DeployError, match="is not bound to"):
+        attach(w3, env.rollup.address, bridge=stray.address)
+    with pytest.raises(DeployError, match="no contract at the bridge address"):
+        attach(w3, env.rollup.address, bridge=to_checksum(os.urandom(20)))
+
+
 def test_deposit_refusals(env: Env) -> None:
     token = env.token()
     with pytest.raises(TxReverted, match="Bridge: deposit of zero"):

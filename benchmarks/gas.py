@@ -24,8 +24,8 @@ accounts (1,000 with --quick), as the enclaves build it (crypto.smt, salted leav
 Targets: header (10 members, 7 sigs, 3 types) <= 90,000; deposit <= 45,000 (steady state);
 registration <= 150,000. Ends with one JSON line: header_gas_10_members, deposit_gas,
 register_gas, gas_per_tx_batch_2000, challenge_gas, freeze_gas, escape_gas, reclaim_gas,
-dap_extra_gas_t1/t2/t3 (DAP storage receipts checked in submitHeader, over the t = 0 header)
-(and more).
+dap_extra_gas_t1/t2/t3 (DAP storage receipts checked in submitHeader, over the t = 0 header),
+erc20_deposit_gas, erc20_withdraw_gas, l2_to_l1_message_gas (the L1 Bridge) (and more).
 """
 
 from __future__ import annotations
@@ -173,7 +173,82 @@ def measure(l1: L1, quick: bool) -> dict[str, Any]:
     res["rollup_deploy"], res["rollup_runtime_bytes"] = _rollup_deploy(l1)
     res.update(_escape_hatch(l1, 1_000 if quick else 100_000))
     res.update(_dap(l1, reps))
+    res.update(_bridge(l1, reps))
     return res
+
+
+TRIVIAL_TARGET = """# pragma version 0.4.3
+@external
+@payable
+def __default__():
+    pass
+"""
+
+
+def _bridge(l1: L1, reps: int) -> dict[str, Any]:
+    """The L1 Bridge next to the headline deployment: depositERC20 (steady state: the token's
+    and the Bridge's balances exist; incl. Rollup.submit), and relayMessage with a 1-header
+    chain of an ERC20 withdrawal (to a recipient that holds the token) and of a generic message
+    of 64 bytes to a trivial target, each the 2nd of a batch's 4 messages."""
+    import vyper
+    from web3 import Web3
+
+    from enclavenet.contracts import deploy_bridge
+    from enclavenet.contracts.simulate import simulated_batch
+    from enclavenet.crypto.bridge import L2ToL1Message, l2_token_address, withdrawal_data
+    from enclavenet.crypto.hashing import address_bytes
+
+    fixtures = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "contracts"
+    b = Bench(l1, 10)
+    bridge = deploy_bridge(b.owner, b.rollup.address)
+    w3 = l1.w3
+
+    def deploy(source: str, *args: Any) -> Any:
+        out = vyper.compile_code(source, output_formats=["abi", "bytecode"])
+        return w3.eth.contract(address=Web3.to_checksum_address(b.owner.deploy(out["abi"], out["bytecode"], *args)), abi=out["abi"])
+
+    token = deploy((fixtures / "TestToken.vy").read_text(), 6, 0)
+    target = deploy(TRIVIAL_TARGET)
+    u = b.user
+    b.gas(b.owner, token.functions.mint(u.address, 10**12))
+    b.gas(u, token.functions.approve(bridge.address, 2**256 - 1))
+    out: dict[str, Any] = {"erc20_deposit_first": b.gas(u, bridge.functions.depositERC20(token.address, u.address, 10**9))}
+    out["erc20_deposit"] = _median(b.gas(u, bridge.functions.depositERC20(token.address, u.address, 10**6))
+                                   for _ in range(reps))
+    out["bridge_send_message_64B"] = b.gas(u, bridge.functions.sendMessage(target.address, os.urandom(64), 100_000))
+    recipient = u.address  # holds the token already
+    l2_token = l2_token_address(token.address)
+
+    def relay_gas(sender: bytes, to: bytes, data: bytes) -> int:
+        from enclavenet.client.bridge import relay_args
+
+        height = int(b.f.lastHeight().call()) + 1
+        specs = [(os.urandom(20), os.urandom(20), os.urandom(64)), (sender, to, data),
+                 (os.urandom(20), os.urandom(20), os.urandom(64)), (os.urandom(20), os.urandom(20), os.urandom(64))]
+        items = [L2ToL1Message(height, i, s, t, d).encode() for i, (s, t, d) in enumerate(specs)]
+        batch_data, dc = simulated_batch(height, items, envelopes=[os.urandom(200) for _ in range(100)],
+                                         entries=[os.urandom(100) for _ in range(100)], prev_hash=b.prev)
+        total = int(b.f.msgCount().call())
+        h = Header(
+            height=height, prev_hash=b.prev, epoch=1, epoch_key=os.urandom(32), l1_block=l1.block_number() - 1,
+            msg_count=total, msg_acc=bytes(b.f.msgAcc().call()), tx_root=os.urandom(32),
+            receipts_root=os.urandom(32), state_root=os.urandom(32), balances_root=os.urandom(32),
+            withdrawals_hash=EMPTY_WITHDRAWALS_HASH, data_commitment=dc,
+        )
+        b.gas(b.owner, b.f.submitHeader(h.as_tuple(), [], sign_qc(h, pick_qc(b.members, b.quorum, MIN_TYPES), l1.chain_id, b.rollup.address)))
+        b.prev = h.hash()
+        args = relay_args([h], batch_data, 1)
+        out["bridge_meta_siblings"] = len(args.meta_siblings)
+        return b.gas(b.owner, bridge.functions.relayMessage(*args.args()))
+
+    wd = withdrawal_data(token.address, recipient, 1000)
+    out["erc20_withdraw"] = _median(relay_gas(l2_token, address_bytes(bridge.address), wd) for _ in range(reps))
+    out["l2_to_l1_message_64B"] = _median(relay_gas(os.urandom(20), address_bytes(target.address), os.urandom(64))
+                                          for _ in range(reps))
+    out["bridge_anchor"] = b.gas(b.owner, bridge.functions.anchor())
+    art = load_artifact("Bridge")
+    out["bridge_runtime_bytes"] = (len(art["deployedBytecode"]) - 2) // 2
+    return out
 
 
 def _dap(l1: L1, reps: int) -> dict[str, Any]:
@@ -362,6 +437,13 @@ def table(res: dict[str, Any]) -> str:
         ("DapManager.resolveRequest, 3 named (1 answered)", res["dap_resolve_3"], "2 lazy DAPs slashed"),
         ("DapManager.leave", res["dap_leave"], "stops counting at once"),
         ("DapManager.withdraw (after the delay)", res["dap_withdraw"], ""),
+        ("Bridge.depositERC20 (steady state, incl. Rollup.submit)", res["erc20_deposit"],
+         f"test ERC20's transferFrom included; first deposit of a token {res['erc20_deposit_first']:,}"),
+        ("Bridge.sendMessage, 64 bytes of call data", res["bridge_send_message_64B"], "L1 -> EnclaveNet contract call"),
+        ("Bridge.relayMessage: ERC20 withdrawal, 1-header chain", res["erc20_withdraw"],
+         f"4 messages; meta is 1 of 201 items ({res['bridge_meta_siblings']} siblings); recipient holds the token"),
+        ("Bridge.relayMessage: 64-byte message to a trivial target", res["l2_to_l1_message_64B"], "via the executor; xDomainMessageSender set/reset"),
+        ("Bridge.anchor", res["bridge_anchor"], f"Bridge runtime code {res['bridge_runtime_bytes']:,} bytes"),
         ("Rollup deployment (constructor only)", res["rollup_deploy"],
          f"incl. 256 ring slots x 22,100; runtime code {res['rollup_runtime_bytes']:,} of 24,576 bytes"),
         ("plain ETH transfer (reference)", 21_000, "TeeRollup Transfer 21,000"),
@@ -451,6 +533,9 @@ def main(argv: list[str] | None = None) -> int:
         "dap_request_gas_3": int(res["dap_request_3"]),
         "dap_answer_gas": int(res["dap_answer_200B_depth10"]),
         "dap_resolve_gas_3": int(res["dap_resolve_3"]),
+        "erc20_deposit_gas": int(res["erc20_deposit"]),
+        "erc20_withdraw_gas": int(res["erc20_withdraw"]),
+        "l2_to_l1_message_gas": int(res["l2_to_l1_message_64B"]),
         "rollup_deploy_gas": int(res["rollup_deploy"]),
         "rollup_runtime_bytes": int(res["rollup_runtime_bytes"]),
         "targets_met": bool(

@@ -14,6 +14,7 @@ import pytest
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_account import Account
+from tests.unit.test_program import CHAIN, L1_CHAIN, VENDORS, Net, dep, receipt_of
 
 from enclavenet.crypto.bridge import (
     BRIDGE_CALLER,
@@ -45,7 +46,6 @@ from enclavenet.enclave.executor import BlockInfo, Executor
 from enclavenet.enclave.harness import Member, form_committee, program_config
 from enclavenet.enclave.tx import InboxCall
 from enclavenet.tee import DEFAULT_PROGRAM, InProcessEnclave
-from tests.unit.test_program import CHAIN, L1_CHAIN, VENDORS, Net, dep, receipt_of
 
 BRIDGE = "0x" + "b7" * 20
 L1_TOKEN = "0x" + "e2" * 20

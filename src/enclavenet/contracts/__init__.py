@@ -26,10 +26,10 @@ from .encoding import (
 )
 
 if TYPE_CHECKING:
-    from .deploy import Deployment, deploy_contracts
+    from .deploy import Deployment, deploy_bridge, deploy_contracts
 
 ARTIFACT_DIR = Path(__file__).resolve().parent / "artifacts"
-CONTRACT_NAMES = ("Rollup", "DapManager")  # DapManager: DAP collateral and the penalty game
+CONTRACT_NAMES = ("Rollup", "DapManager", "Bridge")  # DapManager: DAP collateral and the penalty game; Bridge: ERC20s and L1 <-> L2 messages
 # the registry is part of the Rollup contract: its ABI is the Rollup's
 ALIASES = {"Registry": "Rollup"}
 
@@ -55,7 +55,7 @@ def load_artifact(name: str) -> dict[str, Any]:
 
 def __getattr__(attr: str) -> Any:
     # web3 is imported only by whoever deploys (the enclave side never needs it)
-    if attr in ("deploy_contracts", "Deployment", "attach"):
+    if attr in ("deploy_contracts", "deploy_bridge", "Deployment", "attach"):
         from . import deploy
 
         return getattr(deploy, attr)
@@ -66,6 +66,7 @@ __all__ = [
     "CONTRACT_NAMES",
     "Deployment",
     "compact_signature",
+    "deploy_bridge",
     "deploy_contracts",
     "expand_signature",
     "header_arg",

@@ -19,8 +19,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ARTIFACTS = HERE / "artifacts"
 # the deployable contracts; registry.vy, state.vy and dap.vy are modules compiled into the Rollup
-CONTRACTS = ("Rollup", "DapManager")
-MODULES = {"Rollup": ("registry", "state", "dap"), "DapManager": ()}
+CONTRACTS = ("Rollup", "DapManager", "Bridge")
+MODULES = {"Rollup": ("registry", "state", "dap"), "DapManager": (), "Bridge": ()}
 # EnclaveNet genesis contracts (the bridge's token implementation and factory, contracts/l2/):
 # compiled for the enclave EVM's Cancun, into artifacts/l2/ (enclave/bridge.py loads them)
 L2_CONTRACTS = ("BridgedToken", "TokenFactory")

@@ -1,4 +1,4 @@
-"""Deploy (or attach to) the EnclaveNet L1 contract.
+"""Deploy (or attach to) the EnclaveNet L1 contracts: the Rollup, and optionally the Bridge.
 
 ``deploy_contracts`` takes either a ``web3.Web3`` whose node holds unlocked accounts
 (eth-tester, anvil), or a transaction sender: anything with ``w3``, ``address``,
@@ -7,7 +7,9 @@
 
 The registry is compiled into the Rollup (one contract, see docs/CONTRACTS.md), so a
 :class:`Deployment` has ``registry`` and ``rollup`` at the same address; use whichever
-name reads better at the call site.
+name reads better at the call site. The ``Bridge`` (ERC20s and L1 <-> L2 messages,
+contracts/Bridge.vy) is a separate contract bound to the Rollup: ``deploy_contracts(...,
+bridge=True)`` or :func:`deploy_bridge` for an existing Rollup; ``Deployment.bridge``.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class Deployment:
     owner: str
     chain_id: int
     block_number: int  # no later than the deployment's L1 block: event scans start here
+    bridge: Contract | None = None  # the L1 Bridge, if deployed / attached
 
     @property
     def registry(self) -> Contract:
@@ -63,15 +66,22 @@ class Deployment:
     def registry_address(self) -> str:
         return self.rollup_address
 
+    @property
+    def bridge_address(self) -> str | None:
+        return str(self.bridge.address) if self.bridge is not None else None
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-able description (what a node's config file holds)."""
-        return {
+        out: dict[str, Any] = {
             "chain_id": self.chain_id,
             "rollup": self.rollup_address,
             "registry": self.registry_address,
             "owner": self.owner,
             "block_number": self.block_number,
         }
+        if self.bridge is not None:
+            out["bridge"] = self.bridge_address
+        return out
 
 
 class _UnlockedSender:
@@ -122,16 +132,36 @@ def contract_at(w3: Web3, address: str) -> Contract:
     return w3.eth.contract(address=Web3.to_checksum_address(address), abi=art["abi"])
 
 
-def attach(w3: Web3, rollup: str, block_number: int = 0) -> Deployment:
-    """Bind to a contract deployed earlier (e.g. from a node's config file)."""
+def bridge_at(w3: Web3, address: str) -> Contract:
+    """A web3 contract object for the Bridge at ``address``."""
+    return w3.eth.contract(address=Web3.to_checksum_address(address), abi=load_artifact("Bridge")["abi"])
+
+
+def attach(w3: Web3, rollup: str, block_number: int = 0, bridge: str | None = None) -> Deployment:
+    """Bind to contracts deployed earlier (e.g. from a node's config file)."""
     contract = contract_at(w3, rollup)
     code = bytes(w3.eth.get_code(contract.address))
     if code != bytes.fromhex(load_artifact("Rollup")["deployedBytecode"][2:]):
         raise DeployError(f"the code at {contract.address} is not this EnclaveNet Rollup")
+    bridge_contract = None
+    if bridge is not None:
+        bridge_contract = bridge_at(w3, bridge)
+        if not bytes(w3.eth.get_code(bridge_contract.address)):
+            raise DeployError(f"no contract at the bridge address {bridge_contract.address}")
+        if Web3.to_checksum_address(bridge_contract.functions.ROLLUP().call()) != contract.address:
+            raise DeployError(f"the Bridge at {bridge_contract.address} is not bound to {contract.address}")
     return Deployment(
         w3=w3, rollup=contract, owner=str(contract.functions.owner().call()),
-        chain_id=int(w3.eth.chain_id), block_number=block_number,
+        chain_id=int(w3.eth.chain_id), block_number=block_number, bridge=bridge_contract,
     )
+
+
+def deploy_bridge(w3_or_sender: Web3 | Sender, rollup: str, *, deployer: str | None = None) -> Contract:
+    """Deploy a Bridge bound to the Rollup at ``rollup`` (it has no owner: nothing to configure)."""
+    sender = _as_sender(w3_or_sender, deployer)
+    art = load_artifact("Bridge")
+    address = sender.deploy(art["abi"], art["bytecode"], Web3.to_checksum_address(rollup))
+    return bridge_at(sender.w3, address)
 
 
 def deploy_contracts(
@@ -143,8 +173,10 @@ def deploy_contracts(
     platform_roots: Mapping[int, str] | None = None,
     measurements: Mapping[int, Iterable[bytes]] | None = None,
     deployer: str | None = None,
+    bridge: bool = False,
 ) -> Deployment:
-    """Deploy the Rollup (registry included), configure it, and hand it to ``owner``.
+    """Deploy the Rollup (registry included), configure it, and hand it to ``owner``; with
+    ``bridge``, deploy the Bridge bound to it too (``Deployment.bridge``).
 
     ``platform_roots`` maps TEE type ids (sgx 1, tdx 2, sev-snp 3, csv 4, ...) to the root
     address that signs that platform's quotes; ``measurements`` maps a TEE type id to the
@@ -178,5 +210,5 @@ def deploy_contracts(
         sender.transact(rollup.functions.transferOwnership(owner))
     return Deployment(
         w3=w3, rollup=rollup, owner=owner, chain_id=int(w3.eth.chain_id),
-        block_number=block_number,
+        block_number=block_number, bridge=deploy_bridge(sender, address) if bridge else None,
     )

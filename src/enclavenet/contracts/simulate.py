@@ -92,3 +92,32 @@ def sign_qc(
 ) -> list[SigTuple]:
     """The ``signatures`` argument of ``Rollup.submitHeader``."""
     return qc_signatures([e.sign_header(header, chain_id, rollup) for e in signers])
+
+
+def simulated_batch(
+    height: int,
+    messages: Sequence[bytes] = (),
+    *,
+    envelopes: Sequence[bytes] = (),
+    entries: Sequence[bytes] = (),
+    prev_hash: bytes = b"\x00" * 32,
+    epoch: int = 1,
+    l1_block: int = 0,
+) -> tuple[bytes, bytes]:
+    """``(batch_data, data_commitment)`` of a batch laid out as ``enclave.batch.commit_batch_data``
+    lays it out, with L2 -> L1 message items after the entries and the meta's ``n_messages`` and
+    ``l2_to_l1_messages_root`` (crypto.bridge): what the Bridge's relay tests and gas rows need."""
+    import cbor2
+
+    from enclavenet.crypto.bridge import META_COUNT_KEY, META_ROOT_KEY, messages_root
+    from enclavenet.enclave.batch import BATCH_DATA_VERSION, data_commitment_of_items
+    from enclavenet.enclave.codec import encode
+
+    meta = encode({
+        "v": BATCH_DATA_VERSION, "height": height, "prev_hash": prev_hash, "epoch": epoch,
+        "l1_block": l1_block, "timestamp": 0, "msg_start": 0, "msg_count": 0, "msg_acc": b"\x00" * 32,
+        "n_envelopes": len(envelopes), "n_entries": len(entries),
+        META_COUNT_KEY: len(messages), META_ROOT_KEY: messages_root(list(messages)),
+    })
+    items = [meta, *envelopes, *entries, *messages]
+    return cbor2.dumps(items), data_commitment_of_items(items)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 from typing import Any
 
@@ -100,7 +101,7 @@ class Relayer(Role):
                 for k in range(len(msgs)):
                     fn = self._contract().functions.relayMessage(*relay_args(chain, batch_data, k).args())
                     try:
-                        await loop.run_in_executor(self.tx_pool, lambda fn=fn: sender.transact(fn, gas=3_000_000))
+                        await loop.run_in_executor(self.tx_pool, functools.partial(sender.transact, fn, gas=3_000_000))
                         self.relayed += 1
                         log.info("%s: relayed L2 -> L1 message %d of height %d", self.cfg.name, k, height)
                     except TxReverted as exc:

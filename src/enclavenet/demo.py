@@ -7,7 +7,9 @@
    header holding it is accepted with a quorum certificate (QC) -- whose signers the demo shows.
 3. The examples run confidentially through ``enclavenet.client.wrap`` and are compared with the
    same scripts executed plainly on an L1 EVM; then the platform calls: a lottery drawn with
-   private randomness and a contract wallet whose enclave-held key signs an L1 transaction.
+   private randomness and a contract wallet whose enclave-held key signs an L1 transaction;
+   then an L1 ERC20 bridged in, transferred confidentially (its receiver reads the Transfer)
+   and withdrawn to L1 (docs/BRIDGE.md).
 4. One token transfer seen side by side: what its sender reads, and what an L1 observer reads;
    then one transfer by foundry's ``cast``, unmodified, through the gateway (docs/GATEWAY.md).
 5. A short load: throughput, latency and L1 gas per transaction; then the gas of every L1
@@ -180,6 +182,25 @@ class Demo:
         if r["recovered_sender"] != r["wallet_l1_address"] or r.get("l1_status") != 1:
             raise RuntimeError("platform example: the wallet's L1 transaction did not verify or was not mined")
 
+    # ------------------------------------------------------------------ 3c
+    def bridge(self) -> None:
+        """L1 bridges beyond ETH (docs/BRIDGE.md): a bridged ERC20 in and out."""
+        from examples.bridge.run import run_live
+
+        _rule("3c. Bridge: an L1 ERC20 in, a confidential transfer, a withdrawal back to L1")
+        alice, bob, carol = self.users[0], self.users[1], self.users[2]
+        r = run_live(self.w3, self.l1, self.net.bridge.address, alice, bob, carol.address)
+        print(f"alice deposited 1000 TST (L1 {_short(r['l1_token'], 4)}) through the Bridge "
+              f"({r['deposit_gas']:,} L1 gas); minted inside as its canonical token {_short(r['l2_token'], 4)} "
+              f"after {r['credited_after_s']}s")
+        print(f"alice -> bob 400 inside (confidential); bob's signed log query finds {r['bob_transfer_logs']} "
+              f"Transfer of {r['bob_log_value'] / 10**6:g} TST; carol asking the same: {r['carol_transfer_logs']}")
+        print(f"bob withdrew 150 to L1: the node relayed the L2 -> L1 message once its header was accepted "
+              f"({r['relay_gas']:,} L1 gas), bob received {r['bob_l1_received'] / 10**6:g} TST on L1 after "
+              f"{r['withdrawn_after_s']}s; still locked in the Bridge: {r['locked_on_l1'] / 10**6:g}")
+        if r["bob_l1_received"] != 150 * 10**6 or r["carol_transfer_logs"] != 0 or r["bob_transfer_logs"] != 1:
+            raise RuntimeError("bridge example: the withdrawal was not paid or the log visibility is wrong")
+
     # ------------------------------------------------------------------ 4
     def observer(self) -> None:
 
@@ -303,6 +324,7 @@ def run_demo(n: int = 4, l1: str = "embedded") -> int:
         d.deposit_and_withdraw()
         d.examples()
         d.platform()
+        d.bridge()
         d.observer()
         d.cast_through_gateway()
         d.load()

@@ -275,3 +275,23 @@ def test_a_malformed_command_from_the_bridge_is_an_error_entry_and_changes_nothi
                      messages=[dep(0, alice.address, 10**18, 2), dep(1, BRIDGE, 0, 2, bad)])
     assert out["receipts"][keccak256(bad)] == ERROR_ENTRY_PREFIX + b"bridge"
     assert token_balance(net, alice, 2, out["header_hash"])[0] == 0
+
+
+def test_a_bridge_entry_does_not_say_whether_the_call_succeeded() -> None:
+    """The command is public (an L1 transaction); its outcome inside is not: a call that reverts
+    and one that succeeds leave the same batch data entry (the leakage table's bridge row)."""
+    net = BridgeNet()
+    alice = Account.create()
+    deploy = net.env(alice, None, data=l1_receiver_code(), gas=1_000_000)
+    req, out = net.run(net.members[0], 1, bytes(32), l1_block=3, envelopes=[deploy.envelope.encode()])
+    target = receipt_of(out, deploy).contract_address
+    assert target is not None
+    ok = encode_call(BRIDGE, target, 200_000, sel("poke(uint256)") + abi_encode(["uint256"], [1]))
+    bad = encode_call(BRIDGE, target, 200_000, sel("ping_then_fail(address)") + abi_encode(["address"], [BRIDGE]))
+    _, out2 = net.run(net.members[0], 2, out["header_hash"], l1_block=5,
+                      messages=[dep(0, BRIDGE, 0, 4, ok), dep(1, BRIDGE, 0, 4, bad)])
+    assert out2["receipts"][keccak256(ok)] == out2["receipts"][keccak256(bad)] == BRIDGE_ENTRY
+    look = net.env(alice, to_checksum(target), data=sel("last_value()"), gas=100_000)
+    _, out3 = net.run(net.members[0], 3, out2["header_hash"], l1_block=8, envelopes=[look.envelope.encode()])
+    assert int.from_bytes(receipt_of(out3, look).output, "big") == 1  # the first ran, the second reverted
+    assert "n_messages" not in cbor2.loads(batch_data_items(out2["batch_data"])[0])  # the reverted ping sent none

@@ -283,7 +283,7 @@ def test_a_bridge_entry_does_not_say_whether_the_call_succeeded() -> None:
     net = BridgeNet()
     alice = Account.create()
     deploy = net.env(alice, None, data=l1_receiver_code(), gas=1_000_000)
-    req, out = net.run(net.members[0], 1, bytes(32), l1_block=3, envelopes=[deploy.envelope.encode()])
+    _, out = net.run(net.members[0], 1, bytes(32), l1_block=3, envelopes=[deploy.envelope.encode()])
     target = receipt_of(out, deploy).contract_address
     assert target is not None
     ok = encode_call(BRIDGE, target, 200_000, sel("poke(uint256)") + abi_encode(["uint256"], [1]))

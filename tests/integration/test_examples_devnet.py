@@ -137,23 +137,6 @@ def receive_message(data: Bytes[100]):
     self.last_data = data
 """
 
-L2_PINGER = """
-# pragma version ^0.4.0
-last_caller: public(address)
-last_value: public(uint256)
-
-@external
-def poke(v: uint256):
-    self.last_caller = msg.sender
-    self.last_value = v
-
-@external
-def ping(target: address, payload: Bytes[100]):
-    raw_call(0x00000000000000000000000000000000000057d5,
-             concat(convert(target, bytes20), abi_encode(payload, method_id=method_id("receive_message(bytes)"))))
-"""
-
-
 def test_messages_both_ways_on_devnet(net: Devnet, wrapped: Web3) -> None:
     """An L1 account calls a confidential contract through the Bridge (it runs from the L1
     sender's alias), and the contract sends a message an L1 contract receives with the
@@ -173,7 +156,9 @@ def test_messages_both_ways_on_devnet(net: Devnet, wrapped: Web3) -> None:
     rc = _l1_transact(net.w3, alice, net.w3.eth.contract(abi=out["abi"], bytecode=out["bytecode"])
                       .constructor(net.bridge.address), 0, 60)
     receiver = net.w3.eth.contract(address=rc["contractAddress"], abi=out["abi"])
-    l2 = vyper.compile_code(L2_PINGER, output_formats=["abi", "bytecode"])
+    from tests.unit.test_bridge import L2_CONTRACT
+
+    l2 = vyper.compile_code(L2_CONTRACT, output_formats=["abi", "bytecode"])
     h = wrapped.eth.contract(abi=l2["abi"], bytecode=l2["bytecode"]).constructor().transact({"from": alice.address})
     pinger = wrapped.eth.contract(address=wrapped.eth.wait_for_transaction_receipt(h, timeout=60)["contractAddress"],
                                   abi=l2["abi"])
@@ -185,7 +170,8 @@ def test_messages_both_ways_on_devnet(net: Devnet, wrapped: Web3) -> None:
         time.sleep(0.2)
     assert pinger.functions.last_caller().call({"from": alice.address}) == to_checksum(l1_alias(alice.address))
     # contract -> L1
-    h = pinger.functions.ping(receiver.address, b"hello from inside").transact({"from": alice.address})
+    call = receiver.encode_abi("receive_message", [b"hello from inside"])
+    h = pinger.functions.ping(receiver.address, call).transact({"from": alice.address})
     assert wrapped.eth.wait_for_transaction_receipt(h, timeout=60)["status"] == 1
     deadline = time.monotonic() + 60
     while receiver.functions.last_data().call() != b"hello from inside":

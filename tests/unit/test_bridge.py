@@ -56,12 +56,9 @@ def sel(sig: str) -> bytes:
     return keccak256(sig.encode())[:4]
 
 
-@cache
-def l1_receiver_code() -> bytes:
-    """A Vyper contract an L1 call can reach: records its caller; `ping` sends a message to L1."""
-    import vyper
-
-    src = """
+# An EnclaveNet contract an L1 call can reach (records its caller); `ping` sends a message to L1
+# (`payload` is the L1 calldata). tests/integration/test_examples_devnet.py uses it too.
+L2_CONTRACT = """
 # pragma version ^0.4.0
 last_caller: public(address)
 last_value: public(uint256)
@@ -72,7 +69,7 @@ def poke(v: uint256):
     self.last_value = v
 
 @external
-def ping(target: address, payload: Bytes[100]):
+def ping(target: address, payload: Bytes[256]):
     raw_call(0x00000000000000000000000000000000000057d5, concat(convert(target, bytes20), payload))
 
 @external
@@ -80,7 +77,13 @@ def ping_then_fail(target: address):
     raw_call(0x00000000000000000000000000000000000057d5, concat(convert(target, bytes20), b"x"))
     raise "no"
 """
-    return bytes.fromhex(vyper.compile_code(src, output_formats=["bytecode"])["bytecode"][2:])
+
+
+@cache
+def l1_receiver_code() -> bytes:
+    import vyper
+
+    return bytes.fromhex(vyper.compile_code(L2_CONTRACT, output_formats=["bytecode"])["bytecode"][2:])
 
 
 class BridgeNet(Net):

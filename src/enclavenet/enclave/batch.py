@@ -10,7 +10,8 @@ Batch data (what the DAPs store, committed by ``Header.data_commitment``) is a C
 byte strings ``[meta, envelope_1 .. envelope_n, entry_1 .. entry_m, message_1 .. message_k]``:
 
 * ``meta`` = canonical CBOR map ``{v: 1, height, prev_hash, epoch, l1_block, timestamp,
-  msg_start, msg_count, msg_acc, n_envelopes, n_entries, logs_hash}``; ``logs_hash`` (32 bytes)
+  msg_start, msg_count, msg_acc, n_envelopes, n_entries, logs_hash}`` (plus ``fee_recipient``,
+  20 bytes, when the batch input named one: fees.py); ``logs_hash`` (32 bytes)
   commits the batch's log index (enclave/logs.py ``logs_commitment``: keccak256 of a domain, the
   epoch's ``LOGS_COMMIT_SUBKEY`` and the index plaintext; present for every batch, an empty
   index included; ``ZERO32`` when the enclave could not build the index, so the height has none).
@@ -118,6 +119,7 @@ class BatchInput:
     timestamp: int
     messages: list[L1Message]
     envelopes: list[bytes]
+    fee_recipient: bytes | None = None  # gets the batch's tips (fees.py); None: the treasury
 
     @classmethod
     def parse(cls, r: Request) -> BatchInput:
@@ -133,6 +135,7 @@ class BatchInput:
             timestamp=r.integer("timestamp", hi=U64_MAX),
             messages=messages,
             envelopes=envelopes,
+            fee_recipient=bytes.fromhex(r.address("fee_recipient")[2:]) if r.has("fee_recipient") else None,
         )
 
     def check_continues(self, head: ChainHead) -> None:
@@ -249,6 +252,8 @@ def commit_batch_data(
     }
     if logs_hash is not None:
         fields["logs_hash"] = logs_hash
+    if inp.fee_recipient is not None:  # the proposer's choice; recovery replays with it
+        fields["fee_recipient"] = inp.fee_recipient
     messages = messages or []
     if messages:
         fields[META_COUNT_KEY] = len(messages)

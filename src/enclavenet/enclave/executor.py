@@ -60,6 +60,7 @@ from .contract_keys import (
 )
 from .diff import BatchDiff
 from .errors import EnclaveRefusal
+from .fees import FEES_ADDRESS, FEES_CODE, FeeRule, gas_price_of
 from .platform import (
     MAX_PLATFORM_ROUNDS,
     PLATFORM_ADDRESS,
@@ -191,6 +192,8 @@ def _cbor_key(k: str) -> bytes:
 
 
 _RECEIPT_HEAD = _cbor_head(5, 9) + _cbor_key("logs")
+_RECEIPT_HEAD_PRICED = _cbor_head(5, 10) + _cbor_key("logs")
+_K_GAS_PRICE = _cbor_key("gas_price")
 _K_ERROR = _cbor_key("error")
 _K_OUTPUT = _cbor_key("output")
 _K_SENDER = _cbor_key("sender")
@@ -214,6 +217,7 @@ class Receipt:
     tx_hash: bytes  # keccak256 of the raw transaction / inbox call
     sender: bytes  # 20 bytes
     withdrawal: Withdrawal | None = None
+    gas_price: int = 0  # effective wei per gas paid (fees.py); 0 = free (fees off, or paid on L1)
 
     @property
     def success(self) -> bool:
@@ -232,7 +236,7 @@ class Receipt:
             "withdrawal": None
             if self.withdrawal is None
             else [address_bytes(self.withdrawal.recipient), self.withdrawal.amount],
-        }
+        } | ({"gas_price": self.gas_price} if self.gas_price else {})
 
     def encode(self) -> bytes:
         """``cbor2.dumps(self.to_cbor(), canonical=True)``, byte for byte, without the dict.
@@ -241,7 +245,7 @@ class Receipt:
         status, tx_hash, contract, gas_used, withdrawal (a unit test checks the bytes against
         cbor2 on many receipts).
         """
-        parts = [_RECEIPT_HEAD, _cbor_head(4, len(self.logs))]
+        parts = [_RECEIPT_HEAD_PRICED if self.gas_price else _RECEIPT_HEAD, _cbor_head(4, len(self.logs))]
         add = parts.append
         for lg in self.logs:
             add(b"\x83")
@@ -264,6 +268,9 @@ class Receipt:
         add(_cbor(self.contract_address))
         add(_K_GAS_USED)
         add(_cbor(self.gas_used))
+        if self.gas_price:  # "gas_price" (9 bytes) sorts between "gas_used" and "withdrawal"
+            add(_K_GAS_PRICE)
+            add(_cbor(self.gas_price))
         add(_K_WITHDRAWAL)
         w = self.withdrawal
         add(_CBOR_NULL if w is None else _cbor([address_bytes(w.recipient), w.amount]))
@@ -283,6 +290,7 @@ class Receipt:
             m["tx_hash"],
             m["sender"],
             None if w is None else Withdrawal(to_checksum(w[0]), w[1]),
+            m.get("gas_price", 0),
         )
 
     def __repr__(self) -> str:  # no output/logs: they are confidential
@@ -330,7 +338,7 @@ def bound_receipt(r: Receipt) -> Receipt:
     note = "receipt truncated: " + "; ".join(notes)
     out = Receipt(
         r.status, r.gas_used, output, tuple(logs), note if error is None else f"{error} ({note})",
-        r.contract_address, r.tx_hash, r.sender, r.withdrawal,
+        r.contract_address, r.tx_hash, r.sender, r.withdrawal, r.gas_price,
     )
     assert len(out.encode()) <= MAX_RECEIPT_PLAINTEXT
     return out
@@ -368,6 +376,9 @@ class BatchCommit:
     queued_withdrawals: int = 0
     # L2 -> L1 messages of the batch's successful transactions, in order: (sender, target, data)
     messages: tuple[tuple[bytes, bytes, bytes], ...] = ()
+    base_fee: int = 0  # what the batch's transactions paid per gas at least (fees.py)
+    next_base_fee: int = 0  # the next batch's
+    unfunded: tuple[bytes, ...] = ()  # senders refused because they could not pay (public: the hint names them)
 
 
 @dataclass(frozen=True)
@@ -400,6 +411,11 @@ class _Batch:
     platform_keys: set[bytes] = field(default_factory=set)  # answers stored in PLATFORM this batch
     seed_prefix: bytes = b""  # platform.TX_SEED_INFO || platform_secret
     messages: list[tuple[bytes, bytes, bytes]] = field(default_factory=list)  # the outbox (bridge.py)
+    base_fee: int = 0  # fees.py: this batch's base fee (0: fees off)
+    fee_recipient: bytes = b"\x00" * 20  # gets the tips
+    base_fees: int = 0  # base_fee * gas of the paying transactions: the treasury's at the end
+    tips: int = 0  # (price - base_fee) * gas: the fee recipient's at the end
+    unfunded: list[bytes] = field(default_factory=list)
 
 
 def intrinsic_gas(data: bytes, create: bool) -> int:
@@ -484,6 +500,7 @@ class Executor:
         max_queued_withdrawals: int = MAX_QUEUED_WITHDRAWALS,
         contract_key_fn: KeyDraw | None = None,
         platform_secret_fn: Callable[[], bytes] | None = None,
+        fees: FeeRule | None = None,
     ) -> None:
         version = importlib.metadata.version("pyrevm")
         if version != PYREVM_VERSION:
@@ -507,6 +524,7 @@ class Executor:
             lambda: _keccak(b"EnclaveNet.Platform.TestSecret" + self._block.prevrandao
                             + self._block.number.to_bytes(8, "big"))
         )
+        self.fees = fees or FeeRule(0)
         self._batch: _Batch | None = None
         self._block = BlockInfo(0, 0)
         self.last_diff: BatchDiff | None = None  # the net changes of the last end_batch (diff.py)
@@ -522,9 +540,11 @@ class Executor:
         }
         for addr, code in bridge_genesis_code().items():
             genesis[addr] = AccountChange(1, 0, _keccak(code), code)
+        # the fee state (fees.py): slot 0 = the base fee, from the floor
+        genesis[FEES_ADDRESS] = AccountChange(1, 0, _keccak(FEES_CODE), FEES_CODE)
         self._commit_changes(
             genesis,
-            {},
+            {FEES_ADDRESS: {0: self.fees.min_base_fee}} if self.fees.on else {},
             set(),
             0,
         )
@@ -549,6 +569,11 @@ class Executor:
             basefee=0,
             gas_limit=BLOCK_GAS_LIMIT,
         )
+
+    @property
+    def base_fee(self) -> int:
+        """The next batch's base fee (fees.py; committed state, slot 0 of FEES_ADDRESS)."""
+        return self.state.get_storage(FEES_ADDRESS, 0) if self.fees.on else 0
 
     def _flush_account(self, addr: bytes, ch: AccountChange, new_code: bool) -> None:
         if ch.code_hash == KECCAK_EMPTY:
@@ -612,17 +637,23 @@ class Executor:
     def in_batch(self) -> bool:
         return self._batch is not None
 
-    def begin_batch(self, block: BlockInfo) -> None:
-        """Start a batch executed in block environment ``block``."""
+    def begin_batch(self, block: BlockInfo, fee_recipient: bytes | None = None) -> None:
+        """Start a batch executed in block environment ``block``; ``fee_recipient`` gets the tips
+        (fees.py; default the treasury)."""
         if self._batch is not None:
             raise EnclaveRefusal("a batch is already open: end it before beginning another")
         if self._evm.journal_depth != 0:
             raise RuntimeError("pyrevm journal is not at depth 0 between batches")
         self._block = block
         self.last_diff = None
+        base_fee = self.base_fee
+        # revm's own BASEFEE stays 0 (pyrevm 0.3.7 cannot disable its base-fee check, and system
+        # calls and L1-paid items run at price 0): the executor enforces and splits fees itself
         self._evm.set_block_env(self._block_env(block))
         secret = self._platform_secret_fn()
-        self._batch = _Batch(block, self._evm.snapshot(), platform_secret=secret, seed_prefix=TX_SEED_INFO + secret)
+        self._batch = _Batch(block, self._evm.snapshot(), platform_secret=secret, seed_prefix=TX_SEED_INFO + secret,
+                             base_fee=base_fee, fee_recipient=fee_recipient or self.fees.treasury)
+
         # PLATFORM is warm for the whole batch: a miss run and its re-run see the same gas at
         # every platform call (else the first call of a batch would be cold, then warm, and
         # miss twice), and no transaction learns from its gas whether an earlier one used it.
@@ -645,10 +676,27 @@ class Executor:
             else:
                 self._flush_account(addr, AccountChange(rec.nonce, rec.balance, rec.code_hash), False)
 
+    def _settle_fees(self, b: _Batch) -> int:
+        """The batch's fees (fees.py): the base-fee part of what the transactions paid goes to
+        the treasury, the tips to the fee recipient; the next base fee is written to FEES.
+        Returns it."""
+        evm = self._evm
+        if b.base_fees or b.tips:
+            b.journal_used = True
+            for addr, amount in ((self.fees.treasury, b.base_fees), (b.fee_recipient, b.tips)):
+                if amount > 0:
+                    h = _hex(addr)
+                    evm.set_balance(h, evm.get_balance(h) + amount)
+        nxt = self.fees.next_base_fee(b.base_fee, b.gas_used)
+        if nxt != b.base_fee:
+            evm.message_call(_hex(SYSTEM_CALLER), _hex(FEES_ADDRESS), nxt.to_bytes(32, "big"), 0, BLOCK_GAS_LIMIT)
+        return nxt
+
     def end_batch(self) -> BatchCommit:
         """Commit the open batch: net state changes, both roots, the withdrawals list."""
         b = self._require_batch()
         evm = self._evm
+        next_base_fee = self._settle_fees(b) if self.fees.on else 0
         text = evm.journal_str
         if not text.startswith(_STATE_PREFIX):
             raise RuntimeError("unexpected pyrevm journal rendering")
@@ -747,6 +795,9 @@ class Executor:
             slots_touched=sum(len(s) for s in storage.values()),
             queued_withdrawals=len(queue),
             messages=tuple(b.messages),
+            base_fee=b.base_fee,
+            next_base_fee=next_base_fee,
+            unfunded=tuple(b.unfunded),
         )
 
     @property
@@ -910,15 +961,22 @@ class Executor:
             nonce = item.nonce
         caller = _hex(sender)
         evm = self._evm
-        if item.value:
+        price = gas_price_of(item, b.base_fee) if b.base_fee else 0
+        if price and isinstance(item, SignedTx):
+            need = item.gas * item.gas_price + item.value  # Ethereum's rule: gas * max fee + value
+            if evm.get_balance(caller) < need:
+                b.unfunded.append(sender)
+                raise TxError(
+                    f"insufficient funds: {to_checksum(sender)} cannot pay gas * max fee + value "
+                    f"({need} wei); deposit first"
+                )
+        elif item.value:
             bal = evm.get_balance(caller)
             if bal < item.value:
                 raise TxError(f"insufficient funds: {to_checksum(sender)} cannot send value above its balance")
         to = item.to
-        if to == WITHDRAW_ADDRESS:
-            receipt = self._withdraw(b, item, base)
-        elif to == KEY_POLICY_ADDRESS:
-            receipt = self._set_key_policy(b, item, base)
+        if to == WITHDRAW_ADDRESS or to == KEY_POLICY_ADDRESS:
+            receipt = (self._withdraw if to == WITHDRAW_ADDRESS else self._set_key_policy)(b, item, base)
         else:
             blk = b.block
             # per-tx PREVRANDAO = platform.tx_seed(secret, index, tx hash), inlined (the fast
@@ -939,6 +997,14 @@ class Executor:
                     b.messages.append(m)
         b.gas_used += receipt.gas_used
         b.tx_count += 1
+        if price:
+            # pyrevm's message_call charges no gas: the fee is taken here, once (a platform miss's
+            # re-run included), after the run; the upfront check makes the balance cover it
+            fee = receipt.gas_used * price
+            evm.set_balance(caller, max(0, evm.get_balance(caller) - fee))
+            b.base_fees += b.base_fee * receipt.gas_used
+            b.tips += fee - b.base_fee * receipt.gas_used
+            receipt.gas_price = price
         return bound_receipt(receipt)
 
     def _withdraw(self, b: _Batch, item: SignedTx | InboxCall, gas: int) -> Receipt:

@@ -123,9 +123,11 @@ def batch_request(
     timestamp: int = 1_700_000_000,
     messages: Sequence[Sequence[Any]] = (),
     envelopes: Sequence[bytes] = (),
+    fee_recipient: str | None = None,
 ) -> dict[str, Any]:
     """The fields of ``execute_batch`` / ``verify_batch`` / ``apply_batch``."""
-    return {
+    extra = {} if fee_recipient is None else {"fee_recipient": fee_recipient}
+    return extra | {
         "height": height,
         "prev_hash": prev_hash,
         "epoch": epoch,

@@ -87,6 +87,7 @@ from .contract_keys import derive_contract_key
 from .diff import BatchDiff
 from .errors import EnclaveRefusal
 from .executor import BlockInfo, Executor, Receipt
+from .fees import MAX_BASE_FEE, FeeRule
 from .guard import MAX_ROUND
 from .keys import EnclaveIdentity, EpochKeyError, EpochKeyManager
 from .logs import (
@@ -149,6 +150,10 @@ class ProgramConfig:
     # the L1 Bridge (contracts/Bridge.vy): only inbox messages it submitted are bridge commands
     # (crypto/bridge.py); None = no bridge
     bridge: bytes | None = None
+    # fees (fees.py, docs/FEES.md): the base fee's floor in wei per gas (0 = fees off) and the
+    # gas per batch that keeps it steady
+    min_base_fee: int = 0
+    fee_target_gas: int = 40_000_000
 
     @classmethod
     def from_mapping(cls, m: Mapping[str, Any]) -> ProgramConfig:
@@ -179,6 +184,8 @@ class ProgramConfig:
             stats=r.has("stats") and r.raw("stats") is True,
             view_gas_limit=r.integer("view_gas_limit", lo=21_000, hi=30_000_000, default=10_000_000),
             bridge=address_bytes(r.address("bridge")) if r.has("bridge") else None,
+            min_base_fee=r.integer("min_base_fee", hi=MAX_BASE_FEE, default=0),
+            fee_target_gas=r.integer("fee_target_gas", lo=21_000, hi=10**12, default=40_000_000),
         )
 
     @property
@@ -205,6 +212,7 @@ class _Executed:
     undo: _Undo
     # the batch's log index plaintext (logs.py), committed by the meta's logs_hash; None: no index
     logs_plain: bytes | None = None
+    fees: dict[str, Any] | None = None  # fees.py: base fees and the unfunded senders (fees on)
 
 
 @dataclass
@@ -300,6 +308,7 @@ class EnclaveProgram:
             max_undo=0,
             contract_key_fn=self._draw_contract_key,
             platform_secret_fn=self._platform_secret,
+            fees=FeeRule(self.cfg.min_base_fee, self.cfg.fee_target_gas, address_bytes(self.cfg.treasury)),
         )
 
     def _draw_contract_key(self, address: bytes, rotation: int) -> bytes:
@@ -699,7 +708,7 @@ class EnclaveProgram:
         t_decoded = time.perf_counter()
         results: list[Receipt | bytes] = []
         run = self._execute_item
-        ex.begin_batch(BlockInfo(number=inp.height, timestamp=inp.timestamp))
+        ex.begin_batch(BlockInfo(number=inp.height, timestamp=inp.timestamp), inp.fee_recipient)
         try:
             i = 0
             for m in inp.messages:
@@ -802,6 +811,10 @@ class EnclaveProgram:
             c.batch_data,
             undo,
             logs_plain,
+            # public (fees.py): what the next batch pays per gas, and the senders refused because
+            # they could not pay (their routing hints name them anyway), so hosts stop admitting them
+            {"base_fee": commit.base_fee, "next_base_fee": commit.next_base_fee,
+             "unfunded": sorted(set(commit.unfunded))} if self.cfg.min_base_fee else None,
         )
 
     def _bridge_command(self, cmd: Erc20Deposit | L1Call, bridge: bytes, payload: bytes) -> Receipt:
@@ -867,6 +880,8 @@ class EnclaveProgram:
         if r.has("with_diff") and r.raw("with_diff") is True:
             out["diff"] = self._seal_diff(done.header)
         out["logs"] = self._seal_logs(done)
+        if done.fees is not None:
+            out["fees"] = done.fees
         return out
 
     # ------------------------------------------------------------------ the log index (logs.py)
@@ -1036,9 +1051,12 @@ class EnclaveProgram:
             self._guard.record(hd.height, ph, round_, proposed.prev_hash)
             sig = self._identity.sign(proposed.signing_digest(self.cfg.l1_chain_id, self.cfg.rollup))
             return {"header_hash": ph, "signature": sig, "signer": self._identity.address, "round": round_}
-        header, _ = self._reexecute_matching(r, "verify_batch", round_)
+        header, done = self._reexecute_matching(r, "verify_batch", round_)
         sig = self._sign(header, round_)
-        return {"header_hash": header.hash(), "signature": sig, "signer": self._identity.address, "round": round_}
+        out = {"header_hash": header.hash(), "signature": sig, "signer": self._identity.address, "round": round_}
+        if done.fees is not None:
+            out["fees"] = done.fees
+        return out
 
     def _timeout(self, payload: bytes) -> dict[str, Any]:
         """A timeout vote for (height, round): only when this enclave has finalised height - 1
@@ -1581,6 +1599,8 @@ class EnclaveProgram:
             "balances_root": self._ex.balances_root,
             # > finalized_height: restored from a stale blob, signs nothing at heights <= it (guard.py)
             "amnesia": self._guard.amnesia,
+            # fees.py: the next batch's base fee at the head (0: fees off); public, like Ethereum's
+            "base_fee": self._ex.base_fee,
         }
 
     def _stats(self, payload: bytes) -> dict[str, Any]:
@@ -1604,8 +1624,11 @@ def _guard_counter_id(address: str) -> bytes:
 def _input_digest(inp: BatchInput) -> bytes:
     """A digest of everything a batch's execution depends on (the input record, guard.py)."""
     h = hashlib.sha256(b"EnclaveNet.batch-input.v1")
-    h.update(encode([inp.height, inp.prev_hash, inp.epoch, inp.l1_block, inp.timestamp,
-                     [[m.index, m.kind, m.sender, m.value, m.l1_block, m.payload] for m in inp.messages]]))
+    fields: list[Any] = [inp.height, inp.prev_hash, inp.epoch, inp.l1_block, inp.timestamp,
+                         [[m.index, m.kind, m.sender, m.value, m.l1_block, m.payload] for m in inp.messages]]
+    if inp.fee_recipient is not None:
+        fields.append(inp.fee_recipient)
+    h.update(encode(fields))
     for e in inp.envelopes:
         h.update(len(e).to_bytes(4, "big"))
         h.update(e)

@@ -87,7 +87,8 @@ class SignedTx:
     data: bytes
     sender: bytes  # 20 bytes, recovered from the signature
     hash: bytes  # keccak256 of the raw transaction
-    gas_price: int = 0  # legacy gas price or EIP-1559 max fee: accepted, ignored (gas is free)
+    gas_price: int = 0  # legacy gas price or EIP-1559 max fee per gas (fees.py: ignored when fees are off)
+    priority_fee: int | None = None  # EIP-1559 max priority fee per gas (None: legacy, all of gas_price)
 
     @property
     def sender_checksum(self) -> str:
@@ -328,7 +329,7 @@ def _decode_1559(raw: bytes, chain_id: int) -> SignedTx:
     if tx_chain != chain_id:
         raise TxError(f"wrong chain id {tx_chain}: EnclaveNet's chain id is {chain_id}")
     nonce = _int(items[1], "nonce")
-    _int(items[2], "max_priority_fee_per_gas")
+    priority = _int(items[2], "max_priority_fee_per_gas")
     max_fee = _int(items[3], "max_fee_per_gas")
     gas = _int(items[4], "gas")
     to = _to(items[5], True)
@@ -348,7 +349,9 @@ def _decode_1559(raw: bytes, chain_id: int) -> SignedTx:
     unsigned = payload[starts[0] : starts[9]]
     digest = sha3.keccak_256(b"\x02" + _list_header(len(unsigned)) + unsigned).digest()
     sender = _recover(digest, y, r, s)
-    return SignedTx(TYPE_EIP1559, chain_id, nonce, gas, to, value, data, sender, sha3.keccak_256(raw).digest(), max_fee)
+    return SignedTx(
+        TYPE_EIP1559, chain_id, nonce, gas, to, value, data, sender, sha3.keccak_256(raw).digest(), max_fee, priority
+    )
 
 
 def _decode_legacy(raw: bytes, chain_id: int) -> SignedTx:
@@ -442,6 +445,7 @@ def sign_tx(
     *,
     legacy: bool = False,
     max_fee: int = 0,
+    priority_fee: int = 0,
 ) -> bytes:
     """Sign a transaction with a raw secp256k1 key via coincurve (~20x faster than eth-account).
 
@@ -455,7 +459,7 @@ def sign_tx(
         sig = key.sign_recoverable(digest, hasher=None)
         v = 35 + 2 * chain_id + sig[64]
         return rlp.encode([*fields, v, int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big")])
-    fields = [chain_id, nonce, 0, max_fee, gas, to_b, value, data, []]
+    fields = [chain_id, nonce, priority_fee, max_fee, gas, to_b, value, data, []]
     digest = _keccak(b"\x02" + rlp.encode(fields))
     sig = key.sign_recoverable(digest, hasher=None)
     return b"\x02" + rlp.encode(

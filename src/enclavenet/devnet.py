@@ -247,6 +247,7 @@ class Devnet:
         dev_deposit: int = 1000 * 10**18,
         explorer: bool = False,
         placement: Callable[[str], Placement] | None = None,
+        min_base_fee: int = 0,
     ) -> None:
         if n < 1:
             raise ValueError("a devnet needs at least one node")
@@ -257,6 +258,7 @@ class Devnet:
             if t not in TEE_TYPES:
                 raise ValueError(f"unknown TEE type {t!r}; expected one of {sorted(TEE_TYPES)}")
         self.n = n
+        self.min_base_fee = min_base_fee  # fees (docs/FEES.md): 0 = off
         self.tee_types = types
         self.quorum = quorum or min(n, default_quorum(n))
         distinct = len(set(types))
@@ -451,6 +453,7 @@ class Devnet:
             # the QC floors: measured, so no host can make its enclave accept a weaker QC
             "min_quorum": self.quorum,
             "min_types": self.min_types,
+            **({"min_base_fee": self.min_base_fee} if self.min_base_fee else {}),
         })
         self.measurement = measure_enclave(PROGRAM, self.enclave_config)
         for t in sorted(roots):

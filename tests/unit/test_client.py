@@ -266,6 +266,8 @@ def test_epoch_change_reseals_and_retries_once() -> None:
         if method == "enclavenet_epochKey":
             e = current["epoch"]
             return {"jsonrpc": "2.0", "id": 1, "result": {"epoch": e, "epochKey": "0x" + keys[e].public_key().public_bytes_raw().hex(), "height": 1, "headerHash": "0x"}}
+        if method == "eth_gasPrice":  # the fee the client signs with (docs/FEES.md): none here
+            return {"jsonrpc": "2.0", "id": 1, "result": "0x0"}
         assert method == "eth_sendRawTransaction"
         env = Envelope.decode(bytes.fromhex(params[0][2:]))
         seen.append(env.epoch)

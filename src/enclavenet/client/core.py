@@ -195,6 +195,7 @@ class ConfidentialClient:
         self.rollup = to_checksum(rollup) if rollup else None
         self.legacy = legacy_transactions
         self.gas_margin = gas_margin
+        self._gas_price: tuple[int, float] | None = None  # (eth_gasPrice, when asked)
         self.endpoint = endpoint
         self.chain_id: int | None = None
         self.epoch_key: EpochKey | None = None
@@ -478,7 +479,9 @@ class ConfidentialClient:
         with self._lock:
             given = tx.get("nonce") is not None
             nonce = _hex_int(tx["nonce"]) if given else self.next_nonce(make_request, sender)
-            raw = sign_transaction(bytes(account.key), chain_id, nonce, to, data, value, gas, legacy=self.legacy)
+            max_fee, tip = self._fees(make_request, tx)
+            raw = sign_transaction(bytes(account.key), chain_id, nonce, to, data, value, gas, legacy=self.legacy,
+                                   max_fee=max_fee, priority_fee=tip)
             try:
                 rid = self._send_raw(make_request, raw, sender, nonce, to)
             except NodeUnavailable:
@@ -487,6 +490,18 @@ class ConfidentialClient:
             if not given or self._nonces.get(sender) == nonce:
                 self._nonces[sender] = nonce + 1
             return rid
+
+    def _fees(self, make_request: MakeRequest, tx: dict[str, Any]) -> tuple[int, int]:
+        """(max fee, priority fee) per gas: the transaction's own, else the node's ``eth_gasPrice``
+        (0 without fees; docs/FEES.md), asked at most once a second."""
+        tip = _hex_int(tx.get("maxPriorityFeePerGas"))
+        for k in ("maxFeePerGas", "gasPrice"):
+            if tx.get(k) is not None:
+                return _hex_int(tx[k]), tip
+        now = time.monotonic()
+        if self._gas_price is None or now - self._gas_price[1] > 1.0:
+            self._gas_price = (_hex_int(self.rpc(make_request, "eth_gasPrice", [])), now)
+        return self._gas_price[0], tip
 
     def send_raw_transaction(self, make_request: MakeRequest, raw: bytes) -> str:
         """``eth_sendRawTransaction`` of a transaction the user signed: seal it, then send."""
@@ -607,7 +622,7 @@ class ConfidentialClient:
             "contractAddress": created if sent.to is None else None,
             "cumulativeGasUsed": hex(dr.gas_used),
             "gasUsed": hex(dr.gas_used),
-            "effectiveGasPrice": "0x0",
+            "effectiveGasPrice": hex(dr.gas_price),
             "logs": logs,
             "logsBloom": "0x" + logs_bloom(dr.logs).hex(),
             "status": hex(dr.status),

@@ -76,12 +76,16 @@ def sign_transaction(
     gas: int = 1_000_000,
     *,
     legacy: bool = False,
+    max_fee: int = 0,
+    priority_fee: int = 0,
 ) -> bytes:
-    """A raw signed transaction (EIP-1559, or legacy EIP-155), zero fees, empty access list.
+    """A raw signed transaction (EIP-1559, or legacy EIP-155 whose gas price is ``max_fee``),
+    empty access list; fees default to zero (EnclaveNet without fees, docs/FEES.md).
 
     The same bytes as ``eth_account.Account.sign_transaction`` for these fields (tested), ~20x faster.
     """
-    return _sign_tx(secret, chain_id, nonce, to, data, value, gas, legacy=legacy)
+    return _sign_tx(secret, chain_id, nonce, to, data, value, gas, legacy=legacy, max_fee=max_fee,
+                    priority_fee=priority_fee)
 
 
 @dataclass(frozen=True)
@@ -270,6 +274,7 @@ class DecryptedReceipt:
     to: str | None = None
     nonce: int | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
+    gas_price: int = 0  # effective wei per gas paid (docs/FEES.md); 0 without fees
 
     @property
     def revert_reason(self) -> str:
@@ -294,7 +299,7 @@ def decode_receipt(plaintext: bytes) -> DecryptedReceipt:
     known = {
         "status", "ok", "gas_used", "return_data", "output", "logs", "contract", "contract_address",
         "contractAddress", "error", "reason", "refused", "kind", "result", "tx_hash",
-        "hash", "sender", "from", "to", "nonce",
+        "hash", "sender", "from", "to", "nonce", "gas_price",
     }
     return DecryptedReceipt(
         status=status,
@@ -311,6 +316,7 @@ def decode_receipt(plaintext: bytes) -> DecryptedReceipt:
         to=to_checksum(_addr(m["to"])) if m.get("to") else None,
         nonce=int(m["nonce"]) if isinstance(m.get("nonce"), int) else None,
         extra={k: v for k, v in m.items() if k not in known},
+        gas_price=int(m["gas_price"]) if isinstance(m.get("gas_price"), int) else 0,
     )
 
 

@@ -83,9 +83,10 @@ async def recover(member: _Member, pool: DapPool, accepted: Sequence[Accepted], 
         meta = cbor2.loads(items[0])
         envelopes = items[1 : 1 + int(meta["n_envelopes"])]
         t = time.perf_counter()
+        extra = {"fee_recipient": "0x" + bytes(meta["fee_recipient"]).hex()} if "fee_recipient" in meta else {}
         member.call("apply_batch", height=h, prev_hash=acc.header.prev_hash, epoch=int(meta["epoch"]),
                     l1_block=int(meta["l1_block"]), timestamp=int(meta["timestamp"]), messages=acc.messages,
-                    envelopes=envelopes, header=acc.header.encode(), signatures=acc.signatures)
+                    envelopes=envelopes, header=acc.header.encode(), signatures=acc.signatures, **extra)
         st.replay_s += time.perf_counter() - t
         st.replayed += 1
     final = member.call("status")

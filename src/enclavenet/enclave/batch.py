@@ -11,7 +11,9 @@ byte strings ``[meta, envelope_1 .. envelope_n, entry_1 .. entry_m, message_1 ..
 
 * ``meta`` = canonical CBOR map ``{v: 1, height, prev_hash, epoch, l1_block, timestamp,
   msg_start, msg_count, msg_acc, n_envelopes, n_entries, logs_hash}`` (plus ``fee_recipient``,
-  20 bytes, when the batch input named one: fees.py); ``logs_hash`` (32 bytes)
+  20 bytes, when the batch input named one; ``base_fee``, ``next_base_fee`` and ``unfunded``
+  -- at most 2,048 senders refused for want of funds -- when fees are on: fees.py, so every
+  node learns them from QC'd data, also one that applies a diff); ``logs_hash`` (32 bytes)
   commits the batch's log index (enclave/logs.py ``logs_commitment``: keccak256 of a domain, the
   epoch's ``LOGS_COMMIT_SUBKEY`` and the index plaintext; present for every batch, an empty
   index included; ``ZERO32`` when the enclave could not build the index, so the height has none).
@@ -72,6 +74,7 @@ ERROR_CODES = {
     "for (its routing hint); it runs only when that account submits it",
     "bridge": "a command from the L1 Bridge that does not parse (crypto/bridge.py formats)",
 }
+MAX_META_UNFUNDED = 2048  # unfunded senders a meta names (fees.py); the rest are refused again later
 MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z: the EVM timestamp never goes past it
 BATCH_DATA_VERSION = 1
 
@@ -233,6 +236,7 @@ def commit_batch_data(
     entries: list[bytes],
     logs_hash: bytes | None = None,
     messages: list[bytes] | None = None,
+    fees: dict[str, Any] | None = None,
 ) -> BatchCommitments:
     """tx root, receipts root, the batch data bytes and its data commitment (``logs_hash``: the
     log index commitment of the meta, left out when None; ``messages``: the L2 -> L1 message
@@ -254,6 +258,10 @@ def commit_batch_data(
         fields["logs_hash"] = logs_hash
     if inp.fee_recipient is not None:  # the proposer's choice; recovery replays with it
         fields["fee_recipient"] = inp.fee_recipient
+    if fees is not None:  # fees.py: base fees and the senders refused for want of funds (public)
+        fields["base_fee"], fields["next_base_fee"] = fees["base_fee"], fees["next_base_fee"]
+        if fees["unfunded"]:
+            fields["unfunded"] = fees["unfunded"][:MAX_META_UNFUNDED]
     messages = messages or []
     if messages:
         fields[META_COUNT_KEY] = len(messages)

@@ -779,7 +779,11 @@ class EnclaveProgram:
             L2ToL1Message(inp.height, k, sender, target, data).encode()
             for k, (sender, target, data) in enumerate(commit.messages)
         ]
-        c = commit_batch_data(inp, head.msg_count, msg_count, msg_acc, ids, entries, logs_hash, out_items)
+        # public (fees.py): what the next batch pays per gas, and the senders refused because they
+        # could not pay (their routing hints name them anyway), so hosts stop admitting them
+        fees = {"base_fee": commit.base_fee, "next_base_fee": commit.next_base_fee,
+                "unfunded": sorted(set(commit.unfunded))} if self.cfg.min_base_fee else None
+        c = commit_batch_data(inp, head.msg_count, msg_count, msg_acc, ids, entries, logs_hash, out_items, fees)
         header = Header(
             height=inp.height,
             prev_hash=inp.prev_hash,
@@ -811,10 +815,7 @@ class EnclaveProgram:
             c.batch_data,
             undo,
             logs_plain,
-            # public (fees.py): what the next batch pays per gas, and the senders refused because
-            # they could not pay (their routing hints name them anyway), so hosts stop admitting them
-            {"base_fee": commit.base_fee, "next_base_fee": commit.next_base_fee,
-             "unfunded": sorted(set(commit.unfunded))} if self.cfg.min_base_fee else None,
+            fees,
         )
 
     def _bridge_command(self, cmd: Erc20Deposit | L1Call, bridge: bytes, payload: bytes) -> Receipt:

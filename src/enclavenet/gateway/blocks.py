@@ -4,7 +4,7 @@ Block ``n`` is the header of height ``n`` accepted on L1: ``hash`` = the header 
 ``parentHash`` = its ``prev_hash``, ``stateRoot`` / ``transactionsRoot`` / ``receiptsRoot`` the
 header's roots, ``timestamp`` = the timestamp of the L1 block the header consumed up to (when the
 gateway has ``--l1-rpc``; otherwise when the gateway first saw the header), ``gasLimit`` 30M,
-``baseFeePerGas`` 0 (gas is free inside EnclaveNet). ``transactions`` lists only this gateway's
+``baseFeePerGas`` the node's (0 when EnclaveNet runs without fees: docs/FEES.md). ``transactions`` lists only this gateway's
 own transactions in that block (the node cannot tell whose the others are; nobody can).
 
 Logs (``eth_getLogs``, log filters, ``eth_subscribe('logs')``) are the union of this gateway's own
@@ -174,8 +174,19 @@ class Chain:
         if not res:
             return None
         h = Header.decode(bytes.fromhex(res["header"][2:]))
-        return self._shape(n, res["hash"], "0x" + h.prev_hash.hex(), "0x" + h.state_root.hex(),
-                           "0x" + h.tx_root.hex(), "0x" + h.receipts_root.hex(), await self._time(h.l1_block))
+        blk = self._shape(n, res["hash"], "0x" + h.prev_hash.hex(), "0x" + h.state_root.hex(),
+                          "0x" + h.tx_root.hex(), "0x" + h.receipts_root.hex(), await self._time(h.l1_block))
+        blk["baseFeePerGas"] = hex(await self._base_fee(n))
+        return blk
+
+    async def _base_fee(self, n: int) -> int:
+        """Block ``n``'s base fee as the node reports it (docs/FEES.md; 0 without fees), at least
+        the one after it: what tools take ``maxFeePerGas`` from (ethers: 2 x base + tip)."""
+        try:
+            fh = await self.core.node.call("eth_feeHistory", [hex(1), hex(n)])
+            return max(_hexint(x, "baseFeePerGas") for x in fh["baseFeePerGas"])
+        except (RpcError, KeyError, TypeError, ValueError):
+            return 0
 
     async def _time(self, l1_block: int | None) -> int:
         if l1_block is None or self.core.l1 is None:

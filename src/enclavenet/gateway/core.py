@@ -330,7 +330,11 @@ class GatewayCore:
             nonce = _hexint(tx.get("nonce"), "nonce", -1)
             if nonce < 0:
                 nonce = await self.nonce(sender, "pending")
-            raw = sign_transaction(secret, self.chain_id, nonce, to, data, value, gas)
+            fee = tx.get("maxFeePerGas", tx.get("gasPrice"))
+            max_fee = _hexint(fee, "maxFeePerGas", 0) if fee is not None else _hexint(
+                await self.node.call("eth_gasPrice", []), "eth_gasPrice", 0)
+            raw = sign_transaction(secret, self.chain_id, nonce, to, data, value, gas, max_fee=max_fee,
+                                   priority_fee=_hexint(tx.get("maxPriorityFeePerGas"), "maxPriorityFeePerGas", 0))
             return await self.send_raw(raw)
 
     # ------------------------------------------------------------------ receipts

@@ -104,7 +104,10 @@ def install(rpc: JsonRpcServer, core: GatewayCore, chain: Chain) -> None:
     m("eth_protocolVersion", fixed("0x41"))
     m("eth_accounts", lambda: core.sessions.accounts())
     m("eth_requestAccounts", lambda: core.sessions.accounts())
-    m("eth_gasPrice", fixed("0x0"))
+    async def gas_price() -> Any:
+        return await core.node.call("eth_gasPrice", [])  # the node's (docs/FEES.md; 0 without fees)
+
+    m("eth_gasPrice", gas_price)
     m("eth_maxPriorityFeePerGas", fixed("0x0"))
     m("eth_blobBaseFee", fixed("0x0"))
 
@@ -116,11 +119,9 @@ def install(rpc: JsonRpcServer, core: GatewayCore, chain: Chain) -> None:
         hi = await chain.resolve(newest)
         n = min(n, hi + 1)
         pct = percentiles if isinstance(percentiles, list) else []
-        out: dict[str, Any] = {"oldestBlock": hex(hi - n + 1), "baseFeePerGas": ["0x0"] * (n + 1),
-                               "gasUsedRatio": [0.0] * n, "baseFeePerBlobGas": ["0x0"] * (n + 1),
-                               "blobGasUsedRatio": [0.0] * n}
-        if pct:
-            out["reward"] = [["0x0"] * len(pct) for _ in range(n)]
+        out: dict[str, Any] = await core.node.call("eth_feeHistory", [hex(n), hex(hi), pct])
+        out["baseFeePerBlobGas"] = ["0x0"] * (n + 1)
+        out["blobGasUsedRatio"] = [0.0] * n
         return out
 
     async def send_raw(data: Any) -> str:

@@ -72,6 +72,30 @@ def install_rpc_methods(
     def zero() -> str:
         return "0x0"
 
+    def gas_price() -> str:
+        """The next batch's base fee with two EIP-1559 steps of headroom (docs/FEES.md); 0 without fees."""
+        return hex(node.base_fee + node.base_fee // 4)
+
+    def fee_history(count: Any, newest: Any = "latest", percentiles: Any = None) -> dict[str, Any]:
+        """``eth_feeHistory`` over accepted heights: base fees as the enclaves reported them (0 for
+        heights this node did not see run); gas used per batch is not published (0.0)."""
+        try:
+            n = int(count, 0) if isinstance(count, str) else int(count)
+            hi = node.l1_height if newest in ("latest", "pending", "safe", "finalized", None) else (
+                int(newest, 0) if isinstance(newest, str) else int(newest))
+        except (TypeError, ValueError):
+            raise RpcError(INVALID_PARAMS, "eth_feeHistory: blockCount and newestBlock must be numbers") from None
+        if not 1 <= n <= 1024 or hi < 0:
+            raise RpcError(INVALID_PARAMS, "eth_feeHistory: blockCount must be 1..1024 and newestBlock a height")
+        n = min(n, hi + 1)
+        lo = hi - n + 1
+        fees = [node.fee_history.get(h, 0) for h in range(lo, hi + 1)]
+        out: dict[str, Any] = {"oldestBlock": hex(lo), "baseFeePerGas": [hex(f) for f in fees] + [hex(node.base_fee)],
+                               "gasUsedRatio": [0.0] * n}
+        if isinstance(percentiles, list) and percentiles:
+            out["reward"] = [["0x0"] * len(percentiles) for _ in range(n)]
+        return out
+
     # issue 14 M4: a client (IP) or a sender cannot fill the mempool or the enclave's time alone
     tx_ip = RateLimiter(cfg.rate_tx_per_ip, "raw transactions")
     tx_sender = RateLimiter(cfg.rate_tx_per_sender, "raw transactions")
@@ -259,7 +283,8 @@ def install_rpc_methods(
     rpc.method("eth_chainId", chain_id)
     rpc.method("net_version", net_version)
     rpc.method("eth_blockNumber", block_number)
-    rpc.method("eth_gasPrice", zero)
+    rpc.method("eth_gasPrice", gas_price)
+    rpc.method("eth_feeHistory", fee_history)
     rpc.method("eth_maxPriorityFeePerGas", zero)
     rpc.method("eth_sendRawTransaction", send_raw)
     rpc.method("eth_getTransactionReceipt", get_receipt)

@@ -147,6 +147,7 @@ class Committee(Role):
                 rec.round, rec.tc = round_, msg.get("tc")
             t_v = time.monotonic()
             out = await self.node.host.call("verify_batch", payload)
+            self.node.on_fees(h, out.get("fees"))
             log.debug("%s: voted height %d (%.0f ms in the enclave)", self.cfg.name, h, 1000 * (time.monotonic() - t_v))
             sig = bytes(out["signature"])
             self.node.my_sigs[h] = (hh, sig)
@@ -293,6 +294,8 @@ class Committee(Role):
                 "timestamp": proposal_timestamp(self.node.head_timestamp, time.time(), await self.l1.block_time(l1_block)),
                 "messages": [msg_to_wire(m) for m in msgs],
             }
+            if self.cfg.fee_recipient:  # the tips of this batch (enclave/fees.py)
+                inp["fee_recipient"] = self.cfg.fee_recipient
             envelopes = [e.raw for e in entries]
             call = {**inp, "envelopes": envelopes, "with_diff": True}
             if round_:
@@ -304,6 +307,7 @@ class Committee(Role):
                 raise
             header_bytes = bytes(out["header"])
             header = Header.decode(header_bytes)
+            self.node.on_fees(h, out.get("fees"))
             rec = BatchRecord(
                 height=h, input=inp, envelopes=envelopes, header=header, header_bytes=header_bytes,
                 hash=bytes(out["header_hash"]), batch_data=bytes(out["batch_data"]),

@@ -94,6 +94,8 @@ class NodeConfig:
     # the L1 Bridge (docs/BRIDGE.md): this node relays the L2 -> L1 messages of the headers it
     # gets accepted; "" = no bridge
     bridge: str = ""
+    # fees (docs/FEES.md): where the tips of this node's proposals go; "" = the treasury
+    fee_recipient: str = ""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -219,6 +221,8 @@ def check_values(cfg: NodeConfig) -> None:
     for name in ("rollup", "registry"):
         if not _is_address(getattr(cfg, name)):
             raise ConfigError(f"node config field {name!r} must be a 0x-prefixed 20-byte hex address, got {getattr(cfg, name)!r}")
+    if cfg.fee_recipient and not _is_address(cfg.fee_recipient):
+        raise ConfigError(f"node config field 'fee_recipient' must be empty or a 20-byte hex address, got {cfg.fee_recipient!r}")
     if cfg.bridge and not _is_address(cfg.bridge):
         raise ConfigError(f"node config field 'bridge' must be empty or a 20-byte hex address, got {cfg.bridge!r}")
     if cfg.dap_manager and not _is_address(cfg.dap_manager):

@@ -12,6 +12,7 @@ import hmac
 import logging
 import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,10 @@ class NodeCore:
         self.receipts = ReceiptIndex()  # node/receipts.py
         self.log_index = LogIndex()  # node/logindex.py: the enclave's sealed log blobs per height
         self.l1_height = 0
+        # fees (enclave/fees.py, docs/FEES.md), from the enclave's batch outputs: the next batch's
+        # base fee and the base fee of each recent height (eth_gasPrice, eth_feeHistory)
+        self.base_fee = 0
+        self.fee_history: OrderedDict[int, int] = OrderedDict()
         self.due_since = time.monotonic()
         self.work_since: float | None = None
         self.msg_seen: dict[int, float] = {}  # first time a pending message's block was confirmed
@@ -198,6 +203,20 @@ class NodeCore:
         self.chain[self.finalized] = bytes(st["finalized_hash"])
         for h in [h for h in self.chain if h > self.head_height]:
             del self.chain[h]
+
+    def on_fees(self, height: int, fees: Any) -> None:
+        """A batch's public fee facts (execute_batch / verify_batch ``fees``, present when fees
+        are on): remember the base fees; stop admitting senders that could not pay."""
+        if not isinstance(fees, dict):
+            return
+        self.base_fee = int(fees.get("next_base_fee", 0))
+        self.fee_history[height] = int(fees.get("base_fee", 0))
+        self.fee_history.move_to_end(height)
+        while len(self.fee_history) > 1024:
+            self.fee_history.popitem(last=False)
+        unfunded = [bytes(x) for x in fees.get("unfunded", []) if isinstance(x, bytes) and len(x) == 20]
+        if unfunded:
+            self.mempool.refuse_unfunded(unfunded)
 
     async def notify_head(self) -> None:
         async with self.head_changed:

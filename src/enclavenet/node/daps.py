@@ -337,7 +337,7 @@ def record_inputs(batch: StoredBatch, messages: dict[int, Any]) -> dict[str, Any
         "l1_block": int(meta["l1_block"]),
         "timestamp": int(meta["timestamp"]),
         "messages": [msg_to_wire(messages[i]) for i in range(start, end)],
-    }
+    } | ({"fee_recipient": "0x" + bytes(meta["fee_recipient"]).hex()} if "fee_recipient" in meta else {})
 
 
 __all__ = ["NodeDaps", "record_inputs", "tx_public_key"]

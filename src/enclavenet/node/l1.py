@@ -23,7 +23,7 @@ from ..chain.errors import ChainError, TxReverted
 from ..chain.rpc import RpcL1
 from ..chain.sender import TxSender
 from ..contracts import qc_signatures
-from ..crypto.hashing import to_checksum
+from ..crypto.hashing import address_bytes, to_checksum
 from ..dap.client import DapError
 from .batch import (
     BatchRecord,
@@ -118,7 +118,11 @@ class L1Link(Role):
         self.node.frozen = w.frozen
         # first sight of pending (unconsumed) messages, for the batch interval
         for idx in range(self.node.head_msg_count, w.message_count()):
-            self.node.msg_seen.setdefault(idx, now)
+            if idx not in self.node.msg_seen:
+                self.node.msg_seen[idx] = now
+                m = w.messages.get(idx)
+                if m is not None and m.value:  # a deposit: its sender may pay fees again
+                    self.node.mempool.funded(address_bytes(m.sender))
         if res.members_changed or res.new_headers:
             await self.epochs.update_committee()
         for h in sorted(set(res.new_headers) | set(res.replaced_headers)):

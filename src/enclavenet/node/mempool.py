@@ -46,6 +46,9 @@ import sha3
 from ..crypto.envelope import Envelope, EnvelopeError, hinted_fields
 from ..crypto.hashing import keccak256
 
+UNFUNDED_HOLD_S = 60.0
+MAX_UNFUNDED = 100_000
+
 
 class MempoolError(ValueError):
     """A transaction was refused by the mempool; the message says why."""
@@ -160,6 +163,9 @@ class Mempool:
         self._by_id: dict[bytes, Entry] = {}
         # sender -> {receipt_id: entry}; insertion order = arrival
         self._by_sender: dict[bytes, dict[bytes, Entry]] = {}
+        # senders the enclave refused because they could not pay the fee (fees.py): -> until when
+        # (clock) their envelopes are refused at admission; a deposit from them clears it
+        self._unfunded: dict[bytes, float] = {}
         # receipt ids included in accepted headers -> height (bounded memory, oldest forgotten)
         self._included: OrderedDict[bytes, int] = OrderedDict()
         self._included_memory = included_memory
@@ -225,6 +231,13 @@ class Mempool:
             assert env.hint is not None
             fast = (env.epoch, env.hint.sender, env.hint.nonce)
         epoch, sender, nonce = fast
+        if self._unfunded and sender in self._unfunded:
+            if self._clock() < self._unfunded[sender]:
+                raise MempoolFull(
+                    f"sender 0x{sender.hex()} could not pay the fee of a recent transaction (its EnclaveNet "
+                    "balance is too low): deposit first, then retry"
+                )
+            del self._unfunded[sender]
         if epochs is not None and epoch not in epochs:
             raise MempoolError(
                 f"envelope sealed to epoch {epoch}, but the committee accepts epochs "
@@ -387,6 +400,20 @@ class Mempool:
         return e
 
     # ------------------------------------------------------------------ L1 acceptance
+    def refuse_unfunded(self, senders: Iterable[bytes], hold_s: float = UNFUNDED_HOLD_S) -> None:
+        """Refuse new envelopes of ``senders`` for ``hold_s`` (the enclave reported they cannot pay
+        the fee). Their envelopes already acknowledged stay: acknowledged is never dropped (a
+        deposit may land before they run)."""
+        until = self._clock() + hold_s
+        for sender in senders:
+            if len(self._unfunded) >= MAX_UNFUNDED and sender not in self._unfunded:
+                self._unfunded.pop(next(iter(self._unfunded)))
+            self._unfunded[sender] = until
+
+    def funded(self, sender: bytes) -> None:
+        """A deposit for ``sender``: admit it again."""
+        self._unfunded.pop(sender, None)
+
     def on_accepted(self, height: int, rids: Iterable[bytes], hints: Iterable[tuple[bytes, int]] = ()) -> int:
         """A header at ``height`` was accepted on L1 holding ``rids``: drop them, remember them.
 

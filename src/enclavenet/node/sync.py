@@ -240,6 +240,8 @@ class Sync(Role):
             log.warning("%s: batch data of height %d unreadable: %s", self.cfg.name, acc.header.height, exc)
             return
         assert self.node.watcher is not None
+        if "next_base_fee" in meta:  # fees (docs/FEES.md), from the QC'd meta: every node, however it got the height
+            self.node.on_fees(acc.header.height, meta)
         start = int(meta["msg_start"])
         count = int(meta["msg_count"]) - start
         payload_ids = []

@@ -235,6 +235,7 @@ def run_once(args: argparse.Namespace, members: list[int], batches: list[int], r
     for n in members:
         t = time.monotonic()
         with Devnet(n=n, l1=args.l1, batch_size=max(batches), batch_interval=0.25, proposer_timeout=20.0,
+                    min_base_fee=args.min_base_fee,
                     persist="accept", progress=True, start_timeout=300,
                     node_options={"admin_rpc": True, "mempool_max_total": 400_000, "proposer_run": args.proposer_run,
                                   "pipeline": args.pipeline, **admission},
@@ -335,6 +336,8 @@ def main() -> int:
     ap.add_argument("--senders", type=int, default=400, help="distinct senders (fresh keys)")
     ap.add_argument("--repeat", type=int, default=1, help="full runs, each on fresh devnets; medians + spread")
     ap.add_argument("--no-plain", action="store_true", help="skip the plain-anvil peer")
+    ap.add_argument("--min-base-fee", type=int, default=0,
+                    help="fees on (docs/FEES.md): the enclaves' base-fee floor in wei per gas (0: off)")
     ap.add_argument("--proposer-run", type=int, default=4,
                     help="consecutive heights per proposer (node config proposer_run; 1 = round robin)")
     ap.add_argument("--pipeline", type=int, default=4, help="heights a proposer may run ahead of L1 (node config)")
@@ -389,6 +392,7 @@ def main() -> int:
                       f"{100 * spread:.1f} % |")
         summary["runs"] = len(runs)
         summary["runs_tx_per_cpu_s_4_members_batch_2000"] = [r["tx_per_cpu_s_4_members_batch_2000"] for r in runs]
+    summary["min_base_fee"] = args.min_base_fee
     print(json.dumps(summary))
     return 0
 

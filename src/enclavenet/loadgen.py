@@ -66,9 +66,12 @@ class Chain:
         self.busy_refusals = 0
         self.sessions = SessionKeys(max_keys=1 << 20)  # what ConfidentialClient does per sender and epoch
         self._signers: dict[bytes, HintSigner] = {}
+        # fees (docs/FEES.md): the max fee per gas transactions are signed with (0: fees off)
+        self.max_fee = 4 * int(rpc(net.rpc_urls[0], "eth_gasPrice"), 16)
 
-    def envelope(self, key: bytes, sender: str, nonce: int, to: str | None, data: bytes, gas: int = 200_000) -> bytes:
-        raw = sign_transaction(key, self.chain_id, nonce, to, data, 0, gas)
+    def envelope(self, key: bytes, sender: str, nonce: int, to: str | None, data: bytes, gas: int = 200_000,
+                 value: int = 0) -> bytes:
+        raw = sign_transaction(key, self.chain_id, nonce, to, data, value, gas, max_fee=self.max_fee)
         hint = RoutingHint(address_bytes(sender), nonce)
         signer = self._signers.get(key)
         if signer is None:
@@ -348,6 +351,21 @@ def setup_token(chain: Chain, n_senders: int, per_sender: int) -> tuple[str, lis
     out = vyper.compile_code(TOKEN_SRC, output_formats=["bytecode"])
     code = bytes.fromhex(out["bytecode"][2:])
     deployer = Account.create()
+    if chain.max_fee:  # fees on: the deployer deposits, then pays every sender's gas money
+        from .chain.accounts import pay
+        from .client.l1 import deposit
+
+        net = chain.net
+        assert net.w3 is not None
+        gas_money = 10**17
+        pay(net.w3, net.accounts[0], deployer.address, (n_senders + 10) * gas_money + 10**18)
+        deposit(net.w3, deployer, net.rollup.address, (n_senders + 10) * gas_money)
+        count = net.rollup.functions.msgCount().call()
+        deadline = time.monotonic() + 120
+        while net.rollup.functions.msgConsumed().call() < count:  # a header consumed the deposit
+            if time.monotonic() > deadline:
+                raise RuntimeError("the deployer's deposit was not consumed by a header within 120 s")
+            time.sleep(0.2)
     ctor = code + (10**30).to_bytes(32, "big")
     env = chain.envelope(bytes(deployer.key), deployer.address, 0, None, ctor, gas=3_000_000)
     rids, _ = chain.send_all([env], spread=False)
@@ -364,9 +382,13 @@ def setup_token(chain: Chain, n_senders: int, per_sender: int) -> tuple[str, lis
                        TRANSFER + address_bytes(s.address).rjust(32, b"\0") + (10**9).to_bytes(32, "big"))
         for i, s in enumerate(senders)
     ]
+    if chain.max_fee:
+        envs += [chain.envelope(bytes(deployer.key), deployer.address, n_senders + 1 + i, s.address, b"", 21_000,
+                                value=10**17) for i, s in enumerate(senders)]
     rids, _ = chain.send_all(envs, spread=False)
     wait_all(chain, rids, 300)
     return token, senders
+
 
 
 def run_cell(chain: Chain, token: str, senders: list[Any], nonces: dict[str, int], batch: int, total: int) -> dict[str, Any]:

@@ -67,7 +67,7 @@ from eth_account import Account  # noqa: E402
 
 from enclavenet.crypto.hashing import address_bytes  # noqa: E402
 from enclavenet.devnet import Devnet  # noqa: E402
-from enclavenet.loadgen import TRANSFER, Chain, HeightWatch, run_cell, setup_token, wait_all  # noqa: E402
+from enclavenet.loadgen import TRANSFER, Chain, HeightWatch, rpc, run_cell, setup_token, wait_all  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from plain_anvil import run_plain  # noqa: E402
@@ -243,6 +243,9 @@ def run_once(args: argparse.Namespace, members: list[int], batches: list[int], r
             print(f"# devnet of {n} up in {time.monotonic() - t:.1f}s (quorum {net.quorum}, >= {net.min_types} types)")
             chain = Chain(net)
             token, senders = setup_token(chain, args.senders, 0)
+            if args.min_base_fee:
+                print(f"# fees on: base fee {int(rpc(net.rpc_urls[0], 'eth_gasPrice'), 16) * 4 // 5:,} wei/gas "
+                      f"after setup; transactions signed with max fee {chain.max_fee:,}")
             if not peer_senders:
                 peer_senders = senders
             nonces = {s.address: 0 for s in senders}
@@ -282,6 +285,13 @@ def run_once(args: argparse.Namespace, members: list[int], batches: list[int], r
                     print(f"members {n:2d}  batch {batch:4d}  paced at {pr['rate']:.0f} tx/s (70% of the flood TPS): "
                           f"p50 {pr['p50_s']:.2f}s  p99 {pr['p99_s']:.2f}s", flush=True)
             notes[f"ecall_seconds_{n}_members"] = {f"node{i}": s["ecalls"] for i, s in enumerate(snapshot(net))}
+            # opened receipts of a sample (1 in 50): refused or failed transfers must not pass for throughput
+            smp = chain.check_sample()
+            smp["base_fee_end"] = int(rpc(net.rpc_urls[0], "eth_gasPrice"), 16) * 4 // 5
+            notes[f"sampled_receipts_{n}_members"] = smp
+            print(f"# sampled receipts ({n} members): {smp}", flush=True)
+            if smp["failed"]:
+                raise RuntimeError(f"{smp['failed']} of {smp['sampled']} sampled transactions failed or were refused")
     plain = None
     if not args.no_plain and peer_senders:
         total = int(rounds * max(batches))

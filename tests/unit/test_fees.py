@@ -172,6 +172,13 @@ def test_members_of_three_tee_types_agree_on_a_batch_with_fees() -> None:
     r1 = receipt_of(out2, s1)
     assert r1.success and r1.gas_price == GWEI
     assert out2["fees"]["unfunded"] == [address_bytes(poor.address)]
+    import cbor2
+
+    from enclavenet.enclave.batch import batch_data_items, unfunded_hash
+
+    meta = cbor2.loads(batch_data_items(out2["batch_data"])[0])  # QC'd: binds the list nodes act on
+    assert meta["unfunded_hash"] == unfunded_hash([address_bytes(poor.address)])
+    assert (meta["base_fee"], meta["next_base_fee"]) == (GWEI, GWEI)
     for m in net.members[1:]:
         v = m.call("verify_batch", header=out2["header"], **req2)
         assert v["header_hash"] == out2["header_hash"] and v["fees"] == out2["fees"]

@@ -11,9 +11,10 @@ byte strings ``[meta, envelope_1 .. envelope_n, entry_1 .. entry_m, message_1 ..
 
 * ``meta`` = canonical CBOR map ``{v: 1, height, prev_hash, epoch, l1_block, timestamp,
   msg_start, msg_count, msg_acc, n_envelopes, n_entries, logs_hash}`` (plus ``fee_recipient``,
-  20 bytes, when the batch input named one; ``base_fee``, ``next_base_fee`` and ``unfunded``
-  -- at most 2,048 senders refused for want of funds -- when fees are on: fees.py, so every
-  node learns them from QC'd data, also one that applies a diff); ``logs_hash`` (32 bytes)
+  20 bytes, when the batch input named one; ``base_fee``, ``next_base_fee`` and -- if some
+  senders were refused for want of funds -- ``unfunded_hash`` = keccak256 of their sorted
+  addresses when fees are on: fees.py; the list itself travels with the batch record, and a node
+  uses it only if it matches the QC'd hash); ``logs_hash`` (32 bytes)
   commits the batch's log index (enclave/logs.py ``logs_commitment``: keccak256 of a domain, the
   epoch's ``LOGS_COMMIT_SUBKEY`` and the index plaintext; present for every batch, an empty
   index included; ``ZERO32`` when the enclave could not build the index, so the height has none).
@@ -74,7 +75,6 @@ ERROR_CODES = {
     "for (its routing hint); it runs only when that account submits it",
     "bridge": "a command from the L1 Bridge that does not parse (crypto/bridge.py formats)",
 }
-MAX_META_UNFUNDED = 2048  # unfunded senders a meta names (fees.py); the rest are refused again later
 MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z: the EVM timestamp never goes past it
 BATCH_DATA_VERSION = 1
 
@@ -260,8 +260,8 @@ def commit_batch_data(
         fields["fee_recipient"] = inp.fee_recipient
     if fees is not None:  # fees.py: base fees and the senders refused for want of funds (public)
         fields["base_fee"], fields["next_base_fee"] = fees["base_fee"], fees["next_base_fee"]
-        if fees["unfunded"]:
-            fields["unfunded"] = fees["unfunded"][:MAX_META_UNFUNDED]
+        if fees["unfunded"]:  # the list travels with the record; the QC'd meta binds it
+            fields["unfunded_hash"] = unfunded_hash(fees["unfunded"])
     messages = messages or []
     if messages:
         fields[META_COUNT_KEY] = len(messages)
@@ -279,6 +279,11 @@ def commit_batch_data(
     data_commitment = _root_of_leaf_nodes([k(b"\x00" + keccak256(meta)).digest(), *id_nodes, *entry_nodes, *msg_nodes])
     batch_data = cbor2.dumps([meta, *inp.envelopes, *entries, *messages])
     return BatchCommitments(tx_root, receipts_root, data_commitment, batch_data)
+
+
+def unfunded_hash(senders: list[bytes]) -> bytes:
+    """What the meta's ``unfunded_hash`` commits: keccak256 of the sorted 20-byte addresses."""
+    return keccak256(b"".join(sorted(senders)))
 
 
 def _root_of_leaf_nodes(level: list[bytes]) -> bytes:

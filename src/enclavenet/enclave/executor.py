@@ -653,7 +653,6 @@ class Executor:
         secret = self._platform_secret_fn()
         self._batch = _Batch(block, self._evm.snapshot(), platform_secret=secret, seed_prefix=TX_SEED_INFO + secret,
                              base_fee=base_fee, fee_recipient=fee_recipient or self.fees.treasury)
-
         # PLATFORM is warm for the whole batch: a miss run and its re-run see the same gas at
         # every platform call (else the first call of a batch would be cold, then warm, and
         # miss twice), and no transaction learns from its gas whether an earlier one used it.

@@ -59,6 +59,8 @@ class BatchRecord:
     rid_cache: list[bytes] | None = field(default=None, repr=False)
     round: int = 0  # the round it is proposed in (node/viewchange.py)
     tc: list[list[bytes]] | None = field(default=None, repr=False)  # the TC that opened that round
+    # senders the enclave refused for want of funds (fees on): bound by the meta's unfunded_hash
+    unfunded: list[bytes] = field(default_factory=list, repr=False)
 
     def proposal(self, proposer: str, signature: bytes) -> dict[str, Any]:
         out = {
@@ -72,19 +74,27 @@ class BatchRecord:
             "diff": self.diff,
             "logs": self.logs,
         }
+        if self.unfunded:
+            out["unfunded"] = self.unfunded
         if self.round:
             out["round"], out["tc"] = self.round, self.tc
         return out
 
     def to_wire(self) -> dict[str, Any]:
-        return {"input": self.input, "header": self.header_bytes, "batch_data": self.batch_data,
-                "withdrawals": self.withdrawals, "diff": self.diff, "logs": self.logs}
+        out = {"input": self.input, "header": self.header_bytes, "batch_data": self.batch_data,
+               "withdrawals": self.withdrawals, "diff": self.diff, "logs": self.logs}
+        if self.unfunded:
+            out["unfunded"] = self.unfunded
+        return out
 
     def rids(self) -> list[bytes]:
         if self.rid_cache is None or len(self.rid_cache) != len(self.envelopes):
             k = sha3.keccak_256
             self.rid_cache = [k(e).digest() for e in self.envelopes]
         return self.rid_cache
+
+
+MAX_UNFUNDED_WIRE = 20_000  # a batch's envelopes at most
 
 
 def split_batch_data(batch_data: bytes) -> tuple[dict[str, Any], list[bytes], list[bytes]]:
@@ -151,8 +161,11 @@ def record_from_wire(out: dict[str, Any]) -> BatchRecord:
     ws = [list(w) for w in out.get("withdrawals", [])]
     diff = out.get("diff")
     logs = out.get("logs")
+    raw_unfunded = out.get("unfunded")
+    unfunded = [bytes(x) for x in raw_unfunded[:MAX_UNFUNDED_WIRE] if isinstance(x, bytes) and len(x) == 20] \
+        if isinstance(raw_unfunded, list) else []
     return BatchRecord(
         height=header.height, input=inp, envelopes=envelopes, header=header, header_bytes=header_bytes,
         hash=header.hash(), batch_data=batch_data, withdrawals=ws, diff=diff if isinstance(diff, bytes) else b"",
-        logs=logs if isinstance(logs, bytes) else b"",
+        logs=logs if isinstance(logs, bytes) else b"", unfunded=unfunded,
     )

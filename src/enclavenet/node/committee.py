@@ -313,6 +313,7 @@ class Committee(Role):
                 hash=bytes(out["header_hash"]), batch_data=bytes(out["batch_data"]),
                 withdrawals=[list(w) for w in out.get("withdrawals", [])], proposer=self.node.address,
                 diff=bytes(out.get("diff") or b""), logs=bytes(out.get("logs") or b""), round=round_, tc=tc,
+                unfunded=[bytes(x) for x in (out.get("fees") or {}).get("unfunded", [])],
             )
             sig = bytes(out["signature"])
             rec.sigs[self.node.address] = sig

@@ -17,7 +17,7 @@ from typing import Any
 from ..crypto.hashing import keccak256, to_checksum
 from ..crypto.header import Header, Withdrawal, withdrawals_hash
 from ..crypto.secp256k1 import SignatureError, recover_address
-from ..enclave.batch import batch_data_items
+from ..enclave.batch import batch_data_items, unfunded_hash
 from ..tee.boundary import EnclaveError
 from .batch import (
     BatchRecord,
@@ -241,7 +241,9 @@ class Sync(Role):
             return
         assert self.node.watcher is not None
         if "next_base_fee" in meta:  # fees (docs/FEES.md), from the QC'd meta: every node, however it got the height
-            self.node.on_fees(acc.header.height, meta)
+            bound = meta.get("unfunded_hash")
+            ok = isinstance(bound, bytes) and rec.unfunded and unfunded_hash(rec.unfunded) == bound
+            self.node.on_fees(acc.header.height, {**meta, "unfunded": rec.unfunded if ok else []})
         start = int(meta["msg_start"])
         count = int(meta["msg_count"]) - start
         payload_ids = []

@@ -43,9 +43,8 @@ from enclavenet.crypto.merkle import merkle_verify_at
 from enclavenet.enclave.batch import ERROR_ENTRY_PREFIX, batch_data_items, batch_data_roots
 from enclavenet.enclave.bridge import BRIDGE_ENTRY, OUTBOX_CODE, command_call
 from enclavenet.enclave.executor import BlockInfo, Executor
-from enclavenet.enclave.harness import Member, form_committee, program_config
+from enclavenet.enclave.harness import program_config
 from enclavenet.enclave.tx import InboxCall
-from enclavenet.tee import DEFAULT_PROGRAM, InProcessEnclave
 
 BRIDGE = "0x" + "b7" * 20
 L1_TOKEN = "0x" + "e2" * 20
@@ -87,11 +86,10 @@ def l1_receiver_code() -> bytes:
 
 
 class BridgeNet(Net):
+    """sgx, sev-snp and tdx members whose config names the Bridge."""
+
     def __init__(self) -> None:
-        self.members = [Member(InProcessEnclave(v.new_platform(), DEFAULT_PROGRAM, CFG)) for v in VENDORS]
-        self.epoch_pub = form_committee(self.members, 2, 2)
-        self.epoch = 0
-        self.nonces: dict[str, int] = {}
+        super().__init__(cfg=CFG)
 
 
 def token_call(net: Any, acct: Any, sig: str, types: list[str], args: list[Any], gas: int = 300_000) -> Any:

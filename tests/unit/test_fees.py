@@ -13,9 +13,8 @@ from tests.unit.test_program import CHAIN, L1_CHAIN, VENDORS, Net, dep, receipt_
 from enclavenet.crypto.hashing import address_bytes, keccak256, to_checksum
 from enclavenet.enclave.executor import WITHDRAW_ADDRESS, BlockInfo, Executor, Receipt
 from enclavenet.enclave.fees import FEES_ADDRESS, FeeRule
-from enclavenet.enclave.harness import Member, form_committee, program_config
+from enclavenet.enclave.harness import program_config
 from enclavenet.enclave.tx import InboxCall, TxError, decode_tx, sign_tx
-from enclavenet.tee import DEFAULT_PROGRAM, InProcessEnclave
 
 GWEI = 10**9
 TREASURY = bytes.fromhex("7e" * 20)
@@ -105,12 +104,18 @@ def test_base_fee_follows_batch_gas_and_lives_in_the_state_root() -> None:
     assert other.state_root != Executor(CHAIN, fees=RULE).state_root
 
 
-def test_withdrawals_pay_their_intrinsic_gas_and_l1_paid_items_are_free() -> None:
+def funded() -> tuple[Executor, Any, bytes]:
+    """An executor with fees on and an open batch in which alice got 1 ether."""
     ex = Executor(CHAIN, fees=RULE)
     alice = Account.create()
     a = address_bytes(alice.address)
     ex.begin_batch(BlockInfo(1, 1000))
     ex.credit(a, 10**18)
+    return ex, alice, a
+
+
+def test_withdrawals_pay_their_intrinsic_gas_and_l1_paid_items_are_free() -> None:
+    ex, alice, a = funded()
     w = ex.execute(decode_tx(sign_tx(bytes(alice.key), CHAIN, 0, WITHDRAW_ADDRESS, b"", 10**17, 21_000,
                                      max_fee=GWEI), CHAIN))
     nobody = bytes.fromhex("0d" * 20)
@@ -124,11 +129,7 @@ def test_withdrawals_pay_their_intrinsic_gas_and_l1_paid_items_are_free() -> Non
 def test_a_platform_miss_re_run_is_charged_once() -> None:
     from tests.unit.test_platform import artifacts, sel
 
-    ex = Executor(CHAIN, fees=RULE)
-    alice = Account.create()
-    a = address_bytes(alice.address)
-    ex.begin_batch(BlockInfo(1, 1000))
-    ex.credit(a, 10**18)
+    ex, alice, a = funded()
     d = ex.execute(decode_tx(sign_tx(bytes(alice.key), CHAIN, 0, None, artifacts()["PlatformUser"].bytecode, 0,
                                      3_000_000, max_fee=GWEI), CHAIN))
     assert d.success and d.contract_address is not None
@@ -146,14 +147,7 @@ def test_members_of_three_tee_types_agree_on_a_batch_with_fees() -> None:
     cfg = {**program_config(VENDORS, chain_id=CHAIN, l1_chain_id=L1_CHAIN), "min_base_fee": GWEI,
            "fee_target_gas": 100_000}
 
-    class FeeNet(Net):
-        def __init__(self) -> None:
-            self.members = [Member(InProcessEnclave(v.new_platform(), DEFAULT_PROGRAM, cfg)) for v in VENDORS]
-            self.epoch_pub = form_committee(self.members, 2, 2)
-            self.epoch = 0
-            self.nonces: dict[str, int] = {}
-
-    net = FeeNet()
+    net = Net(cfg=cfg)
     alice, poor = Account.create(), Account.create()
     ok = net.env(alice, to_checksum(RECIPIENT), gas=21_000)  # Net.env signs max fee 0: below the base fee
     req, out = net.run(net.members[0], 1, bytes(32), l1_block=3, messages=[dep(0, alice.address, 10**18, 2)],

@@ -74,9 +74,9 @@ def burn():
 class Net:
     """A committee of in-process members and the users' side (keys, envelopes)."""
 
-    def __init__(self, n: int = 3, quorum: int = 2, min_types: int = 2) -> None:
+    def __init__(self, n: int = 3, quorum: int = 2, min_types: int = 2, cfg: dict[str, Any] | None = None) -> None:
         self.members = [
-            Member(InProcessEnclave(VENDORS[i % len(VENDORS)].new_platform(), DEFAULT_PROGRAM, CFG))
+            Member(InProcessEnclave(VENDORS[i % len(VENDORS)].new_platform(), DEFAULT_PROGRAM, cfg or CFG))
             for i in range(n)
         ]
         self.epoch_pub = form_committee(self.members, quorum, min_types)
